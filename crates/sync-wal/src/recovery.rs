@@ -1,0 +1,168 @@
+//! Opening a log directory: [`RecoveryMode`], the segment listing, and the scan
+//! of the newest segment that cuts away a torn tail.
+
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use crate::config::WalConfig;
+use crate::error::WalError;
+use crate::file::{fsync_dir, io_error, is_temp_segment_name, parse_segment_name};
+use crate::format::{SEGMENT_HEADER_LEN, decode_frame};
+use crate::record::WalRecord;
+use crate::segment::{SegmentReader, SegmentWriter, check_header};
+
+/// What [`Wal::open`](crate::Wal::open) does when the newest segment ends in a
+/// bad frame.
+///
+/// # Examples
+///
+/// ```
+/// use sync_wal::{RecoveryMode, WalConfig};
+///
+/// let mut config = WalConfig::new("/tmp/some-log");
+/// assert_eq!(config.recovery, RecoveryMode::TolerateTornTail);
+/// config.recovery = RecoveryMode::Strict;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecoveryMode {
+    /// A partial or CRC-failing frame at the end of the newest segment, with
+    /// no valid frame anywhere after it, is what a crash mid-write leaves: it is
+    /// cut off (and the cut synced) so appends continue after the last good
+    /// record. Damage anywhere else is [`WalError::Corrupt`].
+    #[default]
+    TolerateTornTail,
+    /// Any bad frame, even a torn tail, is [`WalError::Corrupt`] and the
+    /// directory is left untouched.
+    Strict,
+}
+
+/// A segment that is no longer appended to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct SealedSegment {
+    pub(crate) first_lsn: u64,
+    pub(crate) path: PathBuf,
+}
+
+/// The state of a directory after recovery.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// Older segments, oldest first.
+    pub(crate) sealed: Vec<SealedSegment>,
+    /// The newest segment, ready for appends.
+    pub(crate) active: SegmentWriter,
+}
+
+/// Lists, checks and repairs the segments in `config.dir` (see
+/// `docs/FORMAT.md`, "Recovery on open"). The caller holds the lock.
+pub(crate) fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
+    let dir = config.dir.as_path();
+    let mut segments = list_segments(dir)?;
+    let Some(newest) = segments.pop() else {
+        return Ok(Recovered {
+            sealed: Vec::new(),
+            active: SegmentWriter::create(dir, 0)?,
+        });
+    };
+    for segment in &segments {
+        let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN);
+        File::open(&segment.path)
+            .and_then(|f| f.take(SEGMENT_HEADER_LEN as u64).read_to_end(&mut header))
+            .map_err(|e| io_error("read segment header", &segment.path, e))?;
+        check_header(&segment.path, segment.first_lsn, &header)?;
+    }
+    let (len, n_frames) = scan_newest(&newest, config)?;
+    let active = SegmentWriter::open(newest.path, newest.first_lsn, len, n_frames)?;
+    Ok(Recovered {
+        sealed: segments,
+        active,
+    })
+}
+
+/// The segments in `dir`, sorted by first LSN. Removes half-created segments;
+/// ignores every file that is not ours.
+fn list_segments(dir: &Path) -> Result<Vec<SealedSegment>, WalError> {
+    let mut segments = Vec::new();
+    let mut removed_temp = false;
+    for entry in fs::read_dir(dir).map_err(|e| io_error("list directory", dir, e))? {
+        let entry = entry.map_err(|e| io_error("list directory", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(first_lsn) = parse_segment_name(name) {
+            segments.push(SealedSegment {
+                first_lsn,
+                path: entry.path(),
+            });
+        } else if is_temp_segment_name(name) {
+            // Never renamed into place, so it holds no acknowledged record.
+            fs::remove_file(entry.path())
+                .map_err(|e| io_error("remove temp segment", entry.path(), e))?;
+            removed_temp = true;
+        }
+    }
+    if removed_temp {
+        fsync_dir(dir)?;
+    }
+    segments.sort_by_key(|s| s.first_lsn);
+    Ok(segments)
+}
+
+/// Reads every frame of the newest segment. Returns the length of its valid
+/// prefix and the number of frames in it, after cutting a torn tail if the
+/// recovery mode allows.
+fn scan_newest(segment: &SealedSegment, config: &WalConfig) -> Result<(u64, u64), WalError> {
+    let mut reader =
+        SegmentReader::open(&segment.path, segment.first_lsn, config.max_record_bytes)?;
+    let mut record = WalRecord::default();
+    let mut n_frames = 0u64;
+    let error = loop {
+        match reader.next_into(&mut record) {
+            Ok(Some(_)) => n_frames += 1,
+            Ok(None) => return Ok((reader.offset(), n_frames)),
+            Err(e @ WalError::Corrupt { .. }) => break e,
+            Err(e) => return Err(e),
+        }
+    };
+    let good_len = reader.offset();
+    if config.recovery == RecoveryMode::Strict
+        || !is_torn_tail(reader.path(), good_len, config.max_record_bytes)?
+    {
+        return Err(error);
+    }
+    let file = crate::file::private_options()
+        .write(true)
+        .open(&segment.path)
+        .map_err(|e| io_error("open segment", &segment.path, e))?;
+    file.set_len(good_len)
+        .map_err(|e| io_error("truncate torn tail", &segment.path, e))?;
+    // Made durable now, before any append can follow it: a later recovery must
+    // never find this garbage in the middle of the log.
+    file.sync_all()
+        .map_err(|e| io_error("sync truncated segment", &segment.path, e))?;
+    Ok((good_len, n_frames))
+}
+
+/// Whether the bytes from `bad_at` to the end of the file hold no valid frame
+/// starting at any byte after `bad_at`: then they are the remains of an
+/// interrupted write, not damage in the middle of the log.
+fn is_torn_tail(path: &Path, bad_at: u64, max_record_bytes: u32) -> Result<bool, WalError> {
+    let mut tail = Vec::new();
+    File::open(path)
+        .and_then(|mut f| {
+            f.seek(SeekFrom::Start(bad_at))?;
+            f.read_to_end(&mut tail)
+        })
+        .map_err(|e| io_error("read segment tail", path, e))?;
+    Ok(!contains_frame_after_start(&tail, max_record_bytes))
+}
+
+/// Whether a valid frame starts at any offset `1..` of `bytes`.
+pub(crate) fn contains_frame_after_start(bytes: &[u8], max_record_bytes: u32) -> bool {
+    let mut scratch = WalRecord::default();
+    // Most offsets fail on the length check before any CRC is computed.
+    (1..bytes.len()).any(|start| {
+        bytes
+            .get(start..)
+            .is_some_and(|rest| decode_frame(rest, max_record_bytes, &mut scratch).is_ok())
+    })
+}

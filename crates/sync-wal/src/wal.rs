@@ -1,0 +1,513 @@
+//! [`Wal`]: the handle that appends, syncs (with group commit), reads and
+//! truncates a log directory.
+
+use std::fs::{self, File};
+use std::ops::Range;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::WalConfig;
+use crate::error::WalError;
+use crate::file::{LOCK_FILE, fsync_dir, io_error, private_options};
+use crate::format::{BODY_FIXED_LEN, SEGMENT_HEADER_LEN, encode_frame};
+use crate::reader::{LogReader, WalIter};
+use crate::record::WalRecord;
+use crate::recovery::{SealedSegment, recover};
+use crate::segment::SegmentWriter;
+use crate::sync_policy::SyncPolicy;
+
+/// A write-ahead log in one directory.
+///
+/// `Wal` is `Send + Sync`: share it as `Arc<Wal>`; every method takes `&self`.
+/// Appends are serialized by an internal lock; reads run beside them on their
+/// own file handles. One `Wal` per directory at a time, across processes:
+/// the handle holds an exclusive lock on the directory's `LOCK` file until it
+/// is dropped.
+///
+/// # Examples
+///
+/// ```
+/// use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
+///
+/// let dir = tempfile::tempdir()?;
+/// let mut config = WalConfig::new(dir.path());
+/// config.sync = SyncPolicy::Always;
+/// let wal = Wal::open(config)?;
+/// let lsn = wal.append(&WalRecord {
+///     id: "op_1".into(),
+///     kind: RecordType::PutOperation,
+///     ts_ms: 1_700_000_000_000,
+///     payload: br#"{"kind":"message.send"}"#.to_vec(),
+/// })?;
+/// assert_eq!(lsn, 0);
+///
+/// let mut ids = Vec::new();
+/// wal.replay(0, |record| ids.push(record.id.clone()))?;
+/// assert_eq!(ids, ["op_1"]);
+/// # Ok::<_, sync_wal::WalError>(())
+/// ```
+#[derive(Debug)]
+pub struct Wal {
+    shared: Arc<Shared>,
+    flusher: Option<Flusher>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: WalConfig,
+    writer: Mutex<Writer>,
+    commit: Mutex<CommitState>,
+    /// Signalled when a sync finishes (group commit followers wait on it).
+    synced: Condvar,
+    poisoned: AtomicBool,
+    /// Held, never read: the exclusive lock lives as long as this file.
+    _lock: File,
+}
+
+/// Everything appends change; behind `Shared::writer`.
+#[derive(Debug)]
+struct Writer {
+    active: SegmentWriter,
+    sealed: Vec<SealedSegment>,
+    next_lsn: u64,
+    /// Encode buffer, reused so an append does not allocate.
+    scratch: Vec<u8>,
+}
+
+/// Group commit bookkeeping; behind `Shared::commit`.
+#[derive(Debug, Default)]
+struct CommitState {
+    /// Every record with an LSN below this is on disk.
+    durable_lsn: u64,
+    /// A thread is in `sync_data` right now.
+    syncing: bool,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `config.dir` and recovers it as
+    /// `config.recovery` says (see `docs/FORMAT.md`, "Recovery on open").
+    ///
+    /// When this returns `Ok`, every record found is readable, a torn tail, if
+    /// any, has been cut off durably, and the next append gets the LSN after
+    /// the last record found.
+    ///
+    /// # Errors
+    ///
+    /// - [`WalError::Locked`] if another handle holds the directory.
+    /// - [`WalError::Corrupt`], [`WalError::BadMagic`],
+    ///   [`WalError::UnsupportedVersion`] for damage recovery may not repair;
+    ///   nothing is changed on disk then.
+    /// - [`WalError::InvalidConfig`] for unusable limits.
+    /// - [`WalError::Io`] if the file system fails.
+    pub fn open(config: WalConfig) -> Result<Self, WalError> {
+        validate(&config)?;
+        let dir = config.dir.clone();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).map_err(|e| io_error("create directory", &dir, e))?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent)?;
+            }
+        }
+        let lock = lock_dir(&dir)?;
+        let recovered = recover(&config)?;
+        let next_lsn = recovered.active.first_lsn() + recovered.active.n_frames();
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer {
+                active: recovered.active,
+                sealed: recovered.sealed,
+                next_lsn,
+                scratch: Vec::new(),
+            }),
+            // What recovery read is what survived: treat it as durable.
+            commit: Mutex::new(CommitState {
+                durable_lsn: next_lsn,
+                syncing: false,
+            }),
+            synced: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            _lock: lock,
+            config,
+        });
+        let flusher = match shared.config.sync {
+            SyncPolicy::Interval(every) => Some(
+                Flusher::start(Arc::clone(&shared), every)
+                    .map_err(|e| io_error("spawn flusher thread for", &shared.config.dir, e))?,
+            ),
+            SyncPolicy::Always | SyncPolicy::Never => None,
+        };
+        Ok(Self { shared, flusher })
+    }
+
+    /// Appends one record and returns its LSN.
+    ///
+    /// Durability on `Ok` follows the configured [`SyncPolicy`]: the frame has
+    /// been handed to the OS in one `write` (survives a process crash); under
+    /// `Always` it has also been `sync_data`-ed (survives power loss), sharing
+    /// the sync with concurrent appenders.
+    ///
+    /// # Errors
+    ///
+    /// - [`WalError::RecordTooLarge`] if the body exceeds `max_record_bytes`;
+    ///   nothing is written.
+    /// - [`WalError::Io`] if the write fails; the partial frame is cut off
+    ///   again, and if that fails too the log is poisoned.
+    /// - [`WalError::Poisoned`] after an earlier failed sync or unrepaired write.
+    pub fn append(&self, record: &WalRecord) -> Result<u64, WalError> {
+        self.append_batch(std::slice::from_ref(record))
+            .map(|lsns| lsns.start)
+    }
+
+    /// Appends records as one `write` and returns their LSNs.
+    ///
+    /// The batch is acknowledged as a whole, with one sync under
+    /// [`SyncPolicy::Always`]. A crash before `Ok` may leave any prefix of the
+    /// batch in the log: each frame is checked on its own. An empty batch
+    /// writes nothing and returns an empty range at the next LSN.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append`]; a record that is too large fails the whole batch
+    /// before anything is written.
+    pub fn append_batch(&self, records: &[WalRecord]) -> Result<Range<u64>, WalError> {
+        self.check_poisoned()?;
+        let shared = &*self.shared;
+        let lsns = {
+            let mut writer = lock(&shared.writer);
+            let writer = &mut *writer;
+            writer.scratch.clear();
+            for record in records {
+                encode_frame(record, shared.config.max_record_bytes, &mut writer.scratch)?;
+            }
+            let start = writer.next_lsn;
+            if records.is_empty() {
+                return Ok(start..start);
+            }
+            let active_has_frames = writer.active.n_frames() > 0;
+            if active_has_frames
+                && writer.active.len() + writer.scratch.len() as u64 > shared.config.segment_bytes
+            {
+                self.roll(writer)?;
+            }
+            let n_frames = records.len() as u64;
+            if let Err((error, poison)) = writer.active.write(&writer.scratch, n_frames) {
+                if poison {
+                    shared.poisoned.store(true, Ordering::SeqCst);
+                }
+                return Err(error);
+            }
+            writer.next_lsn += n_frames;
+            start..writer.next_lsn
+        };
+        if shared.config.sync == SyncPolicy::Always {
+            shared.sync_until(lsns.end)?;
+        }
+        Ok(lsns)
+    }
+
+    /// Calls `f` with every record whose LSN is `>= from`, in LSN order.
+    ///
+    /// Reads the records present when the call starts. LSNs below the oldest
+    /// retained segment (see [`Wal::truncate_before`]) are gone and skipped.
+    /// The record passed to `f` is reused between calls: clone what you keep.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Corrupt`] at the first bad frame or LSN gap, naming segment
+    /// and offset (records before it have been passed to `f`);
+    /// [`WalError::Io`] if a read fails, or if a segment was removed by a
+    /// concurrent `truncate_before` before it was opened.
+    pub fn replay(&self, from: u64, mut f: impl FnMut(&WalRecord)) -> Result<(), WalError> {
+        let mut reader = self.reader(from);
+        while reader.advance()?.is_some() {
+            f(&reader.record);
+        }
+        Ok(())
+    }
+
+    /// An iterator over `(lsn, record)` for every record whose LSN is `>= from`.
+    ///
+    /// # Errors
+    ///
+    /// This call itself does not fail today; the iterator yields the errors of
+    /// [`Wal::replay`]. The `Result` leaves room for readers that must open
+    /// files up front.
+    pub fn iter_from(&self, from: u64) -> Result<WalIter, WalError> {
+        Ok(WalIter::new(self.reader(from)))
+    }
+
+    /// Forces every record appended so far to disk (`sync_data`), whatever the
+    /// policy. Returns when they survive power loss.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] if the sync fails, which also poisons the log;
+    /// [`WalError::Poisoned`] after an earlier failure.
+    pub fn sync(&self) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let end = lock(&self.shared.writer).next_lsn;
+        self.shared.sync_until(end)
+    }
+
+    /// Removes every whole segment whose records all have LSNs below `lsn`,
+    /// and returns how many were removed. The active segment is never removed,
+    /// so the next LSN is kept.
+    ///
+    /// On `Ok` the removal is durable (the directory is fsynced).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] if a file cannot be removed or the directory not
+    /// synced; segments removed before the failure stay removed.
+    pub fn truncate_before(&self, lsn: u64) -> Result<usize, WalError> {
+        let mut writer = lock(&self.shared.writer);
+        let mut n_removed = 0;
+        while let Some(oldest) = writer.sealed.first() {
+            let next_first = writer
+                .sealed
+                .get(1)
+                .map_or(writer.active.first_lsn(), |s| s.first_lsn);
+            if next_first > lsn {
+                break;
+            }
+            fs::remove_file(&oldest.path)
+                .map_err(|e| io_error("remove segment", &oldest.path, e))?;
+            writer.sealed.remove(0);
+            n_removed += 1;
+        }
+        if n_removed > 0 {
+            fsync_dir(&self.shared.config.dir)?;
+        }
+        Ok(n_removed)
+    }
+
+    /// The LSN the next append will get.
+    #[must_use]
+    pub fn next_lsn(&self) -> u64 {
+        lock(&self.shared.writer).next_lsn
+    }
+
+    /// The lowest LSN still in the log (the first of the oldest segment).
+    /// Equal to [`Wal::next_lsn`] when the log holds no record.
+    #[must_use]
+    pub fn first_lsn(&self) -> u64 {
+        let writer = lock(&self.shared.writer);
+        writer
+            .sealed
+            .first()
+            .map_or(writer.active.first_lsn(), |s| s.first_lsn)
+    }
+
+    /// How many segment files the log has, the active one included.
+    #[must_use]
+    pub fn segment_count(&self) -> usize {
+        lock(&self.shared.writer).sealed.len() + 1
+    }
+
+    /// The configuration the log was opened with.
+    #[must_use]
+    pub fn config(&self) -> &WalConfig {
+        &self.shared.config
+    }
+
+    /// The log's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.shared.config.dir
+    }
+
+    fn reader(&self, from: u64) -> LogReader {
+        let writer = lock(&self.shared.writer);
+        let mut segments = writer.sealed.clone();
+        segments.push(SealedSegment {
+            first_lsn: writer.active.first_lsn(),
+            path: writer.active.path().to_path_buf(),
+        });
+        LogReader::new(
+            segments,
+            from,
+            writer.next_lsn,
+            self.shared.config.max_record_bytes,
+        )
+    }
+
+    fn check_poisoned(&self) -> Result<(), WalError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            Err(WalError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Seals the active segment and starts the next one. Unless the policy is
+    /// `Never`, the old segment is synced first, so only the newest segment can
+    /// ever have a torn tail and a group-commit leader need only sync the
+    /// active file.
+    fn roll(&self, writer: &mut Writer) -> Result<(), WalError> {
+        if self.shared.config.sync != SyncPolicy::Never
+            && let Err(e) = writer.active.sync()
+        {
+            self.shared.poisoned.store(true, Ordering::SeqCst);
+            return Err(e);
+        }
+        // A failure may leave the new segment on disk but unused; appends must
+        // not go on into the old one behind it, so the handle stops here.
+        let next =
+            SegmentWriter::create(&self.shared.config.dir, writer.next_lsn).inspect_err(|_| {
+                self.shared.poisoned.store(true, Ordering::SeqCst);
+            })?;
+        let old = std::mem::replace(&mut writer.active, next);
+        writer.sealed.push(SealedSegment {
+            first_lsn: old.first_lsn(),
+            path: old.path().to_path_buf(),
+        });
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Returns once every LSN below `end` is on disk. One thread at a time
+    /// calls `sync_data` (the leader); threads arriving meanwhile wait for it
+    /// and for the next round if its sync started before their write.
+    fn sync_until(&self, end: u64) -> Result<(), WalError> {
+        let mut commit = lock(&self.commit);
+        loop {
+            if self.poisoned.load(Ordering::SeqCst) {
+                return Err(WalError::Poisoned);
+            }
+            if commit.durable_lsn >= end {
+                return Ok(());
+            }
+            if commit.syncing {
+                commit = self
+                    .synced
+                    .wait(commit)
+                    .unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            commit.syncing = true;
+            drop(commit);
+            // Everything written before this point is covered by this sync.
+            // Older segments were synced when they were sealed.
+            let (file, path, upto) = {
+                let writer = lock(&self.writer);
+                (
+                    Arc::clone(writer.active.file()),
+                    writer.active.path().to_path_buf(),
+                    writer.next_lsn,
+                )
+            };
+            let result = file.sync_data();
+            commit = lock(&self.commit);
+            commit.syncing = false;
+            match result {
+                Ok(()) => commit.durable_lsn = commit.durable_lsn.max(upto),
+                // Never retried: after a failed fsync the kernel may have
+                // dropped the dirty pages, and a retry could report success.
+                Err(e) => {
+                    self.poisoned.store(true, Ordering::SeqCst);
+                    self.synced.notify_all();
+                    return Err(io_error("sync segment", path, e));
+                }
+            }
+            self.synced.notify_all();
+        }
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.stop();
+            // Best effort: keep the Interval promise for the last interval too.
+            let _ = self.sync();
+        }
+    }
+}
+
+/// The background thread of [`SyncPolicy::Interval`].
+#[derive(Debug)]
+struct Flusher {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Flusher {
+    fn start(shared: Arc<Shared>, every: Duration) -> std::io::Result<Self> {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let stop_signal = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("sync-wal-flusher".into())
+            .spawn(move || {
+                let (stopped, wake) = &*stop_signal;
+                let mut guard = lock(stopped);
+                loop {
+                    guard = wake
+                        .wait_timeout(guard, every)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                    if *guard || shared.poisoned.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let end = lock(&shared.writer).next_lsn;
+                    // An error poisons the log; appends then report it.
+                    let _ = shared.sync_until(end);
+                }
+            })?;
+        Ok(Self { stop, thread })
+    }
+
+    fn stop(self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        let _ = self.thread.join();
+    }
+}
+
+fn validate(config: &WalConfig) -> Result<(), WalError> {
+    if config.segment_bytes <= SEGMENT_HEADER_LEN as u64 {
+        return Err(WalError::InvalidConfig {
+            reason: "segment_bytes must exceed the 24-byte segment header",
+        });
+    }
+    if (config.max_record_bytes as usize) < BODY_FIXED_LEN {
+        return Err(WalError::InvalidConfig {
+            reason: "max_record_bytes must be at least 14 (an empty record)",
+        });
+    }
+    if config.sync == SyncPolicy::Interval(Duration::ZERO) {
+        return Err(WalError::InvalidConfig {
+            reason: "a sync interval must be longer than zero",
+        });
+    }
+    Ok(())
+}
+
+fn lock_dir(dir: &Path) -> Result<File, WalError> {
+    let path = dir.join(LOCK_FILE);
+    let file = private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error("open lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", &path, e)),
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: every critical section here leaves its
+/// data consistent before anything that can panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;
