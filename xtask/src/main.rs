@@ -1,1 +1,98 @@
-fn main() {}
+//! `cargo xtask`: every chore of the workspace as one small binary, so CI and a
+//! developer run exactly the same commands.
+//!
+//! - `ci`: fmt check, clippy with `-D warnings`, all tests, docs with warnings
+//!   denied, benches compiled.
+//! - `bench [criterion args]`: runs the criterion benches and rewrites the
+//!   results table in `README.md`.
+//! - `crash [--rounds N]`: the long crash test.
+//! - `tidy`: the house rules a machine can check (also run by `cargo test`).
+
+#![expect(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
+
+mod bench;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+type Error = Box<dyn std::error::Error>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("crash") => crash(args.get(1..).unwrap_or_default()),
+        Some("tidy") => tidy::check(&root()).map(|()| println!("tidy: ok")),
+        _ => {
+            println!(
+                "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | tidy>"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub(crate) fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// A `cargo` command at the workspace root, using the cargo that runs us.
+pub(crate) fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(args).current_dir(root());
+    command
+}
+
+pub(crate) fn run(mut command: Command) -> Result<(), Error> {
+    println!("$ {command:?}");
+    let status = command.status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{command:?} failed: {status}").into())
+    }
+}
+
+fn ci() -> Result<(), Error> {
+    let started = std::time::Instant::now();
+    tidy::check(&root())?;
+    run(cargo(&["fmt", "--all", "--", "--check"]))?;
+    run(cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo(&["test", "--workspace"]))?;
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+    run(cargo(&["bench", "--workspace", "--no-run"]))?;
+    println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn crash(args: &[String]) -> Result<(), Error> {
+    let rounds = match args {
+        [] => "1000".to_owned(),
+        [flag, n] if flag == "--rounds" => n.clone(),
+        _ => return Err("usage: cargo xtask crash [--rounds N]".into()),
+    };
+    let mut command = cargo(&["test", "--release", "--workspace", "--test", "crash"]);
+    command.env("SYNC_CRASH_ROUNDS", rounds);
+    run(command)
+}

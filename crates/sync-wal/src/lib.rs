@@ -15,7 +15,7 @@
 //! ```
 //! use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
 //!
-//! let dir = tempfile::tempdir()?;
+//! let dir = tempfile::tempdir().expect("a temp dir");
 //! let mut config = WalConfig::new(dir.path());
 //! config.sync = SyncPolicy::Always;
 //! {
@@ -39,7 +39,7 @@
 //!
 //! The byte layout, the recovery rules and a crash-by-crash analysis are in
 //! [`docs/FORMAT.md`](https://github.com/sync-rs/sync/blob/main/docs/FORMAT.md).
-//! The [`format`] module encodes and decodes it on byte slices.
+//! The [`format`](mod@format) module encodes and decodes it on byte slices.
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]

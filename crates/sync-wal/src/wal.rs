@@ -4,7 +4,7 @@
 use std::fs::{self, File};
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,6 +19,9 @@ use crate::recovery::{SealedSegment, recover};
 use crate::segment::SegmentWriter;
 use crate::sync_policy::SyncPolicy;
 
+/// Most yields a group-commit leader makes while waiting for more writes.
+const MAX_LINGER_YIELDS: u32 = 16;
+
 /// A write-ahead log in one directory.
 ///
 /// `Wal` is `Send + Sync`: share it as `Arc<Wal>`; every method takes `&self`.
@@ -32,7 +35,7 @@ use crate::sync_policy::SyncPolicy;
 /// ```
 /// use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
 ///
-/// let dir = tempfile::tempdir()?;
+/// let dir = tempfile::tempdir().expect("a temp dir");
 /// let mut config = WalConfig::new(dir.path());
 /// config.sync = SyncPolicy::Always;
 /// let wal = Wal::open(config)?;
@@ -63,6 +66,8 @@ struct Shared {
     /// Signalled when a sync finishes (group commit followers wait on it).
     synced: Condvar,
     poisoned: AtomicBool,
+    /// `Writer::next_lsn`, readable without the writer lock (for `linger`).
+    written_lsn: AtomicU64,
     /// Held, never read: the exclusive lock lives as long as this file.
     _lock: File,
 }
@@ -84,6 +89,8 @@ struct CommitState {
     durable_lsn: u64,
     /// A thread is in `sync_data` right now.
     syncing: bool,
+    /// `sync_data` calls made by this handle.
+    n_syncs: u64,
 }
 
 impl Wal {
@@ -124,10 +131,11 @@ impl Wal {
             // What recovery read is what survived: treat it as durable.
             commit: Mutex::new(CommitState {
                 durable_lsn: next_lsn,
-                syncing: false,
+                ..CommitState::default()
             }),
             synced: Condvar::new(),
             poisoned: AtomicBool::new(false),
+            written_lsn: AtomicU64::new(next_lsn),
             _lock: lock,
             config,
         });
@@ -199,6 +207,7 @@ impl Wal {
                 return Err(error);
             }
             writer.next_lsn += n_frames;
+            shared.written_lsn.store(writer.next_lsn, Ordering::Release);
             start..writer.next_lsn
         };
         if shared.config.sync == SyncPolicy::Always {
@@ -306,6 +315,15 @@ impl Wal {
         lock(&self.shared.writer).sealed.len() + 1
     }
 
+    /// How many `sync_data` calls this handle has made for appends and
+    /// [`Wal::sync`] (not counting segment creation). Under
+    /// [`SyncPolicy::Always`] with concurrent appenders it stays below the
+    /// number of appends: that is group commit at work.
+    #[must_use]
+    pub fn sync_count(&self) -> u64 {
+        lock(&self.shared.commit).n_syncs
+    }
+
     /// The configuration the log was opened with.
     #[must_use]
     pub fn config(&self) -> &WalConfig {
@@ -368,6 +386,23 @@ impl Wal {
 }
 
 impl Shared {
+    /// Lets appenders that are already runnable finish their writes before the
+    /// leader syncs, so one `sync_data` covers them too: yields while new
+    /// records keep arriving, a bounded number of times. Alone, the first
+    /// yield returns at once and nothing arrives, so a single appender pays
+    /// about a microsecond.
+    fn linger(&self) {
+        let mut seen = self.written_lsn.load(Ordering::Acquire);
+        for _ in 0..MAX_LINGER_YIELDS {
+            std::thread::yield_now();
+            let now = self.written_lsn.load(Ordering::Acquire);
+            if now == seen {
+                break;
+            }
+            seen = now;
+        }
+    }
+
     /// Returns once every LSN below `end` is on disk. One thread at a time
     /// calls `sync_data` (the leader); threads arriving meanwhile wait for it
     /// and for the next round if its sync started before their write.
@@ -389,6 +424,7 @@ impl Shared {
             }
             commit.syncing = true;
             drop(commit);
+            self.linger();
             // Everything written before this point is covered by this sync.
             // Older segments were synced when they were sealed.
             let (file, path, upto) = {
@@ -402,6 +438,7 @@ impl Shared {
             let result = file.sync_data();
             commit = lock(&self.commit);
             commit.syncing = false;
+            commit.n_syncs += 1;
             match result {
                 Ok(()) => commit.durable_lsn = commit.durable_lsn.max(upto),
                 // Never retried: after a failed fsync the kernel may have

@@ -1,5 +1,10 @@
 //! Unit tests of the byte layout: round trips, and every way a decoder can refuse.
 
+#![expect(
+    clippy::indexing_slicing,
+    reason = "tests index known-length test frames; a panic is a failure"
+)]
+
 use proptest::prelude::*;
 
 use super::*;
@@ -9,8 +14,18 @@ fn record_strategy() -> impl Strategy<Value = WalRecord> {
         (1u16..=7).prop_map(|c| RecordType::from_code(c).unwrap_or(RecordType::Checkpoint)),
         any::<u8>().prop_map(RecordType::Custom),
     ];
-    (".{0,40}", kind, any::<i64>(), proptest::collection::vec(any::<u8>(), 0..300))
-        .prop_map(|(id, kind, ts_ms, payload)| WalRecord { id, kind, ts_ms, payload })
+    (
+        ".{0,40}",
+        kind,
+        any::<i64>(),
+        proptest::collection::vec(any::<u8>(), 0..300),
+    )
+        .prop_map(|(id, kind, ts_ms, payload)| WalRecord {
+            id,
+            kind,
+            ts_ms,
+            payload,
+        })
 }
 
 proptest! {
@@ -76,20 +91,35 @@ proptest! {
 
 #[test]
 fn header_layout_is_as_documented() {
-    let bytes = SegmentHeader { version: 1, first_lsn: 0x0102_0304_0506_0708 }.encode();
+    let bytes = SegmentHeader {
+        version: 1,
+        first_lsn: 0x0102_0304_0506_0708,
+    }
+    .encode();
     assert_eq!(&bytes[0..8], b"SYNCWAL\0");
     assert_eq!(&bytes[8..12], &[1, 0, 0, 0]);
     assert_eq!(&bytes[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
-    assert_eq!(&bytes[20..24], &crc32fast::hash(&bytes[0..20]).to_le_bytes());
+    assert_eq!(
+        &bytes[20..24],
+        &crc32fast::hash(&bytes[0..20]).to_le_bytes()
+    );
 }
 
 #[test]
 fn frame_layout_is_as_documented() -> Result<(), WalError> {
-    let record = WalRecord { id: "ab".into(), kind: RecordType::MarkDone, ts_ms: -2, payload: vec![9] };
+    let record = WalRecord {
+        id: "ab".into(),
+        kind: RecordType::MarkDone,
+        ts_ms: -2,
+        payload: vec![9],
+    };
     let mut bytes = Vec::new();
     encode_frame(&record, 100, &mut bytes)?;
     assert_eq!(&bytes[0..4], &17u32.to_le_bytes()); // 14 fixed + 2 id + 1 payload
-    assert_eq!(&bytes[4..8], &frame_crc(&bytes[0..4], &bytes[8..]).to_le_bytes());
+    assert_eq!(
+        &bytes[4..8],
+        &frame_crc(&bytes[0..4], &bytes[8..]).to_le_bytes()
+    );
     assert_eq!(&bytes[8..10], &3u16.to_le_bytes());
     assert_eq!(&bytes[10..18], &(-2i64).to_le_bytes());
     assert_eq!(&bytes[18..22], &2u32.to_le_bytes());
@@ -100,17 +130,39 @@ fn frame_layout_is_as_documented() -> Result<(), WalError> {
 
 #[test]
 fn header_errors_are_typed() {
-    let good = SegmentHeader { version: 1, first_lsn: 5 }.encode();
-    assert_eq!(SegmentHeader::decode(b"NOTAWAL!xxxxxxxxxxxxxxxx"), Err(HeaderError::BadMagic));
-    assert_eq!(SegmentHeader::decode(&good[..10]), Err(HeaderError::Corrupt(Corruption::TruncatedHeader)));
-    assert_eq!(SegmentHeader::decode(&[]), Err(HeaderError::Corrupt(Corruption::TruncatedHeader)));
+    let good = SegmentHeader {
+        version: 1,
+        first_lsn: 5,
+    }
+    .encode();
+    assert_eq!(
+        SegmentHeader::decode(b"NOTAWAL!xxxxxxxxxxxxxxxx"),
+        Err(HeaderError::BadMagic)
+    );
+    assert_eq!(
+        SegmentHeader::decode(&good[..10]),
+        Err(HeaderError::Corrupt(Corruption::TruncatedHeader))
+    );
+    assert_eq!(
+        SegmentHeader::decode(&[]),
+        Err(HeaderError::Corrupt(Corruption::TruncatedHeader))
+    );
 
-    let mut v2 = SegmentHeader { version: 2, first_lsn: 5 }.encode();
-    assert_eq!(SegmentHeader::decode(&v2), Err(HeaderError::UnsupportedVersion(2)));
+    let mut v2 = SegmentHeader {
+        version: 2,
+        first_lsn: 5,
+    }
+    .encode();
+    assert_eq!(
+        SegmentHeader::decode(&v2),
+        Err(HeaderError::UnsupportedVersion(2))
+    );
     v2[12] ^= 1;
     assert!(matches!(
         SegmentHeader::decode(&v2),
-        Err(HeaderError::Corrupt(Corruption::HeaderChecksumMismatch { .. }))
+        Err(HeaderError::Corrupt(
+            Corruption::HeaderChecksumMismatch { .. }
+        ))
     ));
 }
 
@@ -122,22 +174,38 @@ fn oversized_length_is_refused_before_allocation() {
     let mut out = WalRecord::default();
     assert_eq!(
         decode_frame(&bytes, 1 << 24, &mut out),
-        Err(Corruption::LengthOutOfRange { len: u32::MAX, max: 1 << 24 })
+        Err(Corruption::LengthOutOfRange {
+            len: u32::MAX,
+            max: 1 << 24
+        })
     );
 }
 
 #[test]
 fn too_large_record_is_refused_on_encode() {
-    let record = WalRecord { id: String::new(), kind: RecordType::Remove, ts_ms: 0, payload: vec![0; 100] };
+    let record = WalRecord {
+        id: String::new(),
+        kind: RecordType::Remove,
+        ts_ms: 0,
+        payload: vec![0; 100],
+    };
     let mut bytes = vec![7];
     let result = encode_frame(&record, 113, &mut bytes);
-    assert!(matches!(result, Err(WalError::RecordTooLarge { len: 114, max: 113 })));
+    assert!(matches!(
+        result,
+        Err(WalError::RecordTooLarge { len: 114, max: 113 })
+    ));
     assert_eq!(bytes, [7], "a refused record leaves the buffer unchanged");
 }
 
 #[test]
 fn unknown_kind_and_bad_id_are_corruption() -> Result<(), WalError> {
-    let record = WalRecord { id: "é".into(), kind: RecordType::MarkDone, ts_ms: 0, payload: Vec::new() };
+    let record = WalRecord {
+        id: "\u{e9}".into(),
+        kind: RecordType::MarkDone,
+        ts_ms: 0,
+        payload: Vec::new(),
+    };
     let mut out = WalRecord::default();
     let reframe = |bytes: &mut Vec<u8>| {
         let crc = frame_crc(&bytes[0..4], &bytes[8..]);
@@ -148,7 +216,10 @@ fn unknown_kind_and_bad_id_are_corruption() -> Result<(), WalError> {
     encode_frame(&record, 100, &mut bytes)?;
     bytes[8..10].copy_from_slice(&0u16.to_le_bytes());
     reframe(&mut bytes);
-    assert_eq!(decode_frame(&bytes, 100, &mut out), Err(Corruption::UnknownKind(0)));
+    assert_eq!(
+        decode_frame(&bytes, 100, &mut out),
+        Err(Corruption::UnknownKind(0))
+    );
 
     let mut bytes = Vec::new();
     encode_frame(&record, 100, &mut bytes)?;
@@ -158,7 +229,7 @@ fn unknown_kind_and_bad_id_are_corruption() -> Result<(), WalError> {
 
     let mut bytes = Vec::new();
     encode_frame(&record, 100, &mut bytes)?;
-    bytes[18..22].copy_from_slice(&1u32.to_le_bytes()); // splits the two-byte 'é'
+    bytes[18..22].copy_from_slice(&1u32.to_le_bytes()); // splits the two-byte e-acute
     reframe(&mut bytes);
     assert_eq!(decode_frame(&bytes, 100, &mut out), Err(Corruption::BadId));
     Ok(())
@@ -170,7 +241,10 @@ fn record_type_codes_round_trip() {
         if let Some(kind) = RecordType::from_code(code) {
             assert_eq!(kind.code(), code);
         } else {
-            assert!(code == 0 || (8..256).contains(&code) || code >= 512, "code {code}");
+            assert!(
+                code == 0 || (8..256).contains(&code) || code >= 512,
+                "code {code}"
+            );
         }
     }
 }

@@ -1,0 +1,158 @@
+//! The house rules a machine can check quickly: module headers, no skipped or
+//! panic-expecting tests, ASCII sources, no `mod.rs`, and dependencies that
+//! point down the layer table only.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::Error;
+
+/// Which workspace crates each library crate may depend on (normal and build
+/// dependencies). Adding an edge here is a reviewed change.
+const ALLOWED_EDGES: &[(&str, &[&str])] = &[
+    ("sync-wal", &[]),
+    ("sync-outbox", &[]),
+    ("sync-store-file", &["sync-wal", "sync-outbox"]),
+    ("sync-engine", &["sync-outbox"]),
+    (
+        "sync",
+        &["sync-wal", "sync-outbox", "sync-store-file", "sync-engine"],
+    ),
+];
+
+/// Runs every check and reports all violations at once.
+pub(crate) fn check(root: &Path) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    for path in rust_files(root) {
+        let shown = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let text = fs::read_to_string(&path)?;
+        if !text.starts_with("//!") {
+            problems.push(format!(
+                "{shown}: does not open with a `//!` line saying what it owns"
+            ));
+        }
+        if !text.is_ascii() {
+            problems.push(format!("{shown}: non-ASCII source (use \\u{{..}} escapes)"));
+        }
+        for banned in [concat!("#[", "ignore"), concat!("#[", "should_panic")] {
+            if text.contains(banned) {
+                problems.push(format!(
+                    "{shown}: uses {banned}]; assert the behaviour instead"
+                ));
+            }
+        }
+        if path.file_name().is_some_and(|n| n == "mod.rs") {
+            problems.push(format!("{shown}: use foo.rs + foo/, not mod.rs"));
+        }
+    }
+    problems.extend(dependency_problems(root)?);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "tidy found {} problem(s):\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )
+        .into())
+    }
+}
+
+fn dependency_problems(root: &Path) -> Result<Vec<String>, Error> {
+    let mut problems = Vec::new();
+    for entry in fs::read_dir(root.join("crates"))? {
+        let manifest = entry?.path().join("Cargo.toml");
+        let Ok(text) = fs::read_to_string(&manifest) else {
+            continue;
+        };
+        let name = package_name(&text)
+            .ok_or_else(|| format!("{}: no package name", manifest.display()))?;
+        let Some((_, allowed)) = ALLOWED_EDGES
+            .iter()
+            .find(|(crate_name, _)| *crate_name == name)
+        else {
+            problems.push(format!(
+                "crate {name} is not in the layer table of xtask/src/tidy.rs"
+            ));
+            continue;
+        };
+        for dependency in workspace_dependencies(&text) {
+            if !allowed.contains(&dependency.as_str()) {
+                problems.push(format!(
+                    "{name} depends on {dependency}: dependencies must point down the layer table"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+fn package_name(manifest: &str) -> Option<String> {
+    let mut in_package = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_package = line == "[package]";
+        } else if in_package && let Some(value) = line.strip_prefix("name") {
+            return Some(
+                value
+                    .trim_start_matches([' ', '='])
+                    .trim_matches('"')
+                    .to_owned(),
+            );
+        }
+    }
+    None
+}
+
+/// Names of `sync*` crates in `[dependencies]` and `[build-dependencies]`.
+fn workspace_dependencies(manifest: &str) -> Vec<String> {
+    let mut in_deps = false;
+    let mut found = Vec::new();
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_deps = matches!(line, "[dependencies]" | "[build-dependencies]");
+        } else if in_deps {
+            let name = line.split(['=', '.', ' ']).next().unwrap_or_default();
+            if name == "sync" || name.starts_with("sync-") {
+                found.push(name.to_owned());
+            }
+        }
+    }
+    found
+}
+
+/// Every `.rs` file of the workspace's own packages.
+fn rust_files(root: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = ["crates", "xtask", "examples", "benches"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if path.is_dir() {
+                if path
+                    .file_name()
+                    .is_some_and(|n| n != "target" && n != "fixtures")
+                {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[cfg(test)]
+mod tests;
