@@ -1,0 +1,47 @@
+//! [`OutboxError`], the one error type of this crate.
+
+use crate::operation::OperationStatus;
+
+/// Everything that can go wrong in the outbox.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The state machine forbids this change (for example `mark_done` of a
+    /// `Pending` operation, or anything out of `Done`).
+    #[error("operation {id}: invalid transition from {from:?} to {to:?}")]
+    InvalidTransition {
+        /// The operation.
+        id: String,
+        /// Its status.
+        from: OperationStatus,
+        /// The status asked for.
+        to: OperationStatus,
+    },
+    /// No operation has this id.
+    #[error("unknown operation id {id:?}")]
+    UnknownId {
+        /// The id asked for.
+        id: String,
+    },
+    /// An operation with this id exists already.
+    #[error("duplicate operation id {id:?}")]
+    DuplicateId {
+        /// The id given to `enqueue`.
+        id: String,
+    },
+    /// The store failed; the source is the store's own error (with its file
+    /// and offset).
+    #[error("outbox store failed")]
+    Store {
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl OutboxError {
+    /// Wraps a store implementation's error.
+    pub fn store(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Store { source: Box::new(source) }
+    }
+}

@@ -1,0 +1,64 @@
+//! The outbox of an offline-first sync: operations, their state machine, the
+//! retry policy, and the store trait.
+//!
+//! An [`Operation`] is persisted by [`Outbox::enqueue`] before any network
+//! call; a worker claims due operations with [`Outbox::claim_ready`], sends
+//! them, and records the result with [`Outbox::mark_done`] or
+//! [`Outbox::mark_failed`], which applies the [`RetryPolicy`].
+//!
+//! This crate is the model and the rules only: it does no I/O and reads no
+//! clock (every time is the caller's `now_ms`), and depends on no other crate
+//! of the workspace. Durable stores implement [`OutboxStore`] elsewhere
+//! (`sync-store-file`); [`MemoryOutboxStore`] is the in-memory one.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+//!
+//! let store = Arc::new(MemoryOutboxStore::new());
+//! let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
+//! let outbox = Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone());
+//!
+//! let mut op = Operation::default();
+//! op.kind = "message.send".into();
+//! op.target = "/api/messages".into();
+//! op.payload = r#"{"text":"hello"}"#.into();
+//! let id = outbox.enqueue(op, 0)?;                    // persisted before it returns
+//! let batch = outbox.claim_ready(1, 10)?;             // -> InFlight
+//! assert_eq!(batch.len(), 1);
+//! outbox.mark_done(&id, 2)?;
+//! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
+//! # Ok::<_, sync_outbox::OutboxError>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! - `testing`: the [`testing`] module, a conformance suite every
+//!   [`OutboxStore`] implementation should pass.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod id;
+mod memory_store;
+mod operation;
+mod outbox;
+mod retry;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod transition;
+
+pub use error::OutboxError;
+pub use memory_store::MemoryOutboxStore;
+pub use operation::{Operation, OperationStatus};
+pub use outbox::{Outbox, OutboxConfig, OutboxStats, RecoveryReport};
+pub use retry::{Jitter, RetryPolicy};
+pub use store::{OutboxStore, status_index};
+pub use transition::{is_allowed, transition};
+
+/// The result type of this crate.
+pub type Result<T, E = OutboxError> = std::result::Result<T, E>;

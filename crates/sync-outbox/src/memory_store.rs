@@ -1,0 +1,133 @@
+//! [`MemoryOutboxStore`]: an indexed in-memory store, for tests, simulations
+//! and apps that accept losing the queue with the process.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+use crate::store::{OutboxStore, status_index};
+
+/// An [`OutboxStore`] in memory. Nothing survives the process.
+///
+/// `ready` is O(limit · log n): pending operations are kept in a
+/// `BTreeSet` ordered by `(next_retry_at_ms, seq)`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+///
+/// let store = Arc::new(MemoryOutboxStore::new());
+/// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+/// let id = outbox.enqueue(Operation::new("message.send", "/api/messages", "{}"), 1_000)?;
+/// assert_eq!(outbox.claim_ready(1_000, 10)?.len(), 1);
+/// outbox.mark_done(&id, 1_001)?;
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryOutboxStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    ops: HashMap<String, Operation>,
+    /// `(next_retry_at_ms, seq, id)` of every pending operation.
+    pending: BTreeSet<(i64, u64, String)>,
+    counts: [usize; 4],
+}
+
+impl MemoryOutboxStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Inner {
+    fn unindex(&mut self, op: &Operation) {
+        if op.status == OperationStatus::Pending {
+            self.pending.remove(&(op.next_retry_at_ms, op.seq, op.id.clone()));
+        }
+        if let Some(count) = self.counts.get_mut(status_index(op.status)) {
+            *count = count.saturating_sub(1);
+        }
+    }
+
+    fn index(&mut self, op: &Operation) {
+        if op.status == OperationStatus::Pending {
+            self.pending.insert((op.next_retry_at_ms, op.seq, op.id.clone()));
+        }
+        if let Some(count) = self.counts.get_mut(status_index(op.status)) {
+            *count += 1;
+        }
+    }
+
+    fn put(&mut self, op: &Operation) {
+        let old = match self.ops.get_mut(op.id.as_str()) {
+            Some(slot) => Some(std::mem::replace(slot, op.clone())),
+            None => {
+                self.ops.insert(op.id.clone(), op.clone());
+                None
+            }
+        };
+        // Old index entries go before new ones are added: they may be equal.
+        if let Some(old) = old {
+            self.unindex(&old);
+        }
+        self.index(op);
+    }
+}
+
+impl OutboxStore for MemoryOutboxStore {
+    /// Stores `op` in memory; "durable" only for the life of the process.
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        self.lock().put(op);
+        Ok(())
+    }
+
+    fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        let mut inner = self.lock();
+        for op in ops {
+            inner.put(op);
+        }
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        Ok(self.lock().ops.get(id).cloned())
+    }
+
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        let mut inner = self.lock();
+        let Some(old) = inner.ops.remove(id) else { return Ok(false) };
+        inner.unindex(&old);
+        Ok(true)
+    }
+
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        Ok(self.lock().ops.values().cloned().collect())
+    }
+
+    fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        let inner = self.lock();
+        Ok(inner
+            .pending
+            .iter()
+            .take_while(|(due, _, _)| *due <= now_ms)
+            .take(limit)
+            .filter_map(|(_, _, id)| inner.ops.get(id).cloned())
+            .collect())
+    }
+
+    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
+        Ok(self.lock().counts)
+    }
+}

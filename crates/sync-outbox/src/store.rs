@@ -1,0 +1,118 @@
+//! The [`OutboxStore`] trait: what the outbox needs from storage, and the
+//! durability each method promises.
+
+use std::fmt::Debug;
+
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+
+/// Storage for operations, keyed by id.
+///
+/// The outbox calls a store from several threads (`Send + Sync`), but only
+/// one [`Outbox`](crate::Outbox) should use a store at a time: the outbox
+/// keeps indexes of it in memory.
+///
+/// # Durability contract
+///
+/// A method that changes the store (`put`, `put_batch`, `remove`) returns `Ok`
+/// only when the change is as durable as the store promises in its own docs
+/// (for a file store: on disk, surviving a crash). Before it returns `Err`,
+/// the store is either unchanged or fully changed for each operation: never a
+/// half-written operation. Reads see every change that returned `Ok`.
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::{MemoryOutboxStore, Operation, OutboxStore};
+///
+/// let store = MemoryOutboxStore::new();
+/// let mut op = Operation::new("message.send", "/api/messages", "{}");
+/// op.id = "op_1".into();
+/// store.put(&op)?;
+/// assert_eq!(store.get("op_1")?, Some(op));
+/// assert!(store.remove("op_1")?);
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// ```
+pub trait OutboxStore: Send + Sync + Debug {
+    /// Inserts `op`, or replaces the operation with the same id. Durable on `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the store cannot persist it; the previous
+    /// version, if any, is then still stored.
+    fn put(&self, op: &Operation) -> Result<(), OutboxError>;
+
+    /// Stores several operations; durable on `Ok`. A store may make them
+    /// durable together (one fsync); the default calls [`put`](Self::put) for
+    /// each. On `Err`, any prefix of them may have been stored.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Self::put).
+    fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        ops.iter().try_for_each(|op| self.put(op))
+    }
+
+    /// The operation with this id, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if it cannot be read.
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError>;
+
+    /// Removes the operation with this id; returns whether there was one.
+    /// Durable on `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the removal cannot be persisted.
+    fn remove(&self, id: &str) -> Result<bool, OutboxError>;
+
+    /// Every stored operation, in no particular order.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if they cannot be read.
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError>;
+
+    /// Up to `limit` `Pending` operations with `next_retry_at_ms <= now_ms`,
+    /// ordered by `next_retry_at_ms`, then `seq`. The default filters
+    /// [`load_all`](Self::load_all) (O(n)); a store should do better.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if they cannot be read.
+    fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        let mut due: Vec<Operation> = self.load_all()?.into_iter().filter(|op| op.is_due(now_ms)).collect();
+        due.sort_by_key(|op| (op.next_retry_at_ms, op.seq));
+        due.truncate(limit);
+        Ok(due)
+    }
+
+    /// How many operations have each status, as `[pending, in_flight, done,
+    /// failed]`. The default counts [`load_all`](Self::load_all).
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if they cannot be read.
+    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
+        let mut counts = [0; 4];
+        for op in self.load_all()? {
+            if let Some(count) = counts.get_mut(status_index(op.status)) {
+                *count += 1;
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// The index of `status` in [`OutboxStore::count_by_status`]'s array.
+#[must_use]
+pub fn status_index(status: OperationStatus) -> usize {
+    match status {
+        OperationStatus::Pending => 0,
+        OperationStatus::InFlight => 1,
+        OperationStatus::Done => 2,
+        OperationStatus::Failed => 3,
+    }
+}

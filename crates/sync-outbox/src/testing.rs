@@ -1,0 +1,137 @@
+//! A conformance suite for [`OutboxStore`] implementations (feature `testing`).
+//!
+//! Call [`check_store`] from a test with a function that opens the store under
+//! test; a persistent store also passes [`check_reopen`].
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sync_outbox::MemoryOutboxStore;
+//! use sync_outbox::testing::check_store;
+//!
+//! check_store(&mut || Ok(Arc::new(MemoryOutboxStore::new())))?;
+//! # Ok::<_, sync_outbox::OutboxError>(())
+//! ```
+
+use std::sync::Arc;
+
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+use crate::store::OutboxStore;
+
+/// Opens a fresh, empty store (for [`check_store`]) or reopens the same store
+/// (for [`check_reopen`]).
+pub type OpenStore<'a> = dyn FnMut() -> Result<Arc<dyn OutboxStore>, OutboxError> + 'a;
+
+/// A pending operation with the given id, due at `due`, enqueued `seq`-th.
+#[must_use]
+pub fn sample(id: &str, seq: u64, due: i64) -> Operation {
+    Operation {
+        id: id.into(),
+        kind: "message.send".into(),
+        target: "/api/messages".into(),
+        payload: format!(r#"{{"id":"{id}","text":"caf{} \"quoted\""}}"#, '\u{e9}'),
+        next_retry_at_ms: due,
+        created_at_ms: due,
+        updated_at_ms: due,
+        ordering_key: (seq % 2 == 0).then(|| "chat".into()),
+        owner: "conformance".into(),
+        seq,
+        ..Operation::default()
+    }
+}
+
+/// Checks put/get/remove, replacement, `ready`'s order, limit and filters,
+/// `put_batch`, `load_all` and `count_by_status`. Panics (as a test failure)
+/// on the first violation.
+///
+/// # Errors
+///
+/// Whatever the store returns where it should have succeeded.
+///
+/// # Panics
+///
+/// When the store breaks the [`OutboxStore`] contract.
+pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
+    let store = open()?;
+    assert_eq!(store.load_all()?, Vec::new(), "a fresh store is empty");
+    assert_eq!(store.get("missing")?, None);
+    assert!(!store.remove("missing")?, "removing a missing id reports false");
+
+    // put / get round trip, every field.
+    let mut op = sample("a", 1, 100);
+    op.last_error = "503".into();
+    op.attempt = 2;
+    op.coalesce_key = Some("draft".into());
+    store.put(&op)?;
+    assert_eq!(store.get("a")?, Some(op.clone()));
+
+    // put replaces.
+    op.status = OperationStatus::InFlight;
+    op.payload = "{}".into();
+    store.put(&op)?;
+    assert_eq!(store.get("a")?, Some(op.clone()));
+    assert_eq!(store.load_all()?.len(), 1);
+    assert!(store.ready(i64::MAX, 10)?.is_empty(), "an in-flight op is not ready");
+
+    // ready: due pending only, ordered by (next_retry_at_ms, seq), limited.
+    store.put_batch(&[sample("b", 5, 300), sample("c", 3, 200), sample("d", 2, 200), sample("e", 4, 900)])?;
+    let mut done = sample("f", 6, 0);
+    done.status = OperationStatus::Done;
+    let mut failed = sample("g", 7, 0);
+    failed.status = OperationStatus::Failed;
+    store.put_batch(&[done, failed])?;
+    let ids = |ops: Vec<Operation>| ops.into_iter().map(|op| op.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.ready(300, 10)?), ["d", "c", "b"]);
+    assert_eq!(ids(store.ready(300, 2)?), ["d", "c"]);
+    assert_eq!(ids(store.ready(199, 10)?), Vec::<String>::new());
+    assert_eq!(ids(store.ready(i64::MAX, 0)?), Vec::<String>::new());
+
+    // A rescheduled op moves in the order.
+    let mut c = sample("c", 3, 200);
+    c.next_retry_at_ms = 1000;
+    store.put(&c)?;
+    assert_eq!(ids(store.ready(i64::MAX, 10)?), ["d", "b", "e", "c"]);
+
+    assert_eq!(store.count_by_status()?, [4, 1, 1, 1]);
+    let mut all = ids(store.load_all()?);
+    all.sort();
+    assert_eq!(all, ["a", "b", "c", "d", "e", "f", "g"]);
+
+    assert!(store.remove("b")?);
+    assert_eq!(store.get("b")?, None);
+    assert_eq!(ids(store.ready(i64::MAX, 10)?), ["d", "e", "c"]);
+    assert_eq!(store.count_by_status()?, [3, 1, 1, 1]);
+    Ok(())
+}
+
+/// Checks that everything acknowledged survives closing and reopening the
+/// store: `open` must reopen the same store, and the previous handle is
+/// dropped first.
+///
+/// # Errors
+///
+/// Whatever the store returns where it should have succeeded.
+///
+/// # Panics
+///
+/// When a change acknowledged before the reopen is missing after it.
+pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
+    let store = open()?;
+    let mut expected: Vec<Operation> = (0..20).map(|i| sample(&format!("op{i}"), i, 1000 + i as i64)).collect();
+    store.put_batch(&expected)?;
+    expected[3].status = OperationStatus::InFlight;
+    expected[3].attempt = 1;
+    store.put(&expected[3])?;
+    expected[4].status = OperationStatus::Done;
+    store.put(&expected[4])?;
+    assert!(store.remove("op5")?);
+    expected.remove(5);
+    drop(store);
+
+    let store = open()?;
+    let mut all = store.load_all()?;
+    all.sort_by_key(|op| op.seq);
+    assert_eq!(all, expected, "reopened store holds every acknowledged change");
+    assert_eq!(store.ready(1002, 10)?.into_iter().map(|op| op.id).collect::<Vec<_>>(), ["op0", "op1", "op2"]);
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The one function every status change goes through, so the state machine
+//! is written down once.
+
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+
+/// Whether the state machine allows `from -> to`.
+///
+/// `Pending -> InFlight` (claim); `InFlight -> Done | Pending | Failed`
+/// (acknowledged, retry or recovery, permanent failure); `Failed -> Pending`
+/// (`retry_failed`). Nothing leaves `Done`.
+#[must_use]
+pub fn is_allowed(from: OperationStatus, to: OperationStatus) -> bool {
+    use OperationStatus::{Done, Failed, InFlight, Pending};
+    matches!((from, to), (Pending, InFlight) | (InFlight, Done | Pending | Failed) | (Failed, Pending))
+}
+
+/// Moves `op` to `to` at `now_ms`, or refuses with
+/// [`OutboxError::InvalidTransition`] and leaves `op` unchanged.
+///
+/// # Errors
+///
+/// [`OutboxError::InvalidTransition`] if [`is_allowed`] says no.
+pub fn transition(op: &mut Operation, to: OperationStatus, now_ms: i64) -> Result<(), OutboxError> {
+    if !is_allowed(op.status, to) {
+        return Err(OutboxError::InvalidTransition { id: op.id.clone(), from: op.status, to });
+    }
+    op.status = to;
+    op.updated_at_ms = now_ms;
+    Ok(())
+}
