@@ -78,7 +78,7 @@ fn ci() -> Result<(), Error> {
         "warnings",
     ]))?;
     run(cargo(&["test", "--workspace"]))?;
-    let mut doc = cargo(&["doc", "--workspace", "--no-deps"]);
+    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     run(cargo(&["bench", "--workspace", "--no-run"]))?;

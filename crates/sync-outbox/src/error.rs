@@ -42,6 +42,8 @@ pub enum OutboxError {
 impl OutboxError {
     /// Wraps a store implementation's error.
     pub fn store(source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self::Store { source: Box::new(source) }
+        Self::Store {
+            source: Box::new(source),
+        }
     }
 }

@@ -19,7 +19,10 @@ impl Default for IdGenerator {
         // std's RandomState is seeded from the OS per process: randomness
         // without a dependency.
         let node = RandomState::new().hash_one(0u8);
-        Self { counter: AtomicU64::new(0), node: u32::try_from(node & 0xffff_ffff).unwrap_or(0) }
+        Self {
+            counter: AtomicU64::new(0),
+            node: u32::try_from(node & 0xffff_ffff).unwrap_or(0),
+        }
     }
 }
 

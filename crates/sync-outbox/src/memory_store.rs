@@ -10,7 +10,7 @@ use crate::store::{OutboxStore, status_index};
 
 /// An [`OutboxStore`] in memory. Nothing survives the process.
 ///
-/// `ready` is O(limit · log n): pending operations are kept in a
+/// `ready` is O(limit * log n): pending operations are kept in a
 /// `BTreeSet` ordered by `(next_retry_at_ms, seq)`.
 ///
 /// # Examples
@@ -54,7 +54,8 @@ impl MemoryOutboxStore {
 impl Inner {
     fn unindex(&mut self, op: &Operation) {
         if op.status == OperationStatus::Pending {
-            self.pending.remove(&(op.next_retry_at_ms, op.seq, op.id.clone()));
+            self.pending
+                .remove(&(op.next_retry_at_ms, op.seq, op.id.clone()));
         }
         if let Some(count) = self.counts.get_mut(status_index(op.status)) {
             *count = count.saturating_sub(1);
@@ -63,7 +64,8 @@ impl Inner {
 
     fn index(&mut self, op: &Operation) {
         if op.status == OperationStatus::Pending {
-            self.pending.insert((op.next_retry_at_ms, op.seq, op.id.clone()));
+            self.pending
+                .insert((op.next_retry_at_ms, op.seq, op.id.clone()));
         }
         if let Some(count) = self.counts.get_mut(status_index(op.status)) {
             *count += 1;
@@ -71,12 +73,11 @@ impl Inner {
     }
 
     fn put(&mut self, op: &Operation) {
-        let old = match self.ops.get_mut(op.id.as_str()) {
-            Some(slot) => Some(std::mem::replace(slot, op.clone())),
-            None => {
-                self.ops.insert(op.id.clone(), op.clone());
-                None
-            }
+        let old = if let Some(slot) = self.ops.get_mut(op.id.as_str()) {
+            Some(std::mem::replace(slot, op.clone()))
+        } else {
+            self.ops.insert(op.id.clone(), op.clone());
+            None
         };
         // Old index entries go before new ones are added: they may be equal.
         if let Some(old) = old {
@@ -107,7 +108,9 @@ impl OutboxStore for MemoryOutboxStore {
 
     fn remove(&self, id: &str) -> Result<bool, OutboxError> {
         let mut inner = self.lock();
-        let Some(old) = inner.ops.remove(id) else { return Ok(false) };
+        let Some(old) = inner.ops.remove(id) else {
+            return Ok(false);
+        };
         inner.unindex(&old);
         Ok(true)
     }

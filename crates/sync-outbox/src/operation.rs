@@ -100,8 +100,17 @@ pub struct Operation {
 
 impl Operation {
     /// A new pending operation with no id yet.
-    pub fn new(kind: impl Into<String>, target: impl Into<String>, payload: impl Into<String>) -> Self {
-        Self { kind: kind.into(), target: target.into(), payload: payload.into(), ..Self::default() }
+    pub fn new(
+        kind: impl Into<String>,
+        target: impl Into<String>,
+        payload: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            target: target.into(),
+            payload: payload.into(),
+            ..Self::default()
+        }
     }
 
     /// Whether a worker may claim it at `now_ms` (ignoring per-key order).

@@ -26,7 +26,11 @@ pub struct OutboxConfig {
 
 impl Default for OutboxConfig {
     fn default() -> Self {
-        Self { owner: "outbox".into(), retry: RetryPolicy::default(), inflight_timeout_ms: 30_000 }
+        Self {
+            owner: "outbox".into(),
+            retry: RetryPolicy::default(),
+            inflight_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -49,7 +53,8 @@ impl OutboxStats {
     /// How long the oldest pending operation has waited at `now_ms`.
     #[must_use]
     pub fn oldest_pending_age_ms(&self, now_ms: i64) -> Option<i64> {
-        self.oldest_pending_created_at_ms.map(|created| now_ms.saturating_sub(created))
+        self.oldest_pending_created_at_ms
+            .map(|created| now_ms.saturating_sub(created))
     }
 }
 
@@ -129,7 +134,12 @@ impl Outbox {
     /// An outbox over `store`. Does no I/O: the store is read on first use or
     /// by [`Outbox::recover`].
     pub fn new(config: OutboxConfig, store: Arc<dyn OutboxStore>) -> Self {
-        Self { config, store, ids: IdGenerator::default(), state: Mutex::new(State::default()) }
+        Self {
+            config,
+            store,
+            ids: IdGenerator::default(),
+            state: Mutex::new(State::default()),
+        }
     }
 
     /// The configuration.
@@ -165,7 +175,11 @@ impl Outbox {
     /// [`OutboxError::Store`] if the store fails (nothing is enqueued).
     pub fn enqueue(&self, mut op: Operation, now_ms: i64) -> Result<String, OutboxError> {
         let mut state = self.lock_loaded()?;
-        if let Some(existing) = op.coalesce_key.as_ref().and_then(|key| state.coalescable.get(key)).cloned()
+        if let Some(existing) = op
+            .coalesce_key
+            .as_ref()
+            .and_then(|key| state.coalescable.get(key))
+            .cloned()
             && let Some(mut target) = self.store.get(&existing)?
             && target.status == OperationStatus::Pending
             && target.attempt == 0
@@ -235,8 +249,11 @@ impl Outbox {
         let claimed = loop {
             let candidates = self.store.ready(now_ms, window)?;
             let exhausted = candidates.len() < window;
-            let claimable: Vec<Operation> =
-                candidates.into_iter().filter(|op| state.is_head_of_key(op)).take(limit).collect();
+            let claimable: Vec<Operation> = candidates
+                .into_iter()
+                .filter(|op| state.is_head_of_key(op))
+                .take(limit)
+                .collect();
             if claimable.len() == limit || exhausted {
                 break claimable;
             }
@@ -307,9 +324,11 @@ impl Outbox {
             OperationStatus::Failed
         };
         transition(&mut op, to, now_ms)?;
-        op.last_error = error.to_owned();
+        error.clone_into(&mut op.last_error);
         if to == OperationStatus::Pending {
-            let hint = retry_after_ms.unwrap_or(0).clamp(0, retry.max_delay_ms.max(0));
+            let hint = retry_after_ms
+                .unwrap_or(0)
+                .clamp(0, retry.max_delay_ms.max(0));
             let delay = retry.delay_ms(&op.id, op.attempt).max(hint);
             op.next_retry_at_ms = now_ms.saturating_add(delay);
             state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
@@ -339,7 +358,11 @@ impl Outbox {
         self.store.put(&op)?;
         state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
         if let Some(key) = &op.ordering_key {
-            state.keys.entry(key.clone()).or_default().insert((op.seq, op.id.clone()));
+            state
+                .keys
+                .entry(key.clone())
+                .or_default()
+                .insert((op.seq, op.id.clone()));
         }
         Ok(())
     }
@@ -354,7 +377,9 @@ impl Outbox {
         let mut state = self.lock_loaded()?;
         let op = self.get_known(id)?;
         self.store.remove(id)?;
-        state.in_flight.remove(&(op.updated_at_ms, op.seq, op.id.clone()));
+        state
+            .in_flight
+            .remove(&(op.updated_at_ms, op.seq, op.id.clone()));
         state.remove_from_indexes(&op);
         Ok(())
     }
@@ -370,7 +395,10 @@ impl Outbox {
         let _state = self.lock_loaded()?;
         let mut n_removed = 0;
         for op in self.store.load_all()? {
-            if op.status == OperationStatus::Done && op.updated_at_ms < older_than_ms && self.store.remove(&op.id)? {
+            if op.status == OperationStatus::Done
+                && op.updated_at_ms < older_than_ms
+                && self.store.remove(&op.id)?
+            {
                 n_removed += 1;
             }
         }
@@ -383,9 +411,17 @@ impl Outbox {
     /// # Errors
     ///
     /// [`OutboxError::Store`].
-    pub fn list(&self, status: Option<OperationStatus>, limit: usize) -> Result<Vec<Operation>, OutboxError> {
-        let mut ops: Vec<Operation> =
-            self.store.load_all()?.into_iter().filter(|op| status.is_none_or(|s| op.status == s)).collect();
+    pub fn list(
+        &self,
+        status: Option<OperationStatus>,
+        limit: usize,
+    ) -> Result<Vec<Operation>, OutboxError> {
+        let mut ops: Vec<Operation> = self
+            .store
+            .load_all()?
+            .into_iter()
+            .filter(|op| status.is_none_or(|s| op.status == s))
+            .collect();
         ops.sort_by_key(|op| op.seq);
         ops.truncate(limit);
         Ok(ops)
@@ -410,7 +446,13 @@ impl Outbox {
                 .map(|op| op.created_at_ms)
                 .min()
         };
-        Ok(OutboxStats { pending, in_flight, done, failed, oldest_pending_created_at_ms })
+        Ok(OutboxStats {
+            pending,
+            in_flight,
+            done,
+            failed,
+            oldest_pending_created_at_ms,
+        })
     }
 
     /// Start-up work: rebuilds the in-memory indexes from the store, returns
@@ -429,16 +471,24 @@ impl Outbox {
         self.load(&mut state)?;
         let (requeued, failed) = self.expire_stale(&mut state, now_ms)?;
         let rescheduled = self.reschedule_far_future(&mut state, now_ms)?;
-        Ok(RecoveryReport { requeued, failed, rescheduled })
+        Ok(RecoveryReport {
+            requeued,
+            failed,
+            rescheduled,
+        })
     }
 
     /// Returns stale `InFlight` operations to `Pending` or `Failed`.
     fn expire_stale(&self, state: &mut State, now_ms: i64) -> Result<(usize, usize), OutboxError> {
         let deadline = now_ms.saturating_sub(self.config.inflight_timeout_ms);
-        let stale: Vec<(i64, u64, String)> =
-            state.in_flight.iter().take_while(|(claimed_at, _, _)| *claimed_at <= deadline).cloned().collect();
+        let expired: Vec<(i64, u64, String)> = state
+            .in_flight
+            .iter()
+            .take_while(|(claimed_at, _, _)| *claimed_at <= deadline)
+            .cloned()
+            .collect();
         let (mut requeued, mut failed) = (0, 0);
-        for entry in stale {
+        for entry in expired {
             let Some(mut op) = self.store.get(&entry.2)? else {
                 state.in_flight.remove(&entry);
                 continue;
@@ -486,7 +536,9 @@ impl Outbox {
     }
 
     fn get_known(&self, id: &str) -> Result<Operation, OutboxError> {
-        self.store.get(id)?.ok_or_else(|| OutboxError::UnknownId { id: id.to_owned() })
+        self.store
+            .get(id)?
+            .ok_or_else(|| OutboxError::UnknownId { id: id.to_owned() })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -505,7 +557,10 @@ impl Outbox {
             return Ok(());
         }
         let enqueuing = std::mem::take(&mut state.enqueuing);
-        *state = State { enqueuing, ..State::default() };
+        *state = State {
+            enqueuing,
+            ..State::default()
+        };
         for op in self.store.load_all()? {
             state.next_seq = state.next_seq.max(op.seq.saturating_add(1));
             match op.status {
@@ -514,7 +569,9 @@ impl Outbox {
                     state.add_to_indexes(&op);
                 }
                 OperationStatus::InFlight => {
-                    state.in_flight.insert((op.updated_at_ms, op.seq, op.id.clone()));
+                    state
+                        .in_flight
+                        .insert((op.updated_at_ms, op.seq, op.id.clone()));
                     state.add_to_indexes(&op);
                 }
                 OperationStatus::Done | OperationStatus::Failed => {}
@@ -529,7 +586,10 @@ impl State {
     /// Registers a `Pending` (or, on load, `InFlight`) operation's keys.
     fn add_to_indexes(&mut self, op: &Operation) {
         if let Some(key) = &op.ordering_key {
-            self.keys.entry(key.clone()).or_default().insert((op.seq, op.id.clone()));
+            self.keys
+                .entry(key.clone())
+                .or_default()
+                .insert((op.seq, op.id.clone()));
         }
         if let Some(key) = &op.coalesce_key
             && op.status == OperationStatus::Pending
@@ -559,8 +619,13 @@ impl State {
     /// Whether no earlier operation with the same `ordering_key` is pending or
     /// in flight.
     fn is_head_of_key(&self, op: &Operation) -> bool {
-        let Some(key) = &op.ordering_key else { return true };
-        self.keys.get(key).and_then(BTreeSet::first).is_none_or(|(seq, id)| *seq == op.seq && *id == op.id)
+        let Some(key) = &op.ordering_key else {
+            return true;
+        };
+        self.keys
+            .get(key)
+            .and_then(BTreeSet::first)
+            .is_none_or(|(seq, id)| *seq == op.seq && *id == op.id)
     }
 }
 

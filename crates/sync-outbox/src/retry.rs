@@ -59,7 +59,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { max_attempts: 5, base_delay_ms: 1_000, factor: 2.0, max_delay_ms: 300_000, jitter: Jitter::None }
+        Self {
+            max_attempts: 5,
+            base_delay_ms: 1_000,
+            factor: 2.0,
+            max_delay_ms: 300_000,
+            jitter: Jitter::None,
+        }
     }
 }
 
@@ -79,7 +85,10 @@ impl RetryPolicy {
         if delay >= max as f64 {
             return max;
         }
-        #[expect(clippy::cast_possible_truncation, reason = "0 < delay < max_delay_ms, an i64")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "0 < delay < max_delay_ms, an i64"
+        )]
         let delay = delay as i64;
         delay
     }
@@ -105,9 +114,13 @@ impl RetryPolicy {
 
 /// A pseudo-random number in `0..=max`, a pure function of its inputs.
 fn draw(seed: u64, id: &str, attempt: u32, max: i64) -> i64 {
-    let Ok(span) = u64::try_from(max) else { return 0 };
+    let Ok(span) = u64::try_from(max) else {
+        return 0;
+    };
     // FNV-1a over the id, then SplitMix64 finalization.
-    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let mut x = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     x ^= seed ^ u64::from(attempt).rotate_left(32);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

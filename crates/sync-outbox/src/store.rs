@@ -83,7 +83,11 @@ pub trait OutboxStore: Send + Sync + Debug {
     ///
     /// [`OutboxError::Store`] if they cannot be read.
     fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
-        let mut due: Vec<Operation> = self.load_all()?.into_iter().filter(|op| op.is_due(now_ms)).collect();
+        let mut due: Vec<Operation> = self
+            .load_all()?
+            .into_iter()
+            .filter(|op| op.is_due(now_ms))
+            .collect();
         due.sort_by_key(|op| (op.next_retry_at_ms, op.seq));
         due.truncate(limit);
         Ok(due)

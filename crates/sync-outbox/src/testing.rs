@@ -33,7 +33,7 @@ pub fn sample(id: &str, seq: u64, due: i64) -> Operation {
         next_retry_at_ms: due,
         created_at_ms: due,
         updated_at_ms: due,
-        ordering_key: (seq % 2 == 0).then(|| "chat".into()),
+        ordering_key: seq.is_multiple_of(2).then(|| "chat".into()),
         owner: "conformance".into(),
         seq,
         ..Operation::default()
@@ -55,7 +55,10 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     let store = open()?;
     assert_eq!(store.load_all()?, Vec::new(), "a fresh store is empty");
     assert_eq!(store.get("missing")?, None);
-    assert!(!store.remove("missing")?, "removing a missing id reports false");
+    assert!(
+        !store.remove("missing")?,
+        "removing a missing id reports false"
+    );
 
     // put / get round trip, every field.
     let mut op = sample("a", 1, 100);
@@ -71,10 +74,18 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     store.put(&op)?;
     assert_eq!(store.get("a")?, Some(op.clone()));
     assert_eq!(store.load_all()?.len(), 1);
-    assert!(store.ready(i64::MAX, 10)?.is_empty(), "an in-flight op is not ready");
+    assert!(
+        store.ready(i64::MAX, 10)?.is_empty(),
+        "an in-flight op is not ready"
+    );
 
     // ready: due pending only, ordered by (next_retry_at_ms, seq), limited.
-    store.put_batch(&[sample("b", 5, 300), sample("c", 3, 200), sample("d", 2, 200), sample("e", 4, 900)])?;
+    store.put_batch(&[
+        sample("b", 5, 300),
+        sample("c", 3, 200),
+        sample("d", 2, 200),
+        sample("e", 4, 900),
+    ])?;
     let mut done = sample("f", 6, 0);
     done.status = OperationStatus::Done;
     let mut failed = sample("g", 7, 0);
@@ -117,7 +128,9 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
 /// When a change acknowledged before the reopen is missing after it.
 pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     let store = open()?;
-    let mut expected: Vec<Operation> = (0..20).map(|i| sample(&format!("op{i}"), i, 1000 + i as i64)).collect();
+    let mut expected: Vec<Operation> = (0..20)
+        .map(|i| sample(&format!("op{i}"), i, 1000 + i64::try_from(i).unwrap_or(0)))
+        .collect();
     store.put_batch(&expected)?;
     expected[3].status = OperationStatus::InFlight;
     expected[3].attempt = 1;
@@ -131,7 +144,17 @@ pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     let store = open()?;
     let mut all = store.load_all()?;
     all.sort_by_key(|op| op.seq);
-    assert_eq!(all, expected, "reopened store holds every acknowledged change");
-    assert_eq!(store.ready(1002, 10)?.into_iter().map(|op| op.id).collect::<Vec<_>>(), ["op0", "op1", "op2"]);
+    assert_eq!(
+        all, expected,
+        "reopened store holds every acknowledged change"
+    );
+    assert_eq!(
+        store
+            .ready(1002, 10)?
+            .into_iter()
+            .map(|op| op.id)
+            .collect::<Vec<_>>(),
+        ["op0", "op1", "op2"]
+    );
     Ok(())
 }

@@ -12,7 +12,10 @@ use crate::operation::{Operation, OperationStatus};
 #[must_use]
 pub fn is_allowed(from: OperationStatus, to: OperationStatus) -> bool {
     use OperationStatus::{Done, Failed, InFlight, Pending};
-    matches!((from, to), (Pending, InFlight) | (InFlight, Done | Pending | Failed) | (Failed, Pending))
+    matches!(
+        (from, to),
+        (Pending, InFlight) | (InFlight, Done | Pending | Failed) | (Failed, Pending)
+    )
 }
 
 /// Moves `op` to `to` at `now_ms`, or refuses with
@@ -23,7 +26,11 @@ pub fn is_allowed(from: OperationStatus, to: OperationStatus) -> bool {
 /// [`OutboxError::InvalidTransition`] if [`is_allowed`] says no.
 pub fn transition(op: &mut Operation, to: OperationStatus, now_ms: i64) -> Result<(), OutboxError> {
     if !is_allowed(op.status, to) {
-        return Err(OutboxError::InvalidTransition { id: op.id.clone(), from: op.status, to });
+        return Err(OutboxError::InvalidTransition {
+            id: op.id.clone(),
+            from: op.status,
+            to,
+        });
     }
     op.status = to;
     op.updated_at_ms = now_ms;

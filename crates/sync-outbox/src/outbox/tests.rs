@@ -1,1 +1,469 @@
-//! Unit tests of the outbox.
+//! Unit tests of the outbox: every transition and error, retry timing, per-key
+//! order, recovery, coalescing and housekeeping.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::memory_store::MemoryOutboxStore;
+
+type TestResult = Result<(), OutboxError>;
+
+fn guide_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay_ms: 500,
+        factor: 2.0,
+        ..RetryPolicy::default()
+    }
+}
+
+fn outbox() -> (Outbox, Arc<MemoryOutboxStore>) {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let config = OutboxConfig {
+        owner: "test".into(),
+        retry: guide_retry(),
+        inflight_timeout_ms: 10_000,
+    };
+    (Outbox::new(config, store.clone()), store)
+}
+
+fn op(key: Option<&str>) -> Operation {
+    Operation {
+        ordering_key: key.map(Into::into),
+        ..Operation::new("message.send", "/api/messages", "{}")
+    }
+}
+
+fn get(store: &MemoryOutboxStore, id: &str) -> Result<Operation, OutboxError> {
+    store
+        .get(id)?
+        .ok_or_else(|| OutboxError::UnknownId { id: id.into() })
+}
+
+fn ids(ops: &[Operation]) -> Vec<&str> {
+    ops.iter().map(|op| op.id.as_str()).collect()
+}
+
+#[test]
+fn the_guides_scenario_has_exact_numbers() -> TestResult {
+    let (outbox, store) = outbox();
+    let t0 = 1_000_000;
+    let id = outbox.enqueue(op(None), t0)?;
+    let enqueued = get(&store, &id)?;
+    assert_eq!(
+        (enqueued.status, enqueued.attempt, enqueued.next_retry_at_ms),
+        (OperationStatus::Pending, 0, t0)
+    );
+    assert_eq!(enqueued.owner, "test");
+
+    assert_eq!(ids(&outbox.claim_ready(t0 + 1, 10)?), [id.as_str()]);
+    assert_eq!(
+        outbox.mark_failed(&id, "network offline", true, None, t0 + 1)?,
+        OperationStatus::Pending
+    );
+    let after = get(&store, &id)?;
+    assert_eq!(after.attempt, 1);
+    assert_eq!(after.last_error, "network offline");
+    assert_eq!(after.next_retry_at_ms, t0 + 1 + 500);
+
+    assert!(
+        outbox.claim_ready(t0 + 500, 10)?.is_empty(),
+        "not due before next_retry_at_ms"
+    );
+    outbox.claim_ready(t0 + 501, 10)?;
+    outbox.mark_failed(&id, "503", true, None, t0 + 501)?;
+    assert_eq!(get(&store, &id)?.next_retry_at_ms, t0 + 501 + 1000);
+
+    outbox.claim_ready(t0 + 1501, 10)?;
+    assert_eq!(
+        outbox.mark_failed(&id, "503", true, None, t0 + 1501)?,
+        OperationStatus::Failed
+    );
+    let failed = get(&store, &id)?;
+    assert_eq!(
+        (failed.status, failed.attempt),
+        (OperationStatus::Failed, 3)
+    );
+    Ok(())
+}
+
+#[test]
+fn success_after_a_retry_is_done() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    outbox.claim_ready(1, 10)?;
+    outbox.mark_failed(&id, "network offline", true, None, 1)?;
+    outbox.claim_ready(501, 10)?;
+    outbox.mark_done(&id, 502)?;
+    let done = get(&store, &id)?;
+    assert_eq!(
+        (done.status, done.attempt, done.updated_at_ms),
+        (OperationStatus::Done, 2, 502)
+    );
+    Ok(())
+}
+
+#[test]
+fn permanent_failures_are_failed_at_once() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    outbox.claim_ready(0, 1)?;
+    assert_eq!(
+        outbox.mark_failed(&id, "400 bad request", false, None, 1)?,
+        OperationStatus::Failed
+    );
+    assert_eq!(get(&store, &id)?.last_error, "400 bad request");
+    assert!(outbox.claim_ready(i64::MAX, 10)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_longer_retry_after_wins_and_is_capped() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    outbox.claim_ready(0, 1)?;
+    outbox.mark_failed(&id, "429", true, Some(7_000), 10)?;
+    assert_eq!(get(&store, &id)?.next_retry_at_ms, 7_010);
+    outbox.claim_ready(7_010, 1)?;
+    outbox.mark_failed(&id, "429", true, Some(10), 7_010)?;
+    assert_eq!(
+        get(&store, &id)?.next_retry_at_ms,
+        7_010 + 1000,
+        "a shorter hint loses to the backoff"
+    );
+
+    let (outbox, store) = outbox_with(RetryPolicy {
+        max_delay_ms: 2_000,
+        ..guide_retry()
+    });
+    let id = outbox.enqueue(op(None), 0)?;
+    outbox.claim_ready(0, 1)?;
+    outbox.mark_failed(&id, "429", true, Some(1_000_000), 0)?;
+    assert_eq!(
+        get(&store, &id)?.next_retry_at_ms,
+        2_000,
+        "hints are capped at max_delay_ms"
+    );
+    Ok(())
+}
+
+fn outbox_with(retry: RetryPolicy) -> (Outbox, Arc<MemoryOutboxStore>) {
+    let store = Arc::new(MemoryOutboxStore::new());
+    (
+        Outbox::new(
+            OutboxConfig {
+                retry,
+                ..OutboxConfig::default()
+            },
+            store.clone(),
+        ),
+        store,
+    )
+}
+
+#[test]
+fn illegal_transitions_unknown_and_duplicate_ids_are_errors() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    let before = get(&store, &id)?;
+    assert!(matches!(
+        outbox.mark_done(&id, 1),
+        Err(OutboxError::InvalidTransition {
+            from: OperationStatus::Pending,
+            to: OperationStatus::Done,
+            ..
+        })
+    ));
+    assert!(matches!(
+        outbox.mark_failed(&id, "x", true, None, 1),
+        Err(OutboxError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        outbox.retry_failed(&id, 1),
+        Err(OutboxError::InvalidTransition { .. })
+    ));
+    assert_eq!(
+        get(&store, &id)?,
+        before,
+        "a refused transition changes nothing"
+    );
+
+    outbox.claim_ready(0, 1)?;
+    outbox.mark_done(&id, 1)?;
+    assert!(matches!(
+        outbox.mark_done(&id, 2),
+        Err(OutboxError::InvalidTransition {
+            from: OperationStatus::Done,
+            to: OperationStatus::Done,
+            ..
+        })
+    ));
+    assert!(matches!(
+        outbox.mark_failed(&id, "x", false, None, 2),
+        Err(OutboxError::InvalidTransition { .. })
+    ));
+    assert!(matches!(
+        outbox.retry_failed(&id, 2),
+        Err(OutboxError::InvalidTransition { .. })
+    ));
+
+    for result in [
+        outbox.mark_done("nope", 0),
+        outbox.retry_failed("nope", 0),
+        outbox.discard("nope"),
+    ] {
+        assert!(matches!(result, Err(OutboxError::UnknownId { id }) if id == "nope"));
+    }
+    let given = Operation {
+        id: "client-42".into(),
+        ..op(None)
+    };
+    assert_eq!(outbox.enqueue(given.clone(), 5)?, "client-42");
+    assert!(
+        matches!(outbox.enqueue(given, 6), Err(OutboxError::DuplicateId { id }) if id == "client-42")
+    );
+    Ok(())
+}
+
+#[test]
+fn generated_ids_are_unique_and_sort_by_time() -> TestResult {
+    let (outbox, _) = outbox();
+    let mut ids = Vec::new();
+    for now in [5, 5, 5, 1_000, 1_700_000_000_000] {
+        ids.push(outbox.enqueue(op(None), now)?);
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    sorted.dedup();
+    assert_eq!(sorted.len(), ids.len());
+    Ok(())
+}
+
+#[test]
+fn claim_orders_by_due_time_then_enqueue_order_and_limits() -> TestResult {
+    let (outbox, _) = outbox();
+    let a = outbox.enqueue(op(None), 10)?;
+    let b = outbox.enqueue(op(None), 5)?;
+    let c = outbox.enqueue(op(None), 5)?;
+    let d = outbox.enqueue(op(None), 20)?;
+    assert_eq!(ids(&outbox.claim_ready(10, 2)?), [b.as_str(), c.as_str()]);
+    assert_eq!(
+        ids(&outbox.claim_ready(10, 10)?),
+        [a.as_str()],
+        "claimed ops are not claimed twice"
+    );
+    assert_eq!(ids(&outbox.claim_ready(20, 10)?), [d.as_str()]);
+    Ok(())
+}
+
+#[test]
+fn attempt_is_persisted_with_the_claim() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    let claimed = outbox.claim_ready(0, 1)?;
+    assert_eq!(claimed[0].attempt, 1);
+    assert_eq!(
+        get(&store, &id)?,
+        claimed[0],
+        "what was handed out is what is stored"
+    );
+    assert_eq!(claimed[0].status, OperationStatus::InFlight);
+    Ok(())
+}
+
+#[test]
+fn per_key_fifo_and_failed_ops_do_not_block() -> TestResult {
+    let (outbox, _) = outbox();
+    let k1 = outbox.enqueue(op(Some("chat")), 0)?;
+    let k2 = outbox.enqueue(op(Some("chat")), 0)?;
+    let free = outbox.enqueue(op(None), 0)?;
+    let other = outbox.enqueue(op(Some("other")), 0)?;
+    assert_eq!(
+        ids(&outbox.claim_ready(0, 10)?),
+        [k1.as_str(), free.as_str(), other.as_str()]
+    );
+    assert!(
+        outbox.claim_ready(0, 10)?.is_empty(),
+        "k2 waits while k1 is in flight"
+    );
+
+    // A retry keeps k1 first: k2 still waits, even though it is due earlier.
+    outbox.mark_failed(&k1, "503", true, None, 0)?;
+    assert!(outbox.claim_ready(100, 10)?.is_empty());
+    assert_eq!(ids(&outbox.claim_ready(500, 10)?), [k1.as_str()]);
+    // A permanent failure releases the key: no poison-message stall.
+    outbox.mark_failed(&k1, "400", false, None, 500)?;
+    assert_eq!(ids(&outbox.claim_ready(500, 10)?), [k2.as_str()]);
+    Ok(())
+}
+
+#[test]
+fn blocked_ops_do_not_starve_the_claim_window() -> TestResult {
+    let (outbox, _) = outbox();
+    for _ in 0..50 {
+        outbox.enqueue(op(Some("chat")), 0)?;
+    }
+    let free = outbox.enqueue(op(None), 0)?;
+    assert_eq!(
+        outbox.claim_ready(0, 2)?.len(),
+        2,
+        "the head of chat and the free op"
+    );
+    let again = outbox.claim_ready(0, 2)?;
+    assert!(again.is_empty(), "{:?}", ids(&again));
+    assert!(
+        outbox
+            .list(Some(OperationStatus::InFlight), 10)?
+            .iter()
+            .any(|o| o.id == free)
+    );
+    Ok(())
+}
+
+#[test]
+fn stale_in_flight_ops_come_back() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    outbox.claim_ready(0, 1)?;
+    // A new outbox over the same store: a restarted process.
+    let restarted = Outbox::new(outbox.config().clone(), store.clone());
+    assert_eq!(
+        restarted.recover(9_999)?,
+        RecoveryReport::default(),
+        "not stale before the timeout"
+    );
+    assert_eq!(
+        restarted.recover(10_000)?,
+        RecoveryReport {
+            requeued: 1,
+            ..RecoveryReport::default()
+        }
+    );
+    let back = get(&store, &id)?;
+    assert_eq!(
+        (back.status, back.attempt, back.next_retry_at_ms),
+        (OperationStatus::Pending, 1, 10_000)
+    );
+    assert!(back.last_error.contains("interrupted"));
+
+    // claim_ready recovers too; the last attempt's timeout makes it Failed.
+    restarted.claim_ready(10_000, 1)?;
+    restarted.mark_failed(&id, "503", true, None, 10_000)?;
+    restarted.claim_ready(20_000, 1)?;
+    assert_eq!(get(&store, &id)?.attempt, 3);
+    assert!(restarted.claim_ready(30_000, 1)?.is_empty());
+    let failed = get(&store, &id)?;
+    assert_eq!(failed.status, OperationStatus::Failed);
+    assert!(failed.attempt <= 3);
+    Ok(())
+}
+
+#[test]
+fn times_far_ahead_are_pulled_back() -> TestResult {
+    let (outbox, store) = outbox();
+    let id = outbox.enqueue(op(None), 0)?;
+    outbox.claim_ready(0, 1)?;
+    outbox.mark_failed(&id, "503", true, Some(200_000), 1_000_000_000)?;
+    // The wall clock jumps back by a day.
+    let now = 1_000_000_000 - 86_400_000;
+    let restarted = Outbox::new(outbox.config().clone(), store.clone());
+    assert_eq!(restarted.recover(now)?.rescheduled, 1);
+    assert_eq!(get(&store, &id)?.next_retry_at_ms, now + 300_000);
+    assert_eq!(
+        ids(&restarted.claim_ready(now + 300_000, 1)?),
+        [id.as_str()]
+    );
+    Ok(())
+}
+
+#[test]
+fn coalescing_replaces_only_never_claimed_ops() -> TestResult {
+    let (outbox, store) = outbox();
+    let draft = |text: &str| Operation {
+        coalesce_key: Some("draft:1".into()),
+        ..Operation::new(
+            "draft.save",
+            "/api/drafts/1",
+            format!(r#"{{"text":"{text}"}}"#),
+        )
+    };
+    let first = outbox.enqueue(draft("a"), 0)?;
+    assert_eq!(outbox.enqueue(draft("ab"), 1)?, first);
+    assert_eq!(get(&store, &first)?.payload, r#"{"text":"ab"}"#);
+    assert_eq!(store.load_all()?.len(), 1);
+
+    outbox.claim_ready(1, 1)?;
+    let second = outbox.enqueue(draft("abc"), 2)?;
+    assert_ne!(
+        second, first,
+        "an op that may have been sent is never touched"
+    );
+    assert_eq!(get(&store, &first)?.payload, r#"{"text":"ab"}"#);
+    Ok(())
+}
+
+#[test]
+fn housekeeping_retry_discard_purge_list_stats() -> TestResult {
+    let (outbox, store) = outbox();
+    let done = outbox.enqueue(op(None), 0)?;
+    let failed = outbox.enqueue(op(None), 1)?;
+    let pending = outbox.enqueue(op(None), 2)?;
+    outbox.claim_ready(1, 2)?;
+    outbox.mark_done(&done, 10)?;
+    outbox.mark_failed(&failed, "400", false, None, 10)?;
+
+    let stats = outbox.stats()?;
+    assert_eq!(
+        (stats.pending, stats.in_flight, stats.done, stats.failed),
+        (1, 0, 1, 1)
+    );
+    assert_eq!(stats.oldest_pending_age_ms(100), Some(98));
+    assert_eq!(
+        ids(&outbox.list(Some(OperationStatus::Failed), 10)?),
+        [failed.as_str()]
+    );
+    assert_eq!(outbox.list(None, 2)?.len(), 2);
+
+    outbox.retry_failed(&failed, 20)?;
+    let retried = get(&store, &failed)?;
+    assert_eq!(
+        (retried.status, retried.attempt, retried.next_retry_at_ms),
+        (OperationStatus::Pending, 0, 20)
+    );
+
+    assert_eq!(
+        outbox.purge_done(10)?,
+        0,
+        "updated at 10 is not older than 10"
+    );
+    assert_eq!(outbox.purge_done(11)?, 1);
+    assert_eq!(store.get(&done)?, None);
+    outbox.discard(&pending)?;
+    assert_eq!(store.get(&pending)?, None);
+    assert_eq!(ids(&outbox.claim_ready(20, 10)?), [failed.as_str()]);
+    Ok(())
+}
+
+#[test]
+fn a_new_outbox_continues_seq_and_key_order_from_the_store() -> TestResult {
+    let (outbox, store) = outbox();
+    let k1 = outbox.enqueue(op(Some("k")), 0)?;
+    outbox.claim_ready(0, 1)?;
+    let restarted = Outbox::new(outbox.config().clone(), store.clone());
+    let k2 = restarted.enqueue(op(Some("k")), 0)?;
+    assert!(get(&store, &k2)?.seq > get(&store, &k1)?.seq);
+    assert!(
+        restarted.claim_ready(0, 10)?.is_empty(),
+        "k1 in flight still blocks k2 after restart"
+    );
+    restarted.mark_done(&k1, 1)?;
+    assert_eq!(ids(&restarted.claim_ready(1, 10)?), [k2.as_str()]);
+    Ok(())
+}
+
+#[test]
+fn outbox_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Outbox>();
+}

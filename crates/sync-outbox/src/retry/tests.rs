@@ -3,25 +3,50 @@
 use super::*;
 
 fn guide() -> RetryPolicy {
-    RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() }
+    RetryPolicy {
+        max_attempts: 3,
+        base_delay_ms: 500,
+        factor: 2.0,
+        ..RetryPolicy::default()
+    }
 }
 
 #[test]
 fn backoff_follows_the_formula_and_caps() {
-    let policy = RetryPolicy { max_delay_ms: 3_000, ..guide() };
+    let policy = RetryPolicy {
+        max_delay_ms: 3_000,
+        ..guide()
+    };
     let delays: Vec<i64> = (1..=6).map(|n| policy.backoff_ms(n)).collect();
     assert_eq!(delays, [500, 1000, 2000, 3000, 3000, 3000]);
-    assert_eq!(policy.backoff_ms(0), 500, "attempt 0 is treated as the first");
+    assert_eq!(
+        policy.backoff_ms(0),
+        500,
+        "attempt 0 is treated as the first"
+    );
     assert_eq!(policy.backoff_ms(u32::MAX), 3_000);
 }
 
 #[test]
 fn odd_policies_never_give_negative_or_nan_delays() {
-    for (base, factor) in [(-5, 2.0), (500, f64::NAN), (500, -1.0), (500, 0.0), (i64::MAX, f64::INFINITY)] {
-        let policy = RetryPolicy { base_delay_ms: base, factor, ..guide() };
+    for (base, factor) in [
+        (-5, 2.0),
+        (500, f64::NAN),
+        (500, -1.0),
+        (500, 0.0),
+        (i64::MAX, f64::INFINITY),
+    ] {
+        let policy = RetryPolicy {
+            base_delay_ms: base,
+            factor,
+            ..guide()
+        };
         for n in 1..5 {
             let d = policy.backoff_ms(n);
-            assert!((0..=policy.max_delay_ms).contains(&d), "base {base} factor {factor} n {n}: {d}");
+            assert!(
+                (0..=policy.max_delay_ms).contains(&d),
+                "base {base} factor {factor} n {n}: {d}"
+            );
         }
     }
 }
@@ -42,12 +67,20 @@ fn jitter_is_bounded_and_reproducible() {
         for i in 0..200 {
             let id = format!("op_{i}");
             let d = policy.delay_ms(&id, 2);
-            let low = if matches!(jitter, Jitter::Equal { .. }) { 500 } else { 0 };
+            let low = if matches!(jitter, Jitter::Equal { .. }) {
+                500
+            } else {
+                0
+            };
             assert!((low..=1000).contains(&d), "{jitter:?}: {d}");
             assert_eq!(d, policy.delay_ms(&id, 2), "same inputs, same delay");
             distinct.insert(d);
         }
-        assert!(distinct.len() > 50, "{jitter:?} spreads delays: {} distinct", distinct.len());
+        assert!(
+            distinct.len() > 50,
+            "{jitter:?} spreads delays: {} distinct",
+            distinct.len()
+        );
     }
     assert_eq!(guide().delay_ms("x", 2), 1000);
 }

@@ -1,1 +1,4 @@
-//! Integration tests of `sync-outbox`.
+//! Integration tests of `sync-outbox`: one binary, one module per behaviour.
+
+mod conformance;
+mod state_machine;
