@@ -57,25 +57,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), Error> {
 
 fn collect(dir: &Path) -> Result<Vec<Measurement>, Error> {
     let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
+    // Criterion writes each benchmark's latest run to `.../new/`.
+    for path in crate::walk(vec![dir.to_path_buf()], &["base", "report"]) {
+        let Some(run_dir) = path.parent().filter(|d| d.ends_with("new")) else {
             continue;
         };
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if path.is_dir() {
-                if path.file_name().is_some_and(|n| n == "new") {
-                    if let Some(m) = read_measurement(&path)? {
-                        found.push(m);
-                    }
-                } else if path
-                    .file_name()
-                    .is_some_and(|n| n != "base" && n != "report")
-                {
-                    stack.push(path);
-                }
-            }
+        if path.file_name().is_some_and(|n| n == "benchmark.json")
+            && let Some(m) = read_measurement(run_dir)?
+        {
+            found.push(m);
         }
     }
     found.sort_by(|a, b| {

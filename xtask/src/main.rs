@@ -55,6 +55,30 @@ pub(crate) fn cargo(args: &[&str]) -> Command {
     command
 }
 
+/// Every file below `roots`, not descending into directories named in `skip`.
+pub(crate) fn walk(roots: Vec<PathBuf>, skip: &[&str]) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = roots;
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            if !path.is_dir() {
+                files.push(path);
+            } else if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| !skip.contains(&n))
+            {
+                stack.push(path);
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
 pub(crate) fn run(mut command: Command) -> Result<(), Error> {
     println!("$ {command:?}");
     let status = command.status()?;

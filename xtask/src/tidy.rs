@@ -127,31 +127,14 @@ fn workspace_dependencies(manifest: &str) -> Vec<String> {
 
 /// Every `.rs` file of the workspace's own packages.
 fn rust_files(root: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut stack: Vec<PathBuf> = ["crates", "xtask", "examples", "benches"]
+    let roots = ["crates", "xtask", "examples", "benches"]
         .iter()
         .map(|d| root.join(d))
         .collect();
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.filter_map(Result::ok) {
-            let path = entry.path();
-            if path.is_dir() {
-                if path
-                    .file_name()
-                    .is_some_and(|n| n != "target" && n != "fixtures")
-                {
-                    stack.push(path);
-                }
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    files
+    crate::walk(roots, &["target", "fixtures"])
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rs"))
+        .collect()
 }
 
 #[cfg(test)]
