@@ -240,7 +240,8 @@ impl Outbox {
     /// # Errors
     ///
     /// [`OutboxError::Store`] if the store fails; no operation is handed out
-    /// then (some may be left `InFlight` and are recovered after the timeout).
+    /// then (some may have been stored `InFlight`: they come back after
+    /// `inflight_timeout_ms`, like any interrupted send).
     pub fn claim_ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
         let mut state = self.lock_loaded()?;
         self.expire_stale(&mut state, now_ms)?;
@@ -265,7 +266,13 @@ impl Outbox {
             transition(op, OperationStatus::InFlight, now_ms)?;
             op.attempt = op.attempt.saturating_add(1);
         }
-        self.store.put_batch(&claimed)?;
+        if let Err(e) = self.store.put_batch(&claimed) {
+            // Some claims may have been stored: rebuild the indexes from the
+            // store on the next call, so those become stale claims that
+            // expire instead of being lost to the in-flight index.
+            state.loaded = false;
+            return Err(e);
+        }
         for op in &claimed {
             if let Some(key) = &op.coalesce_key
                 && state.coalescable.get(key) == Some(&op.id)

@@ -467,3 +467,68 @@ fn outbox_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Outbox>();
 }
+
+/// A store whose first batch write fails after storing its first operation.
+#[derive(Debug, Default)]
+struct FailingBatchStore {
+    inner: MemoryOutboxStore,
+    failed_once: std::sync::atomic::AtomicBool,
+}
+
+impl OutboxStore for FailingBatchStore {
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        self.inner.put(op)
+    }
+    fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        if self
+            .failed_once
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return self.inner.put_batch(ops);
+        }
+        if let Some(first) = ops.first() {
+            self.inner.put(first)?;
+        }
+        Err(OutboxError::store(std::io::Error::other("disk full")))
+    }
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        self.inner.get(id)
+    }
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        self.inner.remove(id)
+    }
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        self.inner.load_all()
+    }
+}
+
+#[test]
+fn a_claim_half_stored_by_a_failing_store_still_expires() -> TestResult {
+    let store = Arc::new(FailingBatchStore::default());
+    let config = OutboxConfig {
+        retry: guide_retry(),
+        inflight_timeout_ms: 100,
+        ..OutboxConfig::default()
+    };
+    let outbox = Outbox::new(config, store.clone());
+    let a = outbox.enqueue(op(None), 0)?;
+    let b = outbox.enqueue(op(None), 0)?;
+    assert!(matches!(
+        outbox.claim_ready(0, 2),
+        Err(OutboxError::Store { .. })
+    ));
+    assert_eq!(
+        store.get(&a)?.map(|op| op.status),
+        Some(OperationStatus::InFlight)
+    );
+    // Without a recover call: the half-stored claim of `a` expires through
+    // claim_ready itself once the timeout has passed, and both are claimed.
+    assert_eq!(ids(&outbox.claim_ready(50, 10)?), [b.as_str()]);
+    let again = outbox.claim_ready(100, 10)?;
+    assert_eq!(ids(&again), [a.as_str()]);
+    assert_eq!(
+        again[0].attempt, 2,
+        "the interrupted claim counted as an attempt"
+    );
+    Ok(())
+}
