@@ -1,0 +1,84 @@
+//! [`StoreError`], the one error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+use sync_outbox::OutboxError;
+
+/// Everything that can go wrong in a file store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// An I/O call failed.
+    #[error("{op} {}", .path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error from the operating system.
+        #[source]
+        source: io::Error,
+    },
+    /// A JSON store file does not parse, has an unknown version, or breaks an
+    /// invariant. The file is left untouched and the store refuses to open.
+    #[error("corrupt store file {} at line {line}, column {column}: {reason}", .path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem (0 if it concerns the whole file).
+        line: usize,
+        /// 1-based column of the problem (0 if it concerns the whole file).
+        column: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A WAL store snapshot fails its checks. The file is left untouched.
+    #[error("corrupt snapshot {} at offset {offset}: {reason}", .path.display())]
+    CorruptSnapshot {
+        /// The snapshot file.
+        path: PathBuf,
+        /// Byte offset of the problem.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A WAL record holds no valid operation, or the log does not continue
+    /// the snapshot.
+    #[error("corrupt wal store record in {} at lsn {lsn}: {reason}", .dir.display())]
+    CorruptRecord {
+        /// The WAL directory.
+        dir: PathBuf,
+        /// The record's log sequence number.
+        lsn: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another handle holds the store's lock.
+    #[error("store {} is locked by another handle", .path.display())]
+    Locked {
+        /// The store file or directory.
+        path: PathBuf,
+    },
+    /// The write-ahead log failed.
+    #[error("wal store log failed")]
+    Wal(#[from] sync_wal::WalError),
+}
+
+impl From<StoreError> for OutboxError {
+    fn from(error: StoreError) -> Self {
+        OutboxError::store(error)
+    }
+}
+
+pub(crate) fn io_error(
+    op: &'static str,
+    path: impl Into<PathBuf>,
+    source: io::Error,
+) -> StoreError {
+    StoreError::Io {
+        op,
+        path: path.into(),
+        source,
+    }
+}

@@ -1,0 +1,84 @@
+//! File-system helpers shared by both stores: owner-only files, the sibling
+//! lock, atomic replace (temp, sync, rename, directory fsync).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{StoreError, io_error};
+
+/// Options that create files readable by the owner only (0600 on unix).
+pub(crate) fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
+/// Takes an exclusive lock on `lock_path` for as long as the returned file lives.
+pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<File, StoreError> {
+    let file = private_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock_path)
+        .map_err(|e| io_error("open lock file", lock_path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: store_path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", lock_path, e)),
+    }
+}
+
+/// Replaces `path` with `bytes` so that a crash at any moment leaves either
+/// the old or the new file: write a temp file beside it, `sync_data`, rename
+/// over, fsync the directory. Durable (survives power loss) on `Ok`.
+pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let temp = temp_path(path);
+    let mut file = private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(|e| io_error("create temp file", &temp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| io_error("write temp file", &temp, e))?;
+    file.sync_data()
+        .map_err(|e| io_error("sync temp file", &temp, e))?;
+    drop(file);
+    std::fs::rename(&temp, path).map_err(|e| io_error("rename temp file over", path, e))?;
+    fsync_parent(path)
+}
+
+/// The temp file `replace_atomically` writes before renaming.
+pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Makes a new or renamed entry in `path`'s directory durable (no-op off unix).
+pub(crate) fn fsync_parent(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("fsync directory", dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}

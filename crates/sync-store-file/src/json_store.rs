@@ -1,0 +1,257 @@
+//! [`FileOutboxStore`]: the whole outbox as one JSON document a person can
+//! `cat`, replaced atomically on every change.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
+
+use crate::error::{StoreError, io_error};
+use crate::file::{lock_file, replace_atomically};
+
+/// The `format` field of every store file.
+pub const JSON_FORMAT_NAME: &str = "sync-outbox";
+/// The `version` field this crate writes and reads.
+pub const JSON_FORMAT_VERSION: u32 = 1;
+
+/// Settings of a [`FileOutboxStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileOutboxStoreConfig {
+    /// The JSON file. Its directory must exist. Default `outbox.json`.
+    pub file_path: PathBuf,
+    /// Indent the JSON for people. Default `true`.
+    pub pretty_json: bool,
+}
+
+impl Default for FileOutboxStoreConfig {
+    fn default() -> Self {
+        Self {
+            file_path: PathBuf::from("outbox.json"),
+            pretty_json: true,
+        }
+    }
+}
+
+/// The file's document.
+#[derive(Debug, Serialize, Deserialize)]
+struct Document {
+    format: String,
+    version: u32,
+    operations: Vec<Operation>,
+}
+
+/// An [`OutboxStore`] in one JSON file: every field of every operation is
+/// there to read with `cat`.
+///
+/// Every change rewrites the whole file (temp file, `sync_data`, rename,
+/// directory fsync), so a change returns `Ok` only once it survives power
+/// loss, and a crash at any moment leaves the old or the new file, never a
+/// torn one. The cost is O(n) per change: fine for tens or hundreds of
+/// pending operations; for queues that grow, use
+/// [`WalOutboxStore`](crate::WalOutboxStore).
+///
+/// One process at a time: the store holds an exclusive lock on
+/// `<file>.lock` until it is dropped. Files are created mode 0600 on unix.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{Operation, Outbox, OutboxConfig};
+/// use sync_store_file::{FileOutboxStore, FileOutboxStoreConfig};
+///
+/// let dir = tempfile::tempdir().expect("a temp dir");
+/// let store = Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+///     file_path: dir.path().join("outbox.json"),
+///     pretty_json: true,
+/// })?);
+/// let outbox = Outbox::new(OutboxConfig::default(), store);
+/// outbox.enqueue(Operation::new("message.send", "/api/messages", r#"{"text":"hi"}"#), 0)?;
+/// let text = std::fs::read_to_string(dir.path().join("outbox.json")).expect("readable");
+/// assert!(text.contains(r#""kind": "message.send""#));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FileOutboxStore {
+    config: FileOutboxStoreConfig,
+    /// The file's content, indexed for queries.
+    index: MemoryOutboxStore,
+    /// Serializes rewrites of the file.
+    writer: Mutex<()>,
+    /// Held, never read: the lock lives as long as this file.
+    _lock: File,
+}
+
+impl FileOutboxStore {
+    /// Opens the store, creating nothing until the first change. A missing
+    /// file is an empty store.
+    ///
+    /// # Errors
+    ///
+    /// - [`StoreError::Locked`] if another handle holds `<file>.lock`.
+    /// - [`StoreError::Corrupt`] (with line and column) if the file does not
+    ///   parse, has another format or version, or repeats an id; the file is
+    ///   left byte-for-byte untouched, and no store is opened over it.
+    /// - [`StoreError::Io`] if it cannot be read.
+    pub fn open(config: FileOutboxStoreConfig) -> Result<Self, StoreError> {
+        let path = config.file_path.clone();
+        let mut lock_name = path
+            .file_name()
+            .map(std::ffi::OsStr::to_os_string)
+            .unwrap_or_default();
+        lock_name.push(".lock");
+        let lock = lock_file(&path.with_file_name(lock_name), &path)?;
+        let index = MemoryOutboxStore::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => index
+                .put_batch(&parse(&path, &bytes)?)
+                .map_err(|e| corrupt(&path, 0, 0, e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("read store file", &path, e)),
+        }
+        Ok(Self {
+            config,
+            index,
+            writer: Mutex::new(()),
+            _lock: lock,
+        })
+    }
+
+    /// The store file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.config.file_path
+    }
+
+    /// Rewrites the file with `change` applied, then applies it in memory:
+    /// the file is the truth and memory follows it.
+    fn rewrite(&self, change: Change<'_>) -> Result<(), StoreError> {
+        let _writer = lock(&self.writer);
+        let in_memory = |e: OutboxError| corrupt(self.path(), 0, 0, e.to_string());
+        let mut ops: HashMap<String, Operation> = self
+            .index
+            .load_all()
+            .map_err(in_memory)?
+            .into_iter()
+            .map(|op| (op.id.clone(), op))
+            .collect();
+        match change {
+            Change::Put(batch) => ops.extend(batch.iter().map(|op| (op.id.clone(), op.clone()))),
+            Change::Remove(id) => {
+                ops.remove(id);
+            }
+        }
+        let mut operations: Vec<Operation> = ops.into_values().collect();
+        operations.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+        let document = Document {
+            format: JSON_FORMAT_NAME.into(),
+            version: JSON_FORMAT_VERSION,
+            operations,
+        };
+        let bytes = if self.config.pretty_json {
+            serde_json::to_vec_pretty(&document)
+        } else {
+            serde_json::to_vec(&document)
+        }
+        .map_err(|e| io_error("encode store file", self.path(), std::io::Error::other(e)))?;
+        replace_atomically(self.path(), &bytes)?;
+        match change {
+            Change::Put(batch) => self.index.put_batch(batch).map_err(in_memory),
+            Change::Remove(id) => self.index.remove(id).map(drop).map_err(in_memory),
+        }
+    }
+}
+
+/// One change to the store.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    Put(&'a [Operation]),
+    Remove(&'a str),
+}
+
+fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, StoreError> {
+    let document: Document = serde_json::from_slice(bytes)
+        .map_err(|e| corrupt(path, e.line(), e.column(), e.to_string()))?;
+    if document.format != JSON_FORMAT_NAME {
+        return Err(corrupt(
+            path,
+            0,
+            0,
+            format!("format is {:?}, not {JSON_FORMAT_NAME:?}", document.format),
+        ));
+    }
+    if document.version != JSON_FORMAT_VERSION {
+        return Err(corrupt(
+            path,
+            0,
+            0,
+            format!("unsupported version {}", document.version),
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for op in &document.operations {
+        if op.id.is_empty() || !seen.insert(op.id.as_str()) {
+            return Err(corrupt(
+                path,
+                0,
+                0,
+                format!("empty or duplicate operation id {:?}", op.id),
+            ));
+        }
+    }
+    Ok(document.operations)
+}
+
+fn corrupt(path: &Path, line: usize, column: usize, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        line,
+        column,
+        reason,
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl OutboxStore for FileOutboxStore {
+    /// Durable on `Ok`: the file was replaced and the directory fsynced.
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        self.rewrite(Change::Put(std::slice::from_ref(op)))
+            .map_err(Into::into)
+    }
+
+    /// One rewrite for the whole batch; durable on `Ok`, all or nothing.
+    fn put_batch(&self, batch: &[Operation]) -> Result<(), OutboxError> {
+        self.rewrite(Change::Put(batch)).map_err(Into::into)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        self.index.get(id)
+    }
+
+    /// Durable on `Ok` (a rewrite), unless there was no such id.
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        if self.index.get(id)?.is_none() {
+            return Ok(false);
+        }
+        self.rewrite(Change::Remove(id))?;
+        Ok(true)
+    }
+
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        self.index.load_all()
+    }
+
+    fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        self.index.ready(now_ms, limit)
+    }
+
+    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
+        self.index.count_by_status()
+    }
+}

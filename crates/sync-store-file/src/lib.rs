@@ -1,0 +1,52 @@
+//! Durable [`OutboxStore`](sync_outbox::OutboxStore)s on files.
+//!
+//! - [`FileOutboxStore`]: the whole outbox in one JSON document a person can
+//!   read with `cat`, replaced atomically on every change. O(n) per change.
+//! - [`WalOutboxStore`]: every change is one record appended to a
+//!   [`sync_wal`] log, with snapshots and truncation. O(1) per change, group
+//!   commit under `SyncPolicy::Always`. The one for queues that grow.
+//!
+//! Both refuse to open a file they cannot parse (a typed error naming the
+//! file), never overwrite it, hold an exclusive lock for their lifetime, and
+//! create files mode 0600 on unix. Both pass the `sync-outbox` store
+//! conformance suite.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+//! use sync_store_file::{WalOutboxStore, WalOutboxStoreConfig};
+//!
+//! let dir = tempfile::tempdir().expect("a temp dir");
+//! let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(dir.path()))?);
+//! let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+//! let id = outbox.enqueue(Operation::new("message.send", "/api/messages", "{}"), 0)?;
+//! outbox.claim_ready(0, 10)?;
+//! outbox.mark_done(&id, 1)?;
+//! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! None.
+
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::indexing_slicing)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod file;
+mod json_store;
+pub mod snapshot;
+mod wal_store;
+
+pub use error::StoreError;
+pub use json_store::{
+    FileOutboxStore, FileOutboxStoreConfig, JSON_FORMAT_NAME, JSON_FORMAT_VERSION,
+};
+pub use wal_store::{WalOutboxStore, WalOutboxStoreConfig};
+
+/// The result type of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

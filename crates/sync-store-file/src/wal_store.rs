@@ -1,0 +1,355 @@
+//! [`WalOutboxStore`]: every change is one appended WAL record; snapshots
+//! and truncation keep the log near the size of the live set.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+
+use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
+use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
+
+use crate::error::{StoreError, io_error};
+use crate::file::{replace_atomically, temp_path};
+use crate::snapshot::Snapshot;
+
+/// Settings of a [`WalOutboxStore`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct WalOutboxStoreConfig {
+    /// The store's directory (holds `log/` and `snapshot`). Created if missing.
+    pub dir: PathBuf,
+    /// When appended changes reach the disk. Default [`SyncPolicy::Always`]
+    /// (group commit: concurrent writers share one `fdatasync`).
+    /// [`SyncPolicy::Never`] survives a process crash but may lose recent
+    /// changes on power loss or a kernel crash.
+    pub sync: SyncPolicy,
+    /// Segment size of the log; truncation after a snapshot frees whole
+    /// segments. Default 4 MiB.
+    pub segment_bytes: u64,
+    /// Compact no earlier than this many records since the last snapshot.
+    /// Default 10,000.
+    pub compact_min_records: u64,
+    /// Compact when the records since the last snapshot exceed this many
+    /// times the live operations. Default 4.0.
+    pub compact_ratio: f64,
+}
+
+impl WalOutboxStoreConfig {
+    /// Defaults for a store in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            sync: SyncPolicy::Always,
+            segment_bytes: 4 << 20,
+            compact_min_records: 10_000,
+            compact_ratio: 4.0,
+        }
+    }
+}
+
+impl Default for WalOutboxStoreConfig {
+    fn default() -> Self {
+        Self::new("outbox-wal")
+    }
+}
+
+/// An [`OutboxStore`] on [`sync_wal`]: each change appends one record (the
+/// whole operation as JSON, or a removal), so a change costs O(size of the
+/// operation), not O(queue).
+///
+/// On open, the latest snapshot is loaded and the log replayed after it.
+/// When the log holds many more records than live operations (see
+/// [`WalOutboxStoreConfig`]), the store writes a snapshot (temp file, sync,
+/// rename, directory fsync) and truncates the log below it; a crash at any
+/// step recovers, and no change acknowledged before or during it is lost.
+///
+/// Durability on `Ok` follows [`WalOutboxStoreConfig::sync`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
+/// use sync_store_file::{WalOutboxStore, WalOutboxStoreConfig};
+///
+/// let dir = tempfile::tempdir().expect("a temp dir");
+/// let id = {
+///     let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(dir.path().join("outbox-wal")))?);
+///     Outbox::new(OutboxConfig::default(), store).enqueue(Operation::new("message.send", "/api/messages", "{}"), 0)?
+/// };
+/// let reopened = WalOutboxStore::open(WalOutboxStoreConfig::new(dir.path().join("outbox-wal")))?;
+/// assert!(reopened.get(&id)?.is_some());
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct WalOutboxStore {
+    config: WalOutboxStoreConfig,
+    wal: Wal,
+    index: MemoryOutboxStore,
+    /// Changes hold it shared from append to index update; a snapshot takes
+    /// it exclusively, so the state it copies matches the log's next LSN.
+    gate: RwLock<()>,
+    records_since_snapshot: AtomicU64,
+    compacting: AtomicBool,
+    compactions: AtomicU64,
+    last_compaction_error: Mutex<Option<String>>,
+}
+
+impl WalOutboxStore {
+    /// Opens (creating if needed) the store in `config.dir`.
+    ///
+    /// # Errors
+    ///
+    /// - [`StoreError::Wal`] with [`sync_wal::WalError::Locked`] if another
+    ///   handle has the store; other WAL errors for a damaged log (nothing is
+    ///   changed then, beyond cutting a torn tail).
+    /// - [`StoreError::CorruptSnapshot`] if the snapshot fails its checks; it
+    ///   is left untouched.
+    /// - [`StoreError::CorruptRecord`] if a record holds no operation or the
+    ///   log does not continue the snapshot.
+    /// - [`StoreError::Io`].
+    pub fn open(config: WalOutboxStoreConfig) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&config.dir)
+            .map_err(|e| io_error("create directory", &config.dir, e))?;
+        let mut wal_config = WalConfig::new(config.dir.join("log"));
+        wal_config.sync = config.sync;
+        wal_config.segment_bytes = config.segment_bytes;
+        // Opening the log takes its lock: from here on this handle owns the directory.
+        let wal = Wal::open(wal_config)?;
+        let snapshot_path = config.dir.join("snapshot");
+        let _ = std::fs::remove_file(temp_path(&snapshot_path));
+        let index = MemoryOutboxStore::new();
+        let start = match std::fs::read(&snapshot_path) {
+            Ok(bytes) => {
+                let snapshot = Snapshot::decode(&bytes).map_err(|(offset, reason)| {
+                    StoreError::CorruptSnapshot {
+                        path: snapshot_path.clone(),
+                        offset,
+                        reason,
+                    }
+                })?;
+                index
+                    .put_batch(&snapshot.operations)
+                    .map_err(|e| corrupt_record(&wal, snapshot.lsn, &e))?;
+                snapshot.lsn
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(io_error("read snapshot", &snapshot_path, e)),
+        };
+        if wal.first_lsn() > start {
+            return Err(StoreError::CorruptRecord {
+                dir: wal.dir().to_path_buf(),
+                lsn: start,
+                reason: format!(
+                    "the log starts at lsn {}, after the snapshot's lsn {start}",
+                    wal.first_lsn()
+                ),
+            });
+        }
+        for item in wal.iter_from(start)? {
+            let (lsn, record) = item?;
+            apply(&index, &record).map_err(|reason| StoreError::CorruptRecord {
+                dir: wal.dir().to_path_buf(),
+                lsn,
+                reason,
+            })?;
+        }
+        let records_since_snapshot = AtomicU64::new(wal.next_lsn().saturating_sub(start));
+        Ok(Self {
+            config,
+            wal,
+            index,
+            gate: RwLock::new(()),
+            records_since_snapshot,
+            compacting: AtomicBool::new(false),
+            compactions: AtomicU64::new(0),
+            last_compaction_error: Mutex::new(None),
+        })
+    }
+
+    /// The store's directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.config.dir
+    }
+
+    /// The underlying log.
+    #[must_use]
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    /// How many snapshots this handle has written.
+    #[must_use]
+    pub fn compaction_count(&self) -> u64 {
+        self.compactions.load(Ordering::Relaxed)
+    }
+
+    /// The error of the last automatic compaction that failed, if any. A
+    /// failed compaction loses nothing: the log still holds every change.
+    #[must_use]
+    pub fn last_compaction_error(&self) -> Option<String> {
+        self.last_compaction_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Writes a snapshot of the live operations and truncates the log below
+    /// it. Durable on `Ok`. Changes may continue meanwhile; they land after
+    /// the snapshot's LSN and are replayed on open.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] or [`StoreError::Wal`]; the store stays consistent
+    /// (the old snapshot and the full log remain, or the new snapshot does).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let snapshot = {
+            let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+            let operations = self
+                .index
+                .load_all()
+                .map_err(|e| corrupt_record(&self.wal, 0, &e))?;
+            Snapshot {
+                lsn: self.wal.next_lsn(),
+                operations,
+            }
+        };
+        let bytes = snapshot
+            .encode()
+            .map_err(|e| io_error("encode snapshot", self.dir(), std::io::Error::other(e)))?;
+        replace_atomically(&self.config.dir.join("snapshot"), &bytes)?;
+        self.wal.truncate_before(snapshot.lsn)?;
+        self.records_since_snapshot.store(
+            self.wal.next_lsn().saturating_sub(snapshot.lsn),
+            Ordering::Relaxed,
+        );
+        self.compactions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends `records` and applies `change` to the index, under the shared gate.
+    fn append(
+        &self,
+        records: &[WalRecord],
+        change: impl FnOnce() -> Result<(), OutboxError>,
+    ) -> Result<(), OutboxError> {
+        {
+            let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+            self.wal.append_batch(records).map_err(StoreError::from)?;
+            change()?;
+        }
+        let n = self
+            .records_since_snapshot
+            .fetch_add(records.len() as u64, Ordering::Relaxed)
+            + records.len() as u64;
+        self.maybe_compact(n)
+    }
+
+    fn maybe_compact(&self, records_since_snapshot: u64) -> Result<(), OutboxError> {
+        if records_since_snapshot < self.config.compact_min_records {
+            return Ok(());
+        }
+        let live: usize = self.index.count_by_status()?.iter().sum();
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a threshold; precision does not matter"
+        )]
+        let due = records_since_snapshot as f64 > self.config.compact_ratio * live as f64;
+        if due && !self.compacting.swap(true, Ordering::AcqRel) {
+            // The change itself is durable already: a failed compaction is
+            // recorded, not returned as the change's error.
+            let result = self.compact();
+            *self
+                .last_compaction_error
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = result.err().map(|e| e.to_string());
+            self.compacting.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// The record that stores `op`.
+fn put_record(op: &Operation) -> Result<WalRecord, OutboxError> {
+    let payload = serde_json::to_vec(op).map_err(OutboxError::store)?;
+    Ok(WalRecord {
+        id: op.id.clone(),
+        kind: RecordType::PutOperation,
+        ts_ms: op.updated_at_ms,
+        payload,
+    })
+}
+
+/// Replays one record into the index.
+fn apply(index: &MemoryOutboxStore, record: &WalRecord) -> Result<(), String> {
+    match record.kind {
+        RecordType::PutOperation => {
+            let op: Operation =
+                serde_json::from_slice(&record.payload).map_err(|e| e.to_string())?;
+            if op.id != record.id {
+                return Err(format!(
+                    "record id {:?} holds operation {:?}",
+                    record.id, op.id
+                ));
+            }
+            index.put(&op).map_err(|e| e.to_string())
+        }
+        RecordType::Remove => index
+            .remove(&record.id)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        other => Err(format!("unexpected record kind {other:?}")),
+    }
+}
+
+fn corrupt_record(wal: &Wal, lsn: u64, error: &OutboxError) -> StoreError {
+    StoreError::CorruptRecord {
+        dir: wal.dir().to_path_buf(),
+        lsn,
+        reason: error.to_string(),
+    }
+}
+
+impl OutboxStore for WalOutboxStore {
+    /// One appended record; durable on `Ok` as the configured `SyncPolicy` says.
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        self.append(&[put_record(op)?], || self.index.put(op))
+    }
+
+    /// One `write` (and, under `Always`, one sync) for the whole batch.
+    fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        let records = ops.iter().map(put_record).collect::<Result<Vec<_>, _>>()?;
+        self.append(&records, || self.index.put_batch(ops))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        self.index.get(id)
+    }
+
+    /// One appended removal record, if the id exists; durable as `put`.
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        if self.index.get(id)?.is_none() {
+            return Ok(false);
+        }
+        let record = WalRecord {
+            id: id.to_owned(),
+            kind: RecordType::Remove,
+            ts_ms: 0,
+            payload: Vec::new(),
+        };
+        self.append(&[record], || self.index.remove(id).map(drop))?;
+        Ok(true)
+    }
+
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        self.index.load_all()
+    }
+
+    fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        self.index.ready(now_ms, limit)
+    }
+
+    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
+        self.index.count_by_status()
+    }
+}

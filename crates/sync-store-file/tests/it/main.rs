@@ -1,0 +1,29 @@
+//! Integration tests of `sync-store-file`: one binary, one module per behaviour.
+
+mod compaction;
+mod conformance;
+mod corrupt;
+mod locking;
+
+use std::path::Path;
+
+use sync_store_file::{
+    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+};
+
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+pub(crate) fn json_config(dir: &Path) -> FileOutboxStoreConfig {
+    FileOutboxStoreConfig {
+        file_path: dir.join("outbox.json"),
+        pretty_json: true,
+    }
+}
+
+pub(crate) fn open_json(dir: &Path) -> Result<FileOutboxStore, sync_store_file::StoreError> {
+    FileOutboxStore::open(json_config(dir))
+}
+
+pub(crate) fn open_wal(dir: &Path) -> Result<WalOutboxStore, sync_store_file::StoreError> {
+    WalOutboxStore::open(WalOutboxStoreConfig::new(dir.join("outbox-wal")))
+}
