@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
-use sync_store_file::{FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig};
+use sync_store_file::{
+    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -35,7 +37,10 @@ fn main() -> Result<(), Error> {
         let round = std::env::var("SYNC_CRASH_ROUND")?;
         return child(&kind, Path::new(&dir), &round);
     }
-    let rounds: u32 = std::env::var("SYNC_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let rounds: u32 = std::env::var("SYNC_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
     let seed: u64 = std::env::var("SYNC_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -54,19 +59,27 @@ fn main() -> Result<(), Error> {
         if kind == "wal" && rounds > 0 && !dir.path().join("outbox-wal/snapshot").exists() {
             return Err("no compaction ran: the kills never met one".into());
         }
-        println!("crash: {kind}: {rounds} kills, {} operations tracked", acked.len());
+        println!(
+            "crash: {kind}: {rounds} kills, {} operations tracked",
+            acked.len()
+        );
     }
     println!("crash: {passed} passed, 0 failed");
     Ok(())
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn open(kind: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
     Ok(if kind == "json" {
-        Arc::new(FileOutboxStore::open(FileOutboxStoreConfig { file_path: dir.join("outbox.json"), pretty_json: false })?)
+        Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+            file_path: dir.join("outbox.json"),
+            pretty_json: false,
+        })?)
     } else {
         let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
         config.segment_bytes = 8 << 10;
@@ -77,7 +90,13 @@ fn open(kind: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
 }
 
 fn outbox(store: Arc<dyn OutboxStore>) -> Outbox {
-    Outbox::new(OutboxConfig { inflight_timeout_ms: 60_000, ..OutboxConfig::default() }, store)
+    Outbox::new(
+        OutboxConfig {
+            inflight_timeout_ms: 60_000,
+            ..OutboxConfig::default()
+        },
+        store,
+    )
 }
 
 fn child(kind: &str, dir: &Path, round: &str) -> Result<(), Error> {
@@ -85,7 +104,10 @@ fn child(kind: &str, dir: &Path, round: &str) -> Result<(), Error> {
     let mut out = std::io::stdout().lock();
     for n in 0..100_000u64 {
         let id = format!("r{round}-{n}");
-        let op = Operation { id: id.clone(), ..Operation::new("message.send", "/api/messages", format!("{{\"n\":{n}}}")) };
+        let op = Operation {
+            id: id.clone(),
+            ..Operation::new("message.send", "/api/messages", format!("{{\"n\":{n}}}"))
+        };
         outbox.enqueue(op, now_ms())?;
         writeln!(out, "enq {id}")?;
         out.flush()?;
@@ -125,8 +147,10 @@ fn check_round(
     let kill_after = 1 + *rng % if kind == "json" { 40 } else { 300 };
     let mut lines = BufReader::new(stdout).lines();
     let mut n_acks = 0;
-    let mut record = |line: &str, acked: &mut HashMap<String, Acked>| -> Result<(), Error> {
-        let (what, id) = line.split_once(' ').ok_or_else(|| format!("unexpected child output {line:?}"))?;
+    let record = |line: &str, acked: &mut HashMap<String, Acked>| -> Result<(), Error> {
+        let (what, id) = line
+            .split_once(' ')
+            .ok_or_else(|| format!("unexpected child output {line:?}"))?;
         let state = match what {
             "enq" => Acked::Enqueued,
             "claim" => Acked::Claimed,
@@ -157,20 +181,33 @@ fn check_round(
         }
     }
     for (id, state) in acked.iter() {
-        let op = store.get(id)?.ok_or_else(|| format!("acknowledged operation {id} ({state:?}) lost"))?;
+        let op = store
+            .get(id)?
+            .ok_or_else(|| format!("acknowledged operation {id} ({state:?}) lost"))?;
         let ok = match state {
             Acked::Enqueued => true,
-            Acked::Claimed => matches!(op.status, OperationStatus::InFlight | OperationStatus::Done) && op.attempt >= 1,
+            Acked::Claimed => {
+                matches!(op.status, OperationStatus::InFlight | OperationStatus::Done)
+                    && op.attempt >= 1
+            }
             Acked::Done => op.status == OperationStatus::Done,
         };
         if !ok {
-            return Err(format!("{id}: acknowledged {state:?}, found {:?} attempt {}", op.status, op.attempt).into());
+            return Err(format!(
+                "{id}: acknowledged {state:?}, found {:?} attempt {}",
+                op.status, op.attempt
+            )
+            .into());
         }
     }
     // A restarted app recovers interrupted sends once the timeout has passed.
     let outbox = outbox(store.clone());
     outbox.recover(now_ms() + 120_000)?;
-    if let Some(op) = store.load_all()?.into_iter().find(|op| op.status == OperationStatus::InFlight) {
+    if let Some(op) = store
+        .load_all()?
+        .into_iter()
+        .find(|op| op.status == OperationStatus::InFlight)
+    {
         return Err(format!("{} still in flight after recover", op.id).into());
     }
     // What was claimed but not done is pending (or failed) again now.

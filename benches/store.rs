@@ -1,0 +1,156 @@
+//! The durable stores under one workload: enqueue -> claim -> done cycles
+//! through an `Outbox`, with 100, 10,000 and 100,000 other operations pending.
+//! `baseline-memory` is the same cycle on `MemoryOutboxStore` (no durability);
+//! the WAL store runs under `SyncPolicy::Never` and `Always`; the JSON store's
+//! whole-file rewrite shows its O(n) growth. Run with `cargo xtask bench`.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+use sync_store_file::{
+    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+};
+use sync_wal::SyncPolicy;
+
+/// Filler operations are due long after every cycle's `now`, so claims never
+/// pick them but they sit in every index and file.
+const FILLER_DUE: i64 = 1 << 50;
+
+fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
+    match kind {
+        "baseline-memory" => Arc::new(MemoryOutboxStore::new()),
+        "json" => Arc::new(
+            FileOutboxStore::open(FileOutboxStoreConfig {
+                file_path: dir.join("outbox.json"),
+                pretty_json: false,
+            })
+            .expect("open json store"),
+        ),
+        _ => {
+            let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
+            config.sync = if kind == "wal-always" {
+                SyncPolicy::Always
+            } else {
+                SyncPolicy::Never
+            };
+            Arc::new(WalOutboxStore::open(config).expect("open wal store"))
+        }
+    }
+}
+
+fn fill(store: &dyn OutboxStore, pending: usize) {
+    let ops: Vec<Operation> = (0..pending)
+        .map(|i| Operation {
+            id: format!("filler-{i:08}"),
+            next_retry_at_ms: FILLER_DUE,
+            created_at_ms: FILLER_DUE,
+            seq: i as u64,
+            ..Operation::new(
+                "message.send",
+                "/api/messages",
+                r#"{"text":"queued while offline"}"#,
+            )
+        })
+        .collect();
+    store.put_batch(&ops).expect("fill");
+}
+
+fn cycle(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store/cycle");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for pending in [100usize, 10_000, 100_000] {
+        for kind in ["baseline-memory", "wal-never", "wal-always", "json"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = open(kind, dir.path());
+            fill(&*store, pending);
+            // max_delay_ms beyond FILLER_DUE keeps the clock-jump guard off the fillers.
+            let retry = RetryPolicy {
+                max_delay_ms: FILLER_DUE * 2,
+                ..RetryPolicy::default()
+            };
+            let outbox = Outbox::new(
+                OutboxConfig {
+                    retry,
+                    ..OutboxConfig::default()
+                },
+                store,
+            );
+            let op = Operation::new(
+                "message.send",
+                "/api/messages",
+                r#"{"text":"hello offline-first"}"#,
+            );
+            let mut now = 1i64;
+            group.bench_function(BenchmarkId::new(kind, pending), |b| {
+                b.iter(|| {
+                    now += 1;
+                    let id = outbox.enqueue(op.clone(), now).expect("enqueue");
+                    let claimed = outbox.claim_ready(now, 1).expect("claim");
+                    assert_eq!(claimed.len(), 1);
+                    outbox.mark_done(black_box(&id), now).expect("done");
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Concurrent enqueuers on the WAL store under `Always`: `Outbox::enqueue`
+/// writes outside its lock, so the log's group commit shares each
+/// `fdatasync` between the threads.
+fn concurrent_enqueue(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store/enqueue-always");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    for threads in [1usize, 4, 16] {
+        // One iteration: every thread enqueues one operation.
+        group.throughput(Throughput::Elements(threads as u64));
+        group.bench_with_input(
+            BenchmarkId::new("wal-always", threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let outbox = Arc::new(Outbox::new(
+                        OutboxConfig::default(),
+                        open("wal-always", dir.path()),
+                    ));
+                    let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
+                    let handles: Vec<_> = (0..threads)
+                        .map(|_| {
+                            let (outbox, barrier) = (Arc::clone(&outbox), Arc::clone(&barrier));
+                            std::thread::spawn(move || {
+                                barrier.wait();
+                                for _ in 0..iters {
+                                    outbox
+                                        .enqueue(
+                                            Operation::new("message.send", "/api/messages", "{}"),
+                                            1,
+                                        )
+                                        .expect("enqueue");
+                                }
+                            })
+                        })
+                        .collect();
+                    barrier.wait();
+                    let start = std::time::Instant::now();
+                    for handle in handles {
+                        handle.join().expect("enqueuer");
+                    }
+                    start.elapsed()
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cycle, concurrent_enqueue);
+criterion_main!(benches);
