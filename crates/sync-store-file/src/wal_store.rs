@@ -99,9 +99,9 @@ impl WalOutboxStore {
     ///
     /// # Errors
     ///
-    /// - [`StoreError::Wal`] with [`sync_wal::WalError::Locked`] if another
-    ///   handle has the store; other WAL errors for a damaged log (nothing is
-    ///   changed then, beyond cutting a torn tail).
+    /// - [`StoreError::Locked`] if another handle has the store.
+    /// - [`StoreError::Wal`] for a damaged log (nothing is changed then,
+    ///   beyond cutting a torn tail).
     /// - [`StoreError::CorruptSnapshot`] if the snapshot fails its checks; it
     ///   is left untouched.
     /// - [`StoreError::CorruptRecord`] if a record holds no operation or the
@@ -114,7 +114,12 @@ impl WalOutboxStore {
         wal_config.sync = config.sync;
         wal_config.segment_bytes = config.segment_bytes;
         // Opening the log takes its lock: from here on this handle owns the directory.
-        let wal = Wal::open(wal_config)?;
+        let wal = Wal::open(wal_config).map_err(|e| match e {
+            sync_wal::WalError::Locked { .. } => StoreError::Locked {
+                path: config.dir.clone(),
+            },
+            other => StoreError::Wal(other),
+        })?;
         let snapshot_path = config.dir.join("snapshot");
         let _ = std::fs::remove_file(temp_path(&snapshot_path));
         let index = MemoryOutboxStore::new();
