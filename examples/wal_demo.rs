@@ -13,7 +13,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalError, WalRecord};
+use sync::wal::{RecordType, SyncPolicy, Wal, WalConfig, WalError, WalRecord};
 
 fn now_ms() -> i64 {
     SystemTime::now()

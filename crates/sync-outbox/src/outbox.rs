@@ -462,6 +462,27 @@ impl Outbox {
         })
     }
 
+    /// Makes every `Pending` operation waiting in backoff due at `now_ms` and
+    /// returns how many: when the network comes back, the queue should drain
+    /// at once. Attempts are unchanged. Durable on `Ok`. Costs one
+    /// [`OutboxStore::load_all`].
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`]; operations changed before the failure stay changed.
+    pub fn make_pending_due(&self, now_ms: i64) -> Result<usize, OutboxError> {
+        let _state = self.lock_loaded()?;
+        let mut n = 0;
+        for mut op in self.store.load_all()? {
+            if op.status == OperationStatus::Pending && op.next_retry_at_ms > now_ms {
+                op.next_retry_at_ms = now_ms;
+                self.store.put(&op)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Start-up work: rebuilds the in-memory indexes from the store, returns
     /// `InFlight` operations claimed more than `inflight_timeout_ms` before
     /// `now_ms` to `Pending` (due now; `Failed` if that was their last

@@ -1,0 +1,61 @@
+//! The sending side of an offline-first sync: [`SyncWorker`] takes due
+//! operations from a [`sync_outbox::Outbox`], asks a [`NetworkProbe`] whether
+//! the network is worth trying, sends through the application's
+//! [`SyncTransport`], and records each [`SendResult`].
+//!
+//! This is the only layer that knows a network exists; it works through the
+//! `Outbox` and the `SyncTransport` trait and depends on no storage crate.
+//! Every time is the caller's `now_ms`.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+//! use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig};
+//! use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+//!
+//! struct Flaky {
+//!     online: AtomicBool,
+//! }
+//! impl SyncTransport for Flaky {
+//!     fn send(&self, _op: &Operation) -> SendResult {
+//!         if self.online.load(SeqCst) { SendResult::ok() } else { SendResult::retryable("network offline") }
+//!     }
+//! }
+//!
+//! let store = Arc::new(MemoryOutboxStore::new());
+//! let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
+//! let outbox = Arc::new(Outbox::new(OutboxConfig { retry, ..OutboxConfig::default() }, store.clone()));
+//! let transport = Arc::new(Flaky { online: AtomicBool::new(false) });
+//! let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+//! let worker = SyncWorker::new(SyncWorkerConfig { batch_limit: 10 }, outbox.clone(), probe, transport.clone());
+//!
+//! let id = outbox.enqueue(Operation::new("message.send", "/api/messages", "{}"), 0)?;
+//! assert_eq!(worker.tick(1)?, 1);                      // fails: retry at 1 + 500
+//! transport.online.store(true, SeqCst);
+//! assert_eq!(worker.tick(500)?, 0);                    // not due yet
+//! assert_eq!(worker.tick(501)?, 1);
+//! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! None.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+mod error;
+mod probe;
+mod transport;
+mod worker;
+
+pub use error::EngineError;
+pub use probe::{NetworkProbe, NetworkProbeConfig};
+pub use transport::{SendResult, SyncTransport};
+pub use worker::{SyncWorker, SyncWorkerConfig, WorkerStats};
+
+/// The result type of this crate.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

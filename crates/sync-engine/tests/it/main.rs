@@ -1,0 +1,57 @@
+//! Integration tests of `sync-engine`: one binary, one module per behaviour.
+
+mod guide;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+use sync_engine::{SendResult, SyncTransport};
+use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, RetryPolicy};
+
+pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// A transport whose next answers are scripted; `ok` once the script runs out.
+#[derive(Debug, Default)]
+pub(crate) struct ScriptedTransport {
+    pub(crate) script: Mutex<Vec<SendResult>>,
+    pub(crate) online: AtomicBool,
+    pub(crate) panic_next: AtomicBool,
+    pub(crate) sends: AtomicUsize,
+}
+
+impl SyncTransport for ScriptedTransport {
+    fn send(&self, _op: &Operation) -> SendResult {
+        self.sends.fetch_add(1, SeqCst);
+        assert!(!self.panic_next.swap(false, SeqCst), "transport bug");
+        let mut script = self
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !script.is_empty() {
+            return script.remove(0);
+        }
+        if self.online.load(SeqCst) {
+            SendResult::ok()
+        } else {
+            SendResult::retryable("network offline")
+        }
+    }
+}
+
+pub(crate) fn guide_outbox() -> (Arc<Outbox>, Arc<MemoryOutboxStore>) {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        base_delay_ms: 500,
+        factor: 2.0,
+        ..RetryPolicy::default()
+    };
+    let config = OutboxConfig {
+        owner: "test".into(),
+        retry,
+        inflight_timeout_ms: 10_000,
+    };
+    (Arc::new(Outbox::new(config, store.clone())), store)
+}

@@ -1,0 +1,118 @@
+//! Offline-first sync for Rust applications: **if the network fails, the
+//! operation still exists locally.**
+//!
+//! Every local operation is persisted first (a write-ahead log and a durable
+//! outbox) and sent later by a worker through a transport you implement,
+//! retrying temporary failures with backoff and parking permanent ones as
+//! failed. This crate is the facade: each layer is a module behind a feature,
+//! and [`prelude`] brings the common names in with one `use`.
+//!
+//! ```text
+//! local write -> WAL append -> outbox enqueue -> sync worker -> transport -> ack
+//! ```
+//!
+//! # Examples
+//!
+//! The whole flow: persist before any network call, fail while offline,
+//! succeed once the network is back.
+//!
+//! ```
+//! # #[cfg(all(feature = "store", feature = "engine"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+//! use sync::prelude::*;
+//!
+//! struct MyTransport {
+//!     online: AtomicBool,
+//! }
+//! impl SyncTransport for MyTransport {
+//!     fn send(&self, _op: &Operation) -> SendResult {
+//!         if !self.online.load(SeqCst) {
+//!             return SendResult::retryable("network offline");
+//!         }
+//!         SendResult::ok()
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+//!     file_path: dir.path().join("outbox.json"),
+//!     pretty_json: true,
+//! })?);
+//! let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
+//! let outbox = Arc::new(Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone()));
+//! let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+//! let transport = Arc::new(MyTransport { online: AtomicBool::new(false) });
+//! let worker = SyncWorker::new(SyncWorkerConfig { batch_limit: 10, ..SyncWorkerConfig::default() },
+//!                              outbox.clone(), probe, transport.clone());
+//!
+//! let id = outbox.enqueue(Operation::new("message.send", "/api/messages", r#"{"text":"hello"}"#), 1_000)?;
+//! assert_eq!(worker.tick(1_001)?, 1);                  // offline: retry at 1_501
+//! transport.online.store(true, SeqCst);
+//! assert_eq!(worker.tick(1_501)?, 1);
+//! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "store", feature = "engine")))]
+//! # fn main() {}
+//! ```
+//!
+//! # Crate features
+//!
+//! All are on by default; turn off what you do not need.
+//!
+//! - `wal`: [`wal`], the write-ahead log (`sync-wal`).
+//! - `outbox`: [`outbox`], operations, the state machine, retry policy and the
+//!   store trait (`sync-outbox`).
+//! - `store`: [`store`], the JSON and WAL-backed stores (`sync-store-file`);
+//!   turns on `wal` and `outbox`.
+//! - `engine`: [`engine`], the worker, transport trait and network probe
+//!   (`sync-engine`); turns on `outbox`.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+
+/// The write-ahead log: re-exports `sync-wal`.
+#[cfg(feature = "wal")]
+pub mod wal {
+    pub use sync_wal::*;
+}
+
+/// Operations, their state machine, the retry policy and the store trait:
+/// re-exports `sync-outbox`.
+#[cfg(feature = "outbox")]
+pub mod outbox {
+    pub use sync_outbox::*;
+}
+
+/// The durable stores: re-exports `sync-store-file`.
+#[cfg(feature = "store")]
+pub mod store {
+    pub use sync_store_file::*;
+}
+
+/// The worker, transport trait and network probe: re-exports `sync-engine`.
+#[cfg(feature = "engine")]
+pub mod engine {
+    pub use sync_engine::*;
+}
+
+/// The names most applications need, for `use sync::prelude::*;`.
+pub mod prelude {
+    #[cfg(feature = "engine")]
+    pub use crate::engine::{
+        NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig,
+    };
+    #[cfg(feature = "outbox")]
+    pub use crate::outbox::{
+        MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
+        RetryPolicy,
+    };
+    #[cfg(feature = "store")]
+    pub use crate::store::{
+        FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    };
+    #[cfg(feature = "wal")]
+    pub use crate::wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
+}
