@@ -17,4 +17,13 @@ pub enum EngineError {
         /// The operation being sent.
         id: String,
     },
+    /// [`SyncEngine::start`](crate::SyncEngine::start) was called while running.
+    #[error("engine already running")]
+    AlreadyRunning,
+    /// A background thread could not be started.
+    #[error("cannot spawn an engine thread")]
+    Spawn(#[source] std::io::Error),
+    /// A background thread died of a panic outside the transport.
+    #[error("an engine thread panicked")]
+    SenderPanicked,
 }

@@ -47,11 +47,15 @@
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 
+mod clock;
+mod engine;
 mod error;
 mod probe;
 mod transport;
 mod worker;
 
+pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
+pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::EngineError;
 pub use probe::{NetworkProbe, NetworkProbeConfig};
 pub use transport::{SendResult, SyncTransport};

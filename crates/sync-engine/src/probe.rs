@@ -53,6 +53,8 @@ pub struct NetworkProbe {
     config: NetworkProbeConfig,
     check: Box<dyn Fn() -> bool + Send + Sync>,
     state: Mutex<ProbeState>,
+    /// Called on every offline -> online flip (a background sender wakes).
+    listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Debug, Default)]
@@ -81,7 +83,17 @@ impl NetworkProbe {
             config,
             check: Box::new(check),
             state: Mutex::new(ProbeState::default()),
+            listeners: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Calls `listener` on every offline -> online flip, on the thread that
+    /// saw it. Keep it short and non-blocking.
+    pub fn on_reconnect(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(listener));
     }
 
     /// The configuration.
@@ -103,7 +115,11 @@ impl NetworkProbe {
         // The check may be slow (a DNS lookup); it runs without the lock.
         let online = (self.check)();
         state = self.lock();
-        self.record(&mut state, online, now_ms);
+        let reconnected = self.record(&mut state, online, now_ms);
+        drop(state);
+        if reconnected {
+            self.notify();
+        }
         online
     }
 
@@ -111,7 +127,11 @@ impl NetworkProbe {
     /// use it until the next check is due.
     pub fn set_online(&self, online: bool, now_ms: i64) {
         let mut state = self.lock();
-        self.record(&mut state, online, now_ms);
+        let reconnected = self.record(&mut state, online, now_ms);
+        drop(state);
+        if reconnected {
+            self.notify();
+        }
     }
 
     /// A send failed for network reasons: treat the network as down until the
@@ -133,8 +153,10 @@ impl NetworkProbe {
         state.online.map(|_| state.next_check_at_ms)
     }
 
-    fn record(&self, state: &mut ProbeState, online: bool, now_ms: i64) {
-        if online && state.online == Some(false) {
+    /// Stores an answer; returns whether it was a reconnect.
+    fn record(&self, state: &mut ProbeState, online: bool, now_ms: i64) -> bool {
+        let reconnected = online && state.online == Some(false);
+        if reconnected {
             state.reconnects += 1;
         }
         state.online = Some(online);
@@ -144,6 +166,24 @@ impl NetworkProbe {
             self.config.offline_recheck_ms
         };
         state.next_check_at_ms = now_ms.saturating_add(ttl.max(0));
+        reconnected
+    }
+
+    /// The last answer, if any, without running the check.
+    #[must_use]
+    pub fn last_known(&self) -> Option<bool> {
+        self.lock().online
+    }
+
+    fn notify(&self) {
+        for listener in self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            listener();
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, ProbeState> {

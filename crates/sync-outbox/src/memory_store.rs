@@ -133,4 +133,8 @@ impl OutboxStore for MemoryOutboxStore {
     fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
         Ok(self.lock().counts)
     }
+
+    fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        Ok(self.lock().pending.first().map(|(due, _, _)| *due))
+    }
 }

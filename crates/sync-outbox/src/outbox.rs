@@ -103,12 +103,22 @@ pub struct RecoveryReport {
 /// assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
 /// # Ok::<_, sync_outbox::OutboxError>(())
 /// ```
-#[derive(Debug)]
 pub struct Outbox {
     config: OutboxConfig,
     store: Arc<dyn OutboxStore>,
     ids: IdGenerator,
     state: Mutex<State>,
+    /// Called after every successful `enqueue` (a background sender wakes).
+    listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("config", &self.config)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 /// In-memory indexes of the store, rebuilt from it on first use.
@@ -139,6 +149,44 @@ impl Outbox {
             store,
             ids: IdGenerator::default(),
             state: Mutex::new(State::default()),
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls `listener` after every successful [`Outbox::enqueue`], on the
+    /// enqueuing thread. A background sender uses it to wake at once; keep it
+    /// short and non-blocking.
+    pub fn on_enqueue(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(listener));
+    }
+
+    /// The earliest time a `Pending` operation is due, if any (it may be in
+    /// the past). Cheap on the stores of this workspace.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`].
+    pub fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        self.store.next_due_ms()
+    }
+
+    /// Whether any operation is `InFlight` (claimed and not yet recorded).
+    #[must_use]
+    pub fn has_in_flight(&self) -> bool {
+        !self.lock().in_flight.is_empty()
+    }
+
+    fn notify_enqueue(&self) {
+        for listener in self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            listener();
         }
     }
 
@@ -189,6 +237,8 @@ impl Outbox {
             target.payload = op.payload;
             target.updated_at_ms = now_ms;
             self.store.put(&target)?;
+            drop(state);
+            self.notify_enqueue();
             return Ok(target.id);
         }
         if op.id.is_empty() {
@@ -221,6 +271,8 @@ impl Outbox {
             state.remove_from_indexes(&op);
             return Err(e);
         }
+        drop(state);
+        self.notify_enqueue();
         Ok(op.id)
     }
 

@@ -93,6 +93,21 @@ pub trait OutboxStore: Send + Sync + Debug {
         Ok(due)
     }
 
+    /// The earliest `next_retry_at_ms` of any `Pending` operation, if any. The
+    /// default scans [`load_all`](Self::load_all); a store should do better.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if they cannot be read.
+    fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        Ok(self
+            .load_all()?
+            .iter()
+            .filter(|op| op.status == OperationStatus::Pending)
+            .map(|op| op.next_retry_at_ms)
+            .min())
+    }
+
     /// How many operations have each status, as `[pending, in_flight, done,
     /// failed]`. The default counts [`load_all`](Self::load_all).
     ///

@@ -254,4 +254,8 @@ impl OutboxStore for FileOutboxStore {
     fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
         self.index.count_by_status()
     }
+
+    fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        self.index.next_due_ms()
+    }
 }

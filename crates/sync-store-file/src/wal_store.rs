@@ -357,4 +357,8 @@ impl OutboxStore for WalOutboxStore {
     fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
         self.index.count_by_status()
     }
+
+    fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        self.index.next_due_ms()
+    }
 }

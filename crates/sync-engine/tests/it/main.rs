@@ -1,5 +1,6 @@
 //! Integration tests of `sync-engine`: one binary, one module per behaviour.
 
+mod engine;
 mod guide;
 mod worker;
 
@@ -54,4 +55,18 @@ pub(crate) fn guide_outbox() -> (Arc<Outbox>, Arc<MemoryOutboxStore>) {
         inflight_timeout_ms: 10_000,
     };
     (Arc::new(Outbox::new(config, store.clone())), store)
+}
+
+/// Waits (bounded) for a background engine to reach a state; panics with
+/// `what` if it does not within 10 s. Only the engine's own threads run
+/// meanwhile: no test time depends on this bound.
+pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::yield_now();
+    }
 }

@@ -1,0 +1,152 @@
+//! Time for the background engine: [`Clock`], [`SystemClock`], the
+//! [`ManualClock`] tests drive, and [`Wakeup`], what a sleeping sender waits on.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A wake-up signal: a generation counter and a condition variable. A sender
+/// reads the generation, looks for work, and sleeps only if the generation is
+/// still the same, so a notification between the look and the sleep is never
+/// lost.
+#[derive(Debug, Default)]
+pub struct Wakeup {
+    generation: Mutex<u64>,
+    changed: Condvar,
+}
+
+impl Wakeup {
+    /// The current generation.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        *self.lock()
+    }
+
+    /// Wakes every sleeper.
+    pub fn notify(&self) {
+        *self.lock() += 1;
+        self.changed.notify_all();
+    }
+
+    /// Sleeps until the generation differs from `seen` or `timeout` passes
+    /// (measured by the monotonic clock of the condition variable).
+    pub fn wait(&self, seen: u64, timeout: Option<Duration>) {
+        let guard = self.lock();
+        let wakeup = |generation: &mut u64| *generation == seen;
+        match timeout {
+            Some(timeout) => drop(self.changed.wait_timeout_while(guard, timeout, wakeup)),
+            None => drop(self.changed.wait_while(guard, wakeup)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.generation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Where the engine gets the time it persists, and how it sleeps until a
+/// deadline on that time.
+pub trait Clock: Send + Sync + 'static {
+    /// Wall-clock milliseconds, passed to the outbox and persisted.
+    fn now_ms(&self) -> i64;
+
+    /// Sleeps until `wakeup` moves past `seen`, or until `deadline_ms` on this
+    /// clock (`None`: no deadline).
+    fn sleep_until(&self, wakeup: &Arc<Wakeup>, seen: u64, deadline_ms: Option<i64>);
+}
+
+/// The system's wall clock for `now_ms`; sleeps are measured on the monotonic
+/// clock, so a wall-clock jump does not stretch a sleep.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    fn sleep_until(&self, wakeup: &Arc<Wakeup>, seen: u64, deadline_ms: Option<i64>) {
+        let timeout = deadline_ms.map(|deadline| {
+            Duration::from_millis(
+                u64::try_from(deadline.saturating_sub(self.now_ms())).unwrap_or(0),
+            )
+        });
+        wakeup.wait(seen, timeout);
+    }
+}
+
+/// A clock that moves only when told: tests and simulations drive the engine
+/// with it, deterministically and without sleeping.
+///
+/// # Examples
+///
+/// ```
+/// use sync_engine::{Clock, ManualClock};
+///
+/// let clock = ManualClock::new(1_000);
+/// clock.advance(500);
+/// assert_eq!(clock.now_ms(), 1_500);
+/// ```
+#[derive(Debug, Default)]
+pub struct ManualClock {
+    now_ms: AtomicI64,
+    sleepers: Mutex<Vec<Arc<Wakeup>>>,
+}
+
+impl ManualClock {
+    /// A clock reading `now_ms`.
+    #[must_use]
+    pub fn new(now_ms: i64) -> Self {
+        Self {
+            now_ms: AtomicI64::new(now_ms),
+            sleepers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Moves the clock forward by `ms` and wakes every sleeper to look again.
+    pub fn advance(&self, ms: i64) {
+        self.now_ms.fetch_add(ms, Ordering::SeqCst);
+        for wakeup in self
+            .sleepers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            wakeup.notify();
+        }
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.now_ms.load(Ordering::SeqCst)
+    }
+
+    fn sleep_until(&self, wakeup: &Arc<Wakeup>, seen: u64, deadline_ms: Option<i64>) {
+        {
+            let mut sleepers = self.sleepers.lock().unwrap_or_else(PoisonError::into_inner);
+            if !sleepers.iter().any(|w| Arc::ptr_eq(w, wakeup)) {
+                sleepers.push(Arc::clone(wakeup));
+            }
+        }
+        if deadline_ms.is_some_and(|deadline| deadline <= self.now_ms()) {
+            return;
+        }
+        // `advance` notifies: the sleeper wakes when time moves or work arrives.
+        wakeup.wait(seen, None);
+    }
+}
+
+impl<C: Clock> Clock for Arc<C> {
+    fn now_ms(&self) -> i64 {
+        (**self).now_ms()
+    }
+
+    fn sleep_until(&self, wakeup: &Arc<Wakeup>, seen: u64, deadline_ms: Option<i64>) {
+        (**self).sleep_until(wakeup, seen, deadline_ms);
+    }
+}

@@ -1,0 +1,331 @@
+//! [`SyncEngine`]: `worker_count` background senders that sleep until there
+//! is something to do, instead of polling.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use sync_outbox::Outbox;
+
+use crate::clock::{Clock, Wakeup};
+use crate::error::EngineError;
+use crate::probe::NetworkProbe;
+use crate::transport::SyncTransport;
+use crate::worker::{SyncWorker, SyncWorkerConfig, WorkerStats};
+
+/// Settings of a [`SyncEngine`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncEngineConfig {
+    /// Senders running concurrently (threads under [`SyncEngine::start`]).
+    /// Default 1.
+    pub worker_count: usize,
+    /// Most operations each sender claims per pass. Default 10.
+    pub batch_limit: usize,
+    /// While operations are in flight, a sleeping sender looks again at least
+    /// this often (ms), so sends interrupted elsewhere are recovered once the
+    /// outbox's own `inflight_timeout_ms` has passed. Default 10,000.
+    pub inflight_timeout_ms: i64,
+}
+
+impl Default for SyncEngineConfig {
+    fn default() -> Self {
+        Self {
+            worker_count: 1,
+            batch_limit: 10,
+            inflight_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Runs [`SyncWorker`]s: one deterministic pass with [`tick`](Self::tick), or
+/// in the background with [`start`](Self::start).
+///
+/// In the background each sender sleeps until the earliest of: the next
+/// operation's `next_retry_at_ms`, the probe's next check while offline, the
+/// in-flight re-check; and wakes at once when the outbox gets an `enqueue`,
+/// when the probe flips online, when another sender finished a batch, and on
+/// [`stop`](Self::stop). An idle engine uses no CPU. Senders share the outbox,
+/// whose claims are exclusive, so no operation is sent twice at once and
+/// per-key order holds.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine, SyncEngineConfig, SyncTransport, SystemClock};
+/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+///
+/// struct AlwaysOk;
+/// impl SyncTransport for AlwaysOk {
+///     fn send(&self, _op: &Operation) -> SendResult {
+///         SendResult::ok()
+///     }
+/// }
+///
+/// let store = Arc::new(MemoryOutboxStore::new());
+/// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
+/// let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+/// let engine = SyncEngine::new(SyncEngineConfig { worker_count: 2, ..SyncEngineConfig::default() },
+///                              outbox.clone(), probe, Arc::new(AlwaysOk));
+/// engine.start(SystemClock)?;
+/// let id = outbox.enqueue(Operation::new("message.send", "/api/messages", "{}"), SystemClock.now_ms())?;
+/// while store.get(&id)?.map(|op| op.status) != Some(OperationStatus::Done) {
+///     std::thread::yield_now();
+/// }
+/// engine.stop()?;
+/// # use sync_engine::Clock;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct SyncEngine {
+    config: SyncEngineConfig,
+    workers: Vec<Arc<SyncWorker>>,
+    outbox: Arc<Outbox>,
+    probe: Arc<NetworkProbe>,
+    wakeup: Arc<Wakeup>,
+    stopping: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for SyncEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncEngine")
+            .field("config", &self.config)
+            .field("running", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncEngine {
+    /// An engine of `config.worker_count` workers over one outbox, probe and
+    /// transport. Registers wake-ups on the outbox (`on_enqueue`) and the probe
+    /// (`on_reconnect`).
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "takes its Arcs like SyncWorker::new; each worker gets a clone"
+    )]
+    pub fn new(
+        config: SyncEngineConfig,
+        outbox: Arc<Outbox>,
+        probe: Arc<NetworkProbe>,
+        transport: Arc<dyn SyncTransport>,
+    ) -> Self {
+        let worker_config = SyncWorkerConfig {
+            batch_limit: config.batch_limit,
+        };
+        let workers = (0..config.worker_count.max(1))
+            .map(|_| {
+                Arc::new(SyncWorker::new(
+                    worker_config.clone(),
+                    Arc::clone(&outbox),
+                    Arc::clone(&probe),
+                    Arc::clone(&transport),
+                ))
+            })
+            .collect();
+        let wakeup = Arc::new(Wakeup::default());
+        let on_enqueue = Arc::clone(&wakeup);
+        outbox.on_enqueue(move || on_enqueue.notify());
+        let on_reconnect = Arc::clone(&wakeup);
+        probe.on_reconnect(move || on_reconnect.notify());
+        Self {
+            config,
+            workers,
+            outbox,
+            probe,
+            wakeup,
+            stopping: Arc::new(AtomicBool::new(false)),
+            threads: Mutex::new(Vec::new()),
+            last_error: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// One deterministic pass: every worker ticks once at `now_ms`, in turn.
+    /// Returns how many operations were sent.
+    ///
+    /// # Errors
+    ///
+    /// The first worker error (see [`SyncWorker::tick`]); later workers still run.
+    pub fn tick(&self, now_ms: i64) -> Result<usize, EngineError> {
+        let mut sent = 0;
+        let mut first_error = None;
+        for worker in &self.workers {
+            match worker.tick(now_ms) {
+                Ok(n) => sent += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(sent), Err)
+    }
+
+    /// Starts `worker_count` background threads on `clock`. First runs
+    /// [`Outbox::recover`] at the clock's time.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::Outbox`] if recovery fails; [`EngineError::AlreadyRunning`]
+    /// if started twice; [`EngineError::Spawn`] if a thread cannot start (the
+    /// ones started are stopped again).
+    pub fn start(&self, clock: impl Clock) -> Result<(), EngineError> {
+        let mut threads = self.threads.lock().unwrap_or_else(PoisonError::into_inner);
+        if !threads.is_empty() {
+            return Err(EngineError::AlreadyRunning);
+        }
+        self.outbox.recover(clock.now_ms())?;
+        self.stopping.store(false, Ordering::SeqCst);
+        let clock = Arc::new(clock);
+        for (index, worker) in self.workers.iter().enumerate() {
+            let sender = Sender {
+                worker: Arc::clone(worker),
+                outbox: Arc::clone(&self.outbox),
+                probe: Arc::clone(&self.probe),
+                wakeup: Arc::clone(&self.wakeup),
+                stopping: Arc::clone(&self.stopping),
+                last_error: Arc::clone(&self.last_error),
+                inflight_recheck_ms: self.config.inflight_timeout_ms.max(1),
+            };
+            let clock = Arc::clone(&clock);
+            let spawned = std::thread::Builder::new()
+                .name(format!("sync-engine-{index}"))
+                .spawn(move || sender.run(&*clock));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    drop(threads);
+                    self.stop()?;
+                    return Err(EngineError::Spawn(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether background threads are running.
+    #[must_use]
+    pub fn running(&self) -> bool {
+        !self
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+    }
+
+    /// Stops the background threads: each finishes the send it is in, records
+    /// it, and exits; returns after all have joined.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::SenderPanicked`] if a thread died of a panic outside
+    /// the transport (which the worker catches).
+    pub fn stop(&self) -> Result<(), EngineError> {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wakeup.notify();
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut panicked = false;
+        for handle in threads {
+            panicked |= handle.join().is_err();
+        }
+        if panicked {
+            Err(EngineError::SenderPanicked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The last error a background sender met (it keeps running), if any.
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The sum of all workers' counts.
+    #[must_use]
+    pub fn stats(&self) -> WorkerStats {
+        self.workers
+            .iter()
+            .map(|w| w.stats())
+            .fold(WorkerStats::default(), |a, b| WorkerStats {
+                sent: a.sent + b.sent,
+                done: a.done + b.done,
+                retried: a.retried + b.retried,
+                failed: a.failed + b.failed,
+                panicked: a.panicked + b.panicked,
+            })
+    }
+}
+
+impl Drop for SyncEngine {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
+}
+
+/// One background sender's loop.
+struct Sender {
+    worker: Arc<SyncWorker>,
+    outbox: Arc<Outbox>,
+    probe: Arc<NetworkProbe>,
+    wakeup: Arc<Wakeup>,
+    stopping: Arc<AtomicBool>,
+    last_error: Arc<Mutex<Option<String>>>,
+    inflight_recheck_ms: i64,
+}
+
+impl Sender {
+    fn run(&self, clock: &dyn Clock) {
+        while !self.stopping.load(Ordering::SeqCst) {
+            // Read the generation before looking for work: a notification
+            // after this point makes the sleep below return at once.
+            let seen = self.wakeup.generation();
+            let now = clock.now_ms();
+            match self.worker.tick(now) {
+                Ok(0) => {}
+                Ok(_) => {
+                    // Keys this batch finished may unblock siblings' work.
+                    self.wakeup.notify();
+                    continue;
+                }
+                Err(e) => {
+                    *self
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                }
+            }
+            clock.sleep_until(&self.wakeup, seen, self.deadline(now));
+        }
+    }
+
+    /// When to look again if nothing wakes us sooner.
+    fn deadline(&self, now: i64) -> Option<i64> {
+        let mut deadline: Option<i64> = None;
+        let mut consider = |at: i64| deadline = Some(deadline.map_or(at, |d| d.min(at)));
+        match self.outbox.next_due_ms() {
+            // Due later: sleep until then.
+            Ok(Some(due)) if due > now => consider(due),
+            // Due now but nothing was sent: offline (look again at the probe's
+            // next check) or blocked behind an in-flight key (a sibling's
+            // notify wakes us).
+            Ok(Some(_)) => {
+                if self.probe.last_known() == Some(false)
+                    && let Some(at) = self.probe.next_check_at_ms()
+                {
+                    consider(at.max(now + 1));
+                }
+            }
+            Ok(None) => {}
+            // The store failed: try again shortly rather than spin.
+            Err(_) => consider(now + 1_000),
+        }
+        if self.outbox.has_in_flight() {
+            consider(now + self.inflight_recheck_ms);
+        }
+        deadline
+    }
+}
