@@ -2,6 +2,7 @@
 
 mod engine;
 mod guide;
+mod simulation;
 mod worker;
 
 use std::sync::Arc;
