@@ -306,19 +306,22 @@ impl Sender {
     fn deadline(&self, now: i64) -> Option<i64> {
         let mut deadline: Option<i64> = None;
         let mut consider = |at: i64| deadline = Some(deadline.map_or(at, |d| d.min(at)));
-        match self.outbox.next_due_ms() {
-            // Due later: sleep until then.
-            Ok(Some(due)) if due > now => consider(due),
-            // Due now but nothing was sent: offline (look again at the probe's
-            // next check) or blocked behind an in-flight key (a sibling's
-            // notify wakes us).
-            Ok(Some(_)) => {
-                if self.probe.last_known() == Some(false)
-                    && let Some(at) = self.probe.next_check_at_ms()
-                {
-                    consider(at.max(now + 1));
-                }
-            }
+        match self.outbox.next_claimable_at_ms() {
+            // Claimable later: sleep until then.
+            Ok(Some(at)) if at > now => consider(at),
+            // Claimable now but nothing was sent: offline (look again at the
+            // probe's next check), or another sender claimed it first (look
+            // again at once).
+            Ok(Some(_)) => match self.probe.last_known() {
+                Some(false) => consider(
+                    self.probe
+                        .next_check_at_ms()
+                        .map_or(now + 1, |at| at.max(now + 1)),
+                ),
+                _ => consider(now),
+            },
+            // Nothing pending, or all behind in-flight keys: a finished batch,
+            // an enqueue or the in-flight re-check wakes us.
             Ok(None) => {}
             // The store failed: try again shortly rather than spin.
             Err(_) => consider(now + 1_000),

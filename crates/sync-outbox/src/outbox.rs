@@ -173,6 +173,30 @@ impl Outbox {
         self.store.next_due_ms()
     }
 
+    /// The earliest time an operation could be claimed: the due time of the
+    /// first `Pending` operation that no earlier operation of its key blocks.
+    /// `None` if nothing is pending or everything pending waits behind an
+    /// `InFlight` key. A background sender sleeps until then.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`].
+    pub fn next_claimable_at_ms(&self) -> Result<Option<i64>, OutboxError> {
+        let state = self.lock_loaded()?;
+        let mut window = 16usize;
+        loop {
+            // Every pending op, earliest due first.
+            let candidates = self.store.ready(i64::MAX, window)?;
+            if let Some(op) = candidates.iter().find(|op| state.is_head_of_key(op)) {
+                return Ok(Some(op.next_retry_at_ms));
+            }
+            if candidates.len() < window {
+                return Ok(None);
+            }
+            window = window.saturating_mul(2);
+        }
+    }
+
     /// Whether any operation is `InFlight` (claimed and not yet recorded).
     #[must_use]
     pub fn has_in_flight(&self) -> bool {

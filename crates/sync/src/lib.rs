@@ -102,7 +102,8 @@ pub mod engine {
 pub mod prelude {
     #[cfg(feature = "engine")]
     pub use crate::engine::{
-        NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig,
+        Clock, ManualClock, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
+        SyncEngineConfig, SyncTransport, SyncWorker, SyncWorkerConfig, SystemClock,
     };
     #[cfg(feature = "outbox")]
     pub use crate::outbox::{

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use sync_engine::{
-    EngineError, ManualClock, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
+    Clock, EngineError, ManualClock, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
     SyncEngineConfig, SyncTransport,
 };
 use sync_outbox::{Operation, OperationStatus, OutboxStore};
@@ -198,5 +198,49 @@ fn several_workers_send_concurrently_in_order_per_key() -> TestResult {
         assert_eq!(seqs, &sorted, "{key} out of order");
         assert_eq!(seqs.len(), 5);
     }
+    Ok(())
+}
+
+#[test]
+fn a_sleeping_engine_wakes_for_a_key_head_in_backoff() -> TestResult {
+    // Regression: ops due but blocked behind their key's head, which waits in
+    // backoff, must not make the engine sleep forever. Real clock, 20 ms backoff.
+    use sync_outbox::{MemoryOutboxStore, Outbox, OutboxConfig, RetryPolicy};
+    let store = Arc::new(MemoryOutboxStore::new());
+    let retry = RetryPolicy {
+        base_delay_ms: 20,
+        ..RetryPolicy::default()
+    };
+    let outbox = Arc::new(Outbox::new(
+        OutboxConfig {
+            retry,
+            ..OutboxConfig::default()
+        },
+        store.clone(),
+    ));
+    let transport = Arc::new(ScriptedTransport::default());
+    *transport.script.lock().map_err(|_| "poisoned")? = vec![SendResult::retryable("timeout")];
+    transport.online.store(true, SeqCst);
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let engine = SyncEngine::new(
+        SyncEngineConfig::default(),
+        outbox.clone(),
+        probe,
+        transport.clone(),
+    );
+    let now = sync_engine::SystemClock.now_ms();
+    let keyed = |n: u32| Operation {
+        ordering_key: Some("k".into()),
+        ..Operation::new("k", "/t", format!("{n}"))
+    };
+    let head = outbox.enqueue(keyed(0), now)?;
+    let next = outbox.enqueue(keyed(1), now)?;
+    engine.start(sync_engine::SystemClock)?;
+    eventually("both done", || {
+        status(&*store, &head) == Some(OperationStatus::Done)
+            && status(&*store, &next) == Some(OperationStatus::Done)
+    });
+    engine.stop()?;
+    assert_eq!(transport.sends.load(SeqCst), 3);
     Ok(())
 }
