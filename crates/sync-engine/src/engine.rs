@@ -9,6 +9,7 @@ use sync_outbox::Outbox;
 
 use crate::clock::{Clock, Wakeup};
 use crate::error::EngineError;
+use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
 use crate::transport::SyncTransport;
 use crate::worker::{SyncWorker, SyncWorkerConfig, WorkerStats};
@@ -85,6 +86,7 @@ pub struct SyncEngine {
     stopping: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     last_error: Arc<Mutex<Option<String>>>,
+    observer: std::sync::OnceLock<Arc<dyn SyncObserver>>,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -137,7 +139,20 @@ impl SyncEngine {
             stopping: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
             last_error: Arc::new(Mutex::new(None)),
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Installs `observer` on the engine and every worker, once; returns
+    /// `false` if one was installed already.
+    pub fn set_observer(&self, observer: Arc<dyn SyncObserver>) -> bool {
+        let installed = self.observer.set(Arc::clone(&observer)).is_ok();
+        if installed {
+            for worker in &self.workers {
+                worker.set_observer(Arc::clone(&observer));
+            }
+        }
+        installed
     }
 
     /// One deterministic pass: every worker ticks once at `now_ms`, in turn.
@@ -173,7 +188,10 @@ impl SyncEngine {
         if !threads.is_empty() {
             return Err(EngineError::AlreadyRunning);
         }
-        self.outbox.recover(clock.now_ms())?;
+        let report = self.outbox.recover(clock.now_ms())?;
+        if let Some(observer) = self.observer.get() {
+            observer.on_recovered(&report);
+        }
         self.stopping.store(false, Ordering::SeqCst);
         let clock = Arc::new(clock);
         for (index, worker) in self.workers.iter().enumerate() {

@@ -50,6 +50,7 @@
 mod clock;
 mod engine;
 mod error;
+mod observer;
 mod probe;
 mod transport;
 mod worker;
@@ -57,6 +58,7 @@ mod worker;
 pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
 pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::EngineError;
+pub use observer::SyncObserver;
 pub use probe::{NetworkProbe, NetworkProbeConfig};
 pub use transport::{SendResult, SyncTransport};
 pub use worker::{SyncWorker, SyncWorkerConfig, WorkerStats};

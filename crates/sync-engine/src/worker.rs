@@ -1,12 +1,13 @@
 //! [`SyncWorker`]: one deterministic pass of sending what is due.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use sync_outbox::{OperationStatus, Outbox};
 
 use crate::error::EngineError;
+use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
 use crate::transport::SyncTransport;
 
@@ -46,7 +47,7 @@ pub struct WorkerStats {
 /// # Examples
 ///
 /// ```
-/// use std::sync::Arc;
+/// use std::sync::{Arc, OnceLock};
 /// use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig};
 /// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
 ///
@@ -79,6 +80,7 @@ pub struct SyncWorker {
     retried: AtomicU64,
     failed: AtomicU64,
     panicked: AtomicU64,
+    observer: OnceLock<Arc<dyn SyncObserver>>,
 }
 
 impl std::fmt::Debug for SyncWorker {
@@ -111,7 +113,13 @@ impl SyncWorker {
             retried: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             panicked: AtomicU64::new(0),
+            observer: OnceLock::new(),
         }
+    }
+
+    /// Installs `observer`, once; returns `false` if one was installed already.
+    pub fn set_observer(&self, observer: Arc<dyn SyncObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// One pass at `now_ms`; returns how many operations were sent.
@@ -151,30 +159,37 @@ impl SyncWorker {
                 continue;
             };
             let recorded = if result.ok {
-                self.outbox.mark_done(&op.id, now_ms).map(|()| {
-                    self.done.fetch_add(1, Ordering::Relaxed);
-                })
-            } else {
                 self.outbox
-                    .mark_failed(
-                        &op.id,
-                        &result.error,
-                        result.retryable,
-                        result.retry_after_ms,
-                        now_ms,
-                    )
-                    .map(|status| {
-                        let counter = if status == OperationStatus::Failed {
-                            &self.failed
-                        } else {
-                            &self.retried
-                        };
-                        counter.fetch_add(1, Ordering::Relaxed);
-                    })
+                    .mark_done(&op.id, now_ms)
+                    .map(|()| OperationStatus::Done)
+            } else {
+                self.outbox.mark_failed(
+                    &op.id,
+                    &result.error,
+                    result.retryable,
+                    result.retry_after_ms,
+                    now_ms,
+                )
             };
-            if let Err(e) = recorded {
-                first_error.get_or_insert(e.into());
+            match recorded {
+                Ok(status) => {
+                    let counter = match status {
+                        OperationStatus::Done => &self.done,
+                        OperationStatus::Failed => &self.failed,
+                        OperationStatus::Pending | OperationStatus::InFlight => &self.retried,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(observer) = self.observer.get() {
+                        observer.on_result(op, &result, status);
+                    }
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e.into());
+                }
             }
+        }
+        if let (Some(error), Some(observer)) = (&first_error, self.observer.get()) {
+            observer.on_error(error);
         }
         match first_error {
             Some(e) => Err(e),

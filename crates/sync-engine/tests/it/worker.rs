@@ -171,3 +171,58 @@ fn the_probe_caches_and_rechecks() {
     assert_eq!(calls.load(SeqCst), 2);
     assert_eq!(probe.next_check_at_ms(), Some(200));
 }
+
+#[derive(Debug, Default)]
+struct Recorder {
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+impl sync_engine::SyncObserver for Recorder {
+    fn on_result(&self, _op: &Operation, result: &SendResult, status: OperationStatus) {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!("{status:?} {}", result.error));
+    }
+    fn on_error(&self, error: &EngineError) {
+        self.events
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(format!("error {error}"));
+    }
+}
+
+#[test]
+fn the_observer_sees_every_result_and_error() -> TestResult {
+    let (outbox, _) = guide_outbox();
+    let transport = Arc::new(ScriptedTransport::default());
+    *transport.script.lock().map_err(|_| "poisoned")? = vec![
+        SendResult::ok(),
+        SendResult::retryable("timeout"),
+        SendResult::permanent("400"),
+    ];
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let worker = SyncWorker::new(
+        SyncWorkerConfig::default(),
+        outbox.clone(),
+        probe,
+        transport.clone(),
+    );
+    let recorder = Arc::new(Recorder::default());
+    assert!(worker.set_observer(recorder.clone()));
+    assert!(!worker.set_observer(recorder.clone()), "installed once");
+    for _ in 0..3 {
+        outbox.enqueue(op(), 0)?;
+    }
+    worker.tick(0)?;
+    outbox.enqueue(op(), 0)?;
+    transport.panic_next.store(true, SeqCst);
+    assert!(worker.tick(1).is_err());
+    let events = recorder.events.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(events[..3], ["Done ", "Pending timeout", "Failed 400"]);
+    assert!(
+        events[3].starts_with("error transport panicked"),
+        "{events:?}"
+    );
+    Ok(())
+}

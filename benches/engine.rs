@@ -1,0 +1,76 @@
+//! End to end through `SyncWorker::tick`: enqueue 100 operations, then tick
+//! them through an in-process transport that always succeeds, on the memory
+//! store and the WAL store (`Never` and `Always`). Run with `cargo xtask bench`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use sync::prelude::*;
+
+const BATCH: usize = 100;
+
+struct AlwaysOk;
+
+impl SyncTransport for AlwaysOk {
+    fn send(&self, op: &Operation) -> SendResult {
+        black_box(op);
+        SendResult::ok()
+    }
+}
+
+fn store(kind: &str, dir: &std::path::Path) -> Arc<dyn OutboxStore> {
+    match kind {
+        "memory" => Arc::new(MemoryOutboxStore::new()),
+        _ => {
+            let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
+            config.sync = if kind == "wal-always" {
+                SyncPolicy::Always
+            } else {
+                SyncPolicy::Never
+            };
+            Arc::new(WalOutboxStore::open(config).expect("open wal store"))
+        }
+    }
+}
+
+fn tick(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine/tick");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    for kind in ["memory", "wal-never", "wal-always"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let outbox = Arc::new(Outbox::new(
+            OutboxConfig::default(),
+            store(kind, dir.path()),
+        ));
+        let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+        let worker = SyncWorker::new(
+            SyncWorkerConfig { batch_limit: BATCH },
+            outbox.clone(),
+            probe,
+            Arc::new(AlwaysOk),
+        );
+        let op = Operation::new(
+            "message.send",
+            "/api/messages",
+            r#"{"text":"hello offline-first"}"#,
+        );
+        let mut now = 1i64;
+        group.bench_function(BenchmarkId::new(kind, BATCH), |b| {
+            b.iter(|| {
+                now += 1;
+                for _ in 0..BATCH {
+                    outbox.enqueue(op.clone(), now).expect("enqueue");
+                }
+                assert_eq!(worker.tick(now).expect("tick"), BATCH);
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tick);
+criterion_main!(benches);
