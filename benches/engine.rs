@@ -21,18 +21,16 @@ impl SyncTransport for AlwaysOk {
 }
 
 fn store(kind: &str, dir: &std::path::Path) -> Arc<dyn OutboxStore> {
-    match kind {
-        "memory" => Arc::new(MemoryOutboxStore::new()),
-        _ => {
-            let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
-            config.sync = if kind == "wal-always" {
-                SyncPolicy::Always
-            } else {
-                SyncPolicy::Never
-            };
-            Arc::new(WalOutboxStore::open(config).expect("open wal store"))
-        }
+    if kind == "memory" {
+        return Arc::new(MemoryOutboxStore::new());
     }
+    let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
+    config.sync = if kind == "wal-always" {
+        SyncPolicy::Always
+    } else {
+        SyncPolicy::Never
+    };
+    Arc::new(WalOutboxStore::open(config).expect("open wal store"))
 }
 
 fn tick(c: &mut Criterion) {

@@ -146,13 +146,13 @@ impl SyncEngine {
     /// Installs `observer` on the engine and every worker, once; returns
     /// `false` if one was installed already.
     pub fn set_observer(&self, observer: Arc<dyn SyncObserver>) -> bool {
-        let installed = self.observer.set(Arc::clone(&observer)).is_ok();
-        if installed {
-            for worker in &self.workers {
-                worker.set_observer(Arc::clone(&observer));
-            }
+        if self.observer.get().is_some() {
+            return false;
         }
-        installed
+        for worker in &self.workers {
+            worker.set_observer(Arc::clone(&observer));
+        }
+        self.observer.set(observer).is_ok()
     }
 
     /// One deterministic pass: every worker ticks once at `now_ms`, in turn.

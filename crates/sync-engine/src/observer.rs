@@ -24,6 +24,10 @@ use crate::transport::SendResult;
 ///         }
 ///     }
 /// }
+///
+/// let observer = Retries::default();
+/// observer.on_result(&Operation::default(), &SendResult::retryable("timeout"), OperationStatus::Pending);
+/// assert_eq!(observer.0.load(Ordering::Relaxed), 1);
 /// ```
 pub trait SyncObserver: Send + Sync {
     /// A send finished and its result was recorded: `status` is `Done`,
