@@ -1,7 +1,8 @@
 //! Deterministic simulation: a seeded random world (a transport that answers
 //! ok, timeout, 503 with retry-after or 400; a flapping network; the process
-//! "crashing" by dropping worker and outbox and starting again over the same
-//! store; a store write failing right after a successful send; clock jumps)
+//! "crashing" by dropping worker, outbox and store and reopening the store
+//! from disk (a `WalOutboxStore` under `SyncPolicy::Never`, whose every
+//! acknowledged write has reached the OS, as after a process kill); a store write failing right after a successful send; clock jumps)
 //! runs over 500 seeds. After a final drain: every operation ended `Done` or
 //! `Failed`, none was lost, `Done` only after an ok send, per-key order of
 //! first ok sends equals enqueue order, and attempts never exceed the policy.
@@ -37,15 +38,48 @@ impl Rng {
     }
 }
 
-/// A store whose next write fails once armed: a crash between a send and
-/// recording its result.
-#[derive(Debug, Default)]
+/// A store on disk that can be closed and reopened (a restart), and whose
+/// next write fails once armed (a crash between a send and recording it).
+#[derive(Debug)]
 struct FlakyStore {
-    inner: MemoryOutboxStore,
+    dir: tempfile::TempDir,
+    inner: std::sync::RwLock<Arc<dyn OutboxStore>>,
     fail_next_put: AtomicBool,
 }
 
 impl FlakyStore {
+    fn open() -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let store = Self::open_wal(dir.path())?;
+        Ok(Self {
+            dir,
+            inner: std::sync::RwLock::new(store),
+            fail_next_put: AtomicBool::new(false),
+        })
+    }
+
+    fn open_wal(dir: &std::path::Path) -> Result<Arc<dyn OutboxStore>, String> {
+        let mut config = sync_store_file::WalOutboxStoreConfig::new(dir.join("outbox-wal"));
+        config.sync = sync_wal::SyncPolicy::Never;
+        config.compact_min_records = 64;
+        config.compact_ratio = 2.0;
+        Ok(Arc::new(
+            sync_store_file::WalOutboxStore::open(config).map_err(|e| e.to_string())?,
+        ))
+    }
+
+    /// Closes the store (releasing its lock) and opens it again from disk.
+    fn reopen(&self) -> Result<(), String> {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        *inner = Arc::new(MemoryOutboxStore::new());
+        *inner = Self::open_wal(self.dir.path())?;
+        Ok(())
+    }
+
+    fn inner(&self) -> Arc<dyn OutboxStore> {
+        Arc::clone(&self.inner.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     fn check(&self) -> Result<(), OutboxError> {
         if self.fail_next_put.swap(false, SeqCst) {
             return Err(OutboxError::store(std::io::Error::other(
@@ -59,26 +93,26 @@ impl FlakyStore {
 impl OutboxStore for FlakyStore {
     fn put(&self, op: &Operation) -> Result<(), OutboxError> {
         self.check()?;
-        self.inner.put(op)
+        self.inner().put(op)
     }
     fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
         self.check()?;
-        self.inner.put_batch(ops)
+        self.inner().put_batch(ops)
     }
     fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
-        self.inner.get(id)
+        self.inner().get(id)
     }
     fn remove(&self, id: &str) -> Result<bool, OutboxError> {
-        self.inner.remove(id)
+        self.inner().remove(id)
     }
     fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
-        self.inner.load_all()
+        self.inner().load_all()
     }
     fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
-        self.inner.ready(now_ms, limit)
+        self.inner().ready(now_ms, limit)
     }
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
-        self.inner.next_due_ms()
+        self.inner().next_due_ms()
     }
 }
 
@@ -130,7 +164,7 @@ impl SyncTransport for SimTransport {
 )]
 fn run(seed: u64) -> Result<Outcome, String> {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let store = Arc::new(FlakyStore::default());
+    let store = Arc::new(FlakyStore::open()?);
     let online = Arc::new(AtomicBool::new(true));
     let probe_online = Arc::clone(&online);
     let probe = Arc::new(NetworkProbe::new(
@@ -199,6 +233,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
             _ => {
                 drop(worker);
                 drop(outbox);
+                store.reopen()?;
                 (outbox, worker) = start(now)?;
                 restarts += 1;
             }
