@@ -1,8 +1,9 @@
 //! `cargo xtask`: every chore of the workspace as one small binary, so CI and a
 //! developer run exactly the same commands.
 //!
-//! - `ci`: fmt check, clippy with `-D warnings`, all tests, docs with warnings
-//!   denied, benches compiled.
+//! - `ci`: tidy, fmt check, clippy (all features) with `-D warnings`, the
+//!   facade's feature subsets, all tests, docs with warnings denied, benches
+//!   compiled.
 //! - `bench [criterion args]`: runs the criterion benches and rewrites the
 //!   results table in `README.md`.
 //! - `crash [--rounds N]`: the long crash test.
@@ -97,10 +98,23 @@ fn ci() -> Result<(), Error> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--all-features",
         "--",
         "-D",
         "warnings",
     ]))?;
+    // The facade with no layer, and with each layer alone, must build too.
+    for features in ["", "wal", "outbox", "store", "engine"] {
+        run(cargo(&[
+            "check",
+            "--quiet",
+            "--package",
+            "sync",
+            "--no-default-features",
+            "--features",
+            features,
+        ]))?;
+    }
     run(cargo(&["test", "--workspace"]))?;
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
     doc.env("RUSTDOCFLAGS", "-D warnings");

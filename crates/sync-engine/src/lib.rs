@@ -42,7 +42,8 @@
 //!
 //! # Crate features
 //!
-//! None.
+//! - `tracing` (off by default): `TracingObserver`, which turns the
+//!   worker's events into `tracing` events.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
@@ -59,6 +60,8 @@ pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
 pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::EngineError;
 pub use observer::SyncObserver;
+#[cfg(feature = "tracing")]
+pub use observer::TracingObserver;
 pub use probe::{NetworkProbe, NetworkProbeConfig};
 pub use transport::{SendResult, SyncTransport};
 pub use worker::{SyncWorker, SyncWorkerConfig, WorkerStats};

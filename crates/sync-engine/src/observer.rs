@@ -46,3 +46,56 @@ pub trait SyncObserver: Send + Sync {
         let _ = error;
     }
 }
+
+/// Emits the worker's events as `tracing` events (feature `tracing`): target
+/// `sync_engine`, with the operation's id, kind, attempt and status as fields;
+/// never its payload.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig, TracingObserver};
+/// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+///
+/// struct Ok;
+/// impl SyncTransport for Ok {
+///     fn send(&self, _op: &Operation) -> SendResult { SendResult::ok() }
+/// }
+/// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));
+/// let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+/// let worker = SyncWorker::new(SyncWorkerConfig::default(), outbox, probe, Arc::new(Ok));
+/// assert!(worker.set_observer(Arc::new(TracingObserver)));
+/// ```
+#[cfg(feature = "tracing")]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TracingObserver;
+
+#[cfg(feature = "tracing")]
+impl SyncObserver for TracingObserver {
+    fn on_result(&self, op: &Operation, result: &SendResult, status: OperationStatus) {
+        match status {
+            OperationStatus::Done => {
+                tracing::debug!(target: "sync_engine", id = %op.id, kind = %op.kind, attempt = op.attempt, "sent");
+            }
+            OperationStatus::Failed => tracing::warn!(
+                target: "sync_engine", id = %op.id, kind = %op.kind, attempt = op.attempt, error = %result.error, "failed"
+            ),
+            OperationStatus::Pending | OperationStatus::InFlight => tracing::info!(
+                target: "sync_engine", id = %op.id, kind = %op.kind, attempt = op.attempt, error = %result.error,
+                retry_after_ms = ?result.retry_after_ms, "retrying"
+            ),
+        }
+    }
+
+    fn on_recovered(&self, report: &RecoveryReport) {
+        tracing::info!(
+            target: "sync_engine", requeued = report.requeued, failed = report.failed,
+            rescheduled = report.rescheduled, "recovered"
+        );
+    }
+
+    fn on_error(&self, error: &EngineError) {
+        tracing::error!(target: "sync_engine", error = %error, "sync pass failed");
+    }
+}

@@ -69,6 +69,8 @@
 //!   turns on `wal` and `outbox`.
 //! - `engine`: [`engine`], the worker, transport trait and network probe
 //!   (`sync-engine`); turns on `outbox`.
+//! - `tracing` (off by default): `engine::TracingObserver`, the worker's
+//!   events as `tracing` events.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
