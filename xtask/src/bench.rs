@@ -51,6 +51,11 @@ pub(crate) fn run(args: &[String]) -> Result<(), Error> {
         let updated = format!("{}{TABLE_START}\n{table}{}", &text[..start], &text[end..]);
         fs::write(&readme, updated)?;
         println!("xtask bench: README.md table updated");
+    } else {
+        return Err(format!(
+            "README.md lacks the {TABLE_START} / {TABLE_END} markers: table not written"
+        )
+        .into());
     }
     Ok(())
 }
