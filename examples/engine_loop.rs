@@ -13,10 +13,11 @@
 )]
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use sync::engine::SyncObserver;
 use sync::prelude::*;
 
 /// Fails about one send in three, deterministically.
@@ -27,12 +28,40 @@ struct FlakyTransport {
 impl SyncTransport for FlakyTransport {
     fn send(&self, op: &Operation) -> SendResult {
         let n = self.calls.fetch_add(1, Relaxed);
-        std::thread::sleep(Duration::from_millis(2)); // a network round trip
+        // A network round trip: the transport's latency, simulated.
+        std::thread::sleep(Duration::from_millis(2));
         match n % 9 {
             0 | 4 => SendResult::retryable("timeout"),
             7 => SendResult::retry_after(50, "503 service unavailable"),
             _ if op.payload.contains("\"n\":13}") => SendResult::permanent("400 bad request"),
             _ => SendResult::ok(),
+        }
+    }
+}
+
+/// Counts operations that reached a final state and wakes the app when all did.
+#[derive(Default)]
+struct Finished {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+impl Finished {
+    fn wait_for(&self, n: usize) {
+        let count = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(
+            self.changed
+                .wait_while(count, |c| *c < n)
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+}
+
+impl SyncObserver for Finished {
+    fn on_result(&self, _op: &Operation, _result: &SendResult, status: OperationStatus) {
+        if status == OperationStatus::Done || status == OperationStatus::Failed {
+            *self.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+            self.changed.notify_all();
         }
     }
 }
@@ -72,6 +101,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         probe,
         transport.clone(),
     );
+    let finished = Arc::new(Finished::default());
+    engine.set_observer(finished.clone());
     engine.start(SystemClock)?;
     println!("[engine] started with 4 senders");
 
@@ -85,14 +116,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("[app] enqueued 200 operations (10 chats, in order per chat)");
 
-    loop {
-        let stats = outbox.stats()?;
-        if stats.pending == 0 && stats.in_flight == 0 {
-            println!("[outbox] done: {}, failed: {}", stats.done, stats.failed);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Wait, without polling, until every operation reached Done or Failed.
+    finished.wait_for(200);
+    let stats = outbox.stats()?;
+    println!("[outbox] done: {}, failed: {}", stats.done, stats.failed);
     engine.stop()?;
     let stats = engine.stats();
     println!(
