@@ -49,6 +49,7 @@ mod config;
 mod error;
 mod file;
 pub mod format;
+mod inspect;
 mod reader;
 mod record;
 mod recovery;
@@ -58,6 +59,7 @@ mod wal;
 
 pub use config::WalConfig;
 pub use error::{Corruption, WalError};
+pub use inspect::{LogTail, SegmentInfo, VerifyReport, WalInspector};
 pub use reader::WalIter;
 pub use record::{RecordType, WalRecord};
 pub use recovery::RecoveryMode;

@@ -22,6 +22,9 @@ pub(crate) struct LogReader {
     /// The last record read; reused so a scan allocates only when a record
     /// outgrows it.
     pub(crate) record: WalRecord,
+    /// Returned once on reaching `end`: damage after the last readable record
+    /// that a read-only view must report instead of ending quietly.
+    trailing_error: Option<WalError>,
 }
 
 impl LogReader {
@@ -49,7 +52,14 @@ impl LogReader {
             end,
             max_record_bytes,
             record: WalRecord::default(),
+            trailing_error: None,
         }
+    }
+
+    /// Makes the reader fail with `error` where it would otherwise end.
+    pub(crate) fn with_trailing_error(mut self, error: Option<WalError>) -> Self {
+        self.trailing_error = error;
+        self
     }
 
     /// Reads the next record with LSN `>= from` into `self.record` and returns
@@ -57,7 +67,10 @@ impl LogReader {
     pub(crate) fn advance(&mut self) -> Result<Option<u64>, WalError> {
         loop {
             if self.lsn >= self.end {
-                return Ok(None);
+                return match self.trailing_error.take() {
+                    Some(e) => Err(e),
+                    None => Ok(None),
+                };
             }
             let Some(reader) = self.current.as_mut() else {
                 self.open_next()?;

@@ -57,7 +57,7 @@ pub(crate) struct Recovered {
 /// `docs/FORMAT.md`, "Recovery on open"). The caller holds the lock.
 pub(crate) fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
     let dir = config.dir.as_path();
-    let mut segments = list_segments(dir)?;
+    let mut segments = list_segments(dir, TempSegments::Remove)?;
     let Some(newest) = segments.pop() else {
         return Ok(Recovered {
             sealed: Vec::new(),
@@ -79,9 +79,21 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
     })
 }
 
-/// The segments in `dir`, sorted by first LSN. Removes half-created segments;
-/// ignores every file that is not ours.
-fn list_segments(dir: &Path) -> Result<Vec<SealedSegment>, WalError> {
+/// What [`list_segments`] does with a segment left half-created by a crash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum TempSegments {
+    /// Delete it (the lock holder's recovery).
+    Remove,
+    /// Leave it (a read-only view).
+    Keep,
+}
+
+/// The segments in `dir`, sorted by first LSN. Ignores every file that is not
+/// ours, and removes or keeps half-created segments as `temp` says.
+pub(crate) fn list_segments(
+    dir: &Path,
+    temp: TempSegments,
+) -> Result<Vec<SealedSegment>, WalError> {
     let mut segments = Vec::new();
     let mut removed_temp = false;
     for entry in fs::read_dir(dir).map_err(|e| io_error("list directory", dir, e))? {
@@ -93,7 +105,7 @@ fn list_segments(dir: &Path) -> Result<Vec<SealedSegment>, WalError> {
                 first_lsn,
                 path: entry.path(),
             });
-        } else if is_temp_segment_name(name) {
+        } else if temp == TempSegments::Remove && is_temp_segment_name(name) {
             // Never renamed into place, so it holds no acknowledged record.
             fs::remove_file(entry.path())
                 .map_err(|e| io_error("remove temp segment", entry.path(), e))?;
@@ -111,35 +123,81 @@ fn list_segments(dir: &Path) -> Result<Vec<SealedSegment>, WalError> {
 /// prefix and the number of frames in it, after cutting a torn tail if the
 /// recovery mode allows.
 fn scan_newest(segment: &SealedSegment, config: &WalConfig) -> Result<(u64, u64), WalError> {
-    let mut reader =
-        SegmentReader::open(&segment.path, segment.first_lsn, config.max_record_bytes)?;
-    let mut record = WalRecord::default();
-    let mut n_frames = 0u64;
-    let error = loop {
-        match reader.next_into(&mut record) {
-            Ok(Some(_)) => n_frames += 1,
-            Ok(None) => return Ok((reader.offset(), n_frames)),
-            Err(e @ WalError::Corrupt { .. }) => break e,
-            Err(e) => return Err(e),
-        }
+    let scan = scan_segment(segment, config.max_record_bytes)?;
+    let Some(damage) = scan.damage else {
+        return Ok((scan.good_len, scan.n_frames));
     };
-    let good_len = reader.offset();
-    if config.recovery == RecoveryMode::Strict
-        || !is_torn_tail(reader.path(), good_len, config.max_record_bytes)?
-    {
-        return Err(error);
+    if config.recovery == RecoveryMode::Strict || !damage.torn {
+        return Err(damage.error);
     }
     let file = crate::file::private_options()
         .write(true)
         .open(&segment.path)
         .map_err(|e| io_error("open segment", &segment.path, e))?;
-    file.set_len(good_len)
+    file.set_len(scan.good_len)
         .map_err(|e| io_error("truncate torn tail", &segment.path, e))?;
     // Made durable now, before any append can follow it: a later recovery must
     // never find this garbage in the middle of the log.
     file.sync_all()
         .map_err(|e| io_error("sync truncated segment", &segment.path, e))?;
-    Ok((good_len, n_frames))
+    Ok((scan.good_len, scan.n_frames))
+}
+
+/// What reading one segment to its end found; changes nothing on disk.
+#[derive(Debug)]
+pub(crate) struct SegmentScan {
+    /// Length of the valid prefix (header and whole, valid frames).
+    pub(crate) good_len: u64,
+    /// Frames in the valid prefix.
+    pub(crate) n_frames: u64,
+    /// The first bad frame, if any.
+    pub(crate) damage: Option<Damage>,
+}
+
+/// A bad frame found by [`scan_segment`].
+#[derive(Debug)]
+pub(crate) struct Damage {
+    /// The [`WalError::Corrupt`] naming the segment and offset.
+    pub(crate) error: WalError,
+    /// No valid frame starts anywhere after it: the remains of an interrupted
+    /// write, which recovery may cut if this is the newest segment.
+    pub(crate) torn: bool,
+}
+
+/// Reads every frame of `segment`, stopping at the first bad one.
+///
+/// # Errors
+///
+/// A bad header ([`WalError::BadMagic`], ...) or an I/O failure; bad frames
+/// are reported in [`SegmentScan::damage`] instead.
+pub(crate) fn scan_segment(
+    segment: &SealedSegment,
+    max_record_bytes: u32,
+) -> Result<SegmentScan, WalError> {
+    let mut reader = SegmentReader::open(&segment.path, segment.first_lsn, max_record_bytes)?;
+    let mut record = WalRecord::default();
+    let mut n_frames = 0u64;
+    let error = loop {
+        match reader.next_into(&mut record) {
+            Ok(Some(_)) => n_frames += 1,
+            Ok(None) => {
+                return Ok(SegmentScan {
+                    good_len: reader.offset(),
+                    n_frames,
+                    damage: None,
+                });
+            }
+            Err(e @ WalError::Corrupt { .. }) => break e,
+            Err(e) => return Err(e),
+        }
+    };
+    let good_len = reader.offset();
+    let torn = is_torn_tail(reader.path(), good_len, max_record_bytes)?;
+    Ok(SegmentScan {
+        good_len,
+        n_frames,
+        damage: Some(Damage { error, torn }),
+    })
 }
 
 /// Whether the bytes from `bad_at` to the end of the file hold no valid frame

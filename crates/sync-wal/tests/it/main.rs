@@ -3,6 +3,7 @@
 mod concurrency;
 mod errors;
 mod fixtures;
+mod inspect;
 mod roundtrip;
 mod segments;
 mod torn_tail;
