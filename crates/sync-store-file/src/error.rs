@@ -60,6 +60,13 @@ pub enum StoreError {
         /// The store file or directory.
         path: PathBuf,
     },
+    /// An operation cannot be stored as given (an empty id, which no store
+    /// file may hold). Nothing was written.
+    #[error("cannot store operation: {reason}")]
+    InvalidOperation {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The write-ahead log failed.
     #[error("wal store log failed")]
     Wal(#[from] sync_wal::WalError),

@@ -36,6 +36,27 @@ pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<File, Sto
     }
 }
 
+/// Takes a shared lock on `lock_path`, if it exists, for as long as the
+/// returned file lives; creates nothing. No lock file means no store was
+/// ever opened there.
+pub(crate) fn lock_file_shared(
+    lock_path: &Path,
+    store_path: &Path,
+) -> Result<Option<File>, StoreError> {
+    let file = match File::open(lock_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error("open lock file", lock_path, e)),
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: store_path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", lock_path, e)),
+    }
+}
+
 /// Replaces `path` with `bytes` so that a crash at any moment leaves either
 /// the old or the new file: write a temp file beside it, `sync_data`, rename
 /// over, fsync the directory. Durable (survives power loss) on `Ok`.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
 
 use crate::error::{StoreError, io_error};
-use crate::file::{lock_file, replace_atomically};
+use crate::file::{lock_file, lock_file_shared, replace_atomically};
 
 /// The `format` field of every store file.
 pub const JSON_FORMAT_NAME: &str = "sync-outbox";
@@ -98,12 +98,7 @@ impl FileOutboxStore {
     /// - [`StoreError::Io`] if it cannot be read.
     pub fn open(config: FileOutboxStoreConfig) -> Result<Self, StoreError> {
         let path = config.file_path.clone();
-        let mut lock_name = path
-            .file_name()
-            .map(std::ffi::OsStr::to_os_string)
-            .unwrap_or_default();
-        lock_name.push(".lock");
-        let lock = lock_file(&path.with_file_name(lock_name), &path)?;
+        let lock = lock_file(&lock_path(&path), &path)?;
         let index = MemoryOutboxStore::new();
         match std::fs::read(&path) {
             Ok(bytes) => index
@@ -120,6 +115,46 @@ impl FileOutboxStore {
         })
     }
 
+    /// Reads the store file at `path` without opening it for writing: no
+    /// file is created or changed. Holds a shared lock on `<file>.lock` (if
+    /// it exists) while it reads, so it fails while a store is open on the
+    /// file. For inspection tools.
+    ///
+    /// # Errors
+    ///
+    /// As [`FileOutboxStore::open`]: [`StoreError::Locked`],
+    /// [`StoreError::Corrupt`] or [`StoreError::Io`]; a missing file is an
+    /// empty store.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_outbox::{Operation, OutboxStore};
+    /// use sync_store_file::{FileOutboxStore, FileOutboxStoreConfig};
+    ///
+    /// let dir = tempfile::tempdir().expect("a temp dir");
+    /// let path = dir.path().join("outbox.json");
+    /// let mut op = Operation::new("message.send", "/api/messages", "{}");
+    /// op.id = "op_1".into();
+    /// FileOutboxStore::open(FileOutboxStoreConfig { file_path: path.clone(), pretty_json: true })?
+    ///     .put(&op)?;
+    /// assert_eq!(FileOutboxStore::load_read_only(&path)?.load_all()?.len(), 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_read_only(path: impl AsRef<Path>) -> Result<MemoryOutboxStore, StoreError> {
+        let path = path.as_ref();
+        let _lock = lock_file_shared(&lock_path(path), path)?;
+        let index = MemoryOutboxStore::new();
+        match std::fs::read(path) {
+            Ok(bytes) => index
+                .put_batch(&parse(path, &bytes)?)
+                .map_err(|e| corrupt(path, 0, 0, e.to_string()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("read store file", path, e)),
+        }
+        Ok(index)
+    }
+
     /// The store file.
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -129,6 +164,14 @@ impl FileOutboxStore {
     /// Rewrites the file with `change` applied, then applies it in memory:
     /// the file is the truth and memory follows it.
     fn rewrite(&self, change: Change<'_>) -> Result<(), StoreError> {
+        // A file this store could not open again must never be written.
+        if let Change::Put(batch) = change
+            && batch.iter().any(|op| op.id.is_empty())
+        {
+            return Err(StoreError::InvalidOperation {
+                reason: "empty operation id",
+            });
+        }
         let _writer = lock(&self.writer);
         let in_memory = |e: OutboxError| corrupt(self.path(), 0, 0, e.to_string());
         let mut ops: HashMap<String, Operation> = self
@@ -170,6 +213,16 @@ impl FileOutboxStore {
 enum Change<'a> {
     Put(&'a [Operation]),
     Remove(&'a str),
+}
+
+/// `<file>.lock`, beside the store file.
+fn lock_path(path: &Path) -> PathBuf {
+    let mut lock_name = path
+        .file_name()
+        .map(std::ffi::OsStr::to_os_string)
+        .unwrap_or_default();
+    lock_name.push(".lock");
+    path.with_file_name(lock_name)
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, StoreError> {

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
-use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
+use sync_wal::{
+    RecordType, SyncPolicy, Wal, WalConfig, WalError, WalInspector, WalIter, WalRecord,
+};
 
 use crate::error::{StoreError, io_error};
 use crate::file::{replace_atomically, temp_path};
@@ -114,50 +116,18 @@ impl WalOutboxStore {
         wal_config.sync = config.sync;
         wal_config.segment_bytes = config.segment_bytes;
         // Opening the log takes its lock: from here on this handle owns the directory.
-        let wal = Wal::open(wal_config).map_err(|e| match e {
-            sync_wal::WalError::Locked { .. } => StoreError::Locked {
-                path: config.dir.clone(),
-            },
-            other => StoreError::Wal(other),
-        })?;
+        let wal = Wal::open(wal_config).map_err(|e| locked_as_store(e, &config.dir))?;
         let snapshot_path = config.dir.join("snapshot");
         let _ = std::fs::remove_file(temp_path(&snapshot_path));
         let index = MemoryOutboxStore::new();
-        let start = match std::fs::read(&snapshot_path) {
-            Ok(bytes) => {
-                let snapshot = Snapshot::decode(&bytes).map_err(|(offset, reason)| {
-                    StoreError::CorruptSnapshot {
-                        path: snapshot_path.clone(),
-                        offset,
-                        reason,
-                    }
-                })?;
-                index
-                    .put_batch(&snapshot.operations)
-                    .map_err(|e| corrupt_record(&wal, snapshot.lsn, &e))?;
-                snapshot.lsn
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(io_error("read snapshot", &snapshot_path, e)),
-        };
-        if wal.first_lsn() > start {
-            return Err(StoreError::CorruptRecord {
-                dir: wal.dir().to_path_buf(),
-                lsn: start,
-                reason: format!(
-                    "the log starts at lsn {}, after the snapshot's lsn {start}",
-                    wal.first_lsn()
-                ),
-            });
-        }
-        for item in wal.iter_from(start)? {
-            let (lsn, record) = item?;
-            apply(&index, &record).map_err(|reason| StoreError::CorruptRecord {
-                dir: wal.dir().to_path_buf(),
-                lsn,
-                reason,
-            })?;
-        }
+        let start = load_snapshot(&index, &snapshot_path, wal.dir())?;
+        replay(
+            &index,
+            start,
+            wal.first_lsn(),
+            wal.dir(),
+            wal.iter_from(start)?,
+        )?;
         let records_since_snapshot = AtomicU64::new(wal.next_lsn().saturating_sub(start));
         Ok(Self {
             config,
@@ -169,6 +139,46 @@ impl WalOutboxStore {
             compactions: AtomicU64::new(0),
             last_compaction_error: Mutex::new(None),
         })
+    }
+
+    /// Reads the store in `dir` without opening it for writing: loads the
+    /// snapshot and replays the log into memory, changing nothing on disk (a
+    /// torn tail is read up to, not cut; a leftover temp snapshot is ignored,
+    /// not deleted). Holds a shared lock on the log while it reads, so it
+    /// fails while a store is open on `dir`. For inspection tools.
+    ///
+    /// # Errors
+    ///
+    /// As [`WalOutboxStore::open`]: [`StoreError::Locked`] while another
+    /// handle has the store, and the same corruption errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_outbox::{Operation, OutboxStore};
+    /// use sync_store_file::{WalOutboxStore, WalOutboxStoreConfig};
+    ///
+    /// let dir = tempfile::tempdir().expect("a temp dir");
+    /// let mut op = Operation::new("message.send", "/api/messages", "{}");
+    /// op.id = "op_1".into();
+    /// WalOutboxStore::open(WalOutboxStoreConfig::new(dir.path()))?.put(&op)?;
+    /// let contents = WalOutboxStore::load_read_only(dir.path())?;
+    /// assert_eq!(contents.load_all()?.len(), 1);
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn load_read_only(dir: impl AsRef<Path>) -> Result<MemoryOutboxStore, StoreError> {
+        let dir = dir.as_ref();
+        let inspector = WalInspector::open(dir.join("log")).map_err(|e| locked_as_store(e, dir))?;
+        let index = MemoryOutboxStore::new();
+        let start = load_snapshot(&index, &dir.join("snapshot"), inspector.dir())?;
+        replay(
+            &index,
+            start,
+            inspector.first_lsn(),
+            inspector.dir(),
+            inspector.iter_from(start),
+        )?;
+        Ok(index)
     }
 
     /// The store's directory.
@@ -272,6 +282,73 @@ impl WalOutboxStore {
         }
         Ok(())
     }
+}
+
+/// The store's lock is its log's: report it as the store's.
+fn locked_as_store(error: WalError, dir: &Path) -> StoreError {
+    match error {
+        WalError::Locked { .. } => StoreError::Locked {
+            path: dir.to_path_buf(),
+        },
+        other => StoreError::Wal(other),
+    }
+}
+
+/// Loads the snapshot at `path`, if any, into `index`; returns the LSN the
+/// log must be replayed from.
+fn load_snapshot(
+    index: &MemoryOutboxStore,
+    path: &Path,
+    log_dir: &Path,
+) -> Result<u64, StoreError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let snapshot = Snapshot::decode(&bytes).map_err(|(offset, reason)| {
+                StoreError::CorruptSnapshot {
+                    path: path.to_path_buf(),
+                    offset,
+                    reason,
+                }
+            })?;
+            index
+                .put_batch(&snapshot.operations)
+                .map_err(|e| StoreError::CorruptRecord {
+                    dir: log_dir.to_path_buf(),
+                    lsn: snapshot.lsn,
+                    reason: e.to_string(),
+                })?;
+            Ok(snapshot.lsn)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_error("read snapshot", path, e)),
+    }
+}
+
+/// Replays the records from `start` into `index`. The log must reach back
+/// to `start`: records below its first LSN were truncated after a snapshot.
+fn replay(
+    index: &MemoryOutboxStore,
+    start: u64,
+    log_first_lsn: u64,
+    log_dir: &Path,
+    records: WalIter,
+) -> Result<(), StoreError> {
+    let corrupt = |lsn, reason| StoreError::CorruptRecord {
+        dir: log_dir.to_path_buf(),
+        lsn,
+        reason,
+    };
+    if log_first_lsn > start {
+        return Err(corrupt(
+            start,
+            format!("the log starts at lsn {log_first_lsn}, after the snapshot's lsn {start}"),
+        ));
+    }
+    for item in records {
+        let (lsn, record) = item?;
+        apply(index, &record).map_err(|reason| corrupt(lsn, reason))?;
+    }
+    Ok(())
 }
 
 /// The record that stores `op`.

@@ -134,3 +134,19 @@ fn errors_convert_into_outbox_errors_with_their_source() -> TestResult {
     assert!(source.contains("outbox.json"), "{source}");
     Ok(())
 }
+
+#[test]
+fn the_json_store_refuses_to_write_an_id_it_could_not_read_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = open_json(dir.path())?;
+    let mut op = sample("x", 1, 1);
+    op.id = String::new();
+    assert!(store.put(&op).is_err());
+    assert!(
+        !dir.path().join("outbox.json").exists(),
+        "nothing may be written"
+    );
+    drop(store);
+    open_json(dir.path())?;
+    Ok(())
+}

@@ -4,6 +4,7 @@ mod compaction;
 mod conformance;
 mod corrupt;
 mod locking;
+mod read_only;
 
 use std::path::Path;
 
