@@ -104,7 +104,7 @@ fn ci() -> Result<(), Error> {
         "warnings",
     ]))?;
     // The facade with no layer, and with each layer alone, must build too.
-    for features in ["", "wal", "outbox", "store", "engine"] {
+    for features in ["", "wal", "outbox", "store", "engine", "http"] {
         run(cargo(&[
             "check",
             "--quiet",

@@ -14,10 +14,18 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("sync-outbox", &[]),
     ("sync-store-file", &["sync-wal", "sync-outbox"]),
     ("sync-engine", &["sync-outbox"]),
+    ("sync-transport-http", &["sync-engine", "sync-outbox"]),
     (
         "sync",
-        &["sync-wal", "sync-outbox", "sync-store-file", "sync-engine"],
+        &[
+            "sync-wal",
+            "sync-outbox",
+            "sync-store-file",
+            "sync-engine",
+            "sync-transport-http",
+        ],
     ),
+    ("sync-cli", &["sync-wal", "sync-outbox", "sync-store-file"]),
 ];
 
 /// Runs every check and reports all violations at once.

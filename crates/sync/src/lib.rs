@@ -69,6 +69,9 @@
 //!   turns on `wal` and `outbox`.
 //! - `engine`: [`engine`], the worker, transport trait and network probe
 //!   (`sync-engine`); turns on `outbox`.
+//! - `http` (off by default): [`http`], a transport that sends each
+//!   operation as an HTTP request (`sync-transport-http`, on `ureq` and
+//!   rustls); turns on `engine`.
 //! - `tracing` (off by default): `engine::TracingObserver`, the worker's
 //!   events as `tracing` events.
 
@@ -100,6 +103,12 @@ pub mod engine {
     pub use sync_engine::*;
 }
 
+/// The HTTP transport: re-exports `sync-transport-http`.
+#[cfg(feature = "http")]
+pub mod http {
+    pub use sync_transport_http::*;
+}
+
 /// The names most applications need, for `use sync::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "engine")]
@@ -107,6 +116,8 @@ pub mod prelude {
         Clock, ManualClock, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
         SyncEngineConfig, SyncTransport, SyncWorker, SyncWorkerConfig, SystemClock,
     };
+    #[cfg(feature = "http")]
+    pub use crate::http::{HttpMethod, HttpTransport, HttpTransportConfig};
     #[cfg(feature = "outbox")]
     pub use crate::outbox::{
         MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,

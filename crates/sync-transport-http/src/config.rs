@@ -1,0 +1,127 @@
+//! [`HttpTransportConfig`] and [`HttpMethod`].
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+/// The HTTP method an operation kind is sent with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HttpMethod {
+    /// `POST` (the default).
+    #[default]
+    Post,
+    /// `PUT`.
+    Put,
+    /// `PATCH`.
+    Patch,
+    /// `DELETE` (the payload is still sent as the body).
+    Delete,
+}
+
+impl HttpMethod {
+    /// The method's name on the wire.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Post => "POST",
+            Self::Put => "PUT",
+            Self::Patch => "PATCH",
+            Self::Delete => "DELETE",
+        }
+    }
+}
+
+/// Settings of an [`HttpTransport`](crate::HttpTransport).
+///
+/// `Debug` prints header names only: values (tokens) print as `<redacted>`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use sync_transport_http::{HttpMethod, HttpTransportConfig};
+///
+/// let config = HttpTransportConfig {
+///     base_url: "https://api.example.com/v1".into(),
+///     timeout: Duration::from_secs(5),
+///     headers: vec![("Authorization".into(), "Bearer t0k3n".into())],
+///     ..HttpTransportConfig::default()
+/// }
+/// .with_method("message.delete", HttpMethod::Delete);
+/// assert_eq!(config.method_for("message.delete"), HttpMethod::Delete);
+/// assert_eq!(config.method_for("message.send"), HttpMethod::Post);
+/// assert!(!format!("{config:?}").contains("t0k3n"));
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpTransportConfig {
+    /// Prefix of every request URL; an operation goes to
+    /// `{base_url}{op.target}`. An absolute `http://` or `https://` URL.
+    /// Default `http://127.0.0.1:8080`.
+    pub base_url: String,
+    /// Limit on a whole request, from connect to the last byte of the
+    /// response. A send that runs out of it is retryable. Default 30 s.
+    pub timeout: Duration,
+    /// Headers sent with every request (authentication, tracing, ...), in
+    /// order. `Idempotency-Key`, `Content-Length` and `Host` are set by the
+    /// transport and refused here.
+    pub headers: Vec<(String, String)>,
+    /// The method per operation kind; kinds not listed use `POST`.
+    pub methods: HashMap<String, HttpMethod>,
+    /// The body's `Content-Type`. Default `application/json`.
+    pub content_type: String,
+    /// Treat 401 and 403 as retryable (for tokens that are refreshed while
+    /// operations wait) instead of permanent. Default `false`.
+    pub retry_auth_failures: bool,
+    /// Upper bound of a server's `Retry-After`. Default 5 minutes, the
+    /// default `RetryPolicy::max_delay_ms`; the outbox clamps to its policy's
+    /// bound again.
+    pub max_retry_after: Duration,
+}
+
+impl HttpTransportConfig {
+    /// Sends operations of `kind` with `method`.
+    #[must_use]
+    pub fn with_method(mut self, kind: impl Into<String>, method: HttpMethod) -> Self {
+        self.methods.insert(kind.into(), method);
+        self
+    }
+
+    /// The method operations of `kind` are sent with.
+    #[must_use]
+    pub fn method_for(&self, kind: &str) -> HttpMethod {
+        self.methods.get(kind).copied().unwrap_or_default()
+    }
+}
+
+impl Default for HttpTransportConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:8080".into(),
+            timeout: Duration::from_secs(30),
+            headers: Vec::new(),
+            methods: HashMap::new(),
+            content_type: "application/json".into(),
+            retry_auth_failures: false,
+            max_retry_after: Duration::from_secs(300),
+        }
+    }
+}
+
+impl fmt::Debug for HttpTransportConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(name, _)| (name.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("HttpTransportConfig")
+            .field("base_url", &self.base_url)
+            .field("timeout", &self.timeout)
+            .field("headers", &headers)
+            .field("methods", &self.methods)
+            .field("content_type", &self.content_type)
+            .field("retry_auth_failures", &self.retry_auth_failures)
+            .field("max_retry_after", &self.max_retry_after)
+            .finish()
+    }
+}

@@ -1,0 +1,107 @@
+//! How an HTTP response becomes a [`SendResult`]: [`map_status`] and
+//! [`parse_retry_after`]. Pure functions, apart from the transport.
+
+use std::time::{Duration, SystemTime};
+
+use sync_engine::SendResult;
+
+use crate::config::HttpTransportConfig;
+
+/// Maps a response's status code (and its `Retry-After` header, if any) to a
+/// [`SendResult`].
+///
+/// | status | result |
+/// | --- | --- |
+/// | 2xx | ok |
+/// | 408, 425, 429, 500, 502, 503, 504 | retryable, honouring `Retry-After` |
+/// | 409 (the same `Idempotency-Key` is still being processed) | retryable, honouring `Retry-After` |
+/// | other 5xx, except 501 and 505 | retryable, honouring `Retry-After` |
+/// | 401, 403 | permanent; retryable if [`HttpTransportConfig::retry_auth_failures`] |
+/// | 422 and every other 4xx | permanent |
+/// | 501, 505 | permanent (the server will never support this request) |
+/// | 1xx, 3xx | permanent (redirects are not followed: a `POST` must not silently become a `GET`) |
+/// | no response: connection refused, DNS, TLS, timeout | retryable (see [`HttpTransport`](crate::HttpTransport)) |
+///
+/// A `Retry-After` is clamped to [`HttpTransportConfig::max_retry_after`]
+/// and is ignored on responses that are not retryable. The error string is
+/// the status and its reason phrase (`"HTTP 503 Service Unavailable"`),
+/// never the body, which may echo the payload.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::SystemTime;
+/// use sync_transport_http::{HttpTransportConfig, map_status};
+///
+/// let config = HttpTransportConfig::default();
+/// let now = SystemTime::now();
+/// assert!(map_status(201, None, now, &config).ok);
+/// let busy = map_status(429, Some("30"), now, &config);
+/// assert!(busy.retryable);
+/// assert_eq!(busy.retry_after_ms, Some(30_000));
+/// assert_eq!(busy.error, "HTTP 429 Too Many Requests");
+/// assert!(!map_status(422, None, now, &config).retryable);
+/// ```
+#[must_use]
+pub fn map_status(
+    status: u16,
+    retry_after: Option<&str>,
+    now: SystemTime,
+    config: &HttpTransportConfig,
+) -> SendResult {
+    if (200..300).contains(&status) {
+        return SendResult::ok();
+    }
+    let error = describe(status);
+    let retryable = match status {
+        401 | 403 => config.retry_auth_failures,
+        501 | 505 => false,
+        408 | 409 | 425 | 429 | 500..=599 => true,
+        _ => false,
+    };
+    if !retryable {
+        return SendResult::permanent(error);
+    }
+    match retry_after.and_then(|value| parse_retry_after(value, now)) {
+        Some(wait) => {
+            let wait = wait.min(config.max_retry_after);
+            SendResult::retry_after(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX), error)
+        }
+        None => SendResult::retryable(error),
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds (`"120"`) or an HTTP-date
+/// (`"Wed, 21 Oct 2026 07:28:00 GMT"`), which is taken relative to `now` (a
+/// date in the past means no wait). `None` if it is neither.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use sync_transport_http::parse_retry_after;
+///
+/// let now = UNIX_EPOCH + Duration::from_secs(1_445_412_470); // 07:27:50 GMT
+/// assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+/// assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(Duration::from_secs(10)));
+/// assert_eq!(parse_retry_after("soon", now), None);
+/// ```
+#[must_use]
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // A number too large for u64 is still "a very long time".
+        return Some(Duration::from_secs(value.parse().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `"HTTP 503 Service Unavailable"`.
+fn describe(status: u16) -> String {
+    let reason = ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Unknown Status");
+    format!("HTTP {status} {reason}")
+}
