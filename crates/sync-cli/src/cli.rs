@@ -1,0 +1,145 @@
+//! The command line, as clap derive types: every command and its help.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::units::Age;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  corruption found (a bad frame, snapshot or store file)
+  2  usage error
+  3  the command could not run (store locked by an application, not found, I/O error, unknown id)";
+
+/// Inspect and repair the write-ahead logs and outbox stores of `sync`.
+#[derive(Debug, Parser)]
+#[command(name = "synctl", version, after_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Read a write-ahead log directory (read-only: nothing is repaired).
+    #[command(subcommand)]
+    Wal(WalCommand),
+    /// Read or repair an outbox store: a JSON store file or a WAL store directory.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum WalCommand {
+    /// Print every record, oldest first.
+    #[command(after_help = EXIT_CODES)]
+    Dump {
+        /// The log directory (for a WAL store: its `log` subdirectory).
+        dir: PathBuf,
+        /// Start at this log sequence number.
+        #[arg(long, value_name = "LSN", default_value_t = 0)]
+        from: u64,
+        /// One JSON object per line instead of a table (stable for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every frame of every segment; print where the first problem is.
+    #[command(after_help = EXIT_CODES)]
+    Verify {
+        /// The log directory.
+        dir: PathBuf,
+    },
+    /// Segments, sizes, record counts per kind, and how the log ends.
+    #[command(after_help = EXIT_CODES)]
+    Stats {
+        /// The log directory.
+        dir: PathBuf,
+        /// A JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `PATH` is a JSON store file or a WAL store directory, told apart by
+/// whether it is a directory.
+#[derive(Debug, Subcommand)]
+pub(crate) enum OutboxCommand {
+    /// List operations in enqueue order (read-only).
+    #[command(after_help = EXIT_CODES)]
+    List {
+        #[command(flatten)]
+        store: StoreArg,
+        /// Only operations with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// At most this many operations.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// A JSON array of operations, every field included (stable for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every field of one operation, payload included (read-only).
+    #[command(after_help = EXIT_CODES)]
+    Show {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The operation's id.
+        id: String,
+        /// The operation as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts per status and the age of the oldest pending operation (read-only).
+    #[command(after_help = EXIT_CODES)]
+    Stats {
+        #[command(flatten)]
+        store: StoreArg,
+        /// A JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a failed operation back to pending, due now, with its attempts reset.
+    #[command(after_help = EXIT_CODES)]
+    Retry {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The operation's id.
+        id: String,
+    },
+    /// Remove an operation whatever its status (it will never be sent).
+    #[command(after_help = EXIT_CODES)]
+    Discard {
+        #[command(flatten)]
+        store: StoreArg,
+        /// The operation's id.
+        id: String,
+    },
+    /// Remove done operations last updated longer ago than an age.
+    #[command(name = "purge-done", after_help = EXIT_CODES)]
+    PurgeDone {
+        #[command(flatten)]
+        store: StoreArg,
+        /// An age: a number and a unit, s, m, h, d or w (`90m`, `7d`).
+        #[arg(long, value_name = "AGE")]
+        older_than: Age,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StoreArg {
+    /// A JSON store file (`outbox.json`) or a WAL store directory.
+    #[arg(value_name = "PATH")]
+    pub(crate) path: PathBuf,
+}
+
+/// An operation status on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusArg {
+    Pending,
+    InFlight,
+    Done,
+    Failed,
+}

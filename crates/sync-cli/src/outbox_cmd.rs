@@ -1,0 +1,266 @@
+//! `synctl outbox ...`: reads a store read-only (list, show, stats), or opens
+//! it with its exclusive lock to change it (retry, discard, purge-done).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Serialize;
+use sync_outbox::{
+    MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
+};
+use sync_store_file::{
+    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+};
+
+use crate::cli::{OutboxCommand, StatusArg};
+use crate::output::{Failure, Table, preview};
+use crate::units::{format_duration_ms, format_time_ms, now_ms};
+
+pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Failure> {
+    match command {
+        OutboxCommand::List {
+            store,
+            status,
+            limit,
+            json,
+        } => list(&store.path, status.map(status_of), limit, json, out),
+        OutboxCommand::Show { store, id, json } => show(&store.path, &id, json, out),
+        OutboxCommand::Stats { store, json } => stats(&store.path, json, out),
+        OutboxCommand::Retry { store, id } => {
+            let outbox = open_writable(&store.path)?;
+            outbox.retry_failed(&id, now_ms())?;
+            writeln!(out, "{id}: failed -> pending, due now, attempts reset")?;
+            Ok(())
+        }
+        OutboxCommand::Discard { store, id } => {
+            let outbox = open_writable(&store.path)?;
+            let status = outbox
+                .store()
+                .get(&id)?
+                .map(|op| op.status)
+                .ok_or_else(|| unknown(&id))?;
+            outbox.discard(&id)?;
+            writeln!(out, "{id}: discarded (was {})", status_name(status))?;
+            Ok(())
+        }
+        OutboxCommand::PurgeDone { store, older_than } => {
+            let outbox = open_writable(&store.path)?;
+            let removed = outbox.purge_done(now_ms().saturating_sub(older_than.ms))?;
+            writeln!(
+                out,
+                "removed {removed} done operations older than {older_than}"
+            )?;
+            Ok(())
+        }
+    }
+}
+
+/// Reads the store at `path` without changing it: a directory is a WAL
+/// store, anything else a JSON store file.
+fn open_read_only(path: &Path) -> Result<MemoryOutboxStore, Failure> {
+    check_exists(path)?;
+    Ok(if path.is_dir() {
+        WalOutboxStore::load_read_only(path)?
+    } else {
+        FileOutboxStore::load_read_only(path)?
+    })
+}
+
+/// Opens the store at `path` for changes, holding its exclusive lock.
+fn open_writable(path: &Path) -> Result<Outbox, Failure> {
+    check_exists(path)?;
+    let store: Arc<dyn OutboxStore> = if path.is_dir() {
+        Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(path))?)
+    } else {
+        Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+            file_path: path.to_path_buf(),
+            pretty_json: true,
+        })?)
+    };
+    let config = OutboxConfig {
+        owner: "synctl".into(),
+        ..OutboxConfig::default()
+    };
+    Ok(Outbox::new(config, store))
+}
+
+fn check_exists(path: &Path) -> Result<(), Failure> {
+    let is_store = if path.is_dir() {
+        path.join("log").is_dir()
+    } else {
+        path.is_file()
+    };
+    if is_store {
+        Ok(())
+    } else {
+        Err(Failure::Failed(format!(
+            "no outbox store at {}: expected a JSON store file or a WAL store directory (with log/)",
+            path.display()
+        )))
+    }
+}
+
+fn unknown(id: &str) -> Failure {
+    Failure::Failed(format!("no operation with id {id:?}"))
+}
+
+fn list(
+    path: &Path,
+    status: Option<OperationStatus>,
+    limit: usize,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), Failure> {
+    let mut ops: Vec<Operation> = open_read_only(path)?
+        .load_all()?
+        .into_iter()
+        .filter(|op| status.is_none_or(|s| op.status == s))
+        .collect();
+    ops.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+    ops.truncate(limit);
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &ops).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut table = Table::new(&[
+        "ID",
+        "STATUS",
+        "ATTEMPT",
+        "KIND",
+        "TARGET",
+        "NEXT TRY",
+        "LAST ERROR",
+    ]);
+    for op in &ops {
+        table.row(vec![
+            op.id.clone(),
+            status_name(op.status).into(),
+            op.attempt.to_string(),
+            op.kind.clone(),
+            op.target.clone(),
+            next_try(op, now),
+            preview(&op.last_error, 40),
+        ]);
+    }
+    table.print(out)?;
+    Ok(())
+}
+
+fn show(path: &Path, id: &str, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let op = open_read_only(path)?.get(id)?.ok_or_else(|| unknown(id))?;
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &op).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let optional = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let fields = [
+        ("id", op.id.clone()),
+        ("status", status_name(op.status).into()),
+        ("kind", op.kind.clone()),
+        ("target", op.target.clone()),
+        ("attempt", op.attempt.to_string()),
+        ("next try", next_try(&op, now_ms())),
+        ("last error", op.last_error.clone()),
+        ("created", format_time_ms(op.created_at_ms)),
+        ("updated", format_time_ms(op.updated_at_ms)),
+        ("ordering key", optional(&op.ordering_key)),
+        ("coalesce key", optional(&op.coalesce_key)),
+        ("owner", op.owner.clone()),
+        ("seq", op.seq.to_string()),
+        ("payload", op.payload.clone()),
+    ];
+    for (name, value) in fields {
+        writeln!(out, "{:<13} {value}", format!("{name}:"))?;
+    }
+    Ok(())
+}
+
+/// `outbox stats --json`; the field names are a stable interface.
+#[derive(Serialize)]
+struct StatsJson {
+    total: usize,
+    pending: usize,
+    in_flight: usize,
+    done: usize,
+    failed: usize,
+    oldest_pending_age_ms: Option<i64>,
+    next_due_at_ms: Option<i64>,
+}
+
+fn stats(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+    let store = open_read_only(path)?;
+    let [pending, in_flight, done, failed] = store.count_by_status()?;
+    let now = now_ms();
+    let ops = store.load_all()?;
+    let stats = StatsJson {
+        total: pending + in_flight + done + failed,
+        pending,
+        in_flight,
+        done,
+        failed,
+        oldest_pending_age_ms: ops
+            .iter()
+            .filter(|op| op.status == OperationStatus::Pending)
+            .map(|op| now.saturating_sub(op.created_at_ms))
+            .max(),
+        next_due_at_ms: store.next_due_ms()?,
+    };
+    if json {
+        serde_json::to_writer_pretty(&mut *out, &stats).map_err(std::io::Error::from)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let mut table = Table::new(&["STATUS", "OPERATIONS"]);
+    for (name, n) in [
+        ("pending", pending),
+        ("in_flight", in_flight),
+        ("done", done),
+        ("failed", failed),
+        ("total", stats.total),
+    ] {
+        table.row(vec![name.into(), n.to_string()]);
+    }
+    table.print(out)?;
+    if let Some(age) = stats.oldest_pending_age_ms {
+        writeln!(
+            out,
+            "\noldest pending operation waits for {}",
+            format_duration_ms(age)
+        )?;
+    }
+    Ok(())
+}
+
+/// When a pending operation may next be sent, for people.
+fn next_try(op: &Operation, now: i64) -> String {
+    match op.status {
+        OperationStatus::Pending if op.next_retry_at_ms <= now => "due".into(),
+        OperationStatus::Pending => {
+            format!("in {}", format_duration_ms(op.next_retry_at_ms - now))
+        }
+        OperationStatus::InFlight | OperationStatus::Done | OperationStatus::Failed => "-".into(),
+    }
+}
+
+fn status_of(arg: StatusArg) -> OperationStatus {
+    match arg {
+        StatusArg::Pending => OperationStatus::Pending,
+        StatusArg::InFlight => OperationStatus::InFlight,
+        StatusArg::Done => OperationStatus::Done,
+        StatusArg::Failed => OperationStatus::Failed,
+    }
+}
+
+/// The name the JSON form uses too.
+fn status_name(status: OperationStatus) -> &'static str {
+    match status {
+        OperationStatus::Pending => "pending",
+        OperationStatus::InFlight => "in_flight",
+        OperationStatus::Done => "done",
+        OperationStatus::Failed => "failed",
+    }
+}
