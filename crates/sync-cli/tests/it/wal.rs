@@ -176,3 +176,31 @@ fn a_log_held_by_an_application_gets_a_clear_message() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_big_log_verifies_with_its_progress_bar_kept_off_a_pipe() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = WalConfig::new(dir.path());
+    config.sync = SyncPolicy::Never;
+    config.segment_bytes = 4 << 20;
+    let wal = Wal::open(config)?;
+    let payload = vec![b'x'; 1 << 20];
+    for i in 0..17 {
+        wal.append(&WalRecord {
+            id: format!("big_{i}"),
+            kind: RecordType::Custom(1),
+            ts_ms: 0,
+            payload: payload.clone(),
+        })?;
+    }
+    drop(wal);
+    let run = synctl(&["wal", "verify", arg(dir.path())])?;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.starts_with("ok: 17 records"), "{}", run.stdout);
+    assert!(
+        run.stderr.is_empty(),
+        "no bar is drawn on a pipe: {:?}",
+        run.stderr
+    );
+    Ok(())
+}
