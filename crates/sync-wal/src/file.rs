@@ -1,9 +1,9 @@
 //! Every on-disk name of a log directory, and the small file-system helpers
-//! that must behave the same everywhere (modes, directory fsync).
+//! that must behave the same everywhere (modes, error wrapping).
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::WalError;
 
@@ -52,23 +52,6 @@ pub(crate) fn private_options() -> OpenOptions {
         options.mode(0o600);
     }
     options
-}
-
-/// Makes the creation, rename or removal of entries in `dir` durable.
-///
-/// On unix a file's directory entry is only durable once the directory itself
-/// is fsynced. Elsewhere directories cannot be opened as files and the
-/// platform's rename is taken as durable: a no-op.
-pub(crate) fn fsync_dir(dir: &Path) -> Result<(), WalError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("fsync directory", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
-    Ok(())
 }
 
 /// Wraps an I/O error with what was being done and to which path.

@@ -54,6 +54,7 @@ mod reader;
 mod record;
 mod recovery;
 mod segment;
+mod storage;
 mod sync_policy;
 mod wal;
 
@@ -63,6 +64,7 @@ pub use inspect::{LogTail, SegmentInfo, VerifyReport, WalInspector};
 pub use reader::WalIter;
 pub use record::{RecordType, WalRecord};
 pub use recovery::RecoveryMode;
+pub use storage::{FileStorage, Storage, StorageFile};
 pub use sync_policy::SyncPolicy;
 pub use wal::Wal;
 

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 
 use crate::config::WalConfig;
 use crate::error::WalError;
-use crate::file::{fsync_dir, io_error, is_temp_segment_name, parse_segment_name};
+use crate::file::{io_error, is_temp_segment_name, parse_segment_name};
 use crate::format::{SEGMENT_HEADER_LEN, decode_frame};
 use crate::record::WalRecord;
 use crate::segment::{SegmentReader, SegmentWriter, check_header};
+use crate::storage::Storage;
 
 /// What [`Wal::open`](crate::Wal::open) does when the newest segment ends in a
 /// bad frame.
@@ -55,13 +56,13 @@ pub(crate) struct Recovered {
 
 /// Lists, checks and repairs the segments in `config.dir` (see
 /// `docs/FORMAT.md`, "Recovery on open"). The caller holds the lock.
-pub(crate) fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
+pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
     let dir = config.dir.as_path();
-    let mut segments = list_segments(dir, TempSegments::Remove)?;
+    let mut segments = list_segments(dir, TempSegments::Remove(storage))?;
     let Some(newest) = segments.pop() else {
         return Ok(Recovered {
             sealed: Vec::new(),
-            active: SegmentWriter::create(dir, 0)?,
+            active: SegmentWriter::create(storage, dir, 0)?,
         });
     };
     for segment in &segments {
@@ -71,8 +72,8 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
             .map_err(|e| io_error("read segment header", &segment.path, e))?;
         check_header(&segment.path, segment.first_lsn, &header)?;
     }
-    let (len, n_frames) = scan_newest(&newest, config)?;
-    let active = SegmentWriter::open(newest.path, newest.first_lsn, len, n_frames)?;
+    let (len, n_frames) = scan_newest(&newest, config, storage)?;
+    let active = SegmentWriter::open(storage, newest.path, newest.first_lsn, len, n_frames)?;
     Ok(Recovered {
         sealed: segments,
         active,
@@ -80,10 +81,10 @@ pub(crate) fn recover(config: &WalConfig) -> Result<Recovered, WalError> {
 }
 
 /// What [`list_segments`] does with a segment left half-created by a crash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum TempSegments {
-    /// Delete it (the lock holder's recovery).
-    Remove,
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TempSegments<'a> {
+    /// Delete it through this storage (the lock holder's recovery).
+    Remove(&'a dyn Storage),
     /// Leave it (a read-only view).
     Keep,
 }
@@ -92,10 +93,10 @@ pub(crate) enum TempSegments {
 /// ours, and removes or keeps half-created segments as `temp` says.
 pub(crate) fn list_segments(
     dir: &Path,
-    temp: TempSegments,
+    temp: TempSegments<'_>,
 ) -> Result<Vec<SealedSegment>, WalError> {
     let mut segments = Vec::new();
-    let mut removed_temp = false;
+    let mut removed_temp: Option<&dyn Storage> = None;
     for entry in fs::read_dir(dir).map_err(|e| io_error("list directory", dir, e))? {
         let entry = entry.map_err(|e| io_error("list directory", dir, e))?;
         let name = entry.file_name();
@@ -105,15 +106,20 @@ pub(crate) fn list_segments(
                 first_lsn,
                 path: entry.path(),
             });
-        } else if temp == TempSegments::Remove && is_temp_segment_name(name) {
+        } else if let TempSegments::Remove(storage) = temp
+            && is_temp_segment_name(name)
+        {
             // Never renamed into place, so it holds no acknowledged record.
-            fs::remove_file(entry.path())
+            storage
+                .remove_file(&entry.path())
                 .map_err(|e| io_error("remove temp segment", entry.path(), e))?;
-            removed_temp = true;
+            removed_temp = Some(storage);
         }
     }
-    if removed_temp {
-        fsync_dir(dir)?;
+    if let Some(storage) = removed_temp {
+        storage
+            .sync_dir(dir)
+            .map_err(|e| io_error("fsync directory", dir, e))?;
     }
     segments.sort_by_key(|s| s.first_lsn);
     Ok(segments)
@@ -122,7 +128,11 @@ pub(crate) fn list_segments(
 /// Reads every frame of the newest segment. Returns the length of its valid
 /// prefix and the number of frames in it, after cutting a torn tail if the
 /// recovery mode allows.
-fn scan_newest(segment: &SealedSegment, config: &WalConfig) -> Result<(u64, u64), WalError> {
+fn scan_newest(
+    segment: &SealedSegment,
+    config: &WalConfig,
+    storage: &dyn Storage,
+) -> Result<(u64, u64), WalError> {
     let scan = scan_segment(segment, config.max_record_bytes)?;
     let Some(damage) = scan.damage else {
         return Ok((scan.good_len, scan.n_frames));
@@ -130,9 +140,8 @@ fn scan_newest(segment: &SealedSegment, config: &WalConfig) -> Result<(u64, u64)
     if config.recovery == RecoveryMode::Strict || !damage.torn {
         return Err(damage.error);
     }
-    let file = crate::file::private_options()
-        .write(true)
-        .open(&segment.path)
+    let file = storage
+        .open_append(&segment.path)
         .map_err(|e| io_error("open segment", &segment.path, e))?;
     file.set_len(scan.good_len)
         .map_err(|e| io_error("truncate torn tail", &segment.path, e))?;

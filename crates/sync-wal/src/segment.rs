@@ -1,18 +1,19 @@
 //! One segment file: [`SegmentWriter`] appends frames to the active segment,
 //! [`SegmentReader`] reads frames back in order.
 
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Corruption, WalError};
-use crate::file::{fsync_dir, io_error, private_options, segment_name, temp_segment_name};
+use crate::file::{io_error, segment_name, temp_segment_name};
 use crate::format::{
     FORMAT_VERSION, FRAME_HEADER_LEN, HeaderError, SEGMENT_HEADER_LEN, SegmentHeader,
     check_body_len, decode_body, decode_frame_header,
 };
 use crate::record::WalRecord;
+use crate::storage::{Storage, StorageFile};
 
 /// Read buffer for sequential scans: large enough that a replay is a few big
 /// reads, small enough not to matter in memory.
@@ -23,7 +24,7 @@ const READ_BUFFER_BYTES: usize = 256 << 10;
 pub(crate) struct SegmentWriter {
     /// Shared so a group-commit leader can `sync_data` without holding the
     /// writer lock.
-    file: Arc<File>,
+    file: Arc<dyn StorageFile>,
     path: PathBuf,
     first_lsn: u64,
     /// Bytes in the file, header included.
@@ -35,7 +36,11 @@ impl SegmentWriter {
     /// Creates the segment that starts at `first_lsn`: header written to a temp
     /// file, synced, renamed into place, directory fsynced. When this returns,
     /// the empty segment survives power loss.
-    pub(crate) fn create(dir: &Path, first_lsn: u64) -> Result<Self, WalError> {
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        first_lsn: u64,
+    ) -> Result<Self, WalError> {
         let temp = dir.join(temp_segment_name(first_lsn));
         let path = dir.join(segment_name(first_lsn));
         let header = SegmentHeader {
@@ -43,25 +48,27 @@ impl SegmentWriter {
             first_lsn,
         }
         .encode();
-        let mut file = private_options()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
+        let file = storage
+            .create(&temp)
             .map_err(|e| io_error("create segment", &temp, e))?;
         file.write_all(&header)
             .map_err(|e| io_error("write segment header", &temp, e))?;
         file.sync_data()
             .map_err(|e| io_error("sync segment header", &temp, e))?;
         drop(file);
-        fs::rename(&temp, &path).map_err(|e| io_error("rename segment", &path, e))?;
-        fsync_dir(dir)?;
-        Self::open(path, first_lsn, SEGMENT_HEADER_LEN as u64, 0)
+        storage
+            .rename(&temp, &path)
+            .map_err(|e| io_error("rename segment", &path, e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| io_error("fsync directory", dir, e))?;
+        Self::open(storage, path, first_lsn, SEGMENT_HEADER_LEN as u64, 0)
     }
 
     /// Opens an existing, recovered segment for appending after its `len`
     /// valid bytes, which hold `n_frames` frames.
     pub(crate) fn open(
+        storage: &dyn Storage,
         path: PathBuf,
         first_lsn: u64,
         len: u64,
@@ -69,12 +76,11 @@ impl SegmentWriter {
     ) -> Result<Self, WalError> {
         // Append mode: every write lands at the end, which recovery has already
         // cut back to the last good frame.
-        let file = private_options()
-            .append(true)
-            .open(&path)
+        let file = storage
+            .open_append(&path)
             .map_err(|e| io_error("open segment", &path, e))?;
         Ok(Self {
-            file: Arc::new(file),
+            file: Arc::from(file),
             path,
             first_lsn,
             len,
@@ -88,7 +94,7 @@ impl SegmentWriter {
     /// is left for a later append to follow. If even that fails, the returned
     /// flag is `true` and the caller must stop writing.
     pub(crate) fn write(&mut self, bytes: &[u8], n_frames: u64) -> Result<(), (WalError, bool)> {
-        match (&*self.file).write_all(bytes) {
+        match self.file.write_all(bytes) {
             Ok(()) => {
                 self.len += bytes.len() as u64;
                 self.n_frames += n_frames;
@@ -108,7 +114,7 @@ impl SegmentWriter {
             .map_err(|e| io_error("sync segment", &self.path, e))
     }
 
-    pub(crate) fn file(&self) -> &Arc<File> {
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
         &self.file
     }
 

@@ -2,10 +2,13 @@
 
 mod concurrency;
 mod errors;
+mod faults;
 mod fixtures;
 mod inspect;
+mod power_loss;
 mod roundtrip;
 mod segments;
+mod storage_doubles;
 mod torn_tail;
 
 use std::path::{Path, PathBuf};
