@@ -7,11 +7,13 @@
 //! - `bench [criterion args]`: runs the criterion benches and rewrites the
 //!   results table in `README.md`.
 //! - `crash [--rounds N]`: the long crash test.
+//! - `fuzz [--seconds N] [--target NAME]`: libFuzzer on every fuzz target.
 //! - `tidy`: the house rules a machine can check (also run by `cargo test`).
 
 #![expect(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
 mod bench;
+mod fuzz;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -25,10 +27,12 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("crash") => crash(args.get(1..).unwrap_or_default()),
+        Some("fuzz") => fuzz::run_fuzz(args.get(1..).unwrap_or_default()),
         Some("tidy") => tidy::check(&root()).map(|()| println!("tidy: ok")),
         _ => {
             println!(
-                "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | tidy>"
+                "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | \
+                 fuzz [--seconds N] [--target NAME] | tidy>"
             );
             return ExitCode::from(2);
         }

@@ -1,0 +1,5 @@
+//! libFuzzer entry point of `sync_fuzz::wal_log`.
+
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| sync_fuzz::wal_log(data));
