@@ -89,3 +89,42 @@ pub(crate) fn io_error(
         source,
     }
 }
+
+/// A `serde_json` error as an error reason that never carries the data it
+/// read: serde shows the offending value (``invalid type: integer `4111` ``,
+/// `invalid type: string "..."`, ``unknown variant `...` ``), which may be
+/// part of a payload. The value is dropped; its kind, the expected type and
+/// schema field names are kept.
+pub(crate) fn json_reason(error: &serde_json::Error) -> String {
+    let message = error.to_string();
+    if error.classify() != serde_json::error::Category::Data {
+        // Syntax and end-of-file messages name what was expected, not what
+        // was found.
+        return message;
+    }
+    let expected = message
+        .find(", expected")
+        .and_then(|at| message.get(at..))
+        .unwrap_or_default();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            let kind = rest.split([' ', ',']).next().unwrap_or("value");
+            return format!("{prefix}{kind} (value not shown){expected}");
+        }
+    }
+    if message.starts_with("unknown variant") {
+        return format!("unknown variant (value not shown){expected}");
+    }
+    // Field names come from the schema; lengths are counts.
+    if ["missing field", "duplicate field", "invalid length"]
+        .iter()
+        .any(|p| message.starts_with(p))
+    {
+        return message;
+    }
+    let at = message
+        .rfind(" at line ")
+        .and_then(|i| message.get(i..))
+        .unwrap_or_default();
+    format!("invalid data (not shown){at}")
+}

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use serde::{Deserialize, Serialize};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
 
-use crate::error::{StoreError, io_error};
+use crate::error::{StoreError, io_error, json_reason};
 use crate::file::{lock_file, lock_file_shared, replace_atomically};
 
 /// The `format` field of every store file.
@@ -227,7 +227,7 @@ fn lock_path(path: &Path) -> PathBuf {
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, StoreError> {
     let document: Document = serde_json::from_slice(bytes)
-        .map_err(|e| corrupt(path, e.line(), e.column(), e.to_string()))?;
+        .map_err(|e| corrupt(path, e.line(), e.column(), json_reason(&e)))?;
     if document.format != JSON_FORMAT_NAME {
         return Err(corrupt(
             path,

@@ -86,8 +86,8 @@ impl Snapshot {
                 format!("checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"),
             ));
         }
-        let operations =
-            serde_json::from_slice(body).map_err(|e| (HEADER_LEN as u64, e.to_string()))?;
+        let operations = serde_json::from_slice(body)
+            .map_err(|e| (HEADER_LEN as u64, crate::error::json_reason(&e)))?;
         Ok(Self { lsn, operations })
     }
 }

@@ -10,7 +10,7 @@ use sync_wal::{
     RecordType, SyncPolicy, Wal, WalConfig, WalError, WalInspector, WalIter, WalRecord,
 };
 
-use crate::error::{StoreError, io_error};
+use crate::error::{StoreError, io_error, json_reason};
 use crate::file::{replace_atomically, temp_path};
 use crate::snapshot::Snapshot;
 
@@ -367,7 +367,7 @@ fn apply(index: &MemoryOutboxStore, record: &WalRecord) -> Result<(), String> {
     match record.kind {
         RecordType::PutOperation => {
             let op: Operation =
-                serde_json::from_slice(&record.payload).map_err(|e| e.to_string())?;
+                serde_json::from_slice(&record.payload).map_err(|e| json_reason(&e))?;
             if op.id != record.id {
                 return Err(format!(
                     "record id {:?} holds operation {:?}",

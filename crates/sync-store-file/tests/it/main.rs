@@ -5,6 +5,7 @@ mod conformance;
 mod corrupt;
 mod locking;
 mod read_only;
+mod security;
 
 use std::path::Path;
 
