@@ -8,6 +8,8 @@
 //!   results table in `README.md`.
 //! - `crash [--rounds N]`: the long crash test.
 //! - `fuzz [--seconds N] [--target NAME]`: libFuzzer on every fuzz target.
+//! - `soak [--ops N] [--seconds S] [--sync always|never]`: the soak test
+//!   (`crates/sync/tests/soak.rs`), long, in release mode.
 //! - `tidy`: the house rules a machine can check (also run by `cargo test`).
 
 #![expect(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
@@ -28,11 +30,12 @@ fn main() -> ExitCode {
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("crash") => crash(args.get(1..).unwrap_or_default()),
         Some("fuzz") => fuzz::run_fuzz(args.get(1..).unwrap_or_default()),
+        Some("soak") => soak(args.get(1..).unwrap_or_default()),
         Some("tidy") => tidy::check(&root()).map(|()| println!("tidy: ok")),
         _ => {
             println!(
                 "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | \
-                 fuzz [--seconds N] [--target NAME] | tidy>"
+                 fuzz [--seconds N] [--target NAME] | soak [--ops N] [--seconds S] | tidy>"
             );
             return ExitCode::from(2);
         }
@@ -136,5 +139,31 @@ fn crash(args: &[String]) -> Result<(), Error> {
     };
     let mut command = cargo(&["test", "--release", "--workspace", "--test", "crash"]);
     command.env("SYNC_CRASH_ROUNDS", rounds);
+    run(command)
+}
+
+fn soak(args: &[String]) -> Result<(), Error> {
+    let mut command = cargo(&["test", "--release", "--package", "sync", "--test", "soak"]);
+    command
+        .env("SYNC_SOAK_OPS", "100000")
+        .env("SYNC_SOAK_SECONDS", "60");
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let variable = match flag.as_str() {
+            "--ops" => "SYNC_SOAK_OPS",
+            "--seconds" => "SYNC_SOAK_SECONDS",
+            "--sync" => "SYNC_SOAK_SYNC",
+            "--seed" => "SYNC_SOAK_SEED",
+            _ => {
+                return Err("usage: cargo xtask soak [--ops N] [--seconds S] \
+                            [--sync always|never] [--seed N]"
+                    .into());
+            }
+        };
+        let value = rest.next().ok_or("a flag without its value")?;
+        command.env(variable, value);
+    }
+    // The harness-less test prints its report; show it.
+    command.arg("--").arg("--nocapture");
     run(command)
 }
