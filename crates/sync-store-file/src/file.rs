@@ -79,11 +79,16 @@ pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreE
 
 /// The temp file `replace_atomically` writes before renaming.
 pub(crate) fn temp_path(path: &Path) -> PathBuf {
+    sibling_path(path, ".tmp")
+}
+
+/// `<file><suffix>`, in the same directory as `path`.
+pub(crate) fn sibling_path(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path
         .file_name()
         .map(std::ffi::OsStr::to_os_string)
         .unwrap_or_default();
-    name.push(".tmp");
+    name.push(suffix);
     path.with_file_name(name)
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
 
 use crate::error::{StoreError, io_error, json_reason};
-use crate::file::{lock_file, lock_file_shared, replace_atomically};
+use crate::file::{lock_file, lock_file_shared, replace_atomically, sibling_path};
 
 /// The `format` field of every store file.
 pub const JSON_FORMAT_NAME: &str = "sync-outbox";
@@ -217,12 +217,7 @@ enum Change<'a> {
 
 /// `<file>.lock`, beside the store file.
 fn lock_path(path: &Path) -> PathBuf {
-    let mut lock_name = path
-        .file_name()
-        .map(std::ffi::OsStr::to_os_string)
-        .unwrap_or_default();
-    lock_name.push(".lock");
-    path.with_file_name(lock_name)
+    sibling_path(path, ".lock")
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, StoreError> {

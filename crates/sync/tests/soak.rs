@@ -79,7 +79,8 @@ impl SyncTransport for FlakyTransport {
                     .delivered
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner);
-                match writeln!(file, "{}", op.payload) {
+                // One `write` per line: a kill never leaves half a line.
+                match file.write_all(format!("{}\n", op.payload).as_bytes()) {
                     Ok(()) => SendResult::ok(),
                     Err(e) => SendResult::retryable(format!("recording failed: {e}")),
                 }
@@ -158,7 +159,9 @@ fn child(dir: &Path, generation: u64) -> Result<(), Error> {
                         .map_err(|e| e.to_string())?;
                     // Acknowledged: recorded only after enqueue returned Ok.
                     let mut file = acked_file.lock().unwrap_or_else(PoisonError::into_inner);
-                    writeln!(file, "{label}").map_err(|e| e.to_string())?;
+                    // One `write` per line: a kill never leaves half a line.
+                    file.write_all(format!("{label}\n").as_bytes())
+                        .map_err(|e| e.to_string())?;
                     acked_count.fetch_add(1, SeqCst);
                 }
                 Ok(())
@@ -394,7 +397,8 @@ fn parent() -> Result<(), Error> {
     );
     println!(
         "soak: peak RSS {first_peak} KiB in the first run, {max_peak} KiB at most; store \
-         {store_bytes} bytes on disk (snapshot {snapshot_bytes}), {} operations left (failed)",
+         {store_bytes} bytes on disk (snapshot {snapshot_bytes}), {} operations left \
+         (failed, or done too recently to purge)",
         remaining.len()
     );
     println!("soak: passed");
