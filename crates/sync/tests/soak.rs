@@ -366,25 +366,7 @@ fn parent() -> Result<(), Error> {
         return Err(format!("{unsettled} operations left unsettled").into());
     }
 
-    // Flat memory and disk.
-    let store_bytes = dir_bytes(&store_dir);
-    let snapshot_bytes = std::fs::metadata(store_dir.join("snapshot")).map_or(0, |m| m.len());
-    let peaks: Vec<u64> = runs
-        .iter()
-        .map(|r| r.peak_rss_kb)
-        .filter(|&kb| kb > 0)
-        .collect();
-    let first_peak = peaks.first().copied().unwrap_or(0);
-    let max_peak = peaks.iter().copied().max().unwrap_or(0);
-    if store_bytes > MAX_STORE_BYTES {
-        return Err(format!("the store grew to {store_bytes} bytes").into());
-    }
-    if max_peak > 2 * first_peak + 16 * 1024 {
-        return Err(format!(
-            "memory grew: peak RSS {first_peak} KiB at first, {max_peak} KiB at most"
-        )
-        .into());
-    }
+    let (store_bytes, snapshot_bytes, first_peak, max_peak) = check_flat(&runs, &store_dir)?;
     #[expect(clippy::cast_precision_loss, reason = "a rate for people")]
     let rate = acked.len() as f64 / elapsed.as_secs_f64();
     println!(
@@ -403,4 +385,28 @@ fn parent() -> Result<(), Error> {
     );
     println!("soak: passed");
     Ok(())
+}
+
+/// Checks that disk and memory stayed flat; returns the store's bytes, the
+/// snapshot's bytes, and the first and largest peak RSS (KiB).
+fn check_flat(runs: &[RunReport], store_dir: &Path) -> Result<(u64, u64, u64, u64), Error> {
+    let store_bytes = dir_bytes(store_dir);
+    let snapshot_bytes = std::fs::metadata(store_dir.join("snapshot")).map_or(0, |m| m.len());
+    let peaks: Vec<u64> = runs
+        .iter()
+        .map(|r| r.peak_rss_kb)
+        .filter(|&kb| kb > 0)
+        .collect();
+    let first_peak = peaks.first().copied().unwrap_or(0);
+    let max_peak = peaks.iter().copied().max().unwrap_or(0);
+    if store_bytes > MAX_STORE_BYTES {
+        return Err(format!("the store grew to {store_bytes} bytes").into());
+    }
+    if max_peak > 2 * first_peak + 16 * 1024 {
+        return Err(format!(
+            "memory grew: peak RSS {first_peak} KiB at first, {max_peak} KiB at most"
+        )
+        .into());
+    }
+    Ok((store_bytes, snapshot_bytes, first_peak, max_peak))
 }
