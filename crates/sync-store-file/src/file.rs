@@ -2,8 +2,9 @@
 //! lock, atomic replace (temp, sync, rename, directory fsync).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use sync_wal::Storage;
 
 use crate::error::{StoreError, io_error};
 
@@ -59,22 +60,32 @@ pub(crate) fn lock_file_shared(
 
 /// Replaces `path` with `bytes` so that a crash at any moment leaves either
 /// the old or the new file: write a temp file beside it, `sync_data`, rename
-/// over, fsync the directory. Durable (survives power loss) on `Ok`.
-pub(crate) fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+/// over, fsync the directory, each through `storage`. Durable (survives
+/// power loss) on `Ok`.
+pub(crate) fn replace_atomically(
+    storage: &dyn Storage,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
     let temp = temp_path(path);
-    let mut file = private_options()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temp)
+    let file = storage
+        .create(&temp)
         .map_err(|e| io_error("create temp file", &temp, e))?;
     file.write_all(bytes)
         .map_err(|e| io_error("write temp file", &temp, e))?;
     file.sync_data()
         .map_err(|e| io_error("sync temp file", &temp, e))?;
     drop(file);
-    std::fs::rename(&temp, path).map_err(|e| io_error("rename temp file over", path, e))?;
-    fsync_parent(path)
+    storage
+        .rename(&temp, path)
+        .map_err(|e| io_error("rename temp file over", path, e))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    storage
+        .sync_dir(dir)
+        .map_err(|e| io_error("fsync directory", dir, e))
 }
 
 /// The temp file `replace_atomically` writes before renaming.
@@ -90,21 +101,4 @@ pub(crate) fn sibling_path(path: &Path, suffix: &str) -> PathBuf {
         .unwrap_or_default();
     name.push(suffix);
     path.with_file_name(name)
-}
-
-/// Makes a new or renamed entry in `path`'s directory durable (no-op off unix).
-pub(crate) fn fsync_parent(path: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("fsync directory", dir, e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }

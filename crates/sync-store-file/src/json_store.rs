@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
+use sync_wal::{FileStorage, Storage};
 
 use crate::error::{StoreError, io_error, json_reason};
 use crate::file::{lock_file, lock_file_shared, replace_atomically, sibling_path};
@@ -81,6 +82,8 @@ pub struct FileOutboxStore {
     index: MemoryOutboxStore,
     /// Serializes rewrites of the file.
     writer: Mutex<()>,
+    /// Every rewrite goes through it.
+    storage: Arc<dyn Storage>,
     /// Held, never read: the lock lives as long as this file.
     _lock: File,
 }
@@ -97,6 +100,21 @@ impl FileOutboxStore {
     ///   left byte-for-byte untouched, and no store is opened over it.
     /// - [`StoreError::Io`] if it cannot be read.
     pub fn open(config: FileOutboxStoreConfig) -> Result<Self, StoreError> {
+        Self::open_with_storage(config, Arc::new(FileStorage))
+    }
+
+    /// [`FileOutboxStore::open`], with every rewrite (create, write, sync,
+    /// rename, directory sync) going through `storage`: for fault injection
+    /// and power-loss models in tests (see `sync_wal::testing`). Reads and
+    /// the lock use the file system.
+    ///
+    /// # Errors
+    ///
+    /// As [`FileOutboxStore::open`].
+    pub fn open_with_storage(
+        config: FileOutboxStoreConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Self, StoreError> {
         let path = config.file_path.clone();
         let lock = lock_file(&lock_path(&path), &path)?;
         let index = MemoryOutboxStore::new();
@@ -111,6 +129,7 @@ impl FileOutboxStore {
             config,
             index,
             writer: Mutex::new(()),
+            storage,
             _lock: lock,
         })
     }
@@ -200,7 +219,7 @@ impl FileOutboxStore {
             serde_json::to_vec(&document)
         }
         .map_err(|e| io_error("encode store file", self.path(), std::io::Error::other(e)))?;
-        replace_atomically(self.path(), &bytes)?;
+        replace_atomically(self.storage.as_ref(), self.path(), &bytes)?;
         match change {
             Change::Put(batch) => self.index.put_batch(batch).map_err(in_memory),
             Change::Remove(id) => self.index.remove(id).map(drop).map_err(in_memory),

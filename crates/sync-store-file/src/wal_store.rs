@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
 use sync_wal::{
-    RecordType, SyncPolicy, Wal, WalConfig, WalError, WalInspector, WalIter, WalRecord,
+    FileStorage, RecordType, Storage, SyncPolicy, Wal, WalConfig, WalError, WalInspector, WalIter,
+    WalRecord,
 };
 
 use crate::error::{StoreError, io_error, json_reason};
@@ -94,6 +95,8 @@ pub struct WalOutboxStore {
     compacting: AtomicBool,
     compactions: AtomicU64,
     last_compaction_error: Mutex<Option<String>>,
+    /// The log's storage; snapshots are written through it too.
+    storage: Arc<dyn Storage>,
 }
 
 impl WalOutboxStore {
@@ -110,15 +113,32 @@ impl WalOutboxStore {
     ///   log does not continue the snapshot.
     /// - [`StoreError::Io`].
     pub fn open(config: WalOutboxStoreConfig) -> Result<Self, StoreError> {
+        Self::open_with_storage(config, Arc::new(FileStorage))
+    }
+
+    /// [`WalOutboxStore::open`], with every write, sync, rename and removal
+    /// of the log and the snapshot going through `storage`: for fault
+    /// injection and power-loss models in tests (see `sync_wal::testing`).
+    /// Reads and the lock use the file system.
+    ///
+    /// # Errors
+    ///
+    /// As [`WalOutboxStore::open`].
+    pub fn open_with_storage(
+        config: WalOutboxStoreConfig,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| io_error("create directory", &config.dir, e))?;
         let mut wal_config = WalConfig::new(config.dir.join("log"));
         wal_config.sync = config.sync;
         wal_config.segment_bytes = config.segment_bytes;
         // Opening the log takes its lock: from here on this handle owns the directory.
-        let wal = Wal::open(wal_config).map_err(|e| locked_as_store(e, &config.dir))?;
+        let wal = Wal::open_with_storage(wal_config, Arc::clone(&storage))
+            .map_err(|e| locked_as_store(e, &config.dir))?;
         let snapshot_path = config.dir.join("snapshot");
-        let _ = std::fs::remove_file(temp_path(&snapshot_path));
+        // A snapshot a crash interrupted before its rename: never in effect.
+        let _ = storage.remove_file(&temp_path(&snapshot_path));
         let index = MemoryOutboxStore::new();
         let start = load_snapshot(&index, &snapshot_path, wal.dir())?;
         replay(
@@ -138,6 +158,7 @@ impl WalOutboxStore {
             compacting: AtomicBool::new(false),
             compactions: AtomicU64::new(0),
             last_compaction_error: Mutex::new(None),
+            storage,
         })
     }
 
@@ -232,7 +253,11 @@ impl WalOutboxStore {
         let bytes = snapshot
             .encode()
             .map_err(|e| io_error("encode snapshot", self.dir(), std::io::Error::other(e)))?;
-        replace_atomically(&self.config.dir.join("snapshot"), &bytes)?;
+        replace_atomically(
+            self.storage.as_ref(),
+            &self.config.dir.join("snapshot"),
+            &bytes,
+        )?;
         self.wal.truncate_before(snapshot.lsn)?;
         self.records_since_snapshot.store(
             self.wal.next_lsn().saturating_sub(snapshot.lsn),

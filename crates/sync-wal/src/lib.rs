@@ -33,7 +33,10 @@
 //!
 //! # Crate features
 //!
-//! None: the crate depends only on `crc32fast` and `thiserror`.
+//! - `testing` (off by default): the [`testing`] module, test doubles of
+//!   [`Storage`] that inject faults and model power loss.
+//!
+//! The crate depends only on `crc32fast` and `thiserror`.
 //!
 //! # Format
 //!
@@ -56,6 +59,8 @@ mod recovery;
 mod segment;
 mod storage;
 mod sync_policy;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod wal;
 
 pub use config::WalConfig;

@@ -4,6 +4,7 @@ mod compaction;
 mod conformance;
 mod corrupt;
 mod locking;
+mod power_loss;
 mod read_only;
 mod security;
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use sync_wal::{SyncPolicy, Wal, WalConfig, WalError, WalRecord};
 
-use crate::storage_doubles::{Fault, FaultyStorage};
 use crate::{TestResult, config, read_all, record, segment_paths};
+use sync_wal::testing::{Fault, FaultyStorage};
 
 fn open(
     dir: &std::path::Path,

@@ -8,7 +8,6 @@ mod inspect;
 mod power_loss;
 mod roundtrip;
 mod segments;
-mod storage_doubles;
 mod torn_tail;
 
 use std::path::{Path, PathBuf};

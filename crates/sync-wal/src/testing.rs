@@ -1,6 +1,26 @@
-//! Test doubles of `sync_wal::Storage`: `FaultyStorage` fails one chosen
-//! call the way a full disk or a dying device does, and `CrashStorage`
-//! models power loss, keeping only what was synced.
+//! Test doubles of [`Storage`] (feature `testing`): [`FaultyStorage`] fails
+//! one chosen call the way a full disk or a dying device does, and
+//! [`CrashStorage`] models power loss, keeping only what was synced. Used by
+//! this crate's tests and by the tests of the stores built on it.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::sync::Arc;
+//! use sync_wal::testing::CrashStorage;
+//! use sync_wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let storage = CrashStorage::default();
+//! let mut config = WalConfig::new(dir.path());
+//! config.sync = SyncPolicy::Always;
+//! let wal = Wal::open_with_storage(config.clone(), Arc::new(storage.clone()))?;
+//! wal.append(&WalRecord { id: "a".into(), kind: RecordType::Custom(0), ts_ms: 0, payload: vec![] })?;
+//! storage.crash(|_unsynced| 0)?; // the power goes out
+//! drop(wal);
+//! assert_eq!(Wal::open(config)?.next_lsn(), 1, "the synced record survived");
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
 
 use std::collections::HashMap;
 use std::io;
@@ -8,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use sync_wal::{FileStorage, Storage, StorageFile};
+use crate::storage::{FileStorage, Storage, StorageFile};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -18,23 +38,29 @@ fn enospc() -> io::Error {
     io::Error::from_raw_os_error(28) // ENOSPC: no space left on device
 }
 
-/// The one fault a `FaultyStorage` injects.
+/// The one fault a [`FaultyStorage`] injects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Fault {
+pub enum Fault {
+    /// Every call works.
     None,
     /// Every write from the `n`th on (counting from 0) stores `keep` bytes,
     /// then fails with ENOSPC, until the fault is cleared.
     DiskFullFromWrite {
+        /// The first write that fails.
         n: u64,
+        /// Bytes of a failing write that reach the file.
         keep: usize,
     },
     /// Like `DiskFullFromWrite`, and cutting the partial write back fails too.
     DiskFullAndStuck {
+        /// The first write that fails.
         n: u64,
+        /// Bytes of a failing write that reach the file.
         keep: usize,
     },
     /// The `n`th `sync_data` fails with EIO (and only that one).
     SyncFails {
+        /// Which sync fails, counting from 0.
         n: u64,
     },
     /// Creating a file fails with ENOSPC.
@@ -52,12 +78,14 @@ struct FaultState {
     syncs: AtomicU64,
 }
 
-/// Real files, with one injected fault.
+/// Real files, with one injected fault; clones share the fault.
 #[derive(Debug, Clone)]
-pub(crate) struct FaultyStorage(Arc<FaultState>);
+pub struct FaultyStorage(Arc<FaultState>);
 
 impl FaultyStorage {
-    pub(crate) fn new(fault: Fault) -> Self {
+    /// A storage that injects `fault`.
+    #[must_use]
+    pub fn new(fault: Fault) -> Self {
         Self(Arc::new(FaultState {
             fault: Mutex::new(fault),
             writes: AtomicU64::new(0),
@@ -66,12 +94,12 @@ impl FaultyStorage {
     }
 
     /// The disk has room again; devices work again.
-    pub(crate) fn clear(&self) {
+    pub fn clear(&self) {
         self.set(Fault::None);
     }
 
     /// Injects `fault` from now on.
-    pub(crate) fn set(&self, fault: Fault) {
+    pub fn set(&self, fault: Fault) {
         *lock(&self.0.fault) = fault;
     }
 
@@ -156,7 +184,7 @@ impl Storage for FaultyStorage {
 }
 
 /// What the disk holds of one file, as far as power loss is concerned.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Durability {
     /// Bytes written.
     len: u64,
@@ -165,54 +193,119 @@ struct Durability {
     /// Its directory entry survives (its directory was synced since it was
     /// created or renamed).
     entry_durable: bool,
+    /// The durable file this one replaced by a rename not yet made durable:
+    /// a power loss brings it back.
+    replaced: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
 struct CrashState {
     files: HashMap<PathBuf, Durability>,
     crashed: bool,
+    /// Storage calls made so far.
+    calls: u64,
+    /// The call that loses the power, if any.
+    crash_at: Option<u64>,
+    /// Seed of the torn prefixes of a crash at `crash_at`.
+    seed: u64,
 }
 
-/// Real files, plus a record of what a power loss would keep. `crash` cuts
-/// every file to what was synced plus a torn prefix of the rest, deletes
-/// files whose directory entry was never synced, and fails every later call.
+/// Real files, plus a record of what a power loss would keep.
+///
+/// [`crash`](Self::crash), or the call chosen by
+/// [`crash_at_call`](Self::crash_at_call), loses the power:
+///
+/// - every file is cut to what was synced, plus a torn prefix of the rest;
+/// - a file whose directory entry was never synced disappears, and a file
+///   it replaced by a rename comes back;
+/// - every later call fails.
+///
+/// It assumes what `docs/FORMAT.md` assumes of the disk: unsynced data is
+/// lost as a suffix, a sync covers every write before it, a synced
+/// directory keeps its entries. A removal whose directory was not synced is
+/// taken as done. Clones share the record.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct CrashStorage(Arc<Mutex<CrashState>>);
+pub struct CrashStorage(Arc<Mutex<CrashState>>);
 
 impl CrashStorage {
-    /// Power loss. `torn(unsynced)` picks how many of a file's unsynced bytes
-    /// reached the disk anyway (a prefix).
-    pub(crate) fn crash(&self, mut torn: impl FnMut(u64) -> u64) -> io::Result<()> {
+    /// A storage that loses the power during its `n`th call (counting from
+    /// 1: creates, writes, syncs, renames, removals), tearing unsynced data
+    /// at points drawn from `seed`. That call and every later one fail.
+    #[must_use]
+    pub fn crash_at_call(n: u64, seed: u64) -> Self {
+        Self(Arc::new(Mutex::new(CrashState {
+            crash_at: Some(n),
+            seed: seed | 1,
+            ..CrashState::default()
+        })))
+    }
+
+    /// Storage calls made so far.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        lock(&self.0).calls
+    }
+
+    /// Whether the power has been lost.
+    #[must_use]
+    pub fn crashed(&self) -> bool {
+        lock(&self.0).crashed
+    }
+
+    /// Power loss now. `torn(unsynced)` picks how many of a file's unsynced
+    /// bytes reached the disk anyway (a prefix).
+    ///
+    /// # Errors
+    ///
+    /// The file system's, while cutting, restoring or removing files.
+    pub fn crash(&self, torn: impl FnMut(u64) -> u64) -> io::Result<()> {
         let mut state = lock(&self.0);
-        state.crashed = true;
-        for (path, file) in &state.files {
-            if !path.exists() {
-                continue;
-            }
-            if file.entry_durable {
-                let keep = file.synced_len
-                    + torn(file.len - file.synced_len).min(file.len - file.synced_len);
+        lose_power(&mut state, torn)
+    }
+
+    /// Counts a call; fails it if the power is off or goes off now.
+    fn enter(&self) -> io::Result<MutexGuard<'_, CrashState>> {
+        let mut state = lock(&self.0);
+        if state.crashed {
+            return Err(io::Error::other("the power is off"));
+        }
+        state.calls += 1;
+        if state.crash_at == Some(state.calls) {
+            let mut rng = state.seed;
+            lose_power(&mut state, |unsynced| {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng % (unsynced + 1)
+            })?;
+            return Err(io::Error::other("the power went off"));
+        }
+        Ok(state)
+    }
+}
+
+fn lose_power(state: &mut CrashState, mut torn: impl FnMut(u64) -> u64) -> io::Result<()> {
+    state.crashed = true;
+    for (path, file) in &state.files {
+        if file.entry_durable {
+            if path.exists() {
+                let unsynced = file.len.saturating_sub(file.synced_len);
+                let keep = file.synced_len + torn(unsynced).min(unsynced);
                 std::fs::OpenOptions::new()
                     .write(true)
                     .open(path)?
                     .set_len(keep)?;
-            } else {
-                std::fs::remove_file(path)?;
             }
-        }
-        Ok(())
-    }
-
-    fn check(&self) -> io::Result<MutexGuard<'_, CrashState>> {
-        let state = lock(&self.0);
-        if state.crashed {
-            Err(io::Error::other("the power is off"))
-        } else {
-            Ok(state)
+        } else if let Some(old) = &file.replaced {
+            std::fs::write(path, old)?;
+        } else if path.exists() {
+            std::fs::remove_file(path)?;
         }
     }
+    Ok(())
 }
 
+/// A file written through a [`CrashStorage`].
 #[derive(Debug)]
 struct CrashFile {
     inner: Box<dyn StorageFile>,
@@ -222,7 +315,7 @@ struct CrashFile {
 
 impl StorageFile for CrashFile {
     fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
-        let mut state = self.storage.check()?;
+        let mut state = self.storage.enter()?;
         self.inner.write_all(bytes)?;
         if let Some(file) = state.files.get_mut(&self.path) {
             file.len += bytes.len() as u64;
@@ -231,7 +324,7 @@ impl StorageFile for CrashFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        let mut state = self.storage.check()?;
+        let mut state = self.storage.enter()?;
         self.inner.sync_data()?;
         if let Some(file) = state.files.get_mut(&self.path) {
             file.synced_len = file.len;
@@ -240,7 +333,7 @@ impl StorageFile for CrashFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let mut state = self.storage.check()?;
+        let mut state = self.storage.enter()?;
         self.inner.set_len(len)?;
         if let Some(file) = state.files.get_mut(&self.path) {
             file.len = len;
@@ -252,7 +345,7 @@ impl StorageFile for CrashFile {
 
 impl Storage for CrashStorage {
     fn create(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let mut state = self.check()?;
+        let mut state = self.enter()?;
         let inner = FileStorage.create(path)?;
         state.files.insert(
             path.to_path_buf(),
@@ -260,6 +353,7 @@ impl Storage for CrashStorage {
                 len: 0,
                 synced_len: 0,
                 entry_durable: false,
+                replaced: None,
             },
         );
         Ok(Box::new(CrashFile {
@@ -270,7 +364,7 @@ impl Storage for CrashStorage {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let mut state = self.check()?;
+        let mut state = self.enter()?;
         let inner = FileStorage.open_append(path)?;
         let len = std::fs::metadata(path)?.len();
         // A file from before this storage existed is on disk already.
@@ -278,6 +372,7 @@ impl Storage for CrashStorage {
             len,
             synced_len: len,
             entry_durable: true,
+            replaced: None,
         });
         Ok(Box::new(CrashFile {
             inner,
@@ -287,28 +382,40 @@ impl Storage for CrashStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut state = self.check()?;
+        let mut state = self.enter()?;
+        // What a power loss before the next directory sync brings back.
+        let replaced = match state.files.get(to) {
+            Some(old) if old.entry_durable => {
+                let mut bytes = std::fs::read(to)?;
+                bytes.truncate(usize::try_from(old.synced_len).unwrap_or(usize::MAX));
+                Some(bytes)
+            }
+            Some(old) => old.replaced.clone(),
+            None => std::fs::read(to).ok(),
+        };
         FileStorage.rename(from, to)?;
         if let Some(mut file) = state.files.remove(from) {
             file.entry_durable = false;
+            file.replaced = replaced;
             state.files.insert(to.to_path_buf(), file);
         }
         Ok(())
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        let mut state = self.check()?;
+        let mut state = self.enter()?;
         FileStorage.remove_file(path)?;
         state.files.remove(path);
         Ok(())
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.check()?;
+        let mut state = self.enter()?;
         FileStorage.sync_dir(dir)?;
         for (path, file) in &mut state.files {
             if path.parent() == Some(dir) {
                 file.entry_durable = true;
+                file.replaced = None;
             }
         }
         Ok(())
