@@ -15,7 +15,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sync::engine::SyncObserver;
 use sync::prelude::*;
@@ -28,8 +28,6 @@ struct FlakyTransport {
 impl SyncTransport for FlakyTransport {
     fn send(&self, op: &Operation) -> SendResult {
         let n = self.calls.fetch_add(1, Relaxed);
-        // A network round trip: the transport's latency, simulated.
-        std::thread::sleep(Duration::from_millis(2));
         match n % 9 {
             0 | 4 => SendResult::retryable("timeout"),
             7 => SendResult::retry_after(50, "503 service unavailable"),
