@@ -1,8 +1,17 @@
 //! [`Outbox`]: enqueue, claim, complete and recover operations over an
 //! [`OutboxStore`], keeping the state machine and per-key order.
+//!
+//! Claiming and recording results live in `claim`, putting abandoned claims
+//! back in the queue in `recovery`, the in-memory indexes in `index`.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod claim;
+mod index;
+mod recovery;
+
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+pub use self::claim::Claim;
+use self::index::{State, claim_entry};
 
 use crate::error::OutboxError;
 use crate::id::IdGenerator;
@@ -18,9 +27,13 @@ pub struct OutboxConfig {
     pub owner: String,
     /// Backoff and attempt limit.
     pub retry: RetryPolicy,
-    /// An `InFlight` operation claimed longer ago than this (ms) is taken to
-    /// belong to a send that died with its process: it goes back to `Pending`
-    /// (or `Failed` if that was its last attempt). Default 30,000.
+    /// An `InFlight` operation that no live [`Claim`] holds and that was
+    /// claimed longer ago than this (ms) is taken to belong to a send whose
+    /// sender is gone: it goes back to `Pending` (or `Failed` if that was its
+    /// last attempt). Only claims from [`Outbox::claim_ready`] (or a
+    /// [`Claim::detach`]) can time out: a held claim never does, and claims of
+    /// a previous process or of a dropped `Claim` come back at once. Default
+    /// 30,000.
     pub inflight_timeout_ms: i64,
 }
 
@@ -61,9 +74,10 @@ impl OutboxStats {
 /// What [`Outbox::recover`] changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Stale `InFlight` operations returned to `Pending`.
+    /// Orphaned or timed-out `InFlight` operations returned to `Pending`.
     pub requeued: usize,
-    /// Stale `InFlight` operations whose attempt was the last, now `Failed`.
+    /// Orphaned or timed-out `InFlight` operations whose attempt was the
+    /// last, now `Failed`.
     pub failed: usize,
     /// Pending operations scheduled implausibly far ahead (the wall clock
     /// jumped), now due at `now + max_delay_ms`.
@@ -107,9 +121,51 @@ pub struct Outbox {
     config: OutboxConfig,
     store: Arc<dyn OutboxStore>,
     ids: IdGenerator,
+    shared: Arc<Shared>,
+}
+
+type Listener = Box<dyn Fn() + Send + Sync>;
+
+/// What the outbox shares with its live [`Claim`]s, which release their
+/// operations when dropped.
+#[derive(Default)]
+struct Shared {
     state: Mutex<State>,
-    /// Called after every successful `enqueue` (a background sender wakes).
-    listeners: Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
+    /// Called after every successful `enqueue`.
+    on_enqueue: Mutex<Vec<Listener>>,
+    /// Called after every change that may make an operation claimable sooner.
+    on_claimable: Mutex<Vec<Listener>>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Calls the claimable listeners. Never called with the state locked, so
+    /// a listener may call into the outbox.
+    fn notify_claimable(&self) {
+        for listener in self
+            .on_claimable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            listener();
+        }
+    }
+
+    fn notify_enqueue(&self) {
+        for listener in self
+            .on_enqueue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            listener();
+        }
+        self.notify_claimable();
+    }
 }
 
 impl std::fmt::Debug for Outbox {
@@ -121,25 +177,6 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-/// In-memory indexes of the store, rebuilt from it on first use.
-#[derive(Debug, Default)]
-struct State {
-    loaded: bool,
-    next_seq: u64,
-    /// `ordering_key` -> `(seq, id)` of its `Pending` and `InFlight` operations.
-    /// Only the first may be claimed.
-    keys: HashMap<String, BTreeSet<(u64, String)>>,
-    /// `coalesce_key` -> id of a `Pending` operation never claimed.
-    coalescable: HashMap<String, String>,
-    /// `(claimed_at_ms, seq, id)` of `InFlight` operations.
-    in_flight: BTreeSet<(i64, u64, String)>,
-    /// Ids being enqueued right now (their `put` is running outside the lock).
-    enqueuing: HashSet<String>,
-    /// The latest `next_retry_at_ms` of any pending operation: if it is more
-    /// than `max_delay_ms` past `now`, the clock jumped back and a rescan is due.
-    max_scheduled_at: i64,
-}
-
 impl Outbox {
     /// An outbox over `store`. Does no I/O: the store is read on first use or
     /// by [`Outbox::recover`].
@@ -148,16 +185,32 @@ impl Outbox {
             config,
             store,
             ids: IdGenerator::default(),
-            state: Mutex::new(State::default()),
-            listeners: Mutex::new(Vec::new()),
+            shared: Arc::new(Shared::default()),
         }
     }
 
     /// Calls `listener` after every successful [`Outbox::enqueue`], on the
-    /// enqueuing thread. A background sender uses it to wake at once; keep it
-    /// short and non-blocking.
+    /// enqueuing thread. Keep it short and non-blocking.
     pub fn on_enqueue(&self, listener: impl Fn() + Send + Sync + 'static) {
-        self.listeners
+        self.shared
+            .on_enqueue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(listener));
+    }
+
+    /// Calls `listener` after every change that may make an operation
+    /// claimable sooner than a sleeping sender expects: an enqueue (new or
+    /// coalesced), [`retry_failed`](Self::retry_failed),
+    /// [`make_pending_due`](Self::make_pending_due), a
+    /// [`discard`](Self::discard), a recorded result that unblocks the next
+    /// operation of its `ordering_key`, a dropped [`Claim`] that leaves
+    /// orphans, and operations requeued by recovery or expiry. Called on the
+    /// thread that made the change, never with the outbox locked; keep it
+    /// short and non-blocking. A background sender wakes on it.
+    pub fn on_claimable(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.shared
+            .on_claimable
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Box::new(listener));
@@ -174,44 +227,49 @@ impl Outbox {
     }
 
     /// The earliest time an operation could be claimed: the due time of the
-    /// first `Pending` operation that no earlier operation of its key blocks.
-    /// `None` if nothing is pending or everything pending waits behind an
-    /// `InFlight` key. A background sender sleeps until then.
+    /// first `Pending` operation that no earlier operation of its key blocks,
+    /// or the claim time of an orphan waiting to be requeued (both may be in
+    /// the past). `None` if nothing is pending or everything pending waits
+    /// behind an `InFlight` key. A background sender sleeps until then.
     ///
     /// # Errors
     ///
     /// [`OutboxError::Store`].
     pub fn next_claimable_at_ms(&self) -> Result<Option<i64>, OutboxError> {
         let state = self.lock_loaded()?;
+        let orphan_at = state.orphans.first().map(|(claimed_at, _, _)| *claimed_at);
         let mut window = 16usize;
-        loop {
+        let pending_at = loop {
             // Every pending op, earliest due first.
             let candidates = self.store.ready(i64::MAX, window)?;
             if let Some(op) = candidates.iter().find(|op| state.is_head_of_key(op)) {
-                return Ok(Some(op.next_retry_at_ms));
+                break Some(op.next_retry_at_ms);
             }
             if candidates.len() < window {
-                return Ok(None);
+                break None;
             }
             window = window.saturating_mul(2);
-        }
+        };
+        Ok(match (orphan_at, pending_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 
     /// Whether any operation is `InFlight` (claimed and not yet recorded).
     #[must_use]
     pub fn has_in_flight(&self) -> bool {
-        !self.lock().in_flight.is_empty()
+        let state = self.lock();
+        !state.in_flight.is_empty() || !state.orphans.is_empty()
     }
 
-    fn notify_enqueue(&self) {
-        for listener in self
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            listener();
-        }
+    /// When the earliest claim that no live [`Claim`] holds times out (see
+    /// [`OutboxConfig::inflight_timeout_ms`]); `None` if there is none. A
+    /// background sender looks again then.
+    #[must_use]
+    pub fn next_expiry_at_ms(&self) -> Option<i64> {
+        self.lock()
+            .next_expiry_at_ms(self.config.inflight_timeout_ms)
     }
 
     /// The configuration.
@@ -262,7 +320,7 @@ impl Outbox {
             target.updated_at_ms = now_ms;
             self.store.put(&target)?;
             drop(state);
-            self.notify_enqueue();
+            self.shared.notify_enqueue();
             return Ok(target.id);
         }
         if op.id.is_empty() {
@@ -296,132 +354,8 @@ impl Outbox {
             return Err(e);
         }
         drop(state);
-        self.notify_enqueue();
+        self.shared.notify_enqueue();
         Ok(op.id)
-    }
-
-    /// Claims up to `limit` operations that are due at `now_ms` for sending:
-    /// marks them `InFlight`, increments their `attempt`, persists that, and
-    /// only then returns them.
-    ///
-    /// Oldest first (by `next_retry_at_ms`, then enqueue order). Per-key FIFO:
-    /// while an operation with an `ordering_key` is `Pending` or `InFlight`,
-    /// no later operation with the same key is claimed. First, `InFlight`
-    /// operations older than `inflight_timeout_ms` are recovered (see
-    /// [`Outbox::recover`]).
-    ///
-    /// Durable on `Ok`: a process that dies during the send finds the claim,
-    /// and its attempt, on restart.
-    ///
-    /// # Errors
-    ///
-    /// [`OutboxError::Store`] if the store fails; no operation is handed out
-    /// then (some may have been stored `InFlight`: they come back after
-    /// `inflight_timeout_ms`, like any interrupted send).
-    pub fn claim_ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
-        let mut state = self.lock_loaded()?;
-        self.expire_stale(&mut state, now_ms)?;
-        self.reschedule_far_future(&mut state, now_ms)?;
-        let mut window = limit;
-        let claimed = loop {
-            let candidates = self.store.ready(now_ms, window)?;
-            let exhausted = candidates.len() < window;
-            let claimable: Vec<Operation> = candidates
-                .into_iter()
-                .filter(|op| state.is_head_of_key(op))
-                .take(limit)
-                .collect();
-            if claimable.len() == limit || exhausted {
-                break claimable;
-            }
-            // Blocked operations took places in the window: look further.
-            window = window.saturating_mul(2);
-        };
-        let mut claimed = claimed;
-        for op in &mut claimed {
-            transition(op, OperationStatus::InFlight, now_ms)?;
-            op.attempt = op.attempt.saturating_add(1);
-        }
-        if let Err(e) = self.store.put_batch(&claimed) {
-            // Some claims may have been stored: rebuild the indexes from the
-            // store on the next call, so those become stale claims that
-            // expire instead of being lost to the in-flight index.
-            state.loaded = false;
-            return Err(e);
-        }
-        for op in &claimed {
-            if let Some(key) = &op.coalesce_key
-                && state.coalescable.get(key) == Some(&op.id)
-            {
-                state.coalescable.remove(key);
-            }
-            state.in_flight.insert((now_ms, op.seq, op.id.clone()));
-        }
-        Ok(claimed)
-    }
-
-    /// Records that the server acknowledged the operation: `InFlight -> Done`.
-    /// Durable on `Ok`.
-    ///
-    /// # Errors
-    ///
-    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it is
-    /// not `InFlight`; [`OutboxError::Store`].
-    pub fn mark_done(&self, id: &str, now_ms: i64) -> Result<(), OutboxError> {
-        let mut state = self.lock_loaded()?;
-        let mut op = self.get_known(id)?;
-        let claimed_at = op.updated_at_ms;
-        transition(&mut op, OperationStatus::Done, now_ms)?;
-        self.store.put(&op)?;
-        state.in_flight.remove(&(claimed_at, op.seq, op.id.clone()));
-        state.remove_from_indexes(&op);
-        Ok(())
-    }
-
-    /// Records a failed send and returns the operation's new status.
-    ///
-    /// Not `retryable`, or its `attempt` was the policy's last: `Failed`.
-    /// Otherwise `Pending`, due after the backoff for its attempt, or after
-    /// `retry_after_ms` (a server's hint) when that is longer; either is capped
-    /// at `max_delay_ms`. `error` becomes `last_error`. Durable on `Ok`.
-    ///
-    /// # Errors
-    ///
-    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it is
-    /// not `InFlight`; [`OutboxError::Store`].
-    pub fn mark_failed(
-        &self,
-        id: &str,
-        error: &str,
-        retryable: bool,
-        retry_after_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<OperationStatus, OutboxError> {
-        let mut state = self.lock_loaded()?;
-        let mut op = self.get_known(id)?;
-        let claimed_at = op.updated_at_ms;
-        let retry = &self.config.retry;
-        let to = if retryable && !retry.gives_up_after(op.attempt) {
-            OperationStatus::Pending
-        } else {
-            OperationStatus::Failed
-        };
-        transition(&mut op, to, now_ms)?;
-        error.clone_into(&mut op.last_error);
-        if to == OperationStatus::Pending {
-            let hint = retry_after_ms
-                .unwrap_or(0)
-                .clamp(0, retry.max_delay_ms.max(0));
-            let delay = retry.delay_ms(&op.id, op.attempt).max(hint);
-            op.next_retry_at_ms = now_ms.saturating_add(delay);
-            state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
-        }
-        self.store.put(&op)?;
-        state.in_flight.remove(&(claimed_at, op.seq, op.id.clone()));
-        if to == OperationStatus::Failed {
-            state.remove_from_indexes(&op);
-        }
-        Ok(to)
     }
 
     /// Puts a `Failed` operation back to `Pending`, due at `now_ms`, with its
@@ -447,11 +381,14 @@ impl Outbox {
                 .or_default()
                 .insert((op.seq, op.id.clone()));
         }
+        drop(state);
+        self.shared.notify_claimable();
         Ok(())
     }
 
     /// Removes an operation whatever its status (a dead letter the app gives
-    /// up on). Durable on `Ok`.
+    /// up on). Durable on `Ok`. A send of it still running is not stopped;
+    /// its result is then for an unknown id.
     ///
     /// # Errors
     ///
@@ -460,10 +397,12 @@ impl Outbox {
         let mut state = self.lock_loaded()?;
         let op = self.get_known(id)?;
         self.store.remove(id)?;
-        state
-            .in_flight
-            .remove(&(op.updated_at_ms, op.seq, op.id.clone()));
+        if op.status == OperationStatus::InFlight {
+            state.forget_claim(&claim_entry(&op));
+        }
         state.remove_from_indexes(&op);
+        drop(state);
+        self.shared.notify_claimable();
         Ok(())
     }
 
@@ -547,7 +486,7 @@ impl Outbox {
     ///
     /// [`OutboxError::Store`]; operations changed before the failure stay changed.
     pub fn make_pending_due(&self, now_ms: i64) -> Result<usize, OutboxError> {
-        let _state = self.lock_loaded()?;
+        let state = self.lock_loaded()?;
         let mut n = 0;
         for mut op in self.store.load_all()? {
             if op.status == OperationStatus::Pending && op.next_retry_at_ms > now_ms {
@@ -556,68 +495,11 @@ impl Outbox {
                 n += 1;
             }
         }
-        Ok(n)
-    }
-
-    /// Start-up work: rebuilds the in-memory indexes from the store, returns
-    /// `InFlight` operations claimed more than `inflight_timeout_ms` before
-    /// `now_ms` to `Pending` (due now; `Failed` if that was their last
-    /// attempt, `last_error` saying so), and brings pending operations
-    /// scheduled more than `max_delay_ms` ahead (the wall clock jumped) back to
-    /// `now + max_delay_ms`. Durable on `Ok`.
-    ///
-    /// # Errors
-    ///
-    /// [`OutboxError::Store`].
-    pub fn recover(&self, now_ms: i64) -> Result<RecoveryReport, OutboxError> {
-        let mut state = self.lock();
-        state.loaded = false;
-        self.load(&mut state)?;
-        let (requeued, failed) = self.expire_stale(&mut state, now_ms)?;
-        let rescheduled = self.reschedule_far_future(&mut state, now_ms)?;
-        Ok(RecoveryReport {
-            requeued,
-            failed,
-            rescheduled,
-        })
-    }
-
-    /// Returns stale `InFlight` operations to `Pending` or `Failed`.
-    fn expire_stale(&self, state: &mut State, now_ms: i64) -> Result<(usize, usize), OutboxError> {
-        let deadline = now_ms.saturating_sub(self.config.inflight_timeout_ms);
-        let expired: Vec<(i64, u64, String)> = state
-            .in_flight
-            .iter()
-            .take_while(|(claimed_at, _, _)| *claimed_at <= deadline)
-            .cloned()
-            .collect();
-        let (mut requeued, mut failed) = (0, 0);
-        for entry in expired {
-            let Some(mut op) = self.store.get(&entry.2)? else {
-                state.in_flight.remove(&entry);
-                continue;
-            };
-            let to = if self.config.retry.gives_up_after(op.attempt) {
-                OperationStatus::Failed
-            } else {
-                OperationStatus::Pending
-            };
-            transition(&mut op, to, now_ms)?;
-            op.last_error = format!(
-                "no result for attempt {} within {} ms: the send was interrupted",
-                op.attempt, self.config.inflight_timeout_ms
-            );
-            op.next_retry_at_ms = now_ms;
-            self.store.put(&op)?;
-            state.in_flight.remove(&entry);
-            if to == OperationStatus::Failed {
-                state.remove_from_indexes(&op);
-                failed += 1;
-            } else {
-                requeued += 1;
-            }
+        drop(state);
+        if n > 0 {
+            self.shared.notify_claimable();
         }
-        Ok((requeued, failed))
+        Ok(n)
     }
 
     /// Clamps pending operations due more than `max_delay_ms` after `now_ms`:
@@ -646,7 +528,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.lock()
     }
 
     fn lock_loaded(&self) -> Result<MutexGuard<'_, State>, OutboxError> {
@@ -655,16 +537,16 @@ impl Outbox {
         Ok(state)
     }
 
-    /// Builds the indexes from the store, once.
+    /// Builds the indexes from the store, once (again after a failed claim
+    /// write or on `recover`). An `InFlight` operation that this outbox did
+    /// not hand out is an orphan: its sender was in a process that is gone,
+    /// or its claim failed to be written whole.
     fn load(&self, state: &mut State) -> Result<(), OutboxError> {
         if state.loaded {
             return Ok(());
         }
-        let enqueuing = std::mem::take(&mut state.enqueuing);
-        *state = State {
-            enqueuing,
-            ..State::default()
-        };
+        let mut known_claims = state.reset_for_load();
+        known_claims.extend(state.held.keys().cloned());
         for op in self.store.load_all()? {
             state.next_seq = state.next_seq.max(op.seq.saturating_add(1));
             match op.status {
@@ -673,63 +555,19 @@ impl Outbox {
                     state.add_to_indexes(&op);
                 }
                 OperationStatus::InFlight => {
-                    state
-                        .in_flight
-                        .insert((op.updated_at_ms, op.seq, op.id.clone()));
+                    if known_claims.contains(&op.id) {
+                        state.in_flight.insert(claim_entry(&op));
+                    } else {
+                        state.orphans.insert(claim_entry(&op));
+                    }
                     state.add_to_indexes(&op);
                 }
                 OperationStatus::Done | OperationStatus::Failed => {}
             }
         }
+        state.drop_holds_not_in_flight();
         state.loaded = true;
         Ok(())
-    }
-}
-
-impl State {
-    /// Registers a `Pending` (or, on load, `InFlight`) operation's keys.
-    fn add_to_indexes(&mut self, op: &Operation) {
-        if let Some(key) = &op.ordering_key {
-            self.keys
-                .entry(key.clone())
-                .or_default()
-                .insert((op.seq, op.id.clone()));
-        }
-        if let Some(key) = &op.coalesce_key
-            && op.status == OperationStatus::Pending
-            && op.attempt == 0
-        {
-            self.coalescable.insert(key.clone(), op.id.clone());
-        }
-    }
-
-    /// Forgets a finished or discarded operation's keys.
-    fn remove_from_indexes(&mut self, op: &Operation) {
-        if let Some(key) = &op.ordering_key
-            && let Some(queue) = self.keys.get_mut(key)
-        {
-            queue.remove(&(op.seq, op.id.clone()));
-            if queue.is_empty() {
-                self.keys.remove(key);
-            }
-        }
-        if let Some(key) = &op.coalesce_key
-            && self.coalescable.get(key) == Some(&op.id)
-        {
-            self.coalescable.remove(key);
-        }
-    }
-
-    /// Whether no earlier operation with the same `ordering_key` is pending or
-    /// in flight.
-    fn is_head_of_key(&self, op: &Operation) -> bool {
-        let Some(key) = &op.ordering_key else {
-            return true;
-        };
-        self.keys
-            .get(key)
-            .and_then(BTreeSet::first)
-            .is_none_or(|(seq, id)| *seq == op.seq && *id == op.id)
     }
 }
 

@@ -8,13 +8,15 @@ use crate::operation::{Operation, OperationStatus};
 ///
 /// `Pending -> InFlight` (claim); `InFlight -> Done | Pending | Failed`
 /// (acknowledged, retry or recovery, permanent failure); `Failed -> Pending`
-/// (`retry_failed`). Nothing leaves `Done`.
+/// (`retry_failed`); `Pending | Failed -> Done` (a late acknowledgement of
+/// a send whose claim was given up: the server has the operation, so it is
+/// done). Nothing leaves `Done`.
 #[must_use]
 pub fn is_allowed(from: OperationStatus, to: OperationStatus) -> bool {
     use OperationStatus::{Done, Failed, InFlight, Pending};
     matches!(
         (from, to),
-        (Pending, InFlight) | (InFlight, Done | Pending | Failed) | (Failed, Pending)
+        (Pending, InFlight | Done) | (InFlight, Done | Pending | Failed) | (Failed, Pending | Done)
     )
 }
 

@@ -1,8 +1,11 @@
 //! Guards the outbox against a plain reference model: random sequences of
-//! enqueue / claim / done / fail (retryable or not, with retry-after) /
-//! recover / `retry_failed` / purge, checking after every step that no operation
-//! is lost, attempts stay within the policy, terminal states stay terminal,
-//! per-key order holds, and no operation is claimed twice without a failure or
+//! enqueue / claim (unheld, and held by a `Claim`) / done / fail (retryable or
+//! not, with retry-after) / recover / `retry_failed` / purge / a held claim
+//! that finishes long after the in-flight timeout or is dropped unfinished /
+//! a late result for a claim that timed out, checking after every step that no
+//! operation is lost, attempts stay within the policy, a held claim is never
+//! taken back, a late ack is kept and a late failure changes nothing, per-key
+//! order holds, and no operation is claimed twice without a failure or
 //! recovery in between.
 
 use std::collections::BTreeMap;
@@ -42,6 +45,25 @@ enum Step {
         retry_after: Option<i64>,
     },
     Recover,
+    /// A sender claims with `Outbox::claim` and holds the `Claim`.
+    ClaimHeld {
+        limit: usize,
+    },
+    /// A holder records a result for everything it still holds, then drops
+    /// its `Claim` (often long after the in-flight timeout).
+    FinishHolder {
+        pick: usize,
+        ok: bool,
+    },
+    /// A holder drops its `Claim` without recording anything.
+    DropHolder {
+        pick: usize,
+    },
+    /// A result arrives for an operation that is no longer `InFlight`.
+    LateResult {
+        pick: usize,
+        ok: bool,
+    },
     RetryFailed {
         pick: usize,
     },
@@ -59,6 +81,10 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (any::<usize>(), any::<bool>(), prop::option::of(0i64..3_000))
             .prop_map(|(pick, retryable, retry_after)| Step::Fail { pick, retryable, retry_after }),
         1 => Just(Step::Recover),
+        2 => (1usize..4).prop_map(|limit| Step::ClaimHeld { limit }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, ok)| Step::FinishHolder { pick, ok }),
+        1 => any::<usize>().prop_map(|pick| Step::DropHolder { pick }),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, ok)| Step::LateResult { pick, ok }),
         1 => any::<usize>().prop_map(|pick| Step::RetryFailed { pick }),
         1 => Just(Step::Purge),
         3 => (0i64..3_000).prop_map(|ms| Step::Advance { ms }),
@@ -74,6 +100,10 @@ struct ModelOp {
     attempt: u32,
     due: i64,
     claimed_at: i64,
+    /// The model token of the live `Claim` holding it, if any.
+    holder: Option<u64>,
+    /// Left unrecorded by a dropped `Claim`: requeued at the next pass.
+    orphan: bool,
 }
 
 #[derive(Debug, Default)]
@@ -93,7 +123,9 @@ impl Model {
 
     fn expire(&mut self, now: i64) {
         for op in self.ops.values_mut() {
-            if op.status == OperationStatus::InFlight && op.claimed_at + TIMEOUT_MS <= now {
+            let abandoned = op.orphan || (op.holder.is_none() && op.claimed_at + TIMEOUT_MS <= now);
+            if op.status == OperationStatus::InFlight && abandoned {
+                op.orphan = false;
                 op.status = if op.attempt >= 3 {
                     OperationStatus::Failed
                 } else {
@@ -113,7 +145,7 @@ impl Model {
             .is_none_or(|(head, _)| head == id)
     }
 
-    fn claim(&mut self, now: i64, limit: usize) -> Vec<String> {
+    fn claim(&mut self, now: i64, limit: usize, holder: Option<u64>) -> Vec<String> {
         self.expire(now);
         let mut due: Vec<(i64, u64, String)> = self
             .ops
@@ -131,9 +163,44 @@ impl Model {
                 op.status = OperationStatus::InFlight;
                 op.attempt += 1;
                 op.claimed_at = now;
+                op.holder = holder;
             }
         }
         claimed
+    }
+}
+
+impl Model {
+    /// `InFlight` operations no live `Claim` holds (claimed unheld, or orphans).
+    fn unheld_in_flight(&self) -> Vec<String> {
+        self.ops
+            .iter()
+            .filter(|(_, op)| op.status == OperationStatus::InFlight && op.holder.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// The model of `mark_failed` on an `InFlight` operation.
+fn model_fail(op: &mut ModelOp, retryable: bool, retry_after: Option<i64>, now: i64) {
+    op.orphan = false;
+    if retryable && op.attempt < 3 {
+        op.status = OperationStatus::Pending;
+        let backoff = (100i64 << (op.attempt - 1)).min(1_000);
+        op.due = now + backoff.max(retry_after.unwrap_or(0).min(1_000));
+    } else {
+        op.status = OperationStatus::Failed;
+    }
+}
+
+/// Notes the first-send order per key of newly claimed operations.
+fn record_sends(model: &Model, claimed: &[String], sent_order: &mut BTreeMap<u8, Vec<u64>>) {
+    for id in claimed {
+        if let Some(op) = model.ops.get(id)
+            && let Some(key) = op.key
+        {
+            sent_order.entry(key).or_default().push(op.seq);
+        }
     }
 }
 
@@ -160,6 +227,8 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut now = 0i64;
     let mut sent_order: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
+    let mut holders: Vec<(u64, sync_outbox::Claim)> = Vec::new();
+    let mut next_holder = 0u64;
 
     for step in steps {
         match step {
@@ -182,6 +251,8 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                         attempt: 0,
                         due: now,
                         claimed_at: 0,
+                        holder: None,
+                        orphan: false,
                     },
                 );
             }
@@ -190,18 +261,98 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                     .claim_ready(now, *limit)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let got: Vec<String> = got.into_iter().map(|op| op.id).collect();
-                let want = model.claim(now, *limit);
+                let want = model.claim(now, *limit, None);
                 prop_assert_eq!(&got, &want, "claim at {}", now);
-                for id in &got {
-                    if let Some(op) = model.ops.get(id)
-                        && let Some(key) = op.key
-                    {
-                        sent_order.entry(key).or_default().push(op.seq);
+                record_sends(&model, &got, &mut sent_order);
+            }
+            Step::ClaimHeld { limit } => {
+                let claim = outbox
+                    .claim(now, *limit)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let got: Vec<String> = claim.ops().iter().map(|op| op.id.clone()).collect();
+                let want = model.claim(now, *limit, Some(next_holder));
+                prop_assert_eq!(&got, &want, "held claim at {}", now);
+                record_sends(&model, &got, &mut sent_order);
+                holders.push((next_holder, claim));
+                next_holder += 1;
+            }
+            Step::FinishHolder { pick: n, ok } => {
+                if !holders.is_empty() {
+                    let (token, claim) = holders.remove(n % holders.len());
+                    for op in claim.ops() {
+                        let still_held = model.ops.get(&op.id).is_some_and(|m| {
+                            m.holder == Some(token) && m.status == OperationStatus::InFlight
+                        });
+                        prop_assert!(
+                            still_held
+                                || model
+                                    .ops
+                                    .get(&op.id)
+                                    .is_none_or(|m| m.holder != Some(token)),
+                            "a held claim of {} was taken back",
+                            op.id
+                        );
+                        if !still_held {
+                            continue;
+                        }
+                        let model_op = model
+                            .ops
+                            .get_mut(&op.id)
+                            .ok_or_else(|| TestCaseError::fail("lost"))?;
+                        model_op.holder = None;
+                        if *ok {
+                            outbox
+                                .mark_done(&op.id, now)
+                                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                            model_op.status = OperationStatus::Done;
+                        } else {
+                            let got = outbox
+                                .mark_failed(&op.id, "503", true, None, now)
+                                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                            model_fail(model_op, true, None, now);
+                            prop_assert_eq!(got, model_op.status);
+                        }
+                    }
+                    drop(claim);
+                }
+            }
+            Step::DropHolder { pick: n } => {
+                if !holders.is_empty() {
+                    let (token, claim) = holders.remove(n % holders.len());
+                    drop(claim);
+                    for op in model.ops.values_mut() {
+                        if op.holder == Some(token) {
+                            op.holder = None;
+                            op.orphan = op.status == OperationStatus::InFlight;
+                        }
+                    }
+                }
+            }
+            Step::LateResult { pick: n, ok } => {
+                let late: Vec<String> = model
+                    .ops
+                    .iter()
+                    .filter(|(_, op)| op.attempt > 0 && op.status != OperationStatus::InFlight)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if let Some(id) = pick(&late, *n)
+                    && let Some(model_op) = model.ops.get_mut(&id)
+                {
+                    if *ok {
+                        outbox
+                            .mark_done(&id, now)
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        model_op.status = OperationStatus::Done;
+                    } else {
+                        let got = outbox
+                            .mark_failed(&id, "late", false, None, now)
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        prop_assert_eq!(got, model_op.status, "a late failure changes nothing");
                     }
                 }
             }
             Step::Done { pick: n } => {
-                if let Some(id) = pick(&model.ids_with(OperationStatus::InFlight), *n) {
+                if let Some(id) = pick(&model.unheld_in_flight(), *n) {
                     outbox
                         .mark_done(&id, now)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -215,18 +366,12 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                 retryable,
                 retry_after,
             } => {
-                if let Some(id) = pick(&model.ids_with(OperationStatus::InFlight), *n) {
+                if let Some(id) = pick(&model.unheld_in_flight(), *n) {
                     let got = outbox
                         .mark_failed(&id, "boom", *retryable, *retry_after, now)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     if let Some(op) = model.ops.get_mut(&id) {
-                        if *retryable && op.attempt < 3 {
-                            op.status = OperationStatus::Pending;
-                            let backoff = (100i64 << (op.attempt - 1)).min(1_000);
-                            op.due = now + backoff.max(retry_after.unwrap_or(0).min(1_000));
-                        } else {
-                            op.status = OperationStatus::Failed;
-                        }
+                        model_fail(op, *retryable, *retry_after, now);
                         prop_assert_eq!(got, op.status);
                     }
                 }

@@ -1,0 +1,338 @@
+//! [`Claim`]: a batch of claimed operations held by a live sender; and the
+//! outbox's side of it: claiming, and recording each result.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::index::claim_entry;
+use super::{Outbox, Shared};
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+use crate::transition::transition;
+
+/// Operations claimed by [`Outbox::claim`](crate::Outbox::claim), held by the
+/// sender that owns this value.
+///
+/// While a `Claim` lives, its operations are `InFlight` and belong to its
+/// owner: no timeout hands them to another sender, however long the send
+/// takes (a hung send is bounded by the transport's own timeout). Record each
+/// result with [`Outbox::mark_done`](crate::Outbox::mark_done) or
+/// [`Outbox::mark_failed`](crate::Outbox::mark_failed).
+///
+/// Dropping the `Claim` with operations still unrecorded (the sender gave up,
+/// or a store write failed) makes them orphans: the next claim puts them back
+/// to `Pending`, due at once (the attempt stays counted), and the outbox's
+/// [`on_claimable`](crate::Outbox::on_claimable) listeners are told. Drop does
+/// no I/O.
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+/// use std::sync::Arc;
+///
+/// let outbox = Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new()));
+/// let a = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+/// let b = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+///
+/// let claim = outbox.claim(1, 10)?;
+/// assert_eq!(claim.len(), 2);
+/// // However late it is, nobody else gets them while `claim` lives.
+/// assert!(outbox.claim(1_000_000, 10)?.is_empty());
+/// outbox.mark_done(&a, 2)?;
+/// drop(claim); // `b` was never recorded: it is an orphan now
+///
+/// let again = outbox.claim(3, 10)?;
+/// assert_eq!(again.ops()[0].id, b);
+/// assert_eq!(again.ops()[0].attempt, 2, "the interrupted attempt counted");
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// ```
+#[must_use = "dropping a Claim at once makes its operations orphans"]
+pub struct Claim {
+    ops: Vec<Operation>,
+    token: u64,
+    shared: Arc<Shared>,
+}
+
+impl Claim {
+    pub(super) fn new(ops: Vec<Operation>, token: u64, shared: Arc<Shared>) -> Self {
+        Self { ops, token, shared }
+    }
+
+    /// The claimed operations, `InFlight`, their attempt already counted, in
+    /// claim order (oldest due first).
+    #[must_use]
+    pub fn ops(&self) -> &[Operation] {
+        &self.ops
+    }
+
+    /// The claimed operations, in claim order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Operation> {
+        self.ops.iter()
+    }
+
+    /// How many operations were claimed.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether nothing was claimed.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The claimed operations, no longer held: from now on an unrecorded one
+    /// is taken back after the outbox's `inflight_timeout_ms`, like a claim
+    /// whose sender may be gone. This is what
+    /// [`Outbox::claim_ready`](crate::Outbox::claim_ready) returns.
+    #[must_use]
+    pub fn detach(mut self) -> Vec<Operation> {
+        let ops = std::mem::take(&mut self.ops);
+        let mut state = self.shared.lock();
+        for op in &ops {
+            if state.held.get(&op.id) == Some(&self.token) {
+                state.held.remove(&op.id);
+            }
+        }
+        ops
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if self.ops.is_empty() {
+            return;
+        }
+        let mut orphaned = 0;
+        {
+            let mut state = self.shared.lock();
+            for op in &self.ops {
+                if state.held.get(&op.id) != Some(&self.token) {
+                    continue; // recorded, or discarded
+                }
+                state.held.remove(&op.id);
+                let entry = claim_entry(op);
+                if state.in_flight.remove(&entry) {
+                    state.orphans.insert(entry);
+                    orphaned += 1;
+                }
+            }
+        }
+        if orphaned > 0 {
+            self.shared.notify_claimable();
+        }
+    }
+}
+
+impl fmt::Debug for Claim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<&str> = self.ops.iter().map(|op| op.id.as_str()).collect();
+        f.debug_struct("Claim")
+            .field("token", &self.token)
+            .field("ids", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> IntoIterator for &'a Claim {
+    type Item = &'a Operation;
+    type IntoIter = std::slice::Iter<'a, Operation>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.ops.iter()
+    }
+}
+
+impl Outbox {
+    /// Claims up to `limit` operations that are due at `now_ms` for sending,
+    /// held by the returned [`Claim`]: marks them `InFlight`, increments
+    /// their `attempt`, persists that, and only then returns them.
+    ///
+    /// Oldest first (by `next_retry_at_ms`, then enqueue order). Per-key FIFO:
+    /// while an operation with an `ordering_key` is `Pending` or `InFlight`,
+    /// no later operation with the same key is claimed. First, orphans (and
+    /// timed-out claims nobody holds) go back to `Pending` (see
+    /// [`Outbox::recover`]).
+    ///
+    /// While the `Claim` lives its operations belong to its owner alone,
+    /// however long the send takes. Dropping it with operations unrecorded
+    /// puts them back in the queue at once.
+    ///
+    /// Durable on `Ok`: a process that dies during the send finds the claim,
+    /// and its attempt, on restart.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the store fails; no operation is handed out
+    /// then (some may have been stored `InFlight`: they are orphans, back in
+    /// the queue on the next call).
+    pub fn claim(&self, now_ms: i64, limit: usize) -> Result<Claim, OutboxError> {
+        let mut state = self.lock_loaded()?;
+        let (requeued, _) = self.requeue_abandoned(&mut state, now_ms)?;
+        self.reschedule_far_future(&mut state, now_ms)?;
+        let mut window = limit;
+        let mut claimed = loop {
+            let candidates = self.store.ready(now_ms, window)?;
+            let exhausted = candidates.len() < window;
+            let claimable: Vec<Operation> = candidates
+                .into_iter()
+                .filter(|op| state.is_head_of_key(op))
+                .take(limit)
+                .collect();
+            if claimable.len() == limit || exhausted {
+                break claimable;
+            }
+            // Blocked operations took places in the window: look further.
+            window = window.saturating_mul(2);
+        };
+        for op in &mut claimed {
+            transition(op, OperationStatus::InFlight, now_ms)?;
+            op.attempt = op.attempt.saturating_add(1);
+        }
+        if let Err(e) = self.store.put_batch(&claimed) {
+            // Some claims may have been stored: rebuild the indexes from the
+            // store on the next call, where those show up as orphans instead
+            // of being lost to the in-flight index.
+            state.loaded = false;
+            return Err(e);
+        }
+        let token = state.next_token;
+        state.next_token += 1;
+        for op in &claimed {
+            if let Some(key) = &op.coalesce_key
+                && state.coalescable.get(key) == Some(&op.id)
+            {
+                state.coalescable.remove(key);
+            }
+            state.in_flight.insert(claim_entry(op));
+            state.held.insert(op.id.clone(), token);
+        }
+        drop(state);
+        if requeued > claimed.len() {
+            // Requeued operations this claim had no room for: tell the others.
+            self.shared.notify_claimable();
+        }
+        Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))
+    }
+
+    /// Claims like [`Outbox::claim`], but the claims are not held: one left
+    /// unrecorded is taken back after `inflight_timeout_ms`, as if its sender
+    /// had died, and may then be claimed again while the first send still
+    /// runs. Prefer [`Outbox::claim`] for a sender that lives in this
+    /// process; this is for callers that cannot keep a [`Claim`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::claim`].
+    pub fn claim_ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        Ok(self.claim(now_ms, limit)?.detach())
+    }
+
+    /// Records that the server acknowledged the operation:
+    /// `InFlight -> Done`. Durable on `Ok`.
+    ///
+    /// A late acknowledgement is never lost: an operation that was sent and
+    /// has since gone back to `Pending` or `Failed` (its claim timed out or
+    /// was orphaned, then the answer came) becomes `Done` too, because the
+    /// server has it. One that is `Done` already is left as it is, without an
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
+    /// was never claimed (`attempt` 0: no send exists to acknowledge);
+    /// [`OutboxError::Store`].
+    pub fn mark_done(&self, id: &str, now_ms: i64) -> Result<(), OutboxError> {
+        let mut state = self.lock_loaded()?;
+        let mut op = self.get_known(id)?;
+        if op.status == OperationStatus::Done {
+            return Ok(());
+        }
+        if op.attempt == 0 {
+            return Err(never_claimed(op, OperationStatus::Done));
+        }
+        let entry = claim_entry(&op);
+        transition(&mut op, OperationStatus::Done, now_ms)?;
+        self.store.put(&op)?;
+        state.forget_claim(&entry);
+        let unblocked = state.remove_from_indexes(&op);
+        drop(state);
+        if unblocked {
+            self.shared.notify_claimable();
+        }
+        Ok(())
+    }
+
+    /// Records a failed send and returns the operation's new status.
+    ///
+    /// Not `retryable`, or its `attempt` was the policy's last: `Failed`.
+    /// Otherwise `Pending`, due after the backoff for its attempt, or after
+    /// `retry_after_ms` (a server's hint) when that is longer; either is capped
+    /// at `max_delay_ms`. `error` becomes `last_error`. Durable on `Ok`.
+    ///
+    /// A late failure (the operation is no longer `InFlight`: its claim timed
+    /// out and it was requeued, or it is `Done` or `Failed` already) changes
+    /// nothing and returns the status the operation has: a stale answer never
+    /// undoes a newer state.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
+    /// was never claimed (`attempt` 0); [`OutboxError::Store`].
+    pub fn mark_failed(
+        &self,
+        id: &str,
+        error: &str,
+        retryable: bool,
+        retry_after_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<OperationStatus, OutboxError> {
+        let mut state = self.lock_loaded()?;
+        let mut op = self.get_known(id)?;
+        if op.status != OperationStatus::InFlight {
+            if op.attempt == 0 {
+                return Err(never_claimed(op, OperationStatus::Failed));
+            }
+            return Ok(op.status);
+        }
+        let entry = claim_entry(&op);
+        let retry = &self.config.retry;
+        let to = if retryable && !retry.gives_up_after(op.attempt) {
+            OperationStatus::Pending
+        } else {
+            OperationStatus::Failed
+        };
+        transition(&mut op, to, now_ms)?;
+        error.clone_into(&mut op.last_error);
+        if to == OperationStatus::Pending {
+            let hint = retry_after_ms
+                .unwrap_or(0)
+                .clamp(0, retry.max_delay_ms.max(0));
+            let delay = retry.delay_ms(&op.id, op.attempt).max(hint);
+            op.next_retry_at_ms = now_ms.saturating_add(delay);
+            state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
+        }
+        self.store.put(&op)?;
+        state.forget_claim(&entry);
+        let unblocked = to == OperationStatus::Failed && state.remove_from_indexes(&op);
+        drop(state);
+        if unblocked {
+            self.shared.notify_claimable();
+        }
+        Ok(to)
+    }
+}
+
+/// The error for a result of an operation no send exists for.
+fn never_claimed(op: Operation, to: OperationStatus) -> OutboxError {
+    OutboxError::InvalidTransition {
+        id: op.id,
+        from: op.status,
+        to,
+    }
+}
+
+#[cfg(test)]
+mod tests;
