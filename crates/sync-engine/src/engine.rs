@@ -8,11 +8,11 @@ use std::thread::JoinHandle;
 use sync_outbox::Outbox;
 
 use crate::clock::{Clock, Wakeup};
-use crate::error::EngineError;
+use crate::error::{EngineError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
 use crate::transport::SyncTransport;
-use crate::worker::{SyncWorker, SyncWorkerConfig, WorkerStats};
+use crate::worker::{SyncWorker, SyncWorkerConfig, WorkerStats, step_error};
 
 /// Settings of a [`SyncEngine`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,9 +22,11 @@ pub struct SyncEngineConfig {
     pub worker_count: usize,
     /// Most operations each sender claims per pass. Default 10.
     pub batch_limit: usize,
-    /// While operations are in flight, a sleeping sender looks again at least
-    /// this often (ms), so sends interrupted elsewhere are recovered once the
-    /// outbox's own `inflight_timeout_ms` has passed. Default 10,000.
+    /// While claims that no live sender holds are in flight (made with
+    /// `Outbox::claim_ready` by code outside the engine), a sleeping sender
+    /// looks again at least this often (ms), besides at their own expiry, so
+    /// they are recovered once the outbox's `inflight_timeout_ms` has passed.
+    /// The engine's own claims are held and never need it. Default 10,000.
     pub inflight_timeout_ms: i64,
 }
 
@@ -43,11 +45,22 @@ impl Default for SyncEngineConfig {
 ///
 /// In the background each sender sleeps until the earliest of: the next
 /// operation's `next_retry_at_ms`, the probe's next check while offline, the
-/// in-flight re-check; and wakes at once when the outbox gets an `enqueue`,
-/// when the probe flips online, when another sender finished a batch, and on
-/// [`stop`](Self::stop). An idle engine uses no CPU. Senders share the outbox,
-/// whose claims are exclusive, so no operation is sent twice at once and
-/// per-key order holds.
+/// expiry of a claim no sender holds; and wakes at once on every outbox change
+/// that can make work claimable (`Outbox::on_claimable`: an enqueue,
+/// `retry_failed`, a discard or completion that unblocks a key, orphaned
+/// claims, ...), when the probe flips online, when another sender finished a
+/// batch, on [`wake`](Self::wake), [`sync_now`](Self::sync_now) and
+/// [`stop`](Self::stop). An idle engine uses no CPU.
+///
+/// # Claims
+///
+/// Each pass claims a batch with `Outbox::claim` and holds it until every
+/// result is recorded: however long the batch takes to send, no other sender
+/// can take its operations, so no operation is sent twice at once and
+/// per-key order holds. A hung send is bounded by the transport's own
+/// timeout, not by the outbox's `inflight_timeout_ms`. Operations left
+/// `InFlight` by a crashed process are sent again as soon as the engine
+/// starts (the store's exclusive lock proves their sender gone).
 ///
 /// # Examples
 ///
@@ -85,7 +98,7 @@ pub struct SyncEngine {
     wakeup: Arc<Wakeup>,
     stopping: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
     observer: std::sync::OnceLock<Arc<dyn SyncObserver>>,
 }
 
@@ -100,8 +113,8 @@ impl std::fmt::Debug for SyncEngine {
 
 impl SyncEngine {
     /// An engine of `config.worker_count` workers over one outbox, probe and
-    /// transport. Registers wake-ups on the outbox (`on_enqueue`) and the probe
-    /// (`on_reconnect`).
+    /// transport. Registers wake-ups on the outbox (`on_claimable`) and the
+    /// probe (`on_reconnect`).
     #[expect(
         clippy::needless_pass_by_value,
         reason = "takes its Arcs like SyncWorker::new; each worker gets a clone"
@@ -115,19 +128,23 @@ impl SyncEngine {
         let worker_config = SyncWorkerConfig {
             batch_limit: config.batch_limit,
         };
+        let drain_requested = Arc::new(AtomicBool::new(false));
         let workers = (0..config.worker_count.max(1))
             .map(|_| {
-                Arc::new(SyncWorker::new(
-                    worker_config.clone(),
-                    Arc::clone(&outbox),
-                    Arc::clone(&probe),
-                    Arc::clone(&transport),
-                ))
+                Arc::new(
+                    SyncWorker::new(
+                        worker_config.clone(),
+                        Arc::clone(&outbox),
+                        Arc::clone(&probe),
+                        Arc::clone(&transport),
+                    )
+                    .with_drain_flag(Arc::clone(&drain_requested)),
+                )
             })
             .collect();
         let wakeup = Arc::new(Wakeup::default());
-        let on_enqueue = Arc::clone(&wakeup);
-        outbox.on_enqueue(move || on_enqueue.notify());
+        let on_claimable = Arc::clone(&wakeup);
+        outbox.on_claimable(move || on_claimable.notify());
         let on_reconnect = Arc::clone(&wakeup);
         probe.on_reconnect(move || on_reconnect.notify());
         Self {
@@ -176,11 +193,12 @@ impl SyncEngine {
     }
 
     /// Starts `worker_count` background threads on `clock`. First runs
-    /// [`Outbox::recover`] at the clock's time.
+    /// [`Outbox::recover`] at the clock's time: operations a crashed process
+    /// left `InFlight` are due at once.
     ///
     /// # Errors
     ///
-    /// [`EngineError::Outbox`] if recovery fails; [`EngineError::AlreadyRunning`]
+    /// [`EngineError::OutboxStep`] if recovery fails; [`EngineError::AlreadyRunning`]
     /// if started twice; [`EngineError::Spawn`] if a thread cannot start (the
     /// ones started are stopped again).
     pub fn start(&self, clock: impl Clock) -> Result<(), EngineError> {
@@ -188,7 +206,10 @@ impl SyncEngine {
         if !threads.is_empty() {
             return Err(EngineError::AlreadyRunning);
         }
-        let report = self.outbox.recover(clock.now_ms())?;
+        let report = self
+            .outbox
+            .recover(clock.now_ms())
+            .map_err(|e| step_error(SyncStep::Recover, None, e))?;
         if let Some(observer) = self.observer.get() {
             observer.on_recovered(&report);
         }
@@ -253,9 +274,36 @@ impl SyncEngine {
         }
     }
 
-    /// The last error a background sender met (it keeps running), if any.
+    /// Wakes every sleeping sender to look for work now. The engine wakes
+    /// itself on every outbox change it can see; this is for work that
+    /// appears some other way (a store changed behind the outbox's back, an
+    /// app-level event).
+    pub fn wake(&self) {
+        self.wakeup.notify();
+    }
+
+    /// The pull-to-refresh button: makes every operation waiting in backoff
+    /// due now (attempts unchanged), asks the probe to check again, and
+    /// wakes the senders. Also takes effect on the next [`tick`](Self::tick)
+    /// of an engine that is not started.
+    pub fn sync_now(&self) {
+        if let Some(worker) = self.workers.first() {
+            worker.sync_now();
+        }
+        self.wake();
+    }
+
+    /// The last error a background sender met (it keeps running), if any,
+    /// with its whole cause chain on one line ([`EngineError::report`]).
     #[must_use]
     pub fn last_error(&self) -> Option<String> {
+        self.last_engine_error().map(|e| e.report())
+    }
+
+    /// The last error a background sender met, if any, as the error itself:
+    /// match on it, or walk its [`source`](std::error::Error::source) chain.
+    #[must_use]
+    pub fn last_engine_error(&self) -> Option<Arc<EngineError>> {
         self.last_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -291,7 +339,7 @@ struct Sender {
     probe: Arc<NetworkProbe>,
     wakeup: Arc<Wakeup>,
     stopping: Arc<AtomicBool>,
-    last_error: Arc<Mutex<Option<String>>>,
+    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
     inflight_recheck_ms: i64,
 }
 
@@ -313,7 +361,7 @@ impl Sender {
                     *self
                         .last_error
                         .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(e.to_string());
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(e));
                 }
             }
             clock.sleep_until(&self.wakeup, seen, self.deadline(now));
@@ -344,8 +392,9 @@ impl Sender {
             // The store failed: try again shortly rather than spin.
             Err(_) => consider(now + 1_000),
         }
-        if self.outbox.has_in_flight() {
-            consider(now + self.inflight_recheck_ms);
+        // Claims no sender holds come back when they time out.
+        if let Some(at) = self.outbox.next_expiry_at_ms() {
+            consider(at.clamp(now, now + self.inflight_recheck_ms));
         }
         deadline
     }

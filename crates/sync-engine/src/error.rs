@@ -1,21 +1,70 @@
-//! [`EngineError`], the one error type of this crate.
+//! [`EngineError`], the one error type of this crate, and [`SyncStep`], the
+//! step of a sync pass an error happened in.
+
+use std::error::Error as _;
+use std::fmt;
 
 use sync_outbox::OutboxError;
 
 /// Everything that can go wrong while syncing.
+///
+/// `Display` gives this error's own message (the operation and the step);
+/// the cause is in [`source`](std::error::Error::source), as std
+/// conventions want. [`EngineError::report`] joins the whole chain into one
+/// line for a log or a UI. No message contains a payload.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// The outbox or its store failed.
+    /// The outbox or its store failed. The engine itself reports
+    /// [`EngineError::OutboxStep`], which names the step and the operation;
+    /// this variant is what `?` makes of a bare [`OutboxError`].
     #[error("outbox failed")]
     Outbox(#[from] OutboxError),
-    /// The transport panicked while sending this operation. The operation
-    /// stays `InFlight` and comes back through recovery after the outbox's
-    /// `inflight_timeout_ms`.
+    /// A step of a sync pass failed in the outbox or its store.
+    #[error("{step}{} failed", OperationSuffix(.id.as_deref()))]
+    OutboxStep {
+        /// What the engine was doing.
+        step: SyncStep,
+        /// The operation it was doing it for, if one.
+        id: Option<String>,
+        /// The outbox's error (for a store failure, with its file and offset).
+        #[source]
+        source: OutboxError,
+    },
+    /// The transport panicked while sending a batch of one operation. The
+    /// operation was recorded as a retryable failure (its attempt counted,
+    /// backoff applied), so a transport that always panics ends `Failed`
+    /// after the policy's attempts, not in a loop.
     #[error("transport panicked while sending operation {id}")]
     TransportPanicked {
         /// The operation being sent.
         id: String,
+    },
+    /// The transport panicked in `send_batch` with several operations. Which
+    /// were sent is unknown, so each was recorded as a retryable failure
+    /// (attempt counted, backoff applied); the server dedupes resends by id.
+    #[error(
+        "transport panicked while sending a batch of {len} operations starting with {first_id}"
+    )]
+    BatchPanicked {
+        /// The first operation of the batch.
+        first_id: String,
+        /// How many operations the batch had.
+        len: usize,
+    },
+    /// `send_batch` returned a different number of results than operations.
+    /// Results were matched by position; each operation without one was
+    /// recorded as a retryable failure, never as `Done`.
+    #[error(
+        "transport returned {got} results for a batch of {expected} operations starting with {first_id}"
+    )]
+    BatchResultCount {
+        /// The first operation of the batch.
+        first_id: String,
+        /// Operations in the batch.
+        expected: usize,
+        /// Results returned.
+        got: usize,
     },
     /// [`SyncEngine::start`](crate::SyncEngine::start) was called while running.
     #[error("engine already running")]
@@ -26,4 +75,80 @@ pub enum EngineError {
     /// A background thread died of a panic outside the transport.
     #[error("an engine thread panicked")]
     SenderPanicked,
+}
+
+impl EngineError {
+    /// This error and every cause under it, `": "`-separated: what to log or
+    /// show when only one line fits (what [`SyncEngine::last_error`] keeps).
+    ///
+    /// [`SyncEngine::last_error`]: crate::SyncEngine::last_error
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_engine::{EngineError, SyncStep};
+    /// use sync_outbox::OutboxError;
+    ///
+    /// let error = EngineError::OutboxStep {
+    ///     step: SyncStep::RecordDone,
+    ///     id: Some("op_1".into()),
+    ///     source: OutboxError::store(std::io::Error::other("disk full")),
+    /// };
+    /// assert_eq!(error.to_string(), "recording the acknowledgement of operation op_1 failed");
+    /// assert_eq!(
+    ///     error.report(),
+    ///     "recording the acknowledgement of operation op_1 failed: outbox store failed: disk full"
+    /// );
+    /// ```
+    #[must_use]
+    pub fn report(&self) -> String {
+        let mut report = self.to_string();
+        let mut cause = self.source();
+        while let Some(error) = cause {
+            report.push_str(": ");
+            report.push_str(&error.to_string());
+            cause = error.source();
+        }
+        report
+    }
+}
+
+/// A step of a sync pass, named by [`EngineError::OutboxStep`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SyncStep {
+    /// Start-up recovery of interrupted sends (`Outbox::recover`).
+    Recover,
+    /// Making operations in backoff due, on reconnect or `sync_now`.
+    MakeDue,
+    /// Claiming a batch (`Outbox::claim`).
+    Claim,
+    /// Recording an acknowledgement (`Outbox::mark_done`).
+    RecordDone,
+    /// Recording a failed send (`Outbox::mark_failed`).
+    RecordFailure,
+}
+
+impl fmt::Display for SyncStep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Recover => "recovering interrupted sends",
+            Self::MakeDue => "making waiting operations due",
+            Self::Claim => "claiming a batch",
+            Self::RecordDone => "recording the acknowledgement",
+            Self::RecordFailure => "recording the failure",
+        })
+    }
+}
+
+/// ` of operation {id}` when there is one.
+struct OperationSuffix<'a>(Option<&'a str>);
+
+impl fmt::Display for OperationSuffix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, " of operation {id}"),
+            None => Ok(()),
+        }
+    }
 }

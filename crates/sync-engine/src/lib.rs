@@ -58,7 +58,7 @@ mod worker;
 
 pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
 pub use engine::{SyncEngine, SyncEngineConfig};
-pub use error::EngineError;
+pub use error::{EngineError, SyncStep};
 pub use observer::SyncObserver;
 #[cfg(feature = "tracing")]
 pub use observer::TracingObserver;

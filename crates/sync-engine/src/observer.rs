@@ -41,7 +41,9 @@ pub trait SyncObserver: Send + Sync {
         let _ = report;
     }
 
-    /// A tick failed (the store, or a panicking transport).
+    /// A tick failed (the store, or a panicking transport). `error` names
+    /// the step and the operation; its cause is its `source()`, and
+    /// [`EngineError::report`] gives the whole chain on one line.
     fn on_error(&self, error: &EngineError) {
         let _ = error;
     }
@@ -96,6 +98,6 @@ impl SyncObserver for TracingObserver {
     }
 
     fn on_error(&self, error: &EngineError) {
-        tracing::error!(target: "sync_engine", error = %error, "sync pass failed");
+        tracing::error!(target: "sync_engine", error = %error.report(), "sync pass failed");
     }
 }

@@ -140,6 +140,13 @@ impl NetworkProbe {
         self.set_online(false, now_ms);
     }
 
+    /// Forgets when the cached answer expires, keeping the answer itself:
+    /// the next [`is_online`](Self::is_online) runs the check (a
+    /// pull-to-refresh should not wait out an "offline" answer).
+    pub fn expire(&self) {
+        self.lock().next_check_at_ms = i64::MIN;
+    }
+
     /// How many offline -> online flips the probe has seen.
     #[must_use]
     pub fn reconnects(&self) -> u64 {

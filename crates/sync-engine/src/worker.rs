@@ -1,15 +1,15 @@
 //! [`SyncWorker`]: one deterministic pass of sending what is due.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use sync_outbox::{OperationStatus, Outbox};
+use sync_outbox::{Operation, OperationStatus, Outbox, OutboxError};
 
-use crate::error::EngineError;
+use crate::error::{EngineError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
-use crate::transport::SyncTransport;
+use crate::transport::{SendResult, SyncTransport};
 
 /// Settings of a [`SyncWorker`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,7 +27,7 @@ impl Default for SyncWorkerConfig {
 /// What a worker has done so far, from [`SyncWorker::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerStats {
-    /// Sends started.
+    /// Operations handed to the transport.
     pub sent: u64,
     /// Sends the server accepted.
     pub done: u64,
@@ -35,7 +35,7 @@ pub struct WorkerStats {
     pub retried: u64,
     /// Operations that became `Failed`.
     pub failed: u64,
-    /// Sends during which the transport panicked.
+    /// Batches during which the transport panicked.
     pub panicked: u64,
 }
 
@@ -75,6 +75,9 @@ pub struct SyncWorker {
     transport: Arc<dyn SyncTransport>,
     /// The probe's reconnect count already acted on.
     reconnects_seen: AtomicU64,
+    /// Set by `sync_now`: the next tick makes everything in backoff due. A
+    /// `SyncEngine` shares one flag among its workers.
+    drain_requested: Arc<AtomicBool>,
     sent: AtomicU64,
     done: AtomicU64,
     retried: AtomicU64,
@@ -108,6 +111,7 @@ impl SyncWorker {
             probe,
             transport,
             reconnects_seen,
+            drain_requested: Arc::new(AtomicBool::new(false)),
             sent: AtomicU64::new(0),
             done: AtomicU64::new(0),
             retried: AtomicU64::new(0),
@@ -122,57 +126,106 @@ impl SyncWorker {
         self.observer.set(observer).is_ok()
     }
 
+    /// Shares `flag` as this worker's `sync_now` request, so any worker of
+    /// an engine may act on it.
+    pub(crate) fn with_drain_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.drain_requested = flag;
+        self
+    }
+
+    /// Asks the next [`tick`](Self::tick) to make every operation waiting in
+    /// backoff due at once (attempts unchanged) and the probe to check again:
+    /// the pull-to-refresh button.
+    pub fn sync_now(&self) {
+        self.drain_requested.store(true, Ordering::SeqCst);
+        self.probe.expire();
+    }
+
     /// One pass at `now_ms`; returns how many operations were sent.
     ///
     /// If the probe says offline: returns 0 and touches nothing (no attempt is
     /// spent). Otherwise: if the network came back since the last tick (and
-    /// `drain_on_reconnect`), operations waiting in backoff become due now;
-    /// stale `InFlight` operations are recovered; up to `batch_limit` due
-    /// operations are claimed (their attempt persisted first), sent, and
-    /// recorded as `Done`, retried with backoff (or the server's retry-after),
-    /// or `Failed`.
+    /// `drain_on_reconnect`), or [`sync_now`](Self::sync_now) was asked,
+    /// operations waiting in backoff become due now; up to `batch_limit` due
+    /// operations are claimed with [`Outbox::claim`] (their attempt
+    /// persisted first, and held by this pass so no other sender can take
+    /// them however long the send lasts), handed to
+    /// [`SyncTransport::send_batch`] at once, and each recorded as `Done`,
+    /// retried with backoff (or the server's retry-after), or `Failed`.
+    ///
+    /// An operation the transport gave no result for (it returned too few,
+    /// or panicked) is recorded as a retryable failure, never as `Done`. An
+    /// operation discarded while it was being sent is skipped.
     ///
     /// # Errors
     ///
-    /// - [`EngineError::Outbox`] if the store fails; an operation whose result
-    ///   could not be recorded stays `InFlight` and comes back through recovery.
-    /// - [`EngineError::TransportPanicked`] if the transport panicked; that
-    ///   operation stays `InFlight` likewise. The rest of the batch is still
-    ///   sent and recorded; the first error is returned.
+    /// The first of these; the rest of the batch is still recorded:
+    /// - [`EngineError::OutboxStep`] if the store fails (naming the step and
+    ///   the operation); an operation whose result could not be recorded is
+    ///   put back in the queue at once (its attempt counted).
+    /// - [`EngineError::TransportPanicked`] / [`EngineError::BatchPanicked`]
+    ///   if the transport panicked.
+    /// - [`EngineError::BatchResultCount`] if `send_batch` returned a wrong
+    ///   number of results.
     pub fn tick(&self, now_ms: i64) -> Result<usize, EngineError> {
         if !self.probe.is_online(now_ms) {
             return Ok(0);
         }
         let reconnects = self.probe.reconnects();
-        if self.reconnects_seen.swap(reconnects, Ordering::AcqRel) != reconnects
-            && self.probe.config().drain_on_reconnect
-        {
-            self.outbox.make_pending_due(now_ms)?;
+        let reconnected = self.reconnects_seen.swap(reconnects, Ordering::AcqRel) != reconnects
+            && self.probe.config().drain_on_reconnect;
+        if self.drain_requested.swap(false, Ordering::AcqRel) || reconnected {
+            self.outbox
+                .make_pending_due(now_ms)
+                .map_err(|e| step_error(SyncStep::MakeDue, None, e))?;
         }
-        let batch = self.outbox.claim_ready(now_ms, self.config.batch_limit)?;
+        let claim = self
+            .outbox
+            .claim(now_ms, self.config.batch_limit)
+            .map_err(|e| step_error(SyncStep::Claim, None, e))?;
+        let Some(first) = claim.ops().first() else {
+            return Ok(0);
+        };
+        let n_ops = claim.len();
+        self.sent.fetch_add(n_ops as u64, Ordering::Relaxed);
         let mut first_error = None;
-        for op in &batch {
-            self.sent.fetch_add(1, Ordering::Relaxed);
-            let Ok(result) = catch_unwind(AssertUnwindSafe(|| self.transport.send(op))) else {
+        let sent = catch_unwind(AssertUnwindSafe(|| self.transport.send_batch(claim.ops())));
+        let (results, missing) = match sent {
+            Ok(results) if results.len() == n_ops => (results, None),
+            Ok(results) => {
+                let got = results.len();
+                first_error = Some(EngineError::BatchResultCount {
+                    first_id: first.id.clone(),
+                    expected: n_ops,
+                    got,
+                });
+                let error = format!("the transport returned {got} results for {n_ops} operations");
+                (results, Some(SendResult::retryable(error)))
+            }
+            Err(_) => {
                 self.panicked.fetch_add(1, Ordering::Relaxed);
-                first_error.get_or_insert(EngineError::TransportPanicked { id: op.id.clone() });
+                first_error = Some(if n_ops == 1 {
+                    EngineError::TransportPanicked {
+                        id: first.id.clone(),
+                    }
+                } else {
+                    EngineError::BatchPanicked {
+                        first_id: first.id.clone(),
+                        len: n_ops,
+                    }
+                });
+                (
+                    Vec::new(),
+                    Some(SendResult::retryable("the transport panicked")),
+                )
+            }
+        };
+        for (index, op) in claim.iter().enumerate() {
+            let Some(result) = results.get(index).or(missing.as_ref()) else {
                 continue;
             };
-            let recorded = if result.ok {
-                self.outbox
-                    .mark_done(&op.id, now_ms)
-                    .map(|()| OperationStatus::Done)
-            } else {
-                self.outbox.mark_failed(
-                    &op.id,
-                    &result.error,
-                    result.retryable,
-                    result.retry_after_ms,
-                    now_ms,
-                )
-            };
-            match recorded {
-                Ok(status) => {
+            match self.record(op, result, now_ms) {
+                Ok(Some(status)) => {
                     let counter = match status {
                         OperationStatus::Done => &self.done,
                         OperationStatus::Failed => &self.failed,
@@ -180,20 +233,51 @@ impl SyncWorker {
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
                     if let Some(observer) = self.observer.get() {
-                        observer.on_result(op, &result, status);
+                        observer.on_result(op, result, status);
                     }
                 }
+                Ok(None) => {}
                 Err(e) => {
-                    first_error.get_or_insert(e.into());
+                    first_error.get_or_insert(e);
                 }
             }
         }
+        // Anything still unrecorded (a store failure) becomes an orphan here,
+        // back in the queue at the next claim.
+        drop(claim);
         if let (Some(error), Some(observer)) = (&first_error, self.observer.get()) {
             observer.on_error(error);
         }
         match first_error {
             Some(e) => Err(e),
-            None => Ok(batch.len()),
+            None => Ok(n_ops),
+        }
+    }
+
+    /// Records one result; `None` if the operation was discarded meanwhile.
+    fn record(
+        &self,
+        op: &Operation,
+        result: &SendResult,
+        now_ms: i64,
+    ) -> Result<Option<OperationStatus>, EngineError> {
+        let (step, recorded) = if result.ok {
+            let done = self.outbox.mark_done(&op.id, now_ms);
+            (SyncStep::RecordDone, done.map(|()| OperationStatus::Done))
+        } else {
+            let failed = self.outbox.mark_failed(
+                &op.id,
+                &result.error,
+                result.retryable,
+                result.retry_after_ms,
+                now_ms,
+            );
+            (SyncStep::RecordFailure, failed)
+        };
+        match recorded {
+            Ok(status) => Ok(Some(status)),
+            Err(OutboxError::UnknownId { .. }) => Ok(None),
+            Err(e) => Err(step_error(step, Some(&op.id), e)),
         }
     }
 
@@ -213,5 +297,14 @@ impl SyncWorker {
     #[must_use]
     pub fn outbox(&self) -> &Arc<Outbox> {
         &self.outbox
+    }
+}
+
+/// An outbox error in `step`, for operation `id` if one.
+pub(crate) fn step_error(step: SyncStep, id: Option<&str>, source: OutboxError) -> EngineError {
+    EngineError::OutboxStep {
+        step,
+        id: id.map(str::to_owned),
+        source,
     }
 }

@@ -2,7 +2,9 @@
 
 mod engine;
 mod guide;
+mod send_path;
 mod simulation;
+mod wakeups;
 mod worker;
 
 use std::sync::Arc;

@@ -76,30 +76,46 @@ fn a_panicking_transport_loses_nothing() -> TestResult {
         SyncWorkerConfig::default(),
         outbox.clone(),
         probe,
-        transport,
+        transport.clone(),
     );
     let first = outbox.enqueue(op(), 0)?;
     let second = outbox.enqueue(op(), 0)?;
     match worker.tick(1) {
-        Err(EngineError::TransportPanicked { id }) => assert_eq!(id, first),
-        other => panic!("expected TransportPanicked, got {other:?}"),
+        Err(EngineError::BatchPanicked { first_id, len }) => {
+            assert_eq!((first_id, len), (first.clone(), 2));
+        }
+        other => panic!("expected BatchPanicked, got {other:?}"),
     }
-    assert_eq!(
-        store.get(&first)?.map(|op| op.status),
-        Some(OperationStatus::InFlight)
-    );
-    assert_eq!(
-        store.get(&second)?.map(|op| op.status),
-        Some(OperationStatus::Done),
-        "the rest of the batch went on"
-    );
-    // After the in-flight timeout the panicked op comes back and is sent.
-    assert_eq!(worker.tick(10_001)?, 1);
-    assert_eq!(
-        store.get(&first)?.map(|op| op.status),
-        Some(OperationStatus::Done)
-    );
+    // Which ops were sent is unknown: each is a retryable failure, its
+    // attempt counted and backoff applied, so a transport that always panics
+    // cannot spin.
+    for id in [&first, &second] {
+        let op = store.get(id)?.ok_or("lost")?;
+        assert_eq!(
+            (op.status, op.attempt, op.next_retry_at_ms),
+            (OperationStatus::Pending, 1, 501),
+            "{}",
+            op.last_error
+        );
+        assert!(op.last_error.contains("panicked"));
+    }
+    assert_eq!(worker.tick(500)?, 0, "backoff holds");
+    assert_eq!(worker.tick(501)?, 2);
+    for id in [&first, &second] {
+        assert_eq!(
+            store.get(id)?.map(|op| op.status),
+            Some(OperationStatus::Done)
+        );
+    }
     assert_eq!(worker.stats().panicked, 1);
+
+    // Alone in its batch, the op is named.
+    let third = outbox.enqueue(op(), 600)?;
+    transport.panic_next.store(true, SeqCst);
+    assert!(matches!(
+        worker.tick(600),
+        Err(EngineError::TransportPanicked { id }) if id == third
+    ));
     Ok(())
 }
 
@@ -219,9 +235,17 @@ fn the_observer_sees_every_result_and_error() -> TestResult {
     transport.panic_next.store(true, SeqCst);
     assert!(worker.tick(1).is_err());
     let events = recorder.events.lock().map_err(|_| "poisoned")?.clone();
-    assert_eq!(events[..3], ["Done ", "Pending timeout", "Failed 400"]);
+    assert_eq!(
+        events[..4],
+        [
+            "Done ",
+            "Pending timeout",
+            "Failed 400",
+            "Pending the transport panicked"
+        ]
+    );
     assert!(
-        events[3].starts_with("error transport panicked"),
+        events[4].starts_with("error transport panicked"),
         "{events:?}"
     );
     Ok(())
