@@ -76,6 +76,13 @@ pub struct HttpTransportConfig {
     /// default `RetryPolicy::max_delay_ms`; the outbox clamps to its policy's
     /// bound again.
     pub max_retry_after: Duration,
+    /// Batch mode, off by default (`None`). With a target here (`"/batch"`),
+    /// [`send_batch`](sync_engine::SyncTransport::send_batch) sends the
+    /// whole batch the engine claimed as one `POST {base_url}{batch_target}`
+    /// in the JSON format of `docs/HTTP-BATCH.md`, and reads one result per
+    /// operation back; [`send`](sync_engine::SyncTransport::send) still
+    /// sends one request per operation.
+    pub batch_target: Option<String>,
 }
 
 impl HttpTransportConfig {
@@ -103,6 +110,7 @@ impl Default for HttpTransportConfig {
             content_type: "application/json".into(),
             retry_auth_failures: false,
             max_retry_after: Duration::from_secs(300),
+            batch_target: None,
         }
     }
 }
@@ -122,6 +130,7 @@ impl fmt::Debug for HttpTransportConfig {
             .field("content_type", &self.content_type)
             .field("retry_auth_failures", &self.retry_auth_failures)
             .field("max_retry_after", &self.max_retry_after)
+            .field("batch_target", &self.batch_target)
             .finish()
     }
 }

@@ -24,4 +24,10 @@ pub enum HttpTransportError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// `batch_target` does not make a valid URL after `base_url`.
+    #[error("invalid batch_target {target:?}: not a valid URL after base_url")]
+    InvalidBatchTarget {
+        /// The target given.
+        target: String,
+    },
 }

@@ -38,11 +38,13 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![doc(test(attr(deny(warnings))))]
 
+mod batch;
 mod config;
 mod error;
 mod status;
 mod transport;
 
+pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult, map_batch_response};
 pub use config::{HttpMethod, HttpTransportConfig};
 pub use error::HttpTransportError;
 pub use status::{map_status, parse_retry_after};

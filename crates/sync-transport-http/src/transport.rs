@@ -8,6 +8,7 @@ use sync_engine::{SendResult, SyncTransport};
 use sync_outbox::Operation;
 use ureq::http::{HeaderName, HeaderValue, Request, Uri};
 
+use crate::batch::{BatchRequest, map_batch_response};
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::status::map_status;
@@ -15,6 +16,10 @@ use crate::status::map_status;
 /// Most bytes of a response body read (and dropped) so the connection can be
 /// reused; a longer body closes the connection instead.
 const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
+
+/// Most bytes of a batch response read; a longer one is not a batch response
+/// (every operation of the batch is then retryable).
+const BATCH_RESPONSE_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Headers the transport sets itself, refused in the configuration.
 const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"];
@@ -29,6 +34,11 @@ const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"
 /// [`HttpTransportConfig::timeout`]. A request that cannot be built from the
 /// operation (a target that makes an invalid URL, an id that is not a valid
 /// header value) is permanent. Redirects are not followed.
+///
+/// With [`HttpTransportConfig::batch_target`] set, `send_batch` sends a
+/// whole batch as one request (`docs/HTTP-BATCH.md`) and maps each
+/// operation's result with the same status table. A batch that gets no
+/// answer (refused, reset, timeout) is retryable for every operation.
 ///
 /// Connections are pooled and reused across sends and threads; share one
 /// transport as `Arc<HttpTransport>`.
@@ -70,6 +80,8 @@ impl HttpTransport {
     ///   absolute `http://` or `https://` URL without query or fragment.
     /// - [`HttpTransportError::InvalidHeader`] for a header (or the content
     ///   type) that is not valid HTTP, or one the transport sets itself.
+    /// - [`HttpTransportError::InvalidBatchTarget`] if `batch_target` does
+    ///   not make a valid URL.
     pub fn new(config: HttpTransportConfig) -> Result<Self, HttpTransportError> {
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         check_base_url(&config.base_url)?;
@@ -79,6 +91,13 @@ impl HttpTransport {
             .map(|(name, value)| header(name, value))
             .collect::<Result<Vec<_>, _>>()?;
         let (_, content_type) = header("Content-Type", &config.content_type)?;
+        if let Some(target) = &config.batch_target
+            && join_url(&base_url, target).parse::<Uri>().is_err()
+        {
+            return Err(HttpTransportError::InvalidBatchTarget {
+                target: target.clone(),
+            });
+        }
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
@@ -104,11 +123,7 @@ impl HttpTransport {
     /// The URL an operation with `target` is sent to.
     #[must_use]
     pub fn url_for(&self, target: &str) -> String {
-        if target.is_empty() || target.starts_with('/') {
-            format!("{}{target}", self.base_url)
-        } else {
-            format!("{}/{target}", self.base_url)
-        }
+        join_url(&self.base_url, target)
     }
 
     fn request<'a>(&self, op: &'a Operation) -> Result<Request<&'a [u8]>, String> {
@@ -134,7 +149,65 @@ impl HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// Sends `ops` as one batch request to `batch_target`.
+    fn send_batch_request(&self, batch_target: &str, ops: &[Operation]) -> Vec<SendResult> {
+        let all = |result: SendResult| vec![result; ops.len()];
+        let Ok(body) = serde_json::to_vec(&BatchRequest::new(ops, &self.config)) else {
+            return all(SendResult::permanent("cannot encode the batch"));
+        };
+        let Ok(uri) = self.url_for(batch_target).parse::<Uri>() else {
+            return all(SendResult::permanent("invalid batch URL"));
+        };
+        let mut builder = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header("Content-Type", "application/json");
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        let Ok(request) = builder.body(body.as_slice()) else {
+            return all(SendResult::permanent("invalid batch request"));
+        };
+        match self.agent.run(request) {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let retry_after = retry_after(&response);
+                let mut answer = Vec::new();
+                let read = response
+                    .body_mut()
+                    .as_reader()
+                    .take(BATCH_RESPONSE_LIMIT_BYTES)
+                    .read_to_end(&mut answer);
+                if let Err(e) = read {
+                    // Cut mid-answer: nothing says which operations applied.
+                    return all(SendResult::retryable(format!(
+                        "connection error: {}",
+                        e.kind()
+                    )));
+                }
+                map_batch_response(
+                    ops,
+                    status,
+                    retry_after.as_deref(),
+                    &answer,
+                    SystemTime::now(),
+                    &self.config,
+                )
+            }
+            Err(error) => all(SendResult::retryable(describe_failure(&error))),
+        }
+    }
+}
+
 impl SyncTransport for HttpTransport {
+    fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
+        match &self.config.batch_target {
+            Some(batch_target) if !ops.is_empty() => self.send_batch_request(batch_target, ops),
+            _ => ops.iter().map(|op| self.send(op)).collect(),
+        }
+    }
+
     fn send(&self, op: &Operation) -> SendResult {
         let request = match self.request(op) {
             Ok(request) => request,
@@ -143,11 +216,7 @@ impl SyncTransport for HttpTransport {
         match self.agent.run(request) {
             Ok(mut response) => {
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("Retry-After")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let retry_after = retry_after(&response);
                 // Read a short body to the end so the connection goes back to
                 // the pool; its content is never used (it may echo the payload).
                 let mut sink = Vec::new();
@@ -175,6 +244,24 @@ impl fmt::Debug for HttpTransport {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
+}
+
+/// `target` after `base_url` (which has no trailing `/`), with one `/` between.
+fn join_url(base_url: &str, target: &str) -> String {
+    if target.is_empty() || target.starts_with('/') {
+        format!("{base_url}{target}")
+    } else {
+        format!("{base_url}/{target}")
+    }
+}
+
+/// The response's `Retry-After` header, if it is text.
+fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<String> {
+    response
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// A short description of a send that got no answer. ureq's messages name

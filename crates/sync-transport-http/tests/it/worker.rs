@@ -75,3 +75,63 @@ fn a_worker_delivers_everything_through_a_server_that_fails_at_first() -> TestRe
     assert_eq!((stats.done, stats.retried), (OPS as u64, FAILURES as u64));
     Ok(())
 }
+
+#[test]
+fn a_slow_server_gets_each_key_once_from_two_senders() -> TestResult {
+    use sync_engine::{Clock, SyncEngine, SyncEngineConfig, SystemClock};
+    // A batch of 10 takes 100 ms of server time, twice the in-flight timeout.
+    let server = TestServer::start(|_, _| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        Reply::status(201)
+    })?;
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Arc::new(Outbox::new(
+        OutboxConfig {
+            inflight_timeout_ms: 50,
+            ..OutboxConfig::default()
+        },
+        store.clone(),
+    ));
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let engine = SyncEngine::new(
+        SyncEngineConfig {
+            worker_count: 2,
+            inflight_timeout_ms: 10,
+            ..SyncEngineConfig::default()
+        },
+        outbox.clone(),
+        probe,
+        Arc::new(transport(&server.base_url)?),
+    );
+    engine.start(SystemClock)?;
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(outbox.enqueue(
+            Operation::new("note.create", "/notes", "{}"),
+            SystemClock.now_ms(),
+        )?);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !ids
+        .iter()
+        .all(|id| store.get(id).ok().flatten().map(|op| op.status) == Some(OperationStatus::Done))
+    {
+        assert!(std::time::Instant::now() < deadline, "not all done in 20 s");
+        std::thread::yield_now();
+    }
+    engine.stop()?;
+    let mut per_key: BTreeMap<String, usize> = BTreeMap::new();
+    for seen in server.seen() {
+        *per_key
+            .entry(
+                seen.header("Idempotency-Key")
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    assert_eq!(per_key.len(), 20);
+    assert!(per_key.values().all(|&n| n == 1), "{per_key:?}");
+    assert_eq!(engine.last_error(), None);
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! The batch wire format (`docs/HTTP-BATCH.md`): the JSON a batch request
+//! carries, the JSON a server answers with, and how an answer becomes one
+//! [`SendResult`] per operation. No I/O.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sync_engine::SendResult;
+use sync_outbox::Operation;
+
+use crate::config::HttpTransportConfig;
+use crate::status::map_status;
+
+/// The body of a batch request: `{"operations": [...]}`.
+///
+/// # Examples
+///
+/// ```
+/// use sync_transport_http::{BatchRequest, HttpTransportConfig};
+/// use sync_outbox::Operation;
+///
+/// let mut op = Operation::new("note.create", "/notes", r#"{"text":"hi"}"#);
+/// op.id = "op_1".into();
+/// let request = BatchRequest::new(&[op], &HttpTransportConfig::default());
+/// let json = serde_json::to_string(&request)?;
+/// assert_eq!(
+///     json,
+///     r#"{"operations":[{"idempotency_key":"op_1","kind":"note.create","method":"POST","target":"/notes","payload":"{\"text\":\"hi\"}"}]}"#
+/// );
+/// # Ok::<_, serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// One element per operation, in the order the client claimed them.
+    pub operations: Vec<BatchOperation>,
+}
+
+/// One operation in a [`BatchRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOperation {
+    /// The operation's id: the key the server applies it once under, exactly
+    /// as the `Idempotency-Key` header of a single request.
+    pub idempotency_key: String,
+    /// The operation's kind.
+    pub kind: String,
+    /// The method a single request for it would use (from the config).
+    pub method: String,
+    /// The path a single request for it would go to.
+    pub target: String,
+    /// The body a single request would carry, as a string: exactly the
+    /// operation's payload, whatever its content type.
+    pub payload: String,
+}
+
+/// The body of a batch response: `{"results": [...]}`, one element per
+/// operation the server got to, matched by `idempotency_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// The results, in any order.
+    pub results: Vec<BatchResult>,
+}
+
+/// The result of one operation in a [`BatchResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Which operation this is the result of.
+    pub idempotency_key: String,
+    /// The HTTP status a single request would have got; mapped with
+    /// [`map_status`], so 2xx is done, 503 retryable, 422 permanent, ...
+    pub status: u16,
+    /// A `Retry-After` value for this operation (delay-seconds or an HTTP
+    /// date), if the server has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+}
+
+impl BatchRequest {
+    /// The request for `ops`, with each operation's method from `config`.
+    #[must_use]
+    pub fn new(ops: &[Operation], config: &HttpTransportConfig) -> Self {
+        Self {
+            operations: ops
+                .iter()
+                .map(|op| BatchOperation {
+                    idempotency_key: op.id.clone(),
+                    kind: op.kind.clone(),
+                    method: config.method_for(&op.kind).as_str().to_owned(),
+                    target: op.target.clone(),
+                    payload: op.payload.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One result per operation of `ops`, in order, from a batch answer: the
+/// whole request's `status`, its `Retry-After`, and its `body`.
+///
+/// - A 2xx whose body is a [`BatchResponse`]: each operation gets its
+///   element's status through [`map_status`]; an operation with no element
+///   is retryable (the server did not get to it). Elements for keys not in
+///   the batch are ignored; of two for one key, the first counts.
+/// - A 2xx whose body is not a `BatchResponse`: every operation is
+///   retryable (the answer cannot be trusted to say which were applied).
+/// - Any other status: every operation gets that status through
+///   [`map_status`], as if each had been sent alone and answered so.
+///
+/// Error strings never contain anything from the body.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::SystemTime;
+/// use sync_transport_http::{HttpTransportConfig, map_batch_response};
+/// use sync_outbox::Operation;
+///
+/// let ops: Vec<Operation> = ["a", "b", "c"].iter().map(|id| {
+///     let mut op = Operation::new("k", "/t", "{}");
+///     op.id = (*id).into();
+///     op
+/// }).collect();
+/// let body = br#"{"results":[{"idempotency_key":"b","status":422},{"idempotency_key":"a","status":201}]}"#;
+/// let results = map_batch_response(&ops, 200, None, body, SystemTime::now(), &HttpTransportConfig::default());
+/// assert!(results[0].ok);
+/// assert!(!results[1].ok && !results[1].retryable);
+/// assert!(!results[2].ok && results[2].retryable, "no result: not applied, try again");
+/// ```
+#[must_use]
+pub fn map_batch_response(
+    ops: &[Operation],
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: SystemTime,
+    config: &HttpTransportConfig,
+) -> Vec<SendResult> {
+    if !(200..300).contains(&status) {
+        let result = map_status(status, retry_after, now, config);
+        return vec![result; ops.len()];
+    }
+    let Ok(response) = serde_json::from_slice::<BatchResponse>(body) else {
+        let error = format!("HTTP {status} with a body that is not a batch response");
+        return vec![SendResult::retryable(error); ops.len()];
+    };
+    let mut by_key: HashMap<&str, &BatchResult> = HashMap::new();
+    for result in &response.results {
+        by_key
+            .entry(result.idempotency_key.as_str())
+            .or_insert(result);
+    }
+    ops.iter()
+        .map(|op| match by_key.get(op.id.as_str()) {
+            Some(result) => map_status(result.status, result.retry_after.as_deref(), now, config),
+            None => SendResult::retryable("the batch response has no result for this operation"),
+        })
+        .collect()
+}
