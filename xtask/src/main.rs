@@ -2,11 +2,12 @@
 //! developer run exactly the same commands.
 //!
 //! - `ci`: tidy, fmt check, clippy (all features) with `-D warnings`, the
-//!   facade's feature subsets, all tests, docs with warnings denied, benches
-//!   compiled.
+//!   facade's feature subsets, all tests, each library's docs alone with
+//!   default, no and all features (warnings denied), benches compiled.
 //! - `bench [criterion args]`: runs the criterion benches and rewrites the
 //!   results table in `README.md`.
 //! - `crash [--rounds N]`: the long crash test.
+//! - `docsrs`: the docs as docs.rs builds them (nightly, `--cfg docsrs`).
 //! - `fuzz [--seconds N] [--target NAME]`: libFuzzer on every fuzz target.
 //! - `soak [--ops N] [--seconds S] [--sync always|never]`: the soak test
 //!   (`crates/sync/tests/soak.rs`), long, in release mode.
@@ -29,12 +30,13 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
         Some("crash") => crash(args.get(1..).unwrap_or_default()),
+        Some("docsrs") => docsrs(),
         Some("fuzz") => fuzz::run_fuzz(args.get(1..).unwrap_or_default()),
         Some("soak") => soak(args.get(1..).unwrap_or_default()),
         Some("tidy") => tidy::check(&root()).map(|()| println!("tidy: ok")),
         _ => {
             println!(
-                "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | \
+                "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | docsrs | \
                  fuzz [--seconds N] [--target NAME] | soak [--ops N] [--seconds S] | tidy>"
             );
             return ExitCode::from(2);
@@ -123,11 +125,50 @@ fn ci() -> Result<(), Error> {
         ]))?;
     }
     run(cargo(&["test", "--workspace"]))?;
-    let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--all-features"]);
-    doc.env("RUSTDOCFLAGS", "-D warnings");
-    run(doc)?;
+    docs()?;
     run(cargo(&["bench", "--workspace", "--no-run"]))?;
     println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// The library crates docs.rs documents, each on its own.
+const LIBRARY_CRATES: [&str; 6] = [
+    "sync-wal",
+    "sync-outbox",
+    "sync-store-file",
+    "sync-engine",
+    "sync-transport-http",
+    "sync",
+];
+
+/// Builds every library crate's docs alone, as docs.rs does (no feature
+/// unification with the rest of the workspace), with its default features,
+/// with none and with all, warnings denied: a link to an item that a feature
+/// turns off fails here, not on publication.
+fn docs() -> Result<(), Error> {
+    for package in LIBRARY_CRATES {
+        for features in [None, Some("--no-default-features"), Some("--all-features")] {
+            let mut doc = cargo(&["doc", "--quiet", "--no-deps", "--package", package]);
+            doc.args(features);
+            doc.env("RUSTDOCFLAGS", "-D warnings");
+            run(doc)?;
+        }
+    }
+    Ok(())
+}
+
+/// The docs exactly as docs.rs builds them: nightly, all features, `--cfg
+/// docsrs` (which marks feature-gated items). Needs a nightly toolchain, so
+/// it is not part of `ci`.
+fn docsrs() -> Result<(), Error> {
+    for package in LIBRARY_CRATES {
+        let mut doc = Command::new("cargo");
+        doc.args(["+nightly", "doc", "--quiet", "--no-deps", "--all-features"])
+            .args(["--package", package])
+            .current_dir(root())
+            .env("RUSTDOCFLAGS", "--cfg docsrs -D warnings");
+        run(doc)?;
+    }
     Ok(())
 }
 

@@ -70,6 +70,7 @@ pub trait SyncObserver: Send + Sync {
 /// assert!(worker.set_observer(Arc::new(TracingObserver)));
 /// ```
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TracingObserver;
 

@@ -35,11 +35,12 @@
 //!
 //! # Crate features
 //!
-//! - `testing`: the [`testing`] module, a conformance suite every
-//!   [`OutboxStore`] implementation should pass.
+//! - `testing` (off by default): the `testing` module, a conformance suite
+//!   every [`OutboxStore`] implementation should pass.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod id;
@@ -49,6 +50,7 @@ mod outbox;
 mod retry;
 mod store;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod transition;
 

@@ -33,7 +33,7 @@
 //!
 //! # Crate features
 //!
-//! - `testing` (off by default): the [`testing`] module, test doubles of
+//! - `testing` (off by default): the `testing` module, test doubles of
 //!   [`Storage`] that inject faults and model power loss.
 //!
 //! The crate depends only on `crc32fast` and `thiserror`.
@@ -47,6 +47,7 @@
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod config;
 mod error;
@@ -60,6 +61,7 @@ mod segment;
 mod storage;
 mod sync_policy;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 mod wal;
 

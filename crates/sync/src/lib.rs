@@ -60,26 +60,30 @@
 //!
 //! # Crate features
 //!
-//! All are on by default; turn off what you do not need.
+//! On by default: `wal`, `outbox`, `store` and `engine`, the whole embedded
+//! stack. Off by default: `http` and `tracing`. Turn off the defaults
+//! (`default-features = false`) to take only the layers you need.
 //!
-//! - `wal`: [`wal`], the write-ahead log (`sync-wal`).
-//! - `outbox`: [`outbox`], operations, the state machine, retry policy and the
-//!   store trait (`sync-outbox`).
-//! - `store`: [`store`], the JSON and WAL-backed stores (`sync-store-file`);
-//!   turns on `wal` and `outbox`.
-//! - `engine`: [`engine`], the worker, transport trait and network probe
-//!   (`sync-engine`); turns on `outbox`.
-//! - `http` (off by default): [`http`], a transport that sends each
-//!   operation as an HTTP request (`sync-transport-http`, on `ureq` and
+//! - `wal` (default): `sync::wal`, the write-ahead log (`sync-wal`).
+//! - `outbox` (default): `sync::outbox`, operations, the state machine,
+//!   retry policy and the store trait (`sync-outbox`).
+//! - `store` (default): `sync::store`, the JSON and WAL-backed stores
+//!   (`sync-store-file`); turns on `wal` and `outbox`.
+//! - `engine` (default): `sync::engine`, the worker, transport trait and
+//!   network probe (`sync-engine`); turns on `outbox`.
+//! - `http`: `sync::http`, a transport that sends each operation (or each
+//!   batch) as an HTTP request (`sync-transport-http`, on `ureq` and
 //!   rustls); turns on `engine`.
-//! - `tracing` (off by default): `engine::TracingObserver`, the worker's
-//!   events as `tracing` events.
+//! - `tracing`: `sync::engine::TracingObserver`, the worker's events as
+//!   `tracing` events.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The write-ahead log: re-exports `sync-wal`.
 #[cfg(feature = "wal")]
+#[cfg_attr(docsrs, doc(cfg(feature = "wal")))]
 pub mod wal {
     pub use sync_wal::*;
 }
@@ -87,24 +91,28 @@ pub mod wal {
 /// Operations, their state machine, the retry policy and the store trait:
 /// re-exports `sync-outbox`.
 #[cfg(feature = "outbox")]
+#[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub mod outbox {
     pub use sync_outbox::*;
 }
 
 /// The durable stores: re-exports `sync-store-file`.
 #[cfg(feature = "store")]
+#[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub mod store {
     pub use sync_store_file::*;
 }
 
 /// The worker, transport trait and network probe: re-exports `sync-engine`.
 #[cfg(feature = "engine")]
+#[cfg_attr(docsrs, doc(cfg(feature = "engine")))]
 pub mod engine {
     pub use sync_engine::*;
 }
 
 /// The HTTP transport: re-exports `sync-transport-http`.
 #[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http {
     pub use sync_transport_http::*;
 }
