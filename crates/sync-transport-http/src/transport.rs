@@ -134,14 +134,9 @@ impl HttpTransport {
             .map_err(|_| format!("invalid request URL for target {:?}", op.target))?;
         let key = HeaderValue::from_str(&op.id)
             .map_err(|_| "operation id is not a valid Idempotency-Key".to_owned())?;
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("Content-Type", self.content_type.clone())
+        let builder = self
+            .request_builder(method, uri, self.content_type.clone())
             .header("Idempotency-Key", key);
-        for (name, value) in &self.headers {
-            builder = builder.header(name, value);
-        }
         // The error would only come from parts checked above; say so briefly.
         builder
             .body(op.payload.as_bytes())
@@ -150,6 +145,23 @@ impl HttpTransport {
 }
 
 impl HttpTransport {
+    /// A request with `method`, `uri`, `content_type` and the configured headers.
+    fn request_builder(
+        &self,
+        method: &str,
+        uri: Uri,
+        content_type: HeaderValue,
+    ) -> ureq::http::request::Builder {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", content_type);
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        builder
+    }
+
     /// Sends `ops` as one batch request to `batch_target`.
     fn send_batch_request(&self, batch_target: &str, ops: &[Operation]) -> Vec<SendResult> {
         let all = |result: SendResult| vec![result; ops.len()];
@@ -159,13 +171,8 @@ impl HttpTransport {
         let Ok(uri) = self.url_for(batch_target).parse::<Uri>() else {
             return all(SendResult::permanent("invalid batch URL"));
         };
-        let mut builder = Request::builder()
-            .method("POST")
-            .uri(uri)
-            .header("Content-Type", "application/json");
-        for (name, value) in &self.headers {
-            builder = builder.header(name, value);
-        }
+        let builder =
+            self.request_builder("POST", uri, HeaderValue::from_static("application/json"));
         let Ok(request) = builder.body(body.as_slice()) else {
             return all(SendResult::permanent("invalid batch request"));
         };

@@ -29,6 +29,22 @@ fn batch_transport(base_url: &str) -> Result<HttpTransport, HttpTransportError> 
     )
 }
 
+/// A worker over a fresh in-memory outbox, sending in batch mode to `base_url`.
+fn batch_worker(
+    base_url: &str,
+) -> Result<(SyncWorker, Arc<Outbox>, Arc<MemoryOutboxStore>), HttpTransportError> {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let worker = SyncWorker::new(
+        SyncWorkerConfig::default(),
+        outbox.clone(),
+        probe,
+        Arc::new(batch_transport(base_url)?),
+    );
+    Ok((worker, outbox, store))
+}
+
 /// A 200 answer with `results`.
 fn answer(results: Vec<BatchResult>) -> Reply {
     let body = serde_json::to_string(&BatchResponse { results }).unwrap_or_default();
@@ -191,15 +207,7 @@ fn hang_up_server() -> Result<(String, std::thread::JoinHandle<usize>), std::io:
 #[test]
 fn a_batch_cut_by_a_dropped_connection_is_retried_whole() -> TestResult {
     let (base_url, server) = hang_up_server()?;
-    let store = Arc::new(MemoryOutboxStore::new());
-    let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
-    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
-    let worker = SyncWorker::new(
-        SyncWorkerConfig::default(),
-        outbox.clone(),
-        probe,
-        Arc::new(batch_transport(&base_url)?),
-    );
+    let (worker, outbox, store) = batch_worker(&base_url)?;
     let ids: Vec<String> = (0..4)
         .map(|_| outbox.enqueue(op("", "note.create", "/notes", "{}"), 0))
         .collect::<Result<_, _>>()?;
@@ -241,15 +249,7 @@ fn a_worker_records_a_mixed_batch_op_by_op() -> TestResult {
             .collect();
         answer(results)
     })?;
-    let store = Arc::new(MemoryOutboxStore::new());
-    let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
-    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
-    let worker = SyncWorker::new(
-        SyncWorkerConfig::default(),
-        outbox.clone(),
-        probe,
-        Arc::new(batch_transport(&server.base_url)?),
-    );
+    let (worker, outbox, store) = batch_worker(&server.base_url)?;
     let good = outbox.enqueue(op("", "note.create", "/notes", r#"{"ok":1}"#), 0)?;
     let bad = outbox.enqueue(op("", "note.create", "/notes", r#"{"bad":1}"#), 0)?;
     let also_good = outbox.enqueue(op("", "note.create", "/notes", r#"{"ok":2}"#), 0)?;
