@@ -545,9 +545,13 @@ impl Outbox {
         if state.loaded {
             return Ok(());
         }
+        // Read first: a failed read must not forget which claims this
+        // process handed out (they would come back as orphans and be sent
+        // twice at once).
+        let ops = self.store.load_all()?;
         let mut known_claims = state.reset_for_load();
         known_claims.extend(state.held.keys().cloned());
-        for op in self.store.load_all()? {
+        for op in ops {
             state.next_seq = state.next_seq.max(op.seq.saturating_add(1));
             match op.status {
                 OperationStatus::Pending => {

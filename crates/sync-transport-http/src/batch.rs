@@ -104,7 +104,10 @@ impl BatchRequest {
 /// - A 2xx whose body is not a `BatchResponse`: every operation is
 ///   retryable (the answer cannot be trusted to say which were applied).
 /// - Any other status: every operation gets that status through
-///   [`map_status`], as if each had been sent alone and answered so.
+///   [`map_status`], as if each had been sent alone and answered so, except
+///   that a permanent one other than 401/403 (a 404, 413 or 400 of the batch
+///   endpoint) is made retryable: it says nothing about any one operation,
+///   so it must not dead-letter the batch.
 ///
 /// Error strings never contain anything from the body.
 ///
@@ -136,7 +139,13 @@ pub fn map_batch_response(
     config: &HttpTransportConfig,
 ) -> Vec<SendResult> {
     if !(200..300).contains(&status) {
-        let result = map_status(status, retry_after, now, config);
+        let mut result = map_status(status, retry_after, now, config);
+        if !result.retryable && !matches!(status, 401 | 403) {
+            // A 404, 413 or 400 of the batch endpoint says nothing about any
+            // one operation: never dead-letter a whole batch for it.
+            result.retryable = true;
+            result.error = format!("batch refused: {}", result.error);
+        }
         return vec![result; ops.len()];
     }
     let Ok(response) = serde_json::from_slice::<BatchResponse>(body) else {

@@ -90,11 +90,17 @@ impl Claim {
     #[must_use]
     pub fn detach(mut self) -> Vec<Operation> {
         let ops = std::mem::take(&mut self.ops);
-        let mut state = self.shared.lock();
-        for op in &ops {
-            if state.held.get(&op.id) == Some(&self.token) {
-                state.held.remove(&op.id);
+        {
+            let mut state = self.shared.lock();
+            for op in &ops {
+                if state.held.get(&op.id) == Some(&self.token) {
+                    state.held.remove(&op.id);
+                }
             }
+        }
+        if !ops.is_empty() {
+            // A sleeping sender must now also wake at these claims' expiry.
+            self.shared.notify_claimable();
         }
         ops
     }
@@ -170,8 +176,8 @@ impl Outbox {
     /// the queue on the next call).
     pub fn claim(&self, now_ms: i64, limit: usize) -> Result<Claim, OutboxError> {
         let mut state = self.lock_loaded()?;
-        let (requeued, _) = self.requeue_abandoned(&mut state, now_ms)?;
-        self.reschedule_far_future(&mut state, now_ms)?;
+        let (requeued, failed) = self.requeue_abandoned(&mut state, now_ms)?;
+        let rescheduled = self.reschedule_far_future(&mut state, now_ms)?;
         let mut window = limit;
         let mut claimed = loop {
             let candidates = self.store.ready(now_ms, window)?;
@@ -210,8 +216,9 @@ impl Outbox {
             state.held.insert(op.id.clone(), token);
         }
         drop(state);
-        if requeued > claimed.len() {
-            // Requeued operations this claim had no room for: tell the others.
+        if requeued > claimed.len() || failed + rescheduled > 0 {
+            // Requeued operations this claim had no room for, a key unblocked
+            // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
         }
         Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))

@@ -34,7 +34,7 @@ impl Outbox {
         let (requeued, failed) = self.requeue_abandoned(&mut state, now_ms)?;
         let rescheduled = self.reschedule_far_future(&mut state, now_ms)?;
         drop(state);
-        if requeued > 0 {
+        if requeued + failed + rescheduled > 0 {
             self.shared.notify_claimable();
         }
         Ok(RecoveryReport {
@@ -54,12 +54,17 @@ impl Outbox {
         let deadline = now_ms.saturating_sub(self.config.inflight_timeout_ms);
         let (mut requeued, mut failed) = (0, 0);
         for (entry, why) in state.abandoned_claims(deadline) {
-            let Some(mut op) = self
-                .store
-                .get(&entry.2)?
+            let stored = self.store.get(&entry.2)?;
+            let Some(mut op) = stored
+                .clone()
                 .filter(|op| op.status == OperationStatus::InFlight)
             else {
+                // Recorded after all (a store error that still wrote), or
+                // removed: a finished one must not keep blocking its key.
                 state.forget_claim(&entry);
+                if let Some(finished) = stored.filter(|op| op.status.is_terminal()) {
+                    state.remove_from_indexes(&finished);
+                }
                 continue;
             };
             let to = if self.config.retry.gives_up_after(op.attempt) {

@@ -172,9 +172,10 @@ fn a_refused_or_garbled_batch_leaves_every_operation_retryable() -> TestResult {
     );
     let bad = transport.send_batch(&ops);
     assert!(
-        bad.iter().all(|r| !r.ok && !r.retryable),
-        "a 400 for the batch is for each"
+        bad.iter().all(|r| !r.ok && r.retryable),
+        "a 400 for the batch dead-letters no operation"
     );
+    assert!(bad.iter().all(|r| r.error.starts_with("batch refused")));
     Ok(())
 }
 

@@ -263,3 +263,87 @@ fn a_restart_finds_earlier_claims_orphaned() -> TestResult {
     assert_eq!(again.ops()[0].attempt, 2);
     Ok(())
 }
+
+/// A memory store whose `load_all` fails while `fail_loads` is set, and
+/// whose `put` of a `Done` operation writes and then reports an error while
+/// `fail_done_after_write` is set.
+#[derive(Debug, Default)]
+struct FlakyStore {
+    inner: MemoryOutboxStore,
+    fail_loads: std::sync::atomic::AtomicBool,
+    fail_done_after_write: std::sync::atomic::AtomicBool,
+}
+
+impl OutboxStore for FlakyStore {
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        self.inner.put(op)?;
+        if op.status == OperationStatus::Done && self.fail_done_after_write.load(SeqCst) {
+            return Err(OutboxError::store(std::io::Error::other("fsync failed")));
+        }
+        Ok(())
+    }
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        self.inner.get(id)
+    }
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        self.inner.remove(id)
+    }
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        if self.fail_loads.load(SeqCst) {
+            return Err(OutboxError::store(std::io::Error::other("read failed")));
+        }
+        self.inner.load_all()
+    }
+}
+
+#[test]
+fn a_failed_reload_does_not_turn_live_claims_into_orphans() -> TestResult {
+    let store = Arc::new(FlakyStore::default());
+    let config = OutboxConfig {
+        inflight_timeout_ms: TIMEOUT_MS,
+        ..OutboxConfig::default()
+    };
+    let outbox = Outbox::new(config, store.clone());
+    let id = outbox.enqueue(op(None), 0)?;
+    assert_eq!(ids(&outbox.claim_ready(0, 1)?), [id.as_str()]);
+    store.fail_loads.store(true, SeqCst);
+    assert!(outbox.recover(1).is_err());
+    store.fail_loads.store(false, SeqCst);
+    // The claim is still this process's own: it waits for its timeout.
+    assert_eq!(outbox.recover(1)?.requeued, 0);
+    assert!(outbox.claim(1, 10)?.is_empty(), "not sent a second time at once");
+    assert_eq!(outbox.recover(TIMEOUT_MS)?.requeued, 1);
+    Ok(())
+}
+
+#[test]
+fn a_done_written_despite_an_error_stops_blocking_its_key() -> TestResult {
+    let store = Arc::new(FlakyStore::default());
+    let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+    let head = outbox.enqueue(op(Some("k")), 0)?;
+    let next = outbox.enqueue(op(Some("k")), 0)?;
+    let claim = outbox.claim(0, 10)?;
+    assert_eq!(ids(claim.ops()), [head.as_str()]);
+    store.fail_done_after_write.store(true, SeqCst);
+    assert!(outbox.mark_done(&head, 1).is_err());
+    store.fail_done_after_write.store(false, SeqCst);
+    drop(claim); // unrecorded as far as the outbox knows: an orphan
+    assert_eq!(status(&store.inner, &head), Some(OperationStatus::Done));
+    assert_eq!(
+        ids(outbox.claim(2, 10)?.ops()),
+        [next.as_str()],
+        "the key moved on"
+    );
+    Ok(())
+}
+
+#[test]
+fn claim_ready_tells_sleepers_about_the_new_expiry() -> TestResult {
+    let (outbox, _) = outbox();
+    outbox.enqueue(op(None), 0)?;
+    let calls = counter(&outbox);
+    let before = calls.load(SeqCst);
+    assert_eq!(outbox.claim_ready(0, 10)?.len(), 1);
+    assert!(calls.load(SeqCst) > before);
+    Ok(())
+}
