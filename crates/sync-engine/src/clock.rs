@@ -150,3 +150,74 @@ impl<C: Clock> Clock for Arc<C> {
         (**self).sleep_until(wakeup, seen, deadline_ms);
     }
 }
+
+/// Wall-clock milliseconds that move with tokio's clock: a start time read
+/// once from the system, plus the runtime's monotonic time since. Under
+/// `tokio::time::pause` (tests) it moves only when tokio's time does, so the
+/// async engine runs deterministically; in production it is the wall clock
+/// that a jump of the system time does not disturb. Feature `tokio`.
+///
+/// # Examples
+///
+/// ```
+/// use sync_engine::{Clock, TokioClock};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build()?.block_on(async {
+/// let clock = TokioClock::starting_at(1_000);
+/// tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+/// assert_eq!(clock.now_ms(), 1_250);
+/// # });
+/// # Ok::<_, std::io::Error>(())
+/// ```
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    base_ms: i64,
+    start: tokio::time::Instant,
+}
+
+#[cfg(feature = "tokio")]
+impl TokioClock {
+    /// Reads `now_ms` as the system's wall clock now, moving on with tokio's
+    /// clock from here.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::starting_at(SystemClock.now_ms())
+    }
+
+    /// Reads `now_ms` as `base_ms` now, moving on with tokio's clock.
+    #[must_use]
+    pub fn starting_at(base_ms: i64) -> Self {
+        Self {
+            base_ms,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Clock for TokioClock {
+    fn now_ms(&self) -> i64 {
+        let elapsed = i64::try_from(self.start.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.base_ms.saturating_add(elapsed)
+    }
+
+    /// For the threaded engine: a blocking wait on the real monotonic clock.
+    /// The async engine sleeps on tokio's timer instead.
+    fn sleep_until(&self, wakeup: &Arc<Wakeup>, seen: u64, deadline_ms: Option<i64>) {
+        let timeout = deadline_ms.map(|deadline| {
+            Duration::from_millis(
+                u64::try_from(deadline.saturating_sub(self.now_ms())).unwrap_or(0),
+            )
+        });
+        wakeup.wait(seen, timeout);
+    }
+}

@@ -11,8 +11,10 @@ use crate::clock::{Clock, Wakeup};
 use crate::error::{EngineError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
+use crate::schedule::{ERROR_BACKOFF_MS, next_wake_at};
 use crate::transport::SyncTransport;
-use crate::worker::{SyncWorker, SyncWorkerConfig, WorkerStats, step_error};
+use crate::worker::{SyncWorker, SyncWorkerConfig, WorkerStats};
+use crate::worker_core::step_error;
 
 /// Settings of a [`SyncEngine`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,16 +315,7 @@ impl SyncEngine {
     /// The sum of all workers' counts.
     #[must_use]
     pub fn stats(&self) -> WorkerStats {
-        self.workers
-            .iter()
-            .map(|w| w.stats())
-            .fold(WorkerStats::default(), |a, b| WorkerStats {
-                sent: a.sent + b.sent,
-                done: a.done + b.done,
-                retried: a.retried + b.retried,
-                failed: a.failed + b.failed,
-                panicked: a.panicked + b.panicked,
-            })
+        self.workers.iter().map(|w| w.stats()).sum()
     }
 }
 
@@ -350,8 +343,8 @@ impl Sender {
             // after this point makes the sleep below return at once.
             let seen = self.wakeup.generation();
             let now = clock.now_ms();
-            match self.worker.tick(now) {
-                Ok(0) => {}
+            let deadline = match self.worker.tick(now) {
+                Ok(0) => next_wake_at(&self.outbox, &self.probe, now, self.inflight_recheck_ms),
                 Ok(_) => {
                     // Keys this batch finished may unblock siblings' work.
                     self.wakeup.notify();
@@ -362,40 +355,10 @@ impl Sender {
                         .last_error
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(e));
+                    Some(now + ERROR_BACKOFF_MS)
                 }
-            }
-            clock.sleep_until(&self.wakeup, seen, self.deadline(now));
+            };
+            clock.sleep_until(&self.wakeup, seen, deadline);
         }
-    }
-
-    /// When to look again if nothing wakes us sooner.
-    fn deadline(&self, now: i64) -> Option<i64> {
-        let mut deadline: Option<i64> = None;
-        let mut consider = |at: i64| deadline = Some(deadline.map_or(at, |d| d.min(at)));
-        match self.outbox.next_claimable_at_ms() {
-            // Claimable later: sleep until then.
-            Ok(Some(at)) if at > now => consider(at),
-            // Claimable now but nothing was sent: offline (look again at the
-            // probe's next check), or another sender claimed it first (look
-            // again at once).
-            Ok(Some(_)) => match self.probe.last_known() {
-                Some(false) => consider(
-                    self.probe
-                        .next_check_at_ms()
-                        .map_or(now + 1, |at| at.max(now + 1)),
-                ),
-                _ => consider(now),
-            },
-            // Nothing pending, or all behind in-flight keys: a finished batch,
-            // an enqueue or the in-flight re-check wakes us.
-            Ok(None) => {}
-            // The store failed: try again shortly rather than spin.
-            Err(_) => consider(now + 1_000),
-        }
-        // Claims no sender holds come back when they time out.
-        if let Some(at) = self.outbox.next_expiry_at_ms() {
-            consider(at.clamp(now, now + self.inflight_recheck_ms));
-        }
-        deadline
     }
 }

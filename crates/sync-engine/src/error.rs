@@ -53,8 +53,8 @@ pub enum EngineError {
         len: usize,
     },
     /// `send_batch` returned a different number of results than operations.
-    /// Results were matched by position; each operation without one was
-    /// recorded as a retryable failure, never as `Done`.
+    /// No result can be trusted to be an operation's own, so each operation
+    /// of the batch was recorded as a retryable failure, never as `Done`.
     #[error(
         "transport returned {got} results for a batch of {expected} operations starting with {first_id}"
     )]
@@ -69,6 +69,9 @@ pub enum EngineError {
     /// [`SyncEngine::start`](crate::SyncEngine::start) was called while running.
     #[error("engine already running")]
     AlreadyRunning,
+    /// `AsyncSyncEngine::start` was polled outside a tokio runtime.
+    #[error("no tokio runtime: start the async engine from inside one")]
+    NoRuntime,
     /// A background thread could not be started.
     #[error("cannot spawn an engine thread")]
     Spawn(#[source] std::io::Error),

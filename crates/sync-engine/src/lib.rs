@@ -44,19 +44,47 @@
 //!
 //! - `tracing` (off by default): `TracingObserver`, which turns the
 //!   worker's events into `tracing` events.
+//! - `tokio` (off by default): the async face for tokio applications:
+//!   `AsyncSyncEngine` (the engine's senders as tasks, store I/O on the
+//!   blocking pool, sleeps on tokio's clock), `AsyncSyncTransport` with its
+//!   adapters `SpawnBlockingTransport` and `BlockOnTransport`, `AsyncOutbox`
+//!   (enqueue and friends as futures), `TokioClock`, and `async_trait`.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "tokio")]
+mod async_engine;
+#[cfg(feature = "tokio")]
+mod async_outbox;
+#[cfg(feature = "tokio")]
+mod async_transport;
 mod clock;
 mod engine;
 mod error;
 mod observer;
 mod probe;
+mod schedule;
 mod transport;
 mod worker;
+mod worker_core;
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_engine::AsyncSyncEngine;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_outbox::AsyncOutbox;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_trait::async_trait;
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use async_transport::{AsyncSyncTransport, BlockOnTransport, SpawnBlockingTransport};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
 pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::{EngineError, SyncStep};

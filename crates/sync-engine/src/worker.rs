@@ -1,15 +1,16 @@
 //! [`SyncWorker`]: one deterministic pass of sending what is due.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
-use sync_outbox::{Operation, OperationStatus, Outbox, OutboxError};
+use sync_outbox::Outbox;
 
-use crate::error::{EngineError, SyncStep};
+use crate::error::EngineError;
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
-use crate::transport::{SendResult, SyncTransport};
+use crate::transport::SyncTransport;
+use crate::worker_core::{BatchOutcome, WorkerCore};
 
 /// Settings of a [`SyncWorker`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +38,18 @@ pub struct WorkerStats {
     pub failed: u64,
     /// Batches during which the transport panicked.
     pub panicked: u64,
+}
+
+impl std::iter::Sum for WorkerStats {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |a, b| Self {
+            sent: a.sent + b.sent,
+            done: a.done + b.done,
+            retried: a.retried + b.retried,
+            failed: a.failed + b.failed,
+            panicked: a.panicked + b.panicked,
+        })
+    }
 }
 
 /// Sends due operations from an [`Outbox`] through a [`SyncTransport`].
@@ -70,27 +83,15 @@ pub struct WorkerStats {
 /// ```
 pub struct SyncWorker {
     config: SyncWorkerConfig,
-    outbox: Arc<Outbox>,
-    probe: Arc<NetworkProbe>,
+    core: WorkerCore,
     transport: Arc<dyn SyncTransport>,
-    /// The probe's reconnect count already acted on.
-    reconnects_seen: AtomicU64,
-    /// Set by `sync_now`: the next tick makes everything in backoff due. A
-    /// `SyncEngine` shares one flag among its workers.
-    drain_requested: Arc<AtomicBool>,
-    sent: AtomicU64,
-    done: AtomicU64,
-    retried: AtomicU64,
-    failed: AtomicU64,
-    panicked: AtomicU64,
-    observer: OnceLock<Arc<dyn SyncObserver>>,
 }
 
 impl std::fmt::Debug for SyncWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SyncWorker")
             .field("config", &self.config)
-            .field("probe", &self.probe)
+            .field("probe", &self.core.probe)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -104,32 +105,28 @@ impl SyncWorker {
         probe: Arc<NetworkProbe>,
         transport: Arc<dyn SyncTransport>,
     ) -> Self {
-        let reconnects_seen = AtomicU64::new(probe.reconnects());
-        Self {
-            config,
+        let core = WorkerCore::new(
+            config.batch_limit,
             outbox,
             probe,
+            Arc::new(AtomicBool::new(false)),
+        );
+        Self {
+            config,
+            core,
             transport,
-            reconnects_seen,
-            drain_requested: Arc::new(AtomicBool::new(false)),
-            sent: AtomicU64::new(0),
-            done: AtomicU64::new(0),
-            retried: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            panicked: AtomicU64::new(0),
-            observer: OnceLock::new(),
         }
     }
 
     /// Installs `observer`, once; returns `false` if one was installed already.
     pub fn set_observer(&self, observer: Arc<dyn SyncObserver>) -> bool {
-        self.observer.set(observer).is_ok()
+        self.core.observer.set(observer).is_ok()
     }
 
     /// Shares `flag` as this worker's `sync_now` request, so any worker of
     /// an engine may act on it.
     pub(crate) fn with_drain_flag(mut self, flag: Arc<AtomicBool>) -> Self {
-        self.drain_requested = flag;
+        self.core.share_drain_flag(flag);
         self
     }
 
@@ -137,8 +134,7 @@ impl SyncWorker {
     /// backoff due at once (attempts unchanged) and the probe to check again:
     /// the pull-to-refresh button.
     pub fn sync_now(&self) {
-        self.drain_requested.store(true, Ordering::SeqCst);
-        self.probe.expire();
+        self.core.sync_now();
     }
 
     /// One pass at `now_ms`; returns how many operations were sent.
@@ -153,8 +149,9 @@ impl SyncWorker {
     /// [`SyncTransport::send_batch`] at once, and each recorded as `Done`,
     /// retried with backoff (or the server's retry-after), or `Failed`.
     ///
-    /// An operation the transport gave no result for (it returned too few,
-    /// or panicked) is recorded as a retryable failure, never as `Done`. An
+    /// If the transport returns a wrong number of results, or panics, no
+    /// result can be trusted to be an operation's own: each operation of the
+    /// batch is recorded as a retryable failure, never as `Done`. An
     /// operation discarded while it was being sent is skipped.
     ///
     /// # Errors
@@ -168,143 +165,26 @@ impl SyncWorker {
     /// - [`EngineError::BatchResultCount`] if `send_batch` returned a wrong
     ///   number of results.
     pub fn tick(&self, now_ms: i64) -> Result<usize, EngineError> {
-        if !self.probe.is_online(now_ms) {
-            return Ok(0);
-        }
-        let reconnects = self.probe.reconnects();
-        let reconnected = self.reconnects_seen.swap(reconnects, Ordering::AcqRel) != reconnects
-            && self.probe.config().drain_on_reconnect;
-        if self.drain_requested.swap(false, Ordering::AcqRel) || reconnected {
-            self.outbox
-                .make_pending_due(now_ms)
-                .map_err(|e| step_error(SyncStep::MakeDue, None, e))?;
-        }
-        let claim = self
-            .outbox
-            .claim(now_ms, self.config.batch_limit)
-            .map_err(|e| step_error(SyncStep::Claim, None, e))?;
-        let Some(first) = claim.ops().first() else {
+        let Some(claim) = self.core.prepare(now_ms)? else {
             return Ok(0);
         };
-        let n_ops = claim.len();
-        self.sent.fetch_add(n_ops as u64, Ordering::Relaxed);
-        let mut first_error = None;
-        let sent = catch_unwind(AssertUnwindSafe(|| self.transport.send_batch(claim.ops())));
-        let (results, missing) = match sent {
-            Ok(results) if results.len() == n_ops => (results, None),
-            Ok(results) => {
-                let got = results.len();
-                first_error = Some(EngineError::BatchResultCount {
-                    first_id: first.id.clone(),
-                    expected: n_ops,
-                    got,
-                });
-                let error = format!("the transport returned {got} results for {n_ops} operations");
-                (results, Some(SendResult::retryable(error)))
-            }
-            Err(_) => {
-                self.panicked.fetch_add(1, Ordering::Relaxed);
-                first_error = Some(if n_ops == 1 {
-                    EngineError::TransportPanicked {
-                        id: first.id.clone(),
-                    }
-                } else {
-                    EngineError::BatchPanicked {
-                        first_id: first.id.clone(),
-                        len: n_ops,
-                    }
-                });
-                (
-                    Vec::new(),
-                    Some(SendResult::retryable("the transport panicked")),
-                )
-            }
-        };
-        for (index, op) in claim.iter().enumerate() {
-            let Some(result) = results.get(index).or(missing.as_ref()) else {
-                continue;
+        let outcome =
+            match catch_unwind(AssertUnwindSafe(|| self.transport.send_batch(claim.ops()))) {
+                Ok(results) => BatchOutcome::Results(results),
+                Err(_) => BatchOutcome::Panicked,
             };
-            match self.record(op, result, now_ms) {
-                Ok(Some(status)) => {
-                    let counter = match status {
-                        OperationStatus::Done => &self.done,
-                        OperationStatus::Failed => &self.failed,
-                        OperationStatus::Pending | OperationStatus::InFlight => &self.retried,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    if let Some(observer) = self.observer.get() {
-                        observer.on_result(op, result, status);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        // Anything still unrecorded (a store failure) becomes an orphan here,
-        // back in the queue at the next claim.
-        drop(claim);
-        if let (Some(error), Some(observer)) = (&first_error, self.observer.get()) {
-            observer.on_error(error);
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(n_ops),
-        }
-    }
-
-    /// Records one result; `None` if the operation was discarded meanwhile.
-    fn record(
-        &self,
-        op: &Operation,
-        result: &SendResult,
-        now_ms: i64,
-    ) -> Result<Option<OperationStatus>, EngineError> {
-        let (step, recorded) = if result.ok {
-            let done = self.outbox.mark_done(&op.id, now_ms);
-            (SyncStep::RecordDone, done.map(|()| OperationStatus::Done))
-        } else {
-            let failed = self.outbox.mark_failed(
-                &op.id,
-                &result.error,
-                result.retryable,
-                result.retry_after_ms,
-                now_ms,
-            );
-            (SyncStep::RecordFailure, failed)
-        };
-        match recorded {
-            Ok(status) => Ok(Some(status)),
-            Err(OutboxError::UnknownId { .. }) => Ok(None),
-            Err(e) => Err(step_error(step, Some(&op.id), e)),
-        }
+        self.core.record_batch(claim, outcome, now_ms)
     }
 
     /// Counts of what this worker has done.
     #[must_use]
     pub fn stats(&self) -> WorkerStats {
-        WorkerStats {
-            sent: self.sent.load(Ordering::Relaxed),
-            done: self.done.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            panicked: self.panicked.load(Ordering::Relaxed),
-        }
+        self.core.stats()
     }
 
     /// The outbox this worker sends from.
     #[must_use]
     pub fn outbox(&self) -> &Arc<Outbox> {
-        &self.outbox
-    }
-}
-
-/// An outbox error in `step`, for operation `id` if one.
-pub(crate) fn step_error(step: SyncStep, id: Option<&str>, source: OutboxError) -> EngineError {
-    EngineError::OutboxStep {
-        step,
-        id: id.map(str::to_owned),
-        source,
+        &self.core.outbox
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests of `sync-engine`: one binary, one module per behaviour.
 
+mod async_engine;
 mod engine;
 mod guide;
 mod send_path;

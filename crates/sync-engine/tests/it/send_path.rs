@@ -232,16 +232,11 @@ fn a_wrong_result_count_marks_nothing_done_without_its_result() -> TestResult {
                     .map_or(OperationStatus::Failed, |op| op.status)
             })
             .collect();
-        // Results are matched by position; ops without one are retried.
-        let with_result = n_results.min(3);
-        for (index, status) in statuses.iter().enumerate() {
-            let want = if index < with_result {
-                OperationStatus::Done
-            } else {
-                OperationStatus::Pending
-            };
-            assert_eq!(*status, want, "op {index} with {n_results} results");
-        }
+        // Which result is whose cannot be trusted: every op is retried.
+        assert!(
+            statuses.iter().all(|s| *s == OperationStatus::Pending),
+            "{statuses:?} with {n_results} results"
+        );
         if n_results == 1 {
             let retried = store.get(&ids[2])?.ok_or("lost")?;
             assert!(

@@ -1,0 +1,447 @@
+//! [`AsyncSyncEngine`]: the engine's senders as tokio tasks, over the same
+//! [`WorkerCore`] passes as the threaded [`SyncEngine`](crate::SyncEngine).
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use sync_outbox::Outbox;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::async_outbox::run_blocking;
+use crate::async_transport::AsyncSyncTransport;
+use crate::clock::{Clock, TokioClock};
+use crate::engine::SyncEngineConfig;
+use crate::error::{EngineError, SyncStep};
+use crate::observer::SyncObserver;
+use crate::probe::NetworkProbe;
+use crate::schedule::{ERROR_BACKOFF_MS, next_wake_at};
+use crate::worker::WorkerStats;
+use crate::worker_core::{BatchOutcome, WorkerCore, step_error};
+
+/// The [`SyncEngine`](crate::SyncEngine) for tokio applications: the same
+/// rules, from the same core, with its senders as tasks on the current
+/// runtime and an [`AsyncSyncTransport`]. Feature `tokio`.
+///
+/// - **Same rules.** Each sender claims a batch (held until every result
+///   is recorded), hands it to `send_batch`, and records each result; it
+///   probes before sending, drains on reconnect, keeps per-key order, tells
+///   the observer, and wakes on every claimable outbox change, on reconnect,
+///   on [`wake`](Self::wake) and [`sync_now`](Self::sync_now).
+/// - **Never blocks the runtime.** Every store call (claim, record,
+///   recovery, the look for the next due time) and the probe's check run on
+///   tokio's blocking pool (`spawn_blocking`); only the transport's future
+///   runs on the runtime's workers.
+/// - **The runtime's clock.** Sleeps are tokio sleeps, and the default
+///   clock is a [`TokioClock`], so tests run with paused time.
+/// - **A panicking send future** is caught in place: each operation of its
+///   batch is recorded as a retryable failure, as with the threaded engine.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_engine::{AsyncOutbox, AsyncSyncEngine, AsyncSyncTransport, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngineConfig, async_trait};
+/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+///
+/// struct Upstream;
+/// #[async_trait]
+/// impl AsyncSyncTransport for Upstream {
+///     async fn send(&self, _op: &Operation) -> SendResult {
+///         SendResult::ok()
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
+/// let store = Arc::new(MemoryOutboxStore::new());
+/// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
+/// let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+/// let engine = AsyncSyncEngine::new(SyncEngineConfig::default(), outbox.clone(), probe, Arc::new(Upstream));
+/// engine.start().await?;
+/// let id = AsyncOutbox::new(outbox).enqueue(Operation::new("note.create", "/notes", "{}")).await?;
+/// while store.get(&id)?.map(|op| op.status) != Some(OperationStatus::Done) {
+///     tokio::task::yield_now().await;
+/// }
+/// engine.stop().await?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct AsyncSyncEngine {
+    config: SyncEngineConfig,
+    cores: Vec<Arc<WorkerCore>>,
+    outbox: Arc<Outbox>,
+    probe: Arc<NetworkProbe>,
+    transport: Arc<dyn AsyncSyncTransport>,
+    /// The wake-up generation: every sender wakes when it moves.
+    wake: Arc<watch::Sender<u64>>,
+    stopping: Arc<AtomicBool>,
+    /// The running senders, and the clock they were started on. Never held
+    /// across an await.
+    running: Mutex<Option<Running>>,
+    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
+    observer: OnceLock<Arc<dyn SyncObserver>>,
+}
+
+struct Running {
+    tasks: Vec<JoinHandle<()>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for AsyncSyncEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSyncEngine")
+            .field("config", &self.config)
+            .field("running", &self.running())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncSyncEngine {
+    /// An engine of `config.worker_count` senders over one outbox, probe and
+    /// transport. Registers wake-ups on the outbox (`on_claimable`) and the
+    /// probe (`on_reconnect`). Spawns nothing until [`start`](Self::start).
+    pub fn new(
+        config: SyncEngineConfig,
+        outbox: Arc<Outbox>,
+        probe: Arc<NetworkProbe>,
+        transport: Arc<dyn AsyncSyncTransport>,
+    ) -> Self {
+        let drain_requested = Arc::new(AtomicBool::new(false));
+        let cores = (0..config.worker_count.max(1))
+            .map(|_| {
+                Arc::new(WorkerCore::new(
+                    config.batch_limit,
+                    Arc::clone(&outbox),
+                    Arc::clone(&probe),
+                    Arc::clone(&drain_requested),
+                ))
+            })
+            .collect();
+        let wake = Arc::new(watch::Sender::new(0u64));
+        let on_claimable = Arc::clone(&wake);
+        outbox.on_claimable(move || bump(&on_claimable));
+        let on_reconnect = Arc::clone(&wake);
+        probe.on_reconnect(move || bump(&on_reconnect));
+        Self {
+            config,
+            cores,
+            outbox,
+            probe,
+            transport,
+            wake,
+            stopping: Arc::new(AtomicBool::new(false)),
+            running: Mutex::new(None),
+            last_error: Arc::new(Mutex::new(None)),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Installs `observer` on every sender, once; returns `false` if one was
+    /// installed already.
+    pub fn set_observer(&self, observer: Arc<dyn SyncObserver>) -> bool {
+        if self.observer.get().is_some() {
+            return false;
+        }
+        for core in &self.cores {
+            let _ = core.observer.set(Arc::clone(&observer));
+        }
+        self.observer.set(observer).is_ok()
+    }
+
+    /// Starts the senders on the current runtime with a [`TokioClock`] (the
+    /// wall clock, moving with tokio's time). First runs
+    /// [`Outbox::recover`] on the blocking pool: operations a crashed process
+    /// left `InFlight` are due at once.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NoRuntime`] outside a tokio runtime;
+    /// [`EngineError::AlreadyRunning`]; [`EngineError::OutboxStep`] if
+    /// recovery fails (nothing is started then).
+    pub async fn start(&self) -> Result<(), EngineError> {
+        self.start_with_clock(TokioClock::new()).await
+    }
+
+    /// [`start`](Self::start) with `clock` for the times persisted in the
+    /// outbox. Sleeps are always on tokio's timer, for the time `clock` says
+    /// is left, so a [`TokioClock`] keeps paused-time tests exact.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn start_with_clock(&self, clock: impl Clock) -> Result<(), EngineError> {
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
+        let clock: Arc<dyn Clock> = Arc::new(clock);
+        {
+            let mut running = self.lock_running();
+            if running.is_some() {
+                return Err(EngineError::AlreadyRunning);
+            }
+            // Claimed before the await, so a concurrent start sees it.
+            *running = Some(Running {
+                tasks: Vec::new(),
+                clock: Arc::clone(&clock),
+            });
+        }
+        let outbox = Arc::clone(&self.outbox);
+        let now = clock.now_ms();
+        let recovered = run_blocking(move || outbox.recover(now)).await;
+        let report = match recovered {
+            Ok(report) => report,
+            Err(e) => {
+                *self.lock_running() = None;
+                return Err(step_error(SyncStep::Recover, None, e));
+            }
+        };
+        if let Some(observer) = self.observer.get() {
+            observer.on_recovered(&report);
+        }
+        self.stopping.store(false, Ordering::SeqCst);
+        let tasks = self
+            .cores
+            .iter()
+            .map(|core| {
+                let sender = AsyncSender {
+                    core: Arc::clone(core),
+                    transport: Arc::clone(&self.transport),
+                    clock: Arc::clone(&clock),
+                    wake: Arc::clone(&self.wake),
+                    stopping: Arc::clone(&self.stopping),
+                    last_error: Arc::clone(&self.last_error),
+                    inflight_recheck_ms: self.config.inflight_timeout_ms.max(1),
+                };
+                handle.spawn(sender.run())
+            })
+            .collect();
+        if let Some(running) = self.lock_running().as_mut() {
+            running.tasks = tasks;
+        }
+        Ok(())
+    }
+
+    /// Whether the senders are running (from `start` until a `stop`
+    /// returns).
+    #[must_use]
+    pub fn running(&self) -> bool {
+        self.lock_running().is_some()
+    }
+
+    /// Wakes every sleeping sender to look for work now.
+    pub fn wake(&self) {
+        bump(&self.wake);
+    }
+
+    /// The pull-to-refresh button: makes every operation waiting in backoff
+    /// due now (attempts unchanged), asks the probe to check again, and
+    /// wakes the senders.
+    pub fn sync_now(&self) {
+        if let Some(core) = self.cores.first() {
+            core.sync_now();
+        }
+        self.wake();
+    }
+
+    /// Stops gracefully: each sender finishes the batch it is sending,
+    /// records it and exits; returns when all have. A hung send is bounded
+    /// only by the transport's own timeout; see
+    /// [`stop_with_timeout`](Self::stop_with_timeout).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::SenderPanicked`] if a sender died of a panic outside
+    /// the transport.
+    pub async fn stop(&self) -> Result<(), EngineError> {
+        self.stop_inner(None).await
+    }
+
+    /// Stops like [`stop`](Self::stop), but at `timeout` cancels what is
+    /// still running: a cancelled send's operations are back to `Pending`,
+    /// due at once (their attempt counted), before this returns.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::SenderPanicked`]; [`EngineError::OutboxStep`] if the
+    /// cancelled operations cannot be put back (they are then orphans,
+    /// requeued by the next start).
+    pub async fn stop_with_timeout(&self, timeout: Duration) -> Result<(), EngineError> {
+        self.stop_inner(Some(timeout)).await
+    }
+
+    async fn stop_inner(&self, timeout: Option<Duration>) -> Result<(), EngineError> {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake();
+        let Some(Running { mut tasks, clock }) = self.lock_running().take() else {
+            return Ok(());
+        };
+        let join_all = async {
+            let mut panicked = false;
+            for task in &mut tasks {
+                panicked |= task.await.is_err_and(|e| e.is_panic());
+            }
+            panicked
+        };
+        let panicked = match timeout {
+            None => join_all.await,
+            Some(timeout) => {
+                if let Ok(panicked) = tokio::time::timeout(timeout, join_all).await {
+                    panicked
+                } else {
+                    for task in &tasks {
+                        task.abort();
+                    }
+                    let mut panicked = false;
+                    for task in tasks {
+                        panicked |= task.await.is_err_and(|e| e.is_panic());
+                    }
+                    // The aborted senders dropped their claims: orphans.
+                    // Put them back to Pending now, not at the next start.
+                    let outbox = Arc::clone(&self.outbox);
+                    let now = clock.now_ms();
+                    run_blocking(move || outbox.recover(now))
+                        .await
+                        .map_err(|e| step_error(SyncStep::Recover, None, e))?;
+                    panicked
+                }
+            }
+        };
+        if panicked {
+            Err(EngineError::SenderPanicked)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The last error a sender met (it keeps running), with its whole cause
+    /// chain on one line ([`EngineError::report`]).
+    #[must_use]
+    pub fn last_error(&self) -> Option<String> {
+        self.last_engine_error().map(|e| e.report())
+    }
+
+    /// The last error a sender met, as the error itself.
+    #[must_use]
+    pub fn last_engine_error(&self) -> Option<Arc<EngineError>> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The sum of all senders' counts.
+    #[must_use]
+    pub fn stats(&self) -> WorkerStats {
+        self.cores.iter().map(|core| core.stats()).sum()
+    }
+
+    /// The network probe.
+    #[must_use]
+    pub fn probe(&self) -> &Arc<NetworkProbe> {
+        &self.probe
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for AsyncSyncEngine {
+    /// Tells the senders to stop and returns at once: each finishes its
+    /// current batch in the background. `stop().await` waits for them.
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        bump(&self.wake);
+    }
+}
+
+fn bump(wake: &watch::Sender<u64>) {
+    wake.send_modify(|generation| *generation = generation.wrapping_add(1));
+}
+
+/// One sender's loop, as a task.
+struct AsyncSender {
+    core: Arc<WorkerCore>,
+    transport: Arc<dyn AsyncSyncTransport>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<watch::Sender<u64>>,
+    stopping: Arc<AtomicBool>,
+    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
+    inflight_recheck_ms: i64,
+}
+
+impl AsyncSender {
+    async fn run(self) {
+        let mut woken = self.wake.subscribe();
+        while !self.stopping.load(Ordering::SeqCst) {
+            // Mark the generation seen before looking for work: a wake-up
+            // after this point makes `changed` below return at once.
+            woken.borrow_and_update();
+            let now = self.clock.now_ms();
+            let deadline = match self.pass(now).await {
+                Ok(0) => {
+                    let core = Arc::clone(&self.core);
+                    let recheck = self.inflight_recheck_ms;
+                    run_blocking(move || next_wake_at(&core.outbox, &core.probe, now, recheck))
+                        .await
+                }
+                Ok(_) => {
+                    // Keys this batch finished may unblock siblings' work.
+                    bump(&self.wake);
+                    continue;
+                }
+                Err(e) => {
+                    *self
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(e));
+                    Some(now + ERROR_BACKOFF_MS)
+                }
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let sleep = deadline.map(|at| {
+                let left = at.saturating_sub(self.clock.now_ms());
+                Duration::from_millis(u64::try_from(left).unwrap_or(0))
+            });
+            tokio::select! {
+                changed = woken.changed() => {
+                    if changed.is_err() {
+                        break; // the engine is gone
+                    }
+                }
+                () = sleep_for(sleep) => {}
+            }
+        }
+    }
+
+    /// One pass: claim (blocking pool), send (here), record (blocking pool).
+    async fn pass(&self, now: i64) -> Result<usize, EngineError> {
+        let core = Arc::clone(&self.core);
+        let Some(claim) = run_blocking(move || core.prepare(now)).await? else {
+            return Ok(0);
+        };
+        let sent = AssertUnwindSafe(self.transport.send_batch(claim.ops()))
+            .catch_unwind()
+            .await;
+        let outcome = match sent {
+            Ok(results) => BatchOutcome::Results(results),
+            Err(_) => BatchOutcome::Panicked,
+        };
+        let core = Arc::clone(&self.core);
+        let now = self.clock.now_ms();
+        run_blocking(move || core.record_batch(claim, outcome, now)).await
+    }
+}
+
+/// Sleeps for `duration` on tokio's timer; forever for `None`.
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,145 @@
+//! [`AsyncOutbox`]: the outbox calls an async app makes, run off the
+//! runtime's worker threads.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sync_outbox::{Operation, OperationStatus, Outbox, OutboxError, OutboxStats};
+
+use crate::clock::{Clock, SystemClock};
+
+/// The async face of an [`Outbox`]: `enqueue`, `stats`, `list`,
+/// `retry_failed` and `discard` as futures that run the store's disk I/O and
+/// fsync on tokio's blocking pool (`spawn_blocking`), so an axum handler or a
+/// Tauri command never blocks a runtime worker. Each takes `now_ms` from the
+/// clock it was made with ([`SystemClock`] by default). Cheap to clone.
+///
+/// Durability is the blocking call's: `enqueue(..).await` returns `Ok` once
+/// the store has persisted the operation as its `SyncPolicy` promises.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_engine::AsyncOutbox;
+/// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));
+/// let queue = AsyncOutbox::new(outbox);
+/// let id = queue.enqueue(Operation::new("note.create", "/notes", "{}")).await?;
+/// assert_eq!(queue.stats().await?.pending, 1);
+/// queue.discard(&id).await?;
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// # })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct AsyncOutbox {
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for AsyncOutbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncOutbox")
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncOutbox {
+    /// The async face of `outbox`, with times from the [`SystemClock`].
+    pub fn new(outbox: Arc<Outbox>) -> Self {
+        Self::with_clock(outbox, SystemClock)
+    }
+
+    /// The async face of `outbox`, with times from `clock` (a
+    /// [`TokioClock`](crate::TokioClock) in tests with paused time).
+    pub fn with_clock(outbox: Arc<Outbox>, clock: impl Clock) -> Self {
+        Self {
+            outbox,
+            clock: Arc::new(clock),
+        }
+    }
+
+    /// The outbox, for the blocking calls.
+    #[must_use]
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// [`Outbox::enqueue`] at the clock's now, off the runtime's threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::enqueue`].
+    pub async fn enqueue(&self, op: Operation) -> Result<String, OutboxError> {
+        self.run(move |outbox, now| outbox.enqueue(op, now)).await
+    }
+
+    /// [`Outbox::stats`], off the runtime's threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::stats`].
+    pub async fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        self.run(|outbox, _| outbox.stats()).await
+    }
+
+    /// [`Outbox::list`], off the runtime's threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::list`].
+    pub async fn list(
+        &self,
+        status: Option<OperationStatus>,
+        limit: usize,
+    ) -> Result<Vec<Operation>, OutboxError> {
+        self.run(move |outbox, _| outbox.list(status, limit)).await
+    }
+
+    /// [`Outbox::retry_failed`] at the clock's now, off the runtime's threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::retry_failed`].
+    pub async fn retry_failed(&self, id: &str) -> Result<(), OutboxError> {
+        let id = id.to_owned();
+        self.run(move |outbox, now| outbox.retry_failed(&id, now))
+            .await
+    }
+
+    /// [`Outbox::discard`], off the runtime's threads.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::discard`].
+    pub async fn discard(&self, id: &str) -> Result<(), OutboxError> {
+        let id = id.to_owned();
+        self.run(move |outbox, _| outbox.discard(&id)).await
+    }
+
+    /// Runs `call` on the blocking pool with the clock's now. A panic in the
+    /// call is resumed here, as if the call had been made directly.
+    async fn run<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Outbox, i64) -> T + Send + 'static,
+    ) -> T {
+        let outbox = Arc::clone(&self.outbox);
+        let now = self.clock.now_ms();
+        run_blocking(move || call(&outbox, now)).await
+    }
+}
+
+/// Runs `work` on tokio's blocking pool; a panic in it is resumed in the
+/// caller, as if the work had run inline.
+pub(crate) async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}

@@ -1,0 +1,185 @@
+//! [`AsyncSyncTransport`], the async twin of [`SyncTransport`], and the two
+//! adapters between them.
+
+use std::fmt;
+use std::sync::Arc;
+
+use sync_outbox::Operation;
+use tokio::runtime::Handle;
+
+use crate::async_outbox::run_blocking;
+use crate::transport::{SendResult, SyncTransport};
+
+/// Sends operations to the server from async code. Implemented by the
+/// application (or [`AsyncHttpTransport`] in `sync-transport-http`), used by
+/// [`AsyncSyncEngine`](crate::AsyncSyncEngine).
+///
+/// The same contract as [`SyncTransport`]: delivery is at least once, so the
+/// server dedupes on the operation's `id`; `error` strings never carry
+/// payloads or credentials. The futures are `Send`, and the trait is usable
+/// as `Arc<dyn AsyncSyncTransport>`: implement it with
+/// [`#[async_trait]`](macro@crate::async_trait), re-exported here.
+///
+/// A blocking [`SyncTransport`] is used where an async one is expected
+/// through [`SpawnBlockingTransport`]; the reverse, with a runtime handle,
+/// through [`BlockOnTransport`].
+///
+/// [`AsyncHttpTransport`]: https://docs.rs/sync-transport-http
+///
+/// # Examples
+///
+/// ```
+/// use sync_engine::{AsyncSyncTransport, SendResult, async_trait};
+/// use sync_outbox::Operation;
+///
+/// struct Upstream;
+///
+/// #[async_trait]
+/// impl AsyncSyncTransport for Upstream {
+///     async fn send(&self, op: &Operation) -> SendResult {
+///         tokio::task::yield_now().await; // an HTTP call, say
+///         if op.payload.is_empty() { SendResult::permanent("empty") } else { SendResult::ok() }
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let transport: std::sync::Arc<dyn AsyncSyncTransport> = std::sync::Arc::new(Upstream);
+/// let results = transport.send_batch(&[Operation::new("k", "/t", "{}"), Operation::new("k", "/t", "")]).await;
+/// assert!(results[0].ok && !results[1].ok);
+/// # });
+/// # Ok::<_, std::io::Error>(())
+/// ```
+#[async_trait::async_trait]
+pub trait AsyncSyncTransport: Send + Sync {
+    /// Sends one operation and says how it went.
+    async fn send(&self, op: &Operation) -> SendResult;
+
+    /// Sends several operations; returns one result per operation, in order.
+    /// The default awaits [`send`](Self::send) for each in turn; a transport
+    /// with a batch endpoint can do better.
+    async fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            results.push(self.send(op).await);
+        }
+        results
+    }
+}
+
+/// A blocking [`SyncTransport`] as an [`AsyncSyncTransport`]: each call runs
+/// on tokio's blocking pool (`spawn_blocking`), never on a runtime worker.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_engine::{AsyncSyncTransport, SendResult, SpawnBlockingTransport, SyncTransport};
+/// use sync_outbox::Operation;
+///
+/// struct Blocking;
+/// impl SyncTransport for Blocking {
+///     fn send(&self, _op: &Operation) -> SendResult {
+///         std::thread::yield_now(); // a blocking HTTP client, say
+///         SendResult::ok()
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// let transport = SpawnBlockingTransport::new(Arc::new(Blocking));
+/// assert!(transport.send(&Operation::default()).await.ok);
+/// # });
+/// # Ok::<_, std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct SpawnBlockingTransport {
+    inner: Arc<dyn SyncTransport>,
+}
+
+impl SpawnBlockingTransport {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn SyncTransport>) -> Self {
+        Self { inner }
+    }
+}
+
+impl fmt::Debug for SpawnBlockingTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SpawnBlockingTransport")
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncSyncTransport for SpawnBlockingTransport {
+    async fn send(&self, op: &Operation) -> SendResult {
+        let inner = Arc::clone(&self.inner);
+        let op = op.clone();
+        run_blocking(move || inner.send(&op)).await
+    }
+
+    async fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
+        let inner = Arc::clone(&self.inner);
+        let ops = ops.to_vec();
+        run_blocking(move || inner.send_batch(&ops)).await
+    }
+}
+
+/// An [`AsyncSyncTransport`] as a blocking [`SyncTransport`], for the
+/// threaded [`SyncEngine`](crate::SyncEngine): each call blocks its thread on
+/// `handle` until the future finishes.
+///
+/// # Panics
+///
+/// A call from inside a runtime (an async task) panics, as
+/// `Handle::block_on` does there: use it from the threaded engine's own
+/// threads, or give async code the async transport itself.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_engine::{AsyncSyncTransport, BlockOnTransport, SendResult, SyncTransport, async_trait};
+/// use sync_outbox::Operation;
+///
+/// struct Upstream;
+/// #[async_trait]
+/// impl AsyncSyncTransport for Upstream {
+///     async fn send(&self, _op: &Operation) -> SendResult {
+///         tokio::task::yield_now().await;
+///         SendResult::ok()
+///     }
+/// }
+///
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// let transport = BlockOnTransport::new(Arc::new(Upstream), runtime.handle().clone());
+/// assert!(transport.send(&Operation::default()).ok); // from a plain thread
+/// # Ok::<_, std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct BlockOnTransport {
+    inner: Arc<dyn AsyncSyncTransport>,
+    handle: Handle,
+}
+
+impl BlockOnTransport {
+    /// Wraps `inner`, running its futures on `handle`.
+    pub fn new(inner: Arc<dyn AsyncSyncTransport>, handle: Handle) -> Self {
+        Self { inner, handle }
+    }
+}
+
+impl fmt::Debug for BlockOnTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockOnTransport").finish_non_exhaustive()
+    }
+}
+
+impl SyncTransport for BlockOnTransport {
+    fn send(&self, op: &Operation) -> SendResult {
+        self.handle.block_on(self.inner.send(op))
+    }
+
+    fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
+        self.handle.block_on(self.inner.send_batch(ops))
+    }
+}

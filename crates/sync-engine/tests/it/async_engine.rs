@@ -1,0 +1,312 @@
+//! Guards the tokio engine: it delivers on paused time, wakes for
+//! `sync_now`, isolates a panicking send future, stops gracefully (a send in
+//! flight finishes) or with a deadline (a hung send is cancelled and its
+//! operation is `Pending` at once), and never runs store I/O on the
+//! runtime's thread.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use sync_engine::{
+    AsyncOutbox, AsyncSyncEngine, AsyncSyncTransport, Clock, NetworkProbe, NetworkProbeConfig,
+    SendResult, SyncEngineConfig, TokioClock, async_trait,
+};
+use sync_outbox::{
+    MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxError, OutboxStore,
+    RetryPolicy,
+};
+
+use crate::TestResult;
+
+/// A scripted async upstream: per payload, answer ok, fail, panic, hang
+/// forever, or take `slow_ms` of tokio time.
+#[derive(Debug, Default)]
+struct Upstream {
+    sends: AtomicUsize,
+    fail_first: AtomicUsize,
+    slow_ms: u64,
+    panicked_once: AtomicBool,
+}
+
+#[async_trait]
+impl AsyncSyncTransport for Upstream {
+    async fn send(&self, op: &Operation) -> SendResult {
+        self.sends.fetch_add(1, SeqCst);
+        if self.slow_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.slow_ms)).await;
+        }
+        match op.payload.as_str() {
+            "hang" => std::future::pending().await,
+            "panic-once" if !self.panicked_once.swap(true, SeqCst) => panic!("upstream bug"),
+            _ => {}
+        }
+        if self
+            .fail_first
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return SendResult::retryable("503");
+        }
+        SendResult::ok()
+    }
+}
+
+/// An engine of 2 senders and its async outbox, both on one `TokioClock`;
+/// start it with `start_with_clock(clock)`.
+fn engine(
+    store: Arc<dyn OutboxStore>,
+    upstream: Arc<Upstream>,
+    retry: RetryPolicy,
+) -> (AsyncSyncEngine, AsyncOutbox, TokioClock) {
+    let clock = TokioClock::starting_at(1_000_000);
+    let outbox = Arc::new(Outbox::new(
+        OutboxConfig {
+            retry,
+            ..OutboxConfig::default()
+        },
+        store,
+    ));
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let engine = AsyncSyncEngine::new(
+        SyncEngineConfig {
+            worker_count: 2,
+            ..SyncEngineConfig::default()
+        },
+        outbox.clone(),
+        probe,
+        upstream,
+    );
+    (engine, AsyncOutbox::with_clock(outbox, clock), clock)
+}
+
+/// Waits on tokio's (paused) clock, a millisecond at a time, for `done`.
+async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..100_000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn status(store: &dyn OutboxStore, id: &str) -> Option<OperationStatus> {
+    store.get(id).ok().flatten().map(|op| op.status)
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivers_retries_and_counts_on_paused_time() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream {
+        fail_first: AtomicUsize::new(2),
+        ..Upstream::default()
+    });
+    let (engine, queue, clock) = engine(store.clone(), upstream.clone(), RetryPolicy::default());
+    engine.start_with_clock(clock).await?;
+    let ids = [
+        queue.enqueue(Operation::new("k", "/t", "a")).await?,
+        queue.enqueue(Operation::new("k", "/t", "b")).await?,
+    ];
+    until("both done", || {
+        ids.iter()
+            .all(|id| status(&*store, id) == Some(OperationStatus::Done))
+    })
+    .await;
+    engine.stop().await?;
+    assert!(!engine.running());
+    assert_eq!(upstream.sends.load(SeqCst), 4, "2 failures, 2 successes");
+    let stats = engine.stats();
+    assert_eq!((stats.done, stats.retried), (2, 2));
+    assert_eq!(engine.last_error(), None);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn sync_now_sends_what_waits_in_a_long_backoff() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream {
+        fail_first: AtomicUsize::new(1),
+        ..Upstream::default()
+    });
+    let hour = RetryPolicy {
+        base_delay_ms: 3_600_000,
+        max_delay_ms: 3_600_000,
+        ..RetryPolicy::default()
+    };
+    let (engine, queue, clock) = engine(store.clone(), upstream, hour);
+    engine.start_with_clock(clock).await?;
+    let id = queue.enqueue(Operation::new("k", "/t", "{}")).await?;
+    until("in backoff", || {
+        store
+            .get(&id)
+            .ok()
+            .flatten()
+            .is_some_and(|op| op.attempt == 1)
+    })
+    .await;
+    let due = store.get(&id)?.ok_or("lost")?.next_retry_at_ms;
+    engine.sync_now();
+    until("sent after sync_now", || {
+        status(&*store, &id) == Some(OperationStatus::Done)
+    })
+    .await;
+    assert!(clock.now_ms() < due, "sent long before the backoff ended");
+    engine.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_send_future_is_isolated() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream::default());
+    let (engine, queue, clock) = engine(store.clone(), upstream, RetryPolicy::default());
+    engine.start_with_clock(clock).await?;
+    let id = queue
+        .enqueue(Operation::new("k", "/t", "panic-once"))
+        .await?;
+    until("done after the panic", || {
+        status(&*store, &id) == Some(OperationStatus::Done)
+    })
+    .await;
+    assert_eq!(store.get(&id)?.ok_or("lost")?.attempt, 2);
+    assert_eq!(engine.stats().panicked, 1);
+    assert!(
+        engine
+            .last_error()
+            .is_some_and(|e| e.contains("transport panicked"))
+    );
+    engine.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_waits_for_the_send_in_flight() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream {
+        slow_ms: 5_000,
+        ..Upstream::default()
+    });
+    let (engine, queue, clock) = engine(store.clone(), upstream.clone(), RetryPolicy::default());
+    engine.start_with_clock(clock).await?;
+    let id = queue.enqueue(Operation::new("k", "/t", "{}")).await?;
+    until("on the wire", || upstream.sends.load(SeqCst) == 1).await;
+    engine.stop().await?;
+    assert_eq!(
+        status(&*store, &id),
+        Some(OperationStatus::Done),
+        "the send finished and was recorded before stop returned"
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_with_a_deadline_cancels_a_hung_send_and_requeues_it() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream::default());
+    let (engine, queue, clock) = engine(store.clone(), upstream.clone(), RetryPolicy::default());
+    engine.start_with_clock(clock).await?;
+    let id = queue.enqueue(Operation::new("k", "/t", "hang")).await?;
+    until("on the wire", || upstream.sends.load(SeqCst) == 1).await;
+    engine.stop_with_timeout(Duration::from_secs(2)).await?;
+    assert!(!engine.running());
+    let op = store.get(&id)?.ok_or("lost")?;
+    assert_eq!(
+        (op.status, op.attempt),
+        (OperationStatus::Pending, 1),
+        "back in the queue at once, the attempt counted"
+    );
+    assert!(op.next_retry_at_ms <= clock.now_ms(), "due now");
+    assert!(op.last_error.contains("interrupted"), "{}", op.last_error);
+    Ok(())
+}
+
+/// A memory store that notes the thread of every call.
+#[derive(Debug, Default)]
+struct ThreadNotingStore {
+    inner: MemoryOutboxStore,
+    threads: Mutex<HashSet<ThreadId>>,
+}
+
+impl ThreadNotingStore {
+    fn note(&self) {
+        self.threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(std::thread::current().id());
+    }
+}
+
+impl OutboxStore for ThreadNotingStore {
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        self.note();
+        self.inner.put(op)
+    }
+    fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        self.note();
+        self.inner.put_batch(ops)
+    }
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        self.note();
+        self.inner.get(id)
+    }
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        self.note();
+        self.inner.remove(id)
+    }
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        self.note();
+        self.inner.load_all()
+    }
+    fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        self.note();
+        self.inner.ready(now_ms, limit)
+    }
+    fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        self.note();
+        self.inner.next_due_ms()
+    }
+}
+
+#[test]
+fn no_store_call_runs_on_the_runtime_thread() -> TestResult {
+    // A current-thread runtime runs every task on this thread; the store
+    // must only ever be called from the blocking pool's threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = Arc::new(ThreadNotingStore::default());
+    let upstream = Arc::new(Upstream {
+        fail_first: AtomicUsize::new(1),
+        ..Upstream::default()
+    });
+    runtime.block_on(async {
+        let retry = RetryPolicy {
+            base_delay_ms: 5,
+            ..RetryPolicy::default()
+        };
+        let (engine, queue, clock) = engine(store.clone(), upstream, retry);
+        engine.start_with_clock(clock).await?;
+        let id = queue.enqueue(Operation::new("k", "/t", "{}")).await?;
+        queue.stats().await?;
+        queue.list(None, 10).await?;
+        loop {
+            if let Some(done) = queue.list(Some(OperationStatus::Done), 10).await?.first() {
+                assert_eq!(done.id, id);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        engine.stop().await?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })?;
+    let threads = store.threads.lock().map_err(|_| "poisoned")?;
+    assert!(!threads.is_empty());
+    assert!(
+        !threads.contains(&std::thread::current().id()),
+        "a store call ran on the runtime's thread"
+    );
+    Ok(())
+}
