@@ -113,7 +113,16 @@ fn ci() -> Result<(), Error> {
         "warnings",
     ]))?;
     // The facade with no layer, and with each layer alone, must build too.
-    for features in ["", "wal", "outbox", "store", "engine", "http"] {
+    for features in [
+        "",
+        "wal",
+        "outbox",
+        "store",
+        "engine",
+        "http",
+        "tokio",
+        "http-async",
+    ] {
         run(cargo(&[
             "check",
             "--quiet",

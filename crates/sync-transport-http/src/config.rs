@@ -31,7 +31,7 @@ impl HttpMethod {
     }
 }
 
-/// Settings of an [`HttpTransport`](crate::HttpTransport).
+/// Settings of an `HttpTransport`.
 ///
 /// `Debug` prints header names only: values (tokens) print as `<redacted>`.
 ///

@@ -24,6 +24,9 @@ pub enum HttpTransportError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The async HTTP client could not be built (its TLS setup failed).
+    #[error("cannot build the HTTP client")]
+    Client,
     /// `batch_target` does not make a valid URL after `base_url`.
     #[error("invalid batch_target {target:?}: not a valid URL after base_url")]
     InvalidBatchTarget {

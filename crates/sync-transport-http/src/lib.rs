@@ -1,11 +1,15 @@
-//! A [`SyncTransport`](sync_engine::SyncTransport) that sends each operation
-//! as one HTTP request, on the blocking client [`ureq`] with rustls.
+//! HTTP(S) transports for the sync engine: `HttpTransport` (blocking, on
+//! `ureq`) for the threaded `SyncEngine`, and `AsyncHttpTransport` (on
+//! `reqwest`) for the tokio `AsyncSyncEngine`. Both use rustls, the same
+//! [`HttpTransportConfig`], the same status table ([`map_status`]), the same
+//! batch format (`docs/HTTP-BATCH.md`) and the same [`AuthProvider`].
 //!
 //! - Request: `POST {base_url}{op.target}` (the method is configurable per
 //!   operation kind), the payload as body with `Content-Type:
 //!   application/json`, `Idempotency-Key: {op.id}` so the server can drop
 //!   the duplicates an at-least-once delivery sends, and the configured
-//!   headers (authentication, ...).
+//!   headers and the provider's credentials. With
+//!   [`HttpTransportConfig::batch_target`], one request per batch instead.
 //! - Response: mapped to a [`SendResult`](sync_engine::SendResult) by
 //!   [`map_status`]; the table is on [`map_status`].
 //! - Privacy: this crate logs nothing. Payloads and header values never
@@ -15,6 +19,7 @@
 //! # Examples
 //!
 //! ```
+//! # #[cfg(feature = "blocking")] {
 //! use std::time::Duration;
 //! use sync_transport_http::{HttpMethod, HttpTransport, HttpTransportConfig};
 //!
@@ -26,26 +31,44 @@
 //! }
 //! .with_method("profile.update", HttpMethod::Put))?;
 //! assert!(!format!("{transport:?}").contains("secret-token"));
+//! # }
 //! # Ok::<_, sync_transport_http::HttpTransportError>(())
 //! ```
 //!
 //! # Crate features
 //!
-//! None. TLS is rustls with the Mozilla roots (`webpki-roots`), so nothing
-//! has to be installed on the system.
+//! - `blocking` (on by default): `HttpTransport`, on `ureq`.
+//! - `async` (off by default): `AsyncHttpTransport`, on `reqwest` and
+//!   tokio; turns on `sync-engine`'s `tokio` feature.
+//!
+//! An async-only application sets `default-features = false, features =
+//! ["async"]` and compiles no `ureq`. TLS is rustls with the Mozilla roots
+//! (`webpki-roots`), so nothing has to be installed on the system.
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "async")]
+mod async_transport;
+mod auth;
 mod batch;
 mod config;
 mod error;
+mod request;
 mod status;
+#[cfg(feature = "blocking")]
 mod transport;
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub use async_transport::AsyncHttpTransport;
+pub use auth::AuthProvider;
 pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult, map_batch_response};
 pub use config::{HttpMethod, HttpTransportConfig};
 pub use error::HttpTransportError;
 pub use status::{map_status, parse_retry_after};
+#[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub use transport::HttpTransport;

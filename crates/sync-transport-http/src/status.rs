@@ -20,7 +20,7 @@ use crate::config::HttpTransportConfig;
 /// | 422 and every other 4xx | permanent |
 /// | 501, 505 | permanent (the server will never support this request) |
 /// | 1xx, 3xx | permanent (redirects are not followed: a `POST` must not silently become a `GET`) |
-/// | no response: connection refused, DNS, TLS, timeout | retryable (see [`HttpTransport`](crate::HttpTransport)) |
+/// | no response: connection refused, DNS, TLS, timeout | retryable (see `HttpTransport`) |
 ///
 /// A `Retry-After` is clamped to [`HttpTransportConfig::max_retry_after`]
 /// and is ignored on responses that are not retryable. The error string is

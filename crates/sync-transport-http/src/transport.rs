@@ -1,28 +1,22 @@
-//! [`HttpTransport`]: one operation, one HTTP request.
+//! [`HttpTransport`]: the blocking transport, on `ureq`.
 
 use std::fmt;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use sync_engine::{SendResult, SyncTransport};
 use sync_outbox::Operation;
-use ureq::http::{HeaderName, HeaderValue, Request, Uri};
 
+use crate::auth::AuthProvider;
 use crate::batch::{BatchRequest, map_batch_response};
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
+use crate::request::{
+    BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, credentials, refresh_failed,
+    refresh_on, retry_after,
+};
 use crate::status::map_status;
-
-/// Most bytes of a response body read (and dropped) so the connection can be
-/// reused; a longer body closes the connection instead.
-const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
-
-/// Most bytes of a batch response read; a longer one is not a batch response
-/// (every operation of the batch is then retryable).
-const BATCH_RESPONSE_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
-
-/// Headers the transport sets itself, refused in the configuration.
-const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"];
 
 /// A [`SyncTransport`] that sends each operation as one HTTP request.
 ///
@@ -40,8 +34,12 @@ const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"
 /// operation's result with the same status table. A batch that gets no
 /// answer (refused, reset, timeout) is retryable for every operation.
 ///
+/// With an [`AuthProvider`] ([`with_auth`](Self::with_auth)), every request
+/// carries the provider's headers; a `401` makes the transport refresh them
+/// once and send that request again at once.
+///
 /// Connections are pooled and reused across sends and threads; share one
-/// transport as `Arc<HttpTransport>`.
+/// transport as `Arc<HttpTransport>`. Feature `blocking` (on by default).
 ///
 /// # Examples
 ///
@@ -64,11 +62,8 @@ const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"
 pub struct HttpTransport {
     agent: ureq::Agent,
     config: HttpTransportConfig,
-    /// `config.base_url` without a trailing `/`.
-    base_url: String,
-    /// The configured headers, checked and marked sensitive.
-    headers: Vec<(HeaderName, HeaderValue)>,
-    content_type: HeaderValue,
+    prepared: Prepared,
+    auth: Option<Arc<dyn AuthProvider>>,
 }
 
 impl HttpTransport {
@@ -83,21 +78,7 @@ impl HttpTransport {
     /// - [`HttpTransportError::InvalidBatchTarget`] if `batch_target` does
     ///   not make a valid URL.
     pub fn new(config: HttpTransportConfig) -> Result<Self, HttpTransportError> {
-        let base_url = config.base_url.trim_end_matches('/').to_owned();
-        check_base_url(&config.base_url)?;
-        let headers = config
-            .headers
-            .iter()
-            .map(|(name, value)| header(name, value))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (_, content_type) = header("Content-Type", &config.content_type)?;
-        if let Some(target) = &config.batch_target
-            && join_url(&base_url, target).parse::<Uri>().is_err()
-        {
-            return Err(HttpTransportError::InvalidBatchTarget {
-                target: target.clone(),
-            });
-        }
+        let prepared = Prepared::new(&config)?;
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(config.timeout))
             .http_status_as_error(false)
@@ -108,10 +89,17 @@ impl HttpTransport {
         Ok(Self {
             agent,
             config,
-            base_url,
-            headers,
-            content_type,
+            prepared,
+            auth: None,
         })
+    }
+
+    /// Takes each request's credentials from `auth`, refreshing them once
+    /// when a request gets `401`.
+    #[must_use]
+    pub fn with_auth(mut self, auth: Arc<dyn AuthProvider>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     /// The configuration.
@@ -123,43 +111,7 @@ impl HttpTransport {
     /// The URL an operation with `target` is sent to.
     #[must_use]
     pub fn url_for(&self, target: &str) -> String {
-        join_url(&self.base_url, target)
-    }
-
-    fn request<'a>(&self, op: &'a Operation) -> Result<Request<&'a [u8]>, String> {
-        let method = self.config.method_for(&op.kind).as_str();
-        let uri: Uri = self
-            .url_for(&op.target)
-            .parse()
-            .map_err(|_| format!("invalid request URL for target {:?}", op.target))?;
-        let key = HeaderValue::from_str(&op.id)
-            .map_err(|_| "operation id is not a valid Idempotency-Key".to_owned())?;
-        let builder = self
-            .request_builder(method, uri, self.content_type.clone())
-            .header("Idempotency-Key", key);
-        // The error would only come from parts checked above; say so briefly.
-        builder
-            .body(op.payload.as_bytes())
-            .map_err(|_| "invalid request".to_owned())
-    }
-}
-
-impl HttpTransport {
-    /// A request with `method`, `uri`, `content_type` and the configured headers.
-    fn request_builder(
-        &self,
-        method: &str,
-        uri: Uri,
-        content_type: HeaderValue,
-    ) -> ureq::http::request::Builder {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("Content-Type", content_type);
-        for (name, value) in &self.headers {
-            builder = builder.header(name, value);
-        }
-        builder
+        self.prepared.url_for(target)
     }
 
     /// Sends `ops` as one batch request to `batch_target`.
@@ -168,43 +120,83 @@ impl HttpTransport {
         let Ok(body) = serde_json::to_vec(&BatchRequest::new(ops, &self.config)) else {
             return all(SendResult::permanent("cannot encode the batch"));
         };
-        let Ok(uri) = self.url_for(batch_target).parse::<Uri>() else {
-            return all(SendResult::permanent("invalid batch URL"));
-        };
-        let builder =
-            self.request_builder("POST", uri, HeaderValue::from_static("application/json"));
-        let Ok(request) = builder.body(body.as_slice()) else {
-            return all(SendResult::permanent("invalid batch request"));
-        };
-        match self.agent.run(request) {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let retry_after = retry_after(&response);
-                let mut answer = Vec::new();
-                let read = response
-                    .body_mut()
-                    .as_reader()
-                    .take(BATCH_RESPONSE_LIMIT_BYTES)
-                    .read_to_end(&mut answer);
-                if let Err(e) = read {
-                    // Cut mid-answer: nothing says which operations applied.
-                    return all(SendResult::retryable(format!(
-                        "connection error: {}",
-                        e.kind()
-                    )));
-                }
-                map_batch_response(
-                    ops,
-                    status,
-                    retry_after.as_deref(),
-                    &answer,
-                    SystemTime::now(),
-                    &self.config,
-                )
-            }
-            Err(error) => all(SendResult::retryable(describe_failure(&error))),
+        let answer = self.exchange(BATCH_RESPONSE_LIMIT_BYTES, |credentials| {
+            self.prepared
+                .batch(batch_target, credentials, body.as_slice())
+        });
+        match answer {
+            Ok(Answer {
+                status,
+                retry_after,
+                body: Ok(body),
+            }) => map_batch_response(
+                ops,
+                status,
+                retry_after.as_deref(),
+                &body,
+                SystemTime::now(),
+                &self.config,
+            ),
+            // Cut mid-answer: nothing says which operations applied.
+            Ok(Answer {
+                body: Err(kind), ..
+            }) => all(SendResult::retryable(format!("connection error: {kind}"))),
+            Err(result) => all(result),
         }
     }
+
+    /// Sends the request `build` makes (again once, with refreshed
+    /// credentials, after a `401`), and reads at most `limit` bytes of the
+    /// answer. `Err` is the send's result when there is no usable answer.
+    fn exchange<'a>(
+        &self,
+        limit: u64,
+        build: impl Fn(
+            &[(http::HeaderName, http::HeaderValue)],
+        ) -> Result<http::Request<&'a [u8]>, &'static str>,
+    ) -> Result<Answer, SendResult> {
+        let auth = self.auth.as_deref();
+        let mut refreshed = false;
+        loop {
+            let credentials = credentials(auth)?;
+            let request = build(&credentials).map_err(SendResult::permanent)?;
+            let mut response = self
+                .agent
+                .run(request)
+                .map_err(|error| SendResult::retryable(describe_failure(&error)))?;
+            let status = response.status().as_u16();
+            let retry_after = retry_after(response.headers());
+            // Read the body (to the limit) so the connection goes back to
+            // the pool; only a batch answer's is ever looked at.
+            let mut body = Vec::new();
+            let read = response
+                .body_mut()
+                .as_reader()
+                .take(limit)
+                .read_to_end(&mut body)
+                .map(|_| body)
+                .map_err(|e| e.kind());
+            if refresh_on(status, auth, refreshed) {
+                refreshed = true;
+                if auth.is_some_and(|auth| auth.refresh().is_err()) {
+                    return Err(refresh_failed());
+                }
+                continue;
+            }
+            return Ok(Answer {
+                status,
+                retry_after,
+                body: read,
+            });
+        }
+    }
+}
+
+/// A response: its status, `Retry-After`, and body (or why reading it failed).
+struct Answer {
+    status: u16,
+    retry_after: Option<String>,
+    body: Result<Vec<u8>, std::io::ErrorKind>,
 }
 
 impl SyncTransport for HttpTransport {
@@ -216,59 +208,34 @@ impl SyncTransport for HttpTransport {
     }
 
     fn send(&self, op: &Operation) -> SendResult {
-        let request = match self.request(op) {
-            Ok(request) => request,
-            Err(error) => return SendResult::permanent(error),
-        };
-        match self.agent.run(request) {
-            Ok(mut response) => {
-                let status = response.status().as_u16();
-                let retry_after = retry_after(&response);
-                // Read a short body to the end so the connection goes back to
-                // the pool; its content is never used (it may echo the payload).
-                let mut sink = Vec::new();
-                let _ = response
-                    .body_mut()
-                    .as_reader()
-                    .take(DRAIN_LIMIT_BYTES)
-                    .read_to_end(&mut sink);
-                map_status(
-                    status,
-                    retry_after.as_deref(),
-                    SystemTime::now(),
-                    &self.config,
-                )
-            }
-            Err(error) => SendResult::retryable(describe_failure(&error)),
+        let answer = self.exchange(DRAIN_LIMIT_BYTES, |credentials| {
+            self.prepared
+                .single(&self.config, op, credentials, op.payload.as_bytes())
+        });
+        match answer {
+            Ok(Answer {
+                status,
+                retry_after,
+                ..
+            }) => map_status(
+                status,
+                retry_after.as_deref(),
+                SystemTime::now(),
+                &self.config,
+            ),
+            Err(result) => result,
         }
     }
 }
 
 impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The config's Debug redacts header values.
+        // The config's Debug redacts header values; the provider is not shown.
         f.debug_struct("HttpTransport")
             .field("config", &self.config)
+            .field("auth", &self.auth.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// `target` after `base_url` (which has no trailing `/`), with one `/` between.
-fn join_url(base_url: &str, target: &str) -> String {
-    if target.is_empty() || target.starts_with('/') {
-        format!("{base_url}{target}")
-    } else {
-        format!("{base_url}/{target}")
-    }
-}
-
-/// The response's `Retry-After` header, if it is text.
-fn retry_after<B>(response: &ureq::http::Response<B>) -> Option<String> {
-    response
-        .headers()
-        .get("Retry-After")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// A short description of a send that got no answer. ureq's messages name
@@ -281,38 +248,4 @@ fn describe_failure(error: &ureq::Error) -> String {
         ureq::Error::Io(e) => format!("connection error: {}", e.kind()),
         other => format!("request failed: {other}"),
     }
-}
-
-fn check_base_url(url: &str) -> Result<(), HttpTransportError> {
-    let invalid = |reason| HttpTransportError::InvalidBaseUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    let uri: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(invalid("the scheme must be http or https")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(invalid("no host"));
-    }
-    if uri.query().is_some() || url.contains('#') {
-        return Err(invalid("a query or fragment cannot prefix a target"));
-    }
-    Ok(())
-}
-
-fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HttpTransportError> {
-    let invalid = |reason| HttpTransportError::InvalidHeader {
-        name: name.to_owned(),
-        reason,
-    };
-    let parsed_name =
-        HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("invalid name"))?;
-    if RESERVED_HEADERS.contains(&parsed_name.as_str()) {
-        return Err(invalid("set by the transport"));
-    }
-    let mut parsed_value = HeaderValue::from_str(value).map_err(|_| invalid("invalid value"))?;
-    parsed_value.set_sensitive(true);
-    Ok((parsed_name, parsed_value))
 }

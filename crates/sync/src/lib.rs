@@ -61,7 +61,7 @@
 //! # Crate features
 //!
 //! On by default: `wal`, `outbox`, `store` and `engine`, the whole embedded
-//! stack. Off by default: `http` and `tracing`. Turn off the defaults
+//! stack. Off by default: `http`, `tokio`, `http-async` and `tracing`. Turn off the defaults
 //! (`default-features = false`) to take only the layers you need.
 //!
 //! - `wal` (default): `sync::wal`, the write-ahead log (`sync-wal`).
@@ -74,6 +74,12 @@
 //! - `http`: `sync::http`, a transport that sends each operation (or each
 //!   batch) as an HTTP request (`sync-transport-http`, on `ureq` and
 //!   rustls); turns on `engine`.
+//! - `tokio`: the async face for tokio applications, in `sync::engine`:
+//!   `AsyncSyncEngine` (senders as tasks, store I/O on the blocking pool,
+//!   sleeps on tokio's clock), `AsyncOutbox` (enqueue as a future),
+//!   `AsyncSyncTransport` and its adapters; turns on `engine`.
+//! - `http-async`: `sync::http::AsyncHttpTransport`, on `reqwest` and
+//!   rustls; turns on `tokio`. Without `http`, no `ureq` is compiled.
 //! - `tracing`: `sync::engine::TracingObserver`, the worker's events as
 //!   `tracing` events.
 
@@ -111,21 +117,27 @@ pub mod engine {
 }
 
 /// The HTTP transport: re-exports `sync-transport-http`.
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+#[cfg(any(feature = "http", feature = "http-async"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "http", feature = "http-async"))))]
 pub mod http {
     pub use sync_transport_http::*;
 }
 
 /// The names most applications need, for `use sync::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "tokio")]
+    pub use crate::engine::{AsyncOutbox, AsyncSyncEngine, AsyncSyncTransport, TokioClock};
     #[cfg(feature = "engine")]
     pub use crate::engine::{
         Clock, ManualClock, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
         SyncEngineConfig, SyncTransport, SyncWorker, SyncWorkerConfig, SystemClock,
     };
+    #[cfg(feature = "http-async")]
+    pub use crate::http::AsyncHttpTransport;
     #[cfg(feature = "http")]
-    pub use crate::http::{HttpMethod, HttpTransport, HttpTransportConfig};
+    pub use crate::http::HttpTransport;
+    #[cfg(any(feature = "http", feature = "http-async"))]
+    pub use crate::http::{AuthProvider, HttpMethod, HttpTransportConfig};
     #[cfg(feature = "outbox")]
     pub use crate::outbox::{
         MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,

@@ -311,7 +311,10 @@ fn a_failed_reload_does_not_turn_live_claims_into_orphans() -> TestResult {
     store.fail_loads.store(false, SeqCst);
     // The claim is still this process's own: it waits for its timeout.
     assert_eq!(outbox.recover(1)?.requeued, 0);
-    assert!(outbox.claim(1, 10)?.is_empty(), "not sent a second time at once");
+    assert!(
+        outbox.claim(1, 10)?.is_empty(),
+        "not sent a second time at once"
+    );
     assert_eq!(outbox.recover(TIMEOUT_MS)?.requeued, 1);
     Ok(())
 }

@@ -1,0 +1,198 @@
+//! What both transports share about a request: the checked base URL and
+//! headers, URL joining, building a single or a batch request as an
+//! `http::Request`, the credentials of an [`AuthProvider`], and reading a
+//! response's `Retry-After`. No I/O.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use sync_engine::SendResult;
+use sync_outbox::Operation;
+
+use crate::auth::AuthProvider;
+use crate::config::HttpTransportConfig;
+use crate::error::HttpTransportError;
+
+/// Most bytes of a response body read (and dropped) so the connection can be
+/// reused; a longer body closes the connection instead.
+pub(crate) const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
+
+/// Most bytes of a batch response read; a longer one is not a batch response
+/// (every operation of the batch is then retryable).
+pub(crate) const BATCH_RESPONSE_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Headers the transport sets itself, refused in the configuration.
+const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"];
+
+/// A configuration checked once, at construction.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    /// `config.base_url` without a trailing `/`.
+    pub(crate) base_url: String,
+    /// The configured headers, checked and marked sensitive.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    content_type: HeaderValue,
+}
+
+impl Prepared {
+    pub(crate) fn new(config: &HttpTransportConfig) -> Result<Self, HttpTransportError> {
+        check_base_url(&config.base_url)?;
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let headers = config
+            .headers
+            .iter()
+            .map(|(name, value)| header(name, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (_, content_type) = header("Content-Type", &config.content_type)?;
+        if let Some(target) = &config.batch_target
+            && join_url(&base_url, target).parse::<Uri>().is_err()
+        {
+            return Err(HttpTransportError::InvalidBatchTarget {
+                target: target.clone(),
+            });
+        }
+        Ok(Self {
+            base_url,
+            headers,
+            content_type,
+        })
+    }
+
+    /// The URL an operation with `target` is sent to.
+    pub(crate) fn url_for(&self, target: &str) -> String {
+        join_url(&self.base_url, target)
+    }
+
+    /// `{method} {base_url}{op.target}` with `Idempotency-Key`, the content
+    /// type, the configured headers, `credentials` and `body`.
+    ///
+    /// An error is a permanent one: the operation cannot make a request.
+    pub(crate) fn single<B>(
+        &self,
+        config: &HttpTransportConfig,
+        op: &Operation,
+        credentials: &[(HeaderName, HeaderValue)],
+        body: B,
+    ) -> Result<Request<B>, &'static str> {
+        let uri: Uri = self
+            .url_for(&op.target)
+            .parse()
+            .map_err(|_| "invalid request URL for the operation's target")?;
+        let key = HeaderValue::from_str(&op.id)
+            .map_err(|_| "operation id is not a valid Idempotency-Key")?;
+        let method = config.method_for(&op.kind).as_str();
+        self.builder(method, uri, self.content_type.clone(), credentials)
+            .header("Idempotency-Key", key)
+            .body(body)
+            .map_err(|_| "invalid request")
+    }
+
+    /// `POST {base_url}{batch_target}` with a JSON body.
+    pub(crate) fn batch<B>(
+        &self,
+        batch_target: &str,
+        credentials: &[(HeaderName, HeaderValue)],
+        body: B,
+    ) -> Result<Request<B>, &'static str> {
+        let uri: Uri = self
+            .url_for(batch_target)
+            .parse()
+            .map_err(|_| "invalid batch URL")?;
+        let json = HeaderValue::from_static("application/json");
+        self.builder("POST", uri, json, credentials)
+            .body(body)
+            .map_err(|_| "invalid batch request")
+    }
+
+    fn builder(
+        &self,
+        method: &str,
+        uri: Uri,
+        content_type: HeaderValue,
+        credentials: &[(HeaderName, HeaderValue)],
+    ) -> http::request::Builder {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("Content-Type", content_type);
+        for (name, value) in self.headers.iter().chain(credentials) {
+            builder = builder.header(name, value);
+        }
+        builder
+    }
+}
+
+/// The credentials for the next request, checked and marked sensitive;
+/// none without a provider. A failing provider makes the send retryable.
+pub(crate) fn credentials(
+    auth: Option<&dyn AuthProvider>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, SendResult> {
+    let Some(auth) = auth else {
+        return Ok(Vec::new());
+    };
+    let refused = || SendResult::retryable("the auth provider gave no usable credentials");
+    let pairs = auth.headers().map_err(|_| refused())?;
+    pairs
+        .iter()
+        .map(|(name, value)| header(name, value).map_err(|_| refused()))
+        .collect()
+}
+
+/// Whether a `401` should be answered by one refresh and one resend.
+pub(crate) fn refresh_on(status: u16, auth: Option<&dyn AuthProvider>, refreshed: bool) -> bool {
+    status == 401 && auth.is_some() && !refreshed
+}
+
+/// What a failed refresh makes of the send.
+pub(crate) fn refresh_failed() -> SendResult {
+    SendResult::retryable("HTTP 401 Unauthorized; refreshing the credentials failed")
+}
+
+/// The response's `Retry-After` header, if it is text.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// `target` after `base_url` (which has no trailing `/`), with one `/` between.
+fn join_url(base_url: &str, target: &str) -> String {
+    if target.is_empty() || target.starts_with('/') {
+        format!("{base_url}{target}")
+    } else {
+        format!("{base_url}/{target}")
+    }
+}
+
+fn check_base_url(url: &str) -> Result<(), HttpTransportError> {
+    let invalid = |reason| HttpTransportError::InvalidBaseUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let uri: Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(invalid("the scheme must be http or https")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return Err(invalid("a query or fragment cannot prefix a target"));
+    }
+    Ok(())
+}
+
+fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HttpTransportError> {
+    let invalid = |reason| HttpTransportError::InvalidHeader {
+        name: name.to_owned(),
+        reason,
+    };
+    let parsed_name =
+        HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid("invalid name"))?;
+    if RESERVED_HEADERS.contains(&parsed_name.as_str()) {
+        return Err(invalid("set by the transport"));
+    }
+    let mut parsed_value = HeaderValue::from_str(value).map_err(|_| invalid("invalid value"))?;
+    parsed_value.set_sensitive(true);
+    Ok((parsed_name, parsed_value))
+}
