@@ -278,37 +278,37 @@ impl AsyncSyncEngine {
         let Some(Running { mut tasks, clock }) = self.lock_running().take() else {
             return Ok(());
         };
+        let mut panicked = false;
+        // A task leaves `tasks` only once its join has completed, so after a
+        // timeout `tasks` holds exactly the senders still running.
         let join_all = async {
-            let mut panicked = false;
-            for task in &mut tasks {
+            while let Some(task) = tasks.last_mut() {
+                panicked |= task.await.is_err_and(|e| e.is_panic());
+                tasks.pop();
+            }
+        };
+        let finished = match timeout {
+            None => {
+                join_all.await;
+                true
+            }
+            Some(timeout) => tokio::time::timeout(timeout, join_all).await.is_ok(),
+        };
+        if !finished {
+            for task in &tasks {
+                task.abort();
+            }
+            for task in tasks {
                 panicked |= task.await.is_err_and(|e| e.is_panic());
             }
-            panicked
-        };
-        let panicked = match timeout {
-            None => join_all.await,
-            Some(timeout) => {
-                if let Ok(panicked) = tokio::time::timeout(timeout, join_all).await {
-                    panicked
-                } else {
-                    for task in &tasks {
-                        task.abort();
-                    }
-                    let mut panicked = false;
-                    for task in tasks {
-                        panicked |= task.await.is_err_and(|e| e.is_panic());
-                    }
-                    // The aborted senders dropped their claims: orphans.
-                    // Put them back to Pending now, not at the next start.
-                    let outbox = Arc::clone(&self.outbox);
-                    let now = clock.now_ms();
-                    run_blocking(move || outbox.recover(now))
-                        .await
-                        .map_err(|e| step_error(SyncStep::Recover, None, e))?;
-                    panicked
-                }
-            }
-        };
+            // The aborted senders dropped their claims: orphans. Put them
+            // back to Pending now, not at the next start.
+            let outbox = Arc::clone(&self.outbox);
+            let now = clock.now_ms();
+            run_blocking(move || outbox.recover(now))
+                .await
+                .map_err(|e| step_error(SyncStep::Recover, None, e))?;
+        }
         if panicked {
             Err(EngineError::SenderPanicked)
         } else {

@@ -1,6 +1,7 @@
 //! Integration tests of `sync-engine`: one binary, one module per behaviour.
 
 mod async_engine;
+mod async_simulation;
 mod engine;
 mod guide;
 mod send_path;
