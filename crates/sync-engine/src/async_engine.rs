@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use sync_outbox::Outbox;
+use sync_outbox::{Claim, Outbox};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -376,30 +376,37 @@ struct AsyncSender {
 impl AsyncSender {
     async fn run(self) {
         let mut woken = self.wake.subscribe();
+        // A batch claimed in the same blocking-pool hop that recorded the
+        // previous one: one hop per batch under load instead of two.
+        let mut ready: Option<Claim> = None;
         while !self.stopping.load(Ordering::SeqCst) {
             // Mark the generation seen before looking for work: a wake-up
             // after this point makes `changed` below return at once.
             woken.borrow_and_update();
             let now = self.clock.now_ms();
-            let deadline = match self.pass(now).await {
-                Ok(0) => {
+            let claimed = if let Some(claim) = ready.take() {
+                Ok(Some(claim))
+            } else {
+                let core = Arc::clone(&self.core);
+                run_blocking(move || core.prepare(now)).await
+            };
+            let deadline = match claimed {
+                Ok(Some(claim)) => match self.send_and_record(claim).await {
+                    Ok(next) => {
+                        ready = next;
+                        // Keys this batch finished may unblock siblings' work.
+                        bump(&self.wake);
+                        continue;
+                    }
+                    Err(e) => Some(self.failed(e, now)),
+                },
+                Ok(None) => {
                     let core = Arc::clone(&self.core);
                     let recheck = self.inflight_recheck_ms;
                     run_blocking(move || next_wake_at(&core.outbox, &core.probe, now, recheck))
                         .await
                 }
-                Ok(_) => {
-                    // Keys this batch finished may unblock siblings' work.
-                    bump(&self.wake);
-                    continue;
-                }
-                Err(e) => {
-                    *self
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(e));
-                    Some(now + ERROR_BACKOFF_MS)
-                }
+                Err(e) => Some(self.failed(e, now)),
             };
             if self.stopping.load(Ordering::SeqCst) {
                 break;
@@ -417,14 +424,30 @@ impl AsyncSender {
                 () = sleep_for(sleep) => {}
             }
         }
+        if let Some(claim) = ready {
+            // Claimed just as the stop came: put it back now, not at the
+            // next start (its attempt stays counted, as after a crash).
+            drop(claim);
+            let outbox = Arc::clone(&self.core.outbox);
+            let now = self.clock.now_ms();
+            if let Err(e) = run_blocking(move || outbox.recover(now)).await {
+                let _ = self.failed(step_error(SyncStep::Recover, None, e), now);
+            }
+        }
     }
 
-    /// One pass: claim (blocking pool), send (here), record (blocking pool).
-    async fn pass(&self, now: i64) -> Result<usize, EngineError> {
-        let core = Arc::clone(&self.core);
-        let Some(claim) = run_blocking(move || core.prepare(now)).await? else {
-            return Ok(0);
-        };
+    /// Keeps `error` as the last one; returns when to try again.
+    fn failed(&self, error: EngineError, now: i64) -> i64 {
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(error));
+        now + ERROR_BACKOFF_MS
+    }
+
+    /// Sends `claim` (here, on the runtime), then records every result and,
+    /// unless stopping, claims the next batch, in one blocking-pool hop.
+    async fn send_and_record(&self, claim: Claim) -> Result<Option<Claim>, EngineError> {
         let sent = AssertUnwindSafe(self.transport.send_batch(claim.ops()))
             .catch_unwind()
             .await;
@@ -433,8 +456,16 @@ impl AsyncSender {
             Err(_) => BatchOutcome::Panicked,
         };
         let core = Arc::clone(&self.core);
+        let stopping = Arc::clone(&self.stopping);
         let now = self.clock.now_ms();
-        run_blocking(move || core.record_batch(claim, outcome, now)).await
+        run_blocking(move || {
+            core.record_batch(claim, outcome, now)?;
+            if stopping.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            core.prepare(now)
+        })
+        .await
     }
 }
 

@@ -144,7 +144,7 @@ async fn sync_now_sends_what_waits_in_a_long_backoff() -> TestResult {
             .get(&id)
             .ok()
             .flatten()
-            .is_some_and(|op| op.attempt == 1)
+            .is_some_and(|op| op.attempt == 1 && op.status == OperationStatus::Pending)
     })
     .await;
     let due = store.get(&id)?.ok_or("lost")?.next_retry_at_ms;

@@ -104,7 +104,7 @@ fn make_pending_due_and_sync_now_send_what_waits_in_backoff() -> TestResult {
             .get(&id)
             .ok()
             .flatten()
-            .is_some_and(|op| op.attempt == 1)
+            .is_some_and(|op| op.attempt == 1 && op.status == OperationStatus::Pending)
     });
     engine.sync_now();
     eventually("sent after sync_now", || {
@@ -126,7 +126,7 @@ fn a_discard_or_completion_that_unblocks_a_key_sends_the_next() -> TestResult {
             .get(&head)
             .ok()
             .flatten()
-            .is_some_and(|op| op.attempt == 1)
+            .is_some_and(|op| op.attempt == 1 && op.status == OperationStatus::Pending)
     });
     assert_eq!(status_of(&*store, &next), Some(OperationStatus::Pending));
     outbox.discard(&head)?;
