@@ -3,7 +3,9 @@
 //! - `async/enqueue-lateness`: the worst lateness of a 1 ms tokio interval
 //!   while 200 tasks enqueue at once into a WAL store with
 //!   `SyncPolicy::Always`, on a 2-worker runtime. `async-outbox` enqueues
-//!   through `AsyncOutbox` (store I/O on the blocking pool);
+//!   through `AsyncOutbox` (store I/O on the blocking pool, at most 8 calls
+//!   at once, the default); `async-outbox-unbounded` lets all 200 run at
+//!   once;
 //!   `baseline-blocking-in-task` calls the blocking `Outbox::enqueue` inside
 //!   the tasks, as an app without the async face would. The "time" criterion
 //!   reports is that worst lateness, not a duration of work (`iter_custom`).
@@ -70,7 +72,11 @@ fn enqueue_lateness(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
     let op = Operation::new("note.create", "/notes", r#"{"text":"hello offline-first"}"#);
-    for name in ["async-outbox", "baseline-blocking-in-task"] {
+    for name in [
+        "async-outbox",
+        "async-outbox-unbounded",
+        "baseline-blocking-in-task",
+    ] {
         group.bench_function(BenchmarkId::new(name, ENQUEUERS), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -80,8 +86,12 @@ fn enqueue_lateness(c: &mut Criterion) {
                     let runtime = runtime();
                     let op = op.clone();
                     let blocking = name.starts_with("baseline");
+                    let unbounded = name.ends_with("unbounded");
                     total += worst_lateness(&runtime, async move {
-                        let queue = AsyncOutbox::new(Arc::clone(&outbox));
+                        let mut queue = AsyncOutbox::new(Arc::clone(&outbox));
+                        if unbounded {
+                            queue = queue.with_max_concurrent_calls(ENQUEUERS);
+                        }
                         let tasks: Vec<_> = (0..ENQUEUERS)
                             .map(|_| {
                                 let (queue, outbox, op) =

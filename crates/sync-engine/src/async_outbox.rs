@@ -38,7 +38,15 @@ use crate::clock::{Clock, SystemClock};
 pub struct AsyncOutbox {
     outbox: Arc<Outbox>,
     clock: Arc<dyn Clock>,
+    /// Store calls running at once on the blocking pool, at most. Concurrent
+    /// enqueues still share a WAL store's fsync (group commit), but a burst
+    /// of requests does not start a thread each to fight the runtime's
+    /// workers for the CPU.
+    in_store: Arc<tokio::sync::Semaphore>,
 }
+
+/// The default of [`AsyncOutbox::with_max_concurrent_calls`].
+const MAX_CONCURRENT_CALLS: usize = 8;
 
 impl fmt::Debug for AsyncOutbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -60,7 +68,18 @@ impl AsyncOutbox {
         Self {
             outbox,
             clock: Arc::new(clock),
+            in_store: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_CALLS)),
         }
+    }
+
+    /// At most `n` (at least 1) store calls of this outbox (and its clones)
+    /// run at once on the blocking pool; the others wait, without a
+    /// thread. Default 8: enough for group commit to share an fsync, few
+    /// enough that a burst does not crowd the runtime off the CPU.
+    #[must_use]
+    pub fn with_max_concurrent_calls(mut self, n: usize) -> Self {
+        self.in_store = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
     }
 
     /// The outbox, for the blocking calls.
@@ -127,6 +146,8 @@ impl AsyncOutbox {
         &self,
         call: impl FnOnce(&Outbox, i64) -> T + Send + 'static,
     ) -> T {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let _permit = self.in_store.acquire().await.ok();
         let outbox = Arc::clone(&self.outbox);
         let now = self.clock.now_ms();
         run_blocking(move || call(&outbox, now)).await
