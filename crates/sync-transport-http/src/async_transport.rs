@@ -60,8 +60,13 @@ impl AsyncHttpTransport {
     ///
     /// # Errors
     ///
-    /// As [`HttpTransport::new`](crate::HttpTransport::new), and
-    /// [`HttpTransportError::Client`] if the HTTP client cannot be built.
+    /// - [`HttpTransportError::InvalidBaseUrl`] unless `base_url` is an
+    ///   absolute `http://` or `https://` URL without query or fragment.
+    /// - [`HttpTransportError::InvalidHeader`] for a header (or the content
+    ///   type) that is not valid HTTP, or one the transport sets itself.
+    /// - [`HttpTransportError::InvalidBatchTarget`] if `batch_target` does
+    ///   not make a valid URL.
+    /// - [`HttpTransportError::Client`] if the HTTP client cannot be built.
     pub fn new(config: HttpTransportConfig) -> Result<Self, HttpTransportError> {
         let prepared = Prepared::new(&config)?;
         let client = reqwest::Client::builder()

@@ -2,7 +2,7 @@
 //! that cannot work. Failed sends are not errors but
 //! [`SendResult`](sync_engine::SendResult)s.
 
-/// A configuration [`HttpTransport::new`](crate::HttpTransport::new) refuses.
+/// A configuration `HttpTransport::new` or `AsyncHttpTransport::new` refuses.
 /// Never contains a header value.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

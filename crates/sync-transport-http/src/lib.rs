@@ -56,6 +56,7 @@ mod auth;
 mod batch;
 mod config;
 mod error;
+#[cfg(any(feature = "blocking", feature = "async"))]
 mod request;
 mod status;
 #[cfg(feature = "blocking")]

@@ -99,7 +99,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 
 /// `"HTTP 503 Service Unavailable"`.
 fn describe(status: u16) -> String {
-    let reason = ureq::http::StatusCode::from_u16(status)
+    let reason = http::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
         .unwrap_or("Unknown Status");
