@@ -6,12 +6,14 @@
 
 mod claim;
 mod index;
+mod prepared;
 mod recovery;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use self::claim::Claim;
 use self::index::{State, claim_entry};
+pub use self::prepared::PreparedEnqueue;
 
 use crate::error::OutboxError;
 use crate::id::IdGenerator;
@@ -329,18 +331,7 @@ impl Outbox {
         if state.enqueuing.contains(&op.id) || self.store.get(&op.id)?.is_some() {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
-        op.status = OperationStatus::Pending;
-        op.attempt = 0;
-        op.next_retry_at_ms = now_ms;
-        op.last_error.clear();
-        op.created_at_ms = now_ms;
-        op.updated_at_ms = now_ms;
-        if op.owner.is_empty() {
-            op.owner.clone_from(&self.config.owner);
-        }
-        op.seq = state.next_seq;
-        state.next_seq += 1;
-        state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
+        self.fill_new(&mut state, &mut op, now_ms);
         state.add_to_indexes(&op);
         state.enqueuing.insert(op.id.clone());
         drop(state);
@@ -519,6 +510,23 @@ impl Outbox {
         }
         state.max_scheduled_at = horizon;
         Ok(n)
+    }
+
+    /// Fills in what `enqueue` owns of a new operation: status, attempt,
+    /// times, owner and `seq`.
+    fn fill_new(&self, state: &mut State, op: &mut Operation, now_ms: i64) {
+        op.status = OperationStatus::Pending;
+        op.attempt = 0;
+        op.next_retry_at_ms = now_ms;
+        op.last_error.clear();
+        op.created_at_ms = now_ms;
+        op.updated_at_ms = now_ms;
+        if op.owner.is_empty() {
+            op.owner.clone_from(&self.config.owner);
+        }
+        op.seq = state.next_seq;
+        state.next_seq += 1;
+        state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
     }
 
     fn get_known(&self, id: &str) -> Result<Operation, OutboxError> {
