@@ -43,6 +43,10 @@ pub(super) struct State {
     pub(super) next_token: u64,
     /// Ids being enqueued right now (their `put` is running outside the lock).
     pub(super) enqueuing: HashSet<String>,
+    /// Pending operations a prepared enqueue will coalesce into, in a store
+    /// transaction still open: not claimable until it commits or rolls back,
+    /// so a claim cannot write back their old payload over the new one.
+    pub(super) replacing: HashSet<String>,
     /// The latest `next_retry_at_ms` of any pending operation: if it is more
     /// than `max_delay_ms` past `now`, the clock jumped back and a rescan is due.
     pub(super) max_scheduled_at: i64,
@@ -60,6 +64,7 @@ impl State {
         *self = Self {
             held: std::mem::take(&mut self.held),
             enqueuing: std::mem::take(&mut self.enqueuing),
+            replacing: std::mem::take(&mut self.replacing),
             next_token: self.next_token,
             ..Self::default()
         };
@@ -124,9 +129,13 @@ impl State {
         self.held.remove(&entry.2);
     }
 
-    /// Whether no earlier operation with the same `ordering_key` is pending or
-    /// in flight.
+    /// Whether `op` may be claimed: no earlier operation with the same
+    /// `ordering_key` is pending or in flight, and no open transaction is
+    /// coalescing into it.
     pub(super) fn is_head_of_key(&self, op: &Operation) -> bool {
+        if self.replacing.contains(&op.id) {
+            return false;
+        }
         let Some(key) = &op.ordering_key else {
             return true;
         };

@@ -56,8 +56,10 @@ impl PreparedEnqueue {
 
     /// Whether this coalesces into a pending, never-claimed operation with
     /// the same `coalesce_key`: update that row's `kind`, `target`, `payload`
-    /// and `updated_at_ms` (only while it is still pending with attempt 0;
-    /// if it is not, drop this and use [`Outbox::prepare_enqueue_new`]).
+    /// and `updated_at_ms`. Until this is committed or dropped, that
+    /// operation is not claimed, so the update cannot race a send; if the row
+    /// is gone (discarded meanwhile), drop this and use
+    /// [`Outbox::prepare_enqueue_new`].
     #[must_use]
     pub fn replaces_existing(&self) -> bool {
         self.replaces
@@ -72,6 +74,7 @@ impl PreparedEnqueue {
         {
             let mut state = self.shared.lock();
             state.enqueuing.remove(&self.op.id);
+            state.replacing.remove(&self.op.id);
             if !self.replaces
                 && let Some(key) = &self.op.coalesce_key
                 && self.op.attempt == 0
@@ -87,12 +90,23 @@ impl PreparedEnqueue {
 impl Drop for PreparedEnqueue {
     /// The transaction rolled back: release the reservation.
     fn drop(&mut self) {
-        if self.settled || self.replaces {
+        if self.settled {
             return;
         }
-        let mut state = self.shared.lock();
-        state.enqueuing.remove(&self.op.id);
-        state.remove_from_indexes(&self.op);
+        let unblocked = {
+            let mut state = self.shared.lock();
+            if self.replaces {
+                state.replacing.remove(&self.op.id)
+            } else {
+                state.enqueuing.remove(&self.op.id);
+                state.remove_from_indexes(&self.op);
+                false
+            }
+        };
+        if unblocked {
+            // The target is claimable again.
+            self.shared.notify_claimable();
+        }
     }
 }
 
@@ -150,10 +164,12 @@ impl Outbox {
                 .as_ref()
                 .and_then(|key| state.coalescable.get(key))
                 .cloned()
+            && !state.replacing.contains(&existing)
             && let Some(mut target) = self.store.get(&existing)?
             && target.status == OperationStatus::Pending
             && target.attempt == 0
         {
+            state.replacing.insert(existing);
             target.kind = op.kind;
             target.target = op.target;
             target.payload = op.payload;

@@ -67,7 +67,11 @@ fn a_commit_registers_the_operation_and_wakes_listeners() -> Result<(), OutboxEr
     let first_id = first.committed();
     let second_id = second.committed();
     assert_eq!(calls.load(SeqCst), 2);
-    assert_eq!(claimed(&outbox, 1)?, std::slice::from_ref(&first_id), "per-key order");
+    assert_eq!(
+        claimed(&outbox, 1)?,
+        std::slice::from_ref(&first_id),
+        "per-key order"
+    );
     outbox.mark_done(&first_id, 2)?;
     assert_eq!(claimed(&outbox, 3)?, [second_id]);
     Ok(())
@@ -97,5 +101,58 @@ fn coalescing_plans_an_update_of_the_never_claimed_operation() -> Result<(), Out
     let fresh = outbox.prepare_enqueue(draft("abc"), 3)?;
     assert!(!fresh.replaces_existing());
     assert_ne!(fresh.operation().id, id);
+    Ok(())
+}
+
+#[test]
+fn an_operation_being_coalesced_into_is_not_claimed_until_the_commit() -> Result<(), OutboxError> {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+    let draft = |text: &str| Operation {
+        coalesce_key: Some("draft-1".into()),
+        ..Operation::new("draft.save", "/drafts/1", text)
+    };
+    let id = outbox.enqueue(draft("a"), 0)?;
+    let update = outbox.prepare_enqueue(draft("ab"), 1)?;
+    assert!(update.replaces_existing());
+    assert!(
+        claimed(&outbox, 2)?.is_empty(),
+        "not sent with its old payload"
+    );
+    assert_eq!(
+        outbox.next_claimable_at_ms()?,
+        None,
+        "no busy wake-up either"
+    );
+    store.put(update.operation())?;
+    let _ = update.committed();
+    let sent = outbox.claim_ready(3, 10)?;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].id.as_str(), sent[0].payload.as_str()),
+        (id.as_str(), "ab")
+    );
+
+    // A rolled-back coalescing leaves the op claimable as it was.
+    let other = outbox.enqueue(
+        Operation {
+            coalesce_key: Some("draft-2".into()),
+            ..Operation::new("draft.save", "/drafts/2", "x")
+        },
+        4,
+    )?;
+    let rolled_back = outbox.prepare_enqueue(
+        Operation {
+            coalesce_key: Some("draft-2".into()),
+            ..Operation::new("draft.save", "/drafts/2", "xy")
+        },
+        5,
+    )?;
+    drop(rolled_back);
+    let sent = outbox.claim_ready(6, 10)?;
+    assert_eq!(
+        (sent[0].id.as_str(), sent[0].payload.as_str()),
+        (other.as_str(), "x")
+    );
     Ok(())
 }
