@@ -13,6 +13,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("sync-wal", &[]),
     ("sync-outbox", &[]),
     ("sync-store-file", &["sync-wal", "sync-outbox"]),
+    ("sync-store-sqlite", &["sync-wal", "sync-outbox"]),
     ("sync-engine", &["sync-outbox"]),
     ("sync-transport-http", &["sync-engine", "sync-outbox"]),
     (
@@ -21,11 +22,20 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "sync-wal",
             "sync-outbox",
             "sync-store-file",
+            "sync-store-sqlite",
             "sync-engine",
             "sync-transport-http",
         ],
     ),
-    ("sync-cli", &["sync-wal", "sync-outbox", "sync-store-file"]),
+    (
+        "sync-cli",
+        &[
+            "sync-wal",
+            "sync-outbox",
+            "sync-store-file",
+            "sync-store-sqlite",
+        ],
+    ),
 ];
 
 /// Runs every check and reports all violations at once.

@@ -61,7 +61,8 @@
 //! # Crate features
 //!
 //! On by default: `wal`, `outbox`, `store` and `engine`, the whole embedded
-//! stack. Off by default: `http`, `tokio`, `http-async` and `tracing`. Turn off the defaults
+//! stack. Off by default: `sqlite`, `http`, `tokio`, `http-async` and
+//! `tracing`. Turn off the defaults
 //! (`default-features = false`) to take only the layers you need.
 //!
 //! - `wal` (default): `sync::wal`, the write-ahead log (`sync-wal`).
@@ -69,6 +70,9 @@
 //!   retry policy and the store trait (`sync-outbox`).
 //! - `store` (default): `sync::store`, the JSON and WAL-backed stores
 //!   (`sync-store-file`); turns on `wal` and `outbox`.
+//! - `sqlite`: `sync::sqlite`, the SQLite store, whose transactions hold the
+//!   app's rows and its operations together (`sync-store-sqlite`, SQLite
+//!   compiled in); turns on `wal` and `outbox`.
 //! - `engine` (default): `sync::engine`, the worker, transport trait and
 //!   network probe (`sync-engine`); turns on `outbox`.
 //! - `http`: `sync::http`, a transport that sends each operation (or each
@@ -109,6 +113,13 @@ pub mod store {
     pub use sync_store_file::*;
 }
 
+/// The SQLite store: re-exports `sync-store-sqlite`.
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub mod sqlite {
+    pub use sync_store_sqlite::*;
+}
+
 /// The worker, transport trait and network probe: re-exports `sync-engine`.
 #[cfg(feature = "engine")]
 #[cfg_attr(docsrs, doc(cfg(feature = "engine")))]
@@ -143,6 +154,8 @@ pub mod prelude {
         MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
         RetryPolicy,
     };
+    #[cfg(feature = "sqlite")]
+    pub use crate::sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
     #[cfg(feature = "store")]
     pub use crate::store::{
         FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,

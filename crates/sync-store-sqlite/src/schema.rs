@@ -1,0 +1,179 @@
+//! The tables, their version, and how a row is an [`Operation`].
+//!
+//! ```sql
+//! sync_meta(key TEXT PRIMARY KEY, value TEXT)        -- ('schema_version', '1')
+//! sync_outbox(id TEXT PRIMARY KEY, kind, target, payload, status, attempt,
+//!             next_retry_at_ms, last_error, created_at_ms, updated_at_ms,
+//!             ordering_key, coalesce_key, owner, seq)
+//! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
+//! ```
+//!
+//! `status` is stored as text (`pending`, `in_flight`, `done`, `failed`),
+//! the names of the JSON form, so an app can read its queue with plain SQL.
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use sync_outbox::{Operation, OperationStatus};
+
+use crate::error::{SqliteStoreError, sql};
+
+/// The schema this release reads and writes.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Every column, in the order of `row_to_operation` and `put`.
+pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq";
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sync_outbox (
+    id TEXT PRIMARY KEY NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    next_retry_at_ms INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    ordering_key TEXT,
+    coalesce_key TEXT,
+    owner TEXT NOT NULL,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox (status, next_retry_at_ms, seq);
+";
+
+/// Checks the schema, and creates it in a database that has none. Reads
+/// first: a file that is not a database, or has a schema version this
+/// release does not know, is refused before anything is written.
+pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), SqliteStoreError> {
+    match read_version(conn, path)? {
+        Some(version) if version == SCHEMA_VERSION.to_string() => Ok(()),
+        Some(found) => Err(SqliteStoreError::ForeignSchema {
+            path: path.to_path_buf(),
+            found,
+            expected: SCHEMA_VERSION,
+        }),
+        None => conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {CREATE}
+                 INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+                 COMMIT;"
+            ))
+            .map_err(|e| sql("create the outbox tables in", path, e)),
+    }
+}
+
+/// The schema version, if the outbox tables exist.
+pub(crate) fn read_version(
+    conn: &Connection,
+    path: &Path,
+) -> Result<Option<String>, SqliteStoreError> {
+    let has_meta: bool = conn
+        .query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sync_meta'",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(|e| sql("read the schema of", path, e))?;
+    if !has_meta {
+        return Ok(None);
+    }
+    conn.query_row(
+        "SELECT value FROM sync_meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get::<_, String>(0),
+    )
+    .optional()
+    .map_err(|e| sql("read the schema version of", path, e))
+    .map(|found| Some(found.unwrap_or_else(|| "missing".to_owned())))
+}
+
+/// The text form of a status.
+pub(crate) fn status_text(status: OperationStatus) -> &'static str {
+    match status {
+        OperationStatus::Pending => "pending",
+        OperationStatus::InFlight => "in_flight",
+        OperationStatus::Done => "done",
+        OperationStatus::Failed => "failed",
+    }
+}
+
+fn status_of(text: &str) -> Option<OperationStatus> {
+    Some(match text {
+        "pending" => OperationStatus::Pending,
+        "in_flight" => OperationStatus::InFlight,
+        "done" => OperationStatus::Done,
+        "failed" => OperationStatus::Failed,
+        _ => return None,
+    })
+}
+
+/// A row (selected with [`COLUMNS`]) as an operation.
+pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, SqliteStoreError> {
+    let read = |e| sql("read an operation from", path, e);
+    let id: String = row.get(0).map_err(read)?;
+    let invalid = |column| SqliteStoreError::InvalidRow {
+        path: path.to_path_buf(),
+        id: id.clone(),
+        column,
+    };
+    let status: String = row.get(4).map_err(read)?;
+    let attempt: i64 = row.get(5).map_err(read)?;
+    let seq: i64 = row.get(13).map_err(read)?;
+    Ok(Operation {
+        kind: row.get(1).map_err(read)?,
+        target: row.get(2).map_err(read)?,
+        payload: row.get(3).map_err(read)?,
+        status: status_of(&status).ok_or_else(|| invalid("status"))?,
+        attempt: u32::try_from(attempt).map_err(|_| invalid("attempt"))?,
+        next_retry_at_ms: row.get(6).map_err(read)?,
+        last_error: row.get(7).map_err(read)?,
+        created_at_ms: row.get(8).map_err(read)?,
+        updated_at_ms: row.get(9).map_err(read)?,
+        ordering_key: row.get(10).map_err(read)?,
+        coalesce_key: row.get(11).map_err(read)?,
+        owner: row.get(12).map_err(read)?,
+        seq: u64::try_from(seq).map_err(|_| invalid("seq"))?,
+        id,
+    })
+}
+
+/// Inserts `op`, or replaces the row with its id.
+pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), SqliteStoreError> {
+    if op.id.is_empty() {
+        return Err(SqliteStoreError::InvalidOperation {
+            reason: "the id is empty",
+        });
+    }
+    let seq = i64::try_from(op.seq).map_err(|_| SqliteStoreError::InvalidOperation {
+        reason: "seq is beyond what SQLite stores",
+    })?;
+    conn.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO sync_outbox ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+    ))
+    .and_then(|mut statement| {
+        statement.execute(params![
+            op.id,
+            op.kind,
+            op.target,
+            op.payload,
+            status_text(op.status),
+            i64::from(op.attempt),
+            op.next_retry_at_ms,
+            op.last_error,
+            op.created_at_ms,
+            op.updated_at_ms,
+            op.ordering_key,
+            op.coalesce_key,
+            op.owner,
+            seq,
+        ])
+    })
+    .map_err(|e| sql("write an operation to", path, e))?;
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! [`SqliteOutboxStore`]: the outbox's operations in a table of an SQLite
+//! database, which may also hold the app's own tables.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use sync_outbox::{
+    MemoryOutboxStore, Operation, OperationStatus, OutboxError, OutboxStore, status_index,
+};
+use sync_wal::SyncPolicy;
+
+use crate::error::{SqliteStoreError, sql};
+use crate::schema::{self, COLUMNS, status_text};
+
+/// The first 16 bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Settings of a [`SqliteOutboxStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SqliteOutboxStoreConfig {
+    /// The database file; created if missing. It may be the app's own
+    /// database: the store only touches its tables `sync_outbox` and
+    /// `sync_meta`.
+    pub path: PathBuf,
+    /// What `Ok` promises (see the table on [`SqliteOutboxStore`]). Default
+    /// `Always`.
+    pub sync: SyncPolicy,
+    /// How long a write waits for another connection's write transaction
+    /// (the app's) before failing with "database is locked". Default 5 s.
+    pub busy_timeout: Duration,
+}
+
+impl SqliteOutboxStoreConfig {
+    /// The defaults for the database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            sync: SyncPolicy::Always,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An [`OutboxStore`] in SQLite (compiled in through `rusqlite`'s `bundled`
+/// feature), in WAL journal mode.
+///
+/// Its reason to exist is [`transaction`](Self::transaction): the app writes
+/// its own tables and enqueues operations in one SQLite transaction, so a
+/// crash can never leave a change without its operation or an operation
+/// without its change.
+///
+/// # Durability
+///
+/// | `SyncPolicy` | SQLite settings | `Ok` means |
+/// | --- | --- | --- |
+/// | `Always` (default) | `journal_mode=WAL`, `synchronous=FULL` | the commit's WAL frames were synced: survives power loss |
+/// | `Interval(d)` | `journal_mode=WAL`, `synchronous=NORMAL`, a checkpoint every `d` | written to the WAL: survives a process crash; a power loss loses at most about `d` |
+/// | `Never` | `journal_mode=WAL`, `synchronous=NORMAL` | written to the WAL: survives a process crash; a power loss may lose commits since the last checkpoint, and the database stays consistent |
+///
+/// # Ownership and bad input
+///
+/// Like the file stores, one store object per database: it takes an
+/// exclusive lock on `<file>.sync-lock` (a second open gets
+/// [`SqliteStoreError::Locked`]). A file that is not an SQLite database, or
+/// that holds this crate's tables in a schema version it does not know, is
+/// refused with a typed error naming the file, and nothing is written to it.
+/// Files are created readable by the owner only.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
+/// use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(dir.path().join("app.db")))?);
+/// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+///
+/// // The app's row and its operation, committed together.
+/// store.with_transaction(&outbox, |tx| {
+///     tx.execute_batch("CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY, text TEXT)")?;
+///     tx.execute("INSERT INTO notes VALUES ('n1', 'buy milk')", [])?;
+///     tx.enqueue(Operation::new("note.create", "/notes", r#"{"id":"n1"}"#), 1_000)?;
+///     Ok::<_, Box<dyn std::error::Error>>(())
+/// })?;
+/// assert_eq!(store.load_all()?.len(), 1);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct SqliteOutboxStore {
+    path: PathBuf,
+    /// The store's own connection, for the `OutboxStore` calls.
+    conn: Mutex<Connection>,
+    /// The connection app transactions run on, so an engine's store call
+    /// never waits on a mutex an app transaction holds (SQLite serializes
+    /// the writes themselves, with `busy_timeout`).
+    app: Mutex<Connection>,
+    checkpointer: Option<Checkpointer>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for SqliteOutboxStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteOutboxStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteOutboxStore {
+    /// Opens (or creates) the store in the database at `config.path`.
+    ///
+    /// # Errors
+    ///
+    /// - [`SqliteStoreError::Locked`] if another handle has it open;
+    /// - [`SqliteStoreError::NotADatabase`], [`SqliteStoreError::ForeignSchema`]
+    ///   (nothing written);
+    /// - [`SqliteStoreError::Sql`], [`SqliteStoreError::Io`].
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "takes its config by value, like the other stores' open"
+    )]
+    pub fn open(config: SqliteOutboxStoreConfig) -> Result<Self, SqliteStoreError> {
+        let path = config.path.clone();
+        let lock =
+            lock(&path, false)?.ok_or_else(|| SqliteStoreError::Locked { path: path.clone() })?;
+        check_header(&path)?;
+        create_private(&path)?;
+        let conn = connect(&path, &config, OpenFlags::default())?;
+        // Read before any write: refuse a file that is not ours to change.
+        match schema::read_version(&conn, &path)? {
+            Some(found) if found != schema::SCHEMA_VERSION.to_string() => {
+                return Err(SqliteStoreError::ForeignSchema {
+                    path,
+                    found,
+                    expected: schema::SCHEMA_VERSION,
+                });
+            }
+            _ => {}
+        }
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| sql("set journal_mode on", &path, e))?;
+        schema::check_or_create(&conn, &path)?;
+        let app = connect(&path, &config, OpenFlags::default())?;
+        let checkpointer = match config.sync {
+            SyncPolicy::Interval(every) => Some(Checkpointer::start(
+                connect(&path, &config, OpenFlags::default())?,
+                every,
+            )),
+            SyncPolicy::Always | SyncPolicy::Never => None,
+        };
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+            app: Mutex::new(app),
+            checkpointer,
+            _lock: lock,
+        })
+    }
+
+    /// Reads every operation of the store at `path` without changing it:
+    /// under a shared lock (so not while an app has the store open), on a
+    /// read-only connection, into a [`MemoryOutboxStore`]. For inspection
+    /// tools such as `synctl`.
+    ///
+    /// # Errors
+    ///
+    /// As [`open`](Self::open); [`SqliteStoreError::Io`] if the file is
+    /// missing.
+    pub fn load_read_only(path: &Path) -> Result<MemoryOutboxStore, SqliteStoreError> {
+        let _lock = lock(path, true)?;
+        check_header(path)?;
+        if !path.exists() {
+            return Err(SqliteStoreError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+        let config = SqliteOutboxStoreConfig::new(path);
+        let conn = connect(path, &config, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let store = MemoryOutboxStore::new();
+        match schema::read_version(&conn, path)? {
+            None => return Ok(store),
+            Some(found) if found != schema::SCHEMA_VERSION.to_string() => {
+                return Err(SqliteStoreError::ForeignSchema {
+                    path: path.to_path_buf(),
+                    found,
+                    expected: schema::SCHEMA_VERSION,
+                });
+            }
+            Some(_) => {}
+        }
+        for op in select(&conn, path, "", params![])? {
+            store.put(&op)?;
+        }
+        Ok(store)
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn app_connection(&self) -> MutexGuard<'_, Connection> {
+        self.app.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for SqliteOutboxStore {
+    fn drop(&mut self) {
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.stop();
+        }
+    }
+}
+
+impl OutboxStore for SqliteOutboxStore {
+    /// Durable on `Ok` as the `SyncPolicy` says (one SQLite transaction).
+    fn put(&self, op: &Operation) -> Result<(), OutboxError> {
+        schema::put(&self.conn(), op, &self.path).map_err(OutboxError::from)
+    }
+
+    /// All in one SQLite transaction: one sync under `Always`.
+    fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction()
+            .map_err(|e| OutboxError::from(sql("begin a transaction on", &self.path, e)))?;
+        for op in ops {
+            schema::put(&tx, op, &self.path)?;
+        }
+        tx.commit()
+            .map_err(|e| OutboxError::from(sql("commit a transaction on", &self.path, e)))
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
+        Ok(select(&self.conn(), &self.path, "WHERE id = ?1", params![id])?.pop())
+    }
+
+    fn remove(&self, id: &str) -> Result<bool, OutboxError> {
+        let removed = self
+            .conn()
+            .prepare_cached("DELETE FROM sync_outbox WHERE id = ?1")
+            .and_then(|mut statement| statement.execute(params![id]))
+            .map_err(|e| OutboxError::from(sql("remove an operation from", &self.path, e)))?;
+        Ok(removed > 0)
+    }
+
+    fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
+        Ok(select(&self.conn(), &self.path, "", params![])?)
+    }
+
+    /// An index range scan on `(status, next_retry_at_ms, seq)`.
+    fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(select(
+            &self.conn(),
+            &self.path,
+            "WHERE status = 'pending' AND next_retry_at_ms <= ?1 \
+             ORDER BY next_retry_at_ms, seq LIMIT ?2",
+            params![now_ms, limit],
+        )?)
+    }
+
+    fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT min(next_retry_at_ms) FROM sync_outbox WHERE status = 'pending'",
+            )
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(|e| OutboxError::from(sql("read the next due time from", &self.path, e)))
+    }
+
+    /// One `GROUP BY` over the status index.
+    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
+        let conn = self.conn();
+        let mut counts = [0; 4];
+        let mut statement = conn
+            .prepare_cached("SELECT status, count(*) FROM sync_outbox GROUP BY status")
+            .map_err(|e| OutboxError::from(sql("count operations in", &self.path, e)))?;
+        let rows = statement
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+            })
+            .map_err(|e| OutboxError::from(sql("count operations in", &self.path, e)))?;
+        for row in rows {
+            let (status, n) =
+                row.map_err(|e| OutboxError::from(sql("count operations in", &self.path, e)))?;
+            let index = [
+                OperationStatus::Pending,
+                OperationStatus::InFlight,
+                OperationStatus::Done,
+                OperationStatus::Failed,
+            ]
+            .into_iter()
+            .find(|s| status_text(*s) == status)
+            .map(status_index);
+            if let Some(count) = index.and_then(|i| counts.get_mut(i)) {
+                *count = usize::try_from(n).unwrap_or(usize::MAX);
+            }
+        }
+        Ok(counts)
+    }
+}
+
+/// Rows of the outbox table matching `filter` (SQL after `FROM`), as
+/// operations.
+pub(crate) fn select(
+    conn: &Connection,
+    path: &Path,
+    filter: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Operation>, SqliteStoreError> {
+    let mut statement = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM sync_outbox {filter}"))
+        .map_err(|e| sql("read operations from", path, e))?;
+    let mut rows = statement
+        .query(params)
+        .map_err(|e| sql("read operations from", path, e))?;
+    let mut ops = Vec::new();
+    while let Some(row) = rows
+        .next()
+        .map_err(|e| sql("read operations from", path, e))?
+    {
+        ops.push(schema::row_to_operation(row, path)?);
+    }
+    Ok(ops)
+}
+
+/// Whether a row with `id` exists; used by the coalescing update, whose target
+/// the outbox keeps unclaimable while the transaction is open (so it can only
+/// have been discarded).
+pub(crate) fn exists(conn: &Connection, path: &Path, id: &str) -> Result<bool, SqliteStoreError> {
+    conn.prepare_cached("SELECT 1 FROM sync_outbox WHERE id = ?1")
+        .and_then(|mut statement| statement.query_row(params![id], |_| Ok(())).optional())
+        .map(|found| found.is_some())
+        .map_err(|e| sql("read an operation from", path, e))
+}
+
+/// A connection with the config's busy timeout and `SyncPolicy`.
+fn connect(
+    path: &Path,
+    config: &SqliteOutboxStoreConfig,
+    flags: OpenFlags,
+) -> Result<Connection, SqliteStoreError> {
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| sql("open", path, e))?;
+    conn.busy_timeout(config.busy_timeout)
+        .map_err(|e| sql("set busy_timeout on", path, e))?;
+    let synchronous = match config.sync {
+        SyncPolicy::Always => "FULL",
+        SyncPolicy::Interval(_) | SyncPolicy::Never => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(|e| sql("set synchronous on", path, e))?;
+    Ok(conn)
+}
+
+/// Refuses, before SQLite sees it, a non-empty file whose first bytes are not
+/// SQLite's: a file that is not a database is never written to.
+fn check_header(path: &Path) -> Result<(), SqliteStoreError> {
+    let mut header = [0u8; 16];
+    let read = match File::open(path) {
+        Ok(mut file) => file.read(&mut header),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(SqliteStoreError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    match read {
+        Ok(0) => Ok(()),
+        Ok(n) if n == header.len() && &header == SQLITE_HEADER => Ok(()),
+        Ok(_) => Err(SqliteStoreError::NotADatabase {
+            path: path.to_path_buf(),
+        }),
+        Err(source) => Err(SqliteStoreError::Io {
+            op: "read",
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Creates the database file owner-only (SQLite gives its `-wal` and `-shm`
+/// files the same mode).
+fn create_private(path: &Path) -> Result<(), SqliteStoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|source| SqliteStoreError::Io {
+            op: "create",
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// The lock next to the database: exclusive for a store, shared for a
+/// reader (`None`: no lock file, so no store was ever opened there).
+fn lock(path: &Path, shared: bool) -> Result<Option<File>, SqliteStoreError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".sync-lock");
+    let lock_path = PathBuf::from(lock_path);
+    let io = |op, source| SqliteStoreError::Io {
+        op,
+        path: lock_path.clone(),
+        source,
+    };
+    let file = if shared {
+        match File::open(&lock_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("open lock file", e)),
+        }
+    } else {
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(&lock_path)
+            .map_err(|e| io("open lock file", e))?
+    };
+    let locked = if shared {
+        file.try_lock_shared()
+    } else {
+        file.try_lock()
+    };
+    match locked {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SqliteStoreError::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io("lock", e)),
+    }
+}
+
+/// Under `SyncPolicy::Interval`: checkpoints (which sync the WAL) on a
+/// connection of its own, every interval.
+struct Checkpointer {
+    stop: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(conn: Connection, every: Duration) -> Self {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                // A busy database checkpoints next time: nothing is lost.
+                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
+}

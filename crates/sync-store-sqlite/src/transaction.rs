@@ -1,0 +1,208 @@
+//! [`SqliteTransaction`]: the app's writes and its operations in one SQLite
+//! transaction.
+
+use std::ops::Deref;
+use std::sync::{Arc, MutexGuard};
+
+use rusqlite::{Connection, params};
+use sync_outbox::{Operation, Outbox, PreparedEnqueue};
+
+use crate::error::{SqliteStoreError, sql};
+use crate::schema;
+use crate::store::{SqliteOutboxStore, exists};
+
+/// A write transaction on the store's database, for the app's own tables and
+/// its operations together.
+///
+/// Run the app's SQL through it (it derefs to [`rusqlite::Connection`]) and
+/// [`enqueue`](Self::enqueue) its operations; then [`commit`](Self::commit).
+/// On commit, the app's rows and the operations are durable together (as the
+/// store's `SyncPolicy` promises), the [`Outbox`] knows the operations (per-key
+/// order, coalescing) and its senders are woken. Dropping it without a commit
+/// rolls everything back: no row, no operation, and the outbox's indexes as
+/// they were. [`SqliteOutboxStore::with_transaction`] does the commit and the
+/// rollback for a closure.
+///
+/// It holds the database's write lock (`BEGIN IMMEDIATE`) until it ends: keep
+/// it short, and do no network call inside. The engine's writes wait for it
+/// (up to `busy_timeout`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
+/// use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(dir.path().join("app.db")))?);
+/// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+///
+/// let mut tx = store.transaction(&outbox)?;
+/// tx.execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, text TEXT)")?;
+/// tx.execute("INSERT INTO notes VALUES ('n1', 'draft')", [])?;
+/// tx.enqueue(Operation::new("note.create", "/notes", r#"{"id":"n1"}"#), 1_000)?;
+/// drop(tx); // no commit: rolled back
+/// assert!(store.load_all()?.is_empty());
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+pub struct SqliteTransaction<'a> {
+    store: &'a SqliteOutboxStore,
+    outbox: &'a Outbox,
+    conn: MutexGuard<'a, Connection>,
+    prepared: Vec<PreparedEnqueue>,
+    open: bool,
+}
+
+impl std::fmt::Debug for SqliteTransaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteTransaction")
+            .field("path", &self.store.path())
+            .field("operations", &self.prepared.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteOutboxStore {
+    /// Begins a write transaction (`BEGIN IMMEDIATE`) for the app's rows and
+    /// `outbox`'s operations. One at a time: a second call waits for the
+    /// first to end.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteStoreError::WrongOutbox`] if `outbox` is not over this store;
+    /// [`SqliteStoreError::Sql`] if the transaction cannot begin (another
+    /// writer past `busy_timeout`).
+    pub fn transaction<'a>(
+        &'a self,
+        outbox: &'a Outbox,
+    ) -> Result<SqliteTransaction<'a>, SqliteStoreError> {
+        let ours = std::ptr::addr_eq(Arc::as_ptr(outbox.store()), std::ptr::from_ref(self));
+        if !ours {
+            return Err(SqliteStoreError::WrongOutbox);
+        }
+        let conn = self.app_connection();
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| sql("begin a transaction on", self.path(), e))?;
+        Ok(SqliteTransaction {
+            store: self,
+            outbox,
+            conn,
+            prepared: Vec::new(),
+            open: true,
+        })
+    }
+
+    /// Runs `work` in a [`transaction`](Self::transaction): commits if it
+    /// returns `Ok`, rolls back if it returns `Err` (or panics).
+    ///
+    /// # Errors
+    ///
+    /// `work`'s error, or the store's as `E` (beginning or committing).
+    pub fn with_transaction<T, E>(
+        &self,
+        outbox: &Outbox,
+        work: impl FnOnce(&mut SqliteTransaction<'_>) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<SqliteStoreError>,
+    {
+        let mut tx = self.transaction(outbox)?;
+        let value = work(&mut tx)?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+impl SqliteTransaction<'_> {
+    /// Enqueues `op` inside the transaction, as [`Outbox::enqueue`] would
+    /// (an id if it has none, coalescing into a pending, never-sent operation
+    /// with its `coalesce_key`), and returns its id. Nothing is sent, and the
+    /// operation is not known to the outbox, until [`commit`](Self::commit).
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteStoreError::Outbox`] (a duplicate id);
+    /// [`SqliteStoreError::Sql`]; [`SqliteStoreError::InvalidOperation`].
+    /// The transaction stays open: the app may roll it back.
+    pub fn enqueue(&mut self, op: Operation, now_ms: i64) -> Result<String, SqliteStoreError> {
+        let path = self.store.path();
+        let prepared = self.outbox.prepare_enqueue(op.clone(), now_ms)?;
+        let prepared = if prepared.replaces_existing() {
+            let target = prepared.operation();
+            if exists(&self.conn, path, &target.id)? {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE sync_outbox SET kind = ?1, target = ?2, payload = ?3, \
+                         updated_at_ms = ?4 WHERE id = ?5",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![
+                            target.kind,
+                            target.target,
+                            target.payload,
+                            target.updated_at_ms,
+                            target.id
+                        ])
+                    })
+                    .map_err(|e| sql("coalesce an operation in", path, e))?;
+                prepared
+            } else {
+                // Discarded meanwhile: enqueue it as a new operation.
+                drop(prepared);
+                let fresh = self.outbox.prepare_enqueue_new(op, now_ms)?;
+                schema::put(&self.conn, fresh.operation(), path)?;
+                fresh
+            }
+        } else {
+            schema::put(&self.conn, prepared.operation(), path)?;
+            prepared
+        };
+        let id = prepared.operation().id.clone();
+        self.prepared.push(prepared);
+        Ok(id)
+    }
+
+    /// Commits the app's rows and the operations together, then hands the
+    /// operations to the outbox (which wakes its senders). Returns their
+    /// ids, in enqueue order.
+    ///
+    /// # Errors
+    ///
+    /// [`SqliteStoreError::Sql`] if the commit fails; everything is then
+    /// rolled back.
+    pub fn commit(mut self) -> Result<Vec<String>, SqliteStoreError> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| sql("commit a transaction on", self.store.path(), e))?;
+        self.open = false;
+        Ok(std::mem::take(&mut self.prepared)
+            .into_iter()
+            .map(PreparedEnqueue::committed)
+            .collect())
+    }
+
+    /// Rolls everything back (as dropping it does).
+    pub fn rollback(self) {
+        drop(self);
+    }
+}
+
+impl Deref for SqliteTransaction<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl Drop for SqliteTransaction<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // A failed rollback leaves SQLite to roll back when the
+            // connection next begins; nothing was committed either way.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        // The prepared enqueues drop after this: their reservations go.
+    }
+}

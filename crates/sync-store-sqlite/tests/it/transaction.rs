@@ -1,0 +1,170 @@
+//! Guards transactional enqueue: the app's rows and its operations commit
+//! together and the outbox knows them at once (per-key order, coalescing, a
+//! woken listener); a rollback, an explicit one or a failing closure, leaves
+//! no row, no operation and the outbox's indexes as they were; a transaction
+//! refuses an outbox over another store.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+use sync_store_sqlite::SqliteStoreError;
+
+use crate::{TestResult, store_and_outbox};
+
+const NOTES: &str = "CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY, text TEXT NOT NULL)";
+
+fn note_op(note: &str, text: &str) -> Operation {
+    Operation {
+        ordering_key: Some(note.into()),
+        ..Operation::new(
+            "note.upsert",
+            format!("/notes/{note}"),
+            format!(r#"{{"text":"{text}"}}"#),
+        )
+    }
+}
+
+fn notes(conn: &rusqlite::Connection) -> Result<Vec<(String, String)>, rusqlite::Error> {
+    let mut statement = conn.prepare("SELECT id, text FROM notes ORDER BY id")?;
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect()
+}
+
+#[test]
+fn rows_and_operations_commit_together_and_the_outbox_knows_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    let woken = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&woken);
+    outbox.on_claimable(move || {
+        count.fetch_add(1, SeqCst);
+    });
+    let ids = store.with_transaction(&outbox, |tx| {
+        tx.execute_batch(NOTES)?;
+        tx.execute("INSERT INTO notes VALUES ('n1', 'buy milk')", [])?;
+        let first = tx.enqueue(note_op("n1", "buy milk"), 1_000)?;
+        tx.execute("UPDATE notes SET text = 'buy oat milk' WHERE id = 'n1'", [])?;
+        let second = tx.enqueue(note_op("n1", "buy oat milk"), 1_000)?;
+        Ok::<_, Box<dyn std::error::Error>>((first, second))
+    })?;
+    assert_eq!(woken.load(SeqCst), 2, "the engine is told at commit");
+    let conn = rusqlite::Connection::open(dir.path().join("app.db"))?;
+    assert_eq!(
+        notes(&conn)?,
+        [("n1".to_owned(), "buy oat milk".to_owned())]
+    );
+    assert_eq!(store.load_all()?.len(), 2);
+    // Per-key order: the second waits for the first.
+    let claimed: Vec<String> = outbox
+        .claim_ready(1_001, 10)?
+        .into_iter()
+        .map(|op| op.id)
+        .collect();
+    assert_eq!(claimed, std::slice::from_ref(&ids.0));
+    outbox.mark_done(&ids.0, 1_002)?;
+    let claimed: Vec<String> = outbox
+        .claim_ready(1_003, 10)?
+        .into_iter()
+        .map(|op| op.id)
+        .collect();
+    assert_eq!(claimed, [ids.1]);
+    Ok(())
+}
+
+#[test]
+fn a_rollback_leaves_no_row_no_operation_and_the_indexes_as_they_were() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    store.with_transaction(&outbox, |tx| {
+        tx.execute_batch(NOTES)?;
+        Ok::<_, SqliteStoreError>(())
+    })?;
+    // An explicit rollback, after an enqueue on key n1.
+    let mut tx = store.transaction(&outbox)?;
+    tx.execute("INSERT INTO notes VALUES ('n1', 'lost')", [])?;
+    tx.enqueue(note_op("n1", "lost"), 1_000)?;
+    tx.rollback();
+    // A closure that fails after its enqueue.
+    let failed: Result<(), Box<dyn std::error::Error>> = store.with_transaction(&outbox, |tx| {
+        tx.execute("INSERT INTO notes VALUES ('n2', 'lost too')", [])?;
+        tx.enqueue(note_op("n1", "lost too"), 1_000)?;
+        Err("the app changed its mind".into())
+    });
+    assert!(failed.is_err());
+    let conn = rusqlite::Connection::open(dir.path().join("app.db"))?;
+    assert!(notes(&conn)?.is_empty());
+    assert!(store.load_all()?.is_empty());
+    // The key is free: a plain enqueue on n1 is claimable at once.
+    let id = outbox.enqueue(note_op("n1", "kept"), 1_000)?;
+    let claimed: Vec<String> = outbox
+        .claim_ready(1_001, 10)?
+        .into_iter()
+        .map(|op| op.id)
+        .collect();
+    assert_eq!(claimed, [id]);
+    Ok(())
+}
+
+#[test]
+fn coalescing_inside_a_transaction_updates_the_unsent_operation() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    let draft = |text: &str| Operation {
+        coalesce_key: Some("draft-1".into()),
+        ..Operation::new("draft.save", "/drafts/1", text)
+    };
+    let first = store.with_transaction(&outbox, |tx| tx.enqueue(draft("a"), 0))?;
+    let second = store.with_transaction(&outbox, |tx| tx.enqueue(draft("ab"), 1))?;
+    assert_eq!(first, second, "the latest state replaces the unsent one");
+    let ops = store.load_all()?;
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].payload, "ab");
+    // A rolled-back coalescing leaves the payload and the op claimable.
+    let mut tx = store.transaction(&outbox)?;
+    assert_eq!(tx.enqueue(draft("abc"), 2)?, first);
+    drop(tx);
+    let sent = outbox.claim_ready(3, 10)?;
+    assert_eq!((sent.len(), sent[0].payload.as_str()), (1, "ab"));
+    Ok(())
+}
+
+#[test]
+fn a_transaction_refuses_an_outbox_over_another_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = store_and_outbox(dir.path())?;
+    let other = Outbox::new(
+        OutboxConfig::default(),
+        Arc::new(sync_outbox::MemoryOutboxStore::new()),
+    );
+    assert!(matches!(
+        store.transaction(&other),
+        Err(SqliteStoreError::WrongOutbox)
+    ));
+    Ok(())
+}
+
+#[test]
+fn the_app_can_read_its_queue_with_plain_sql() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    store.with_transaction(&outbox, |tx| {
+        tx.enqueue(Operation::new("k", "/t", "{}"), 0)?;
+        tx.enqueue(Operation::new("k", "/t", "{}"), 0)
+    })?;
+    let claimed = outbox.claim_ready(1, 1)?;
+    outbox.mark_done(&claimed[0].id, 2)?;
+    let conn = rusqlite::Connection::open(dir.path().join("app.db"))?;
+    let pending: i64 = conn.query_row(
+        "SELECT count(*) FROM sync_outbox WHERE status = 'pending'",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(pending, 1);
+    assert_eq!(
+        store.get(&claimed[0].id)?.map(|op| op.status),
+        Some(OperationStatus::Done)
+    );
+    Ok(())
+}
