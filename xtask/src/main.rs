@@ -142,7 +142,7 @@ fn ci() -> Result<(), Error> {
 }
 
 /// The library crates docs.rs documents, each on its own.
-const LIBRARY_CRATES: [&str; 6] = [
+const LIBRARY_CRATES: [&str; 7] = [
     "sync-wal",
     "sync-outbox",
     "sync-store-file",
