@@ -12,6 +12,7 @@ use sync_outbox::{
 use sync_store_file::{
     FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
+use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
 use crate::cli::{OutboxCommand, StatusArg};
 use crate::output::{Failure, Table, preview};
@@ -57,14 +58,25 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
 }
 
 /// Reads the store at `path` without changing it: a directory is a WAL
-/// store, anything else a JSON store file.
+/// store, a file that starts like an SQLite database an SQLite store,
+/// anything else a JSON store file.
 fn open_read_only(path: &Path) -> Result<MemoryOutboxStore, Failure> {
     check_exists(path)?;
     Ok(if path.is_dir() {
         WalOutboxStore::load_read_only(path)?
+    } else if is_sqlite(path) {
+        SqliteOutboxStore::load_read_only(path)?
     } else {
         FileOutboxStore::load_read_only(path)?
     })
+}
+
+/// Whether the file starts with SQLite's header.
+fn is_sqlite(path: &Path) -> bool {
+    let mut header = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))
+        .is_ok_and(|()| &header == b"SQLite format 3\0")
 }
 
 /// Opens the store at `path` for changes, holding its exclusive lock.
@@ -72,6 +84,8 @@ fn open_writable(path: &Path) -> Result<Outbox, Failure> {
     check_exists(path)?;
     let store: Arc<dyn OutboxStore> = if path.is_dir() {
         Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(path))?)
+    } else if is_sqlite(path) {
+        Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(path))?)
     } else {
         Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
             file_path: path.to_path_buf(),
@@ -95,7 +109,7 @@ fn check_exists(path: &Path) -> Result<(), Failure> {
         Ok(())
     } else {
         Err(Failure::Failed(format!(
-            "no outbox store at {}: expected a JSON store file or a WAL store directory (with log/)",
+            "no outbox store at {}: expected a JSON store file, an SQLite database or a WAL store directory (with log/)",
             path.display()
         )))
     }

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 
 use sync_outbox::OutboxError;
 use sync_store_file::StoreError;
+use sync_store_sqlite::SqliteStoreError;
 use sync_wal::WalError;
 
 /// Why a command stopped.
@@ -83,12 +84,27 @@ impl From<StoreError> for Failure {
     }
 }
 
+impl From<SqliteStoreError> for Failure {
+    fn from(error: SqliteStoreError) -> Self {
+        match error {
+            SqliteStoreError::Locked { path } => locked(&path),
+            e @ (SqliteStoreError::NotADatabase { .. }
+            | SqliteStoreError::ForeignSchema { .. }
+            | SqliteStoreError::InvalidRow { .. }) => Self::Corrupt(e.to_string()),
+            other => Self::Failed(chain(&other)),
+        }
+    }
+}
+
 impl From<OutboxError> for Failure {
     fn from(error: OutboxError) -> Self {
         match error {
             OutboxError::Store { source } => match source.downcast::<StoreError>() {
                 Ok(store) => (*store).into(),
-                Err(other) => Self::Failed(chain(other.as_ref())),
+                Err(other) => match other.downcast::<SqliteStoreError>() {
+                    Ok(sqlite) => (*sqlite).into(),
+                    Err(other) => Self::Failed(chain(other.as_ref())),
+                },
             },
             other => Self::Failed(other.to_string()),
         }

@@ -183,8 +183,7 @@ impl SqliteOutboxStore {
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let config = SqliteOutboxStoreConfig::new(path);
-        let conn = connect(path, &config, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conn = read_only_connection(path)?;
         let store = MemoryOutboxStore::new();
         match schema::read_version(&conn, path)? {
             None => return Ok(store),
@@ -347,6 +346,40 @@ pub(crate) fn exists(conn: &Connection, path: &Path, id: &str) -> Result<bool, S
         .and_then(|mut statement| statement.query_row(params![id], |_| Ok(())).optional())
         .map(|found| found.is_some())
         .map_err(|e| sql("read an operation from", path, e))
+}
+
+/// A read-only connection that creates no file. Without a `-wal` file the
+/// database is fully checkpointed, so it is opened `immutable` (a plain
+/// read-only open of a WAL database would create `-wal` and `-shm` files);
+/// with one (a crash left it), read-only, so its committed frames are read.
+fn read_only_connection(path: &Path) -> Result<Connection, SqliteStoreError> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if Path::new(&wal).exists() {
+        return Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql("open", path, e));
+    }
+    let absolute = std::path::absolute(path).map_err(|source| SqliteStoreError::Io {
+        op: "resolve",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut uri = String::from("file:");
+    for c in absolute.to_string_lossy().chars() {
+        match c {
+            // The characters a URI path must escape for SQLite.
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3F"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?immutable=1");
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| sql("open", path, e))
 }
 
 /// A connection with the config's busy timeout and `SyncPolicy`.

@@ -75,11 +75,7 @@ fn open(dir: &Path) -> Result<(Arc<SqliteOutboxStore>, Outbox), SqliteStoreError
 }
 
 /// Runs one child until the kill; returns how many commits it acknowledged.
-fn check_round(
-    dir: &Path,
-    rng: &mut u64,
-    acked: &mut BTreeMap<String, u64>,
-) -> Result<u64, Error> {
+fn check_round(dir: &Path, rng: &mut u64, acked: &mut BTreeMap<String, u64>) -> Result<u64, Error> {
     let mut child = Command::new(std::env::current_exe()?)
         .env("SYNC_CRASH_CHILD_SQLITE", dir)
         .env("SYNC_CRASH_ROUND_SEED", next(rng).to_string())

@@ -11,6 +11,7 @@ use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
 use sync_store_file::{
     FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
+use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
 use crate::{TestResult, arg, files, synctl};
 
@@ -87,9 +88,21 @@ fn wal_store(dir: &Path) -> Result<(PathBuf, Fixture), Box<dyn std::error::Error
     Ok((path, fill(store)?))
 }
 
+fn sqlite_store(dir: &Path) -> Result<(PathBuf, Fixture), Box<dyn std::error::Error>> {
+    let path = dir.join("app.db");
+    let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(
+        &path,
+    ))?);
+    Ok((path, fill(store)?))
+}
+
 type MakeStore = fn(&Path) -> Result<(PathBuf, Fixture), Box<dyn std::error::Error>>;
 
-const STORES: [(&str, MakeStore); 2] = [("json", json_store), ("wal", wal_store)];
+const STORES: [(&str, MakeStore); 3] = [
+    ("json", json_store),
+    ("wal", wal_store),
+    ("sqlite", sqlite_store),
+];
 
 #[test]
 fn list_show_and_stats_read_both_store_kinds_without_changing_them() -> TestResult {
