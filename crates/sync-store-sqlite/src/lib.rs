@@ -49,6 +49,10 @@ mod schema;
 mod store;
 mod transaction;
 
+/// The SQLite binding this crate uses, for the app's own SQL on the same
+/// database (so the versions always match).
+pub use rusqlite;
+
 pub use error::SqliteStoreError;
 pub use store::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 pub use transaction::SqliteTransaction;
