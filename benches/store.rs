@@ -1,8 +1,11 @@
 //! The durable stores under one workload: enqueue -> claim -> done cycles
 //! through an `Outbox`, with 100, 10,000 and 100,000 other operations pending.
 //! `baseline-memory` is the same cycle on `MemoryOutboxStore` (no durability);
-//! the WAL store runs under `SyncPolicy::Never` and `Always`; the JSON store's
-//! whole-file rewrite shows its O(n) growth. Run with `cargo xtask bench`.
+//! the WAL and SQLite stores run under `SyncPolicy::Never` and `Always`; the
+//! JSON store's whole-file rewrite shows its O(n) growth. Concurrent enqueues
+//! under `Always` on both; and `store/transactional-enqueue`, an app row plus
+//! its operation in one SQLite transaction beside a plain enqueue. Run with
+//! `cargo xtask bench`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -14,6 +17,7 @@ use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStor
 use sync_store_file::{
     FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
+use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 use sync_wal::SyncPolicy;
 
 /// Filler operations are due long after every cycle's `now`, so claims never
@@ -30,6 +34,7 @@ fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
             })
             .expect("open json store"),
         ),
+        "sqlite-never" | "sqlite-always" => Arc::new(sqlite(kind, dir)),
         _ => {
             let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
             config.sync = if kind == "wal-always" {
@@ -40,6 +45,16 @@ fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
             Arc::new(WalOutboxStore::open(config).expect("open wal store"))
         }
     }
+}
+
+fn sqlite(kind: &str, dir: &Path) -> SqliteOutboxStore {
+    let mut config = SqliteOutboxStoreConfig::new(dir.join("app.db"));
+    config.sync = if kind == "sqlite-always" {
+        SyncPolicy::Always
+    } else {
+        SyncPolicy::Never
+    };
+    SqliteOutboxStore::open(config).expect("open sqlite store")
 }
 
 fn fill(store: &dyn OutboxStore, pending: usize) {
@@ -66,7 +81,14 @@ fn cycle(c: &mut Criterion) {
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
     for pending in [100usize, 10_000, 100_000] {
-        for kind in ["baseline-memory", "wal-never", "wal-always", "json"] {
+        for kind in [
+            "baseline-memory",
+            "wal-never",
+            "wal-always",
+            "sqlite-never",
+            "sqlite-always",
+            "json",
+        ] {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = open(kind, dir.path());
             fill(&*store, pending);
@@ -109,48 +131,83 @@ fn concurrent_enqueue(c: &mut Criterion) {
     let mut group = c.benchmark_group("store/enqueue-always");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(3));
-    for threads in [1usize, 4, 16] {
+    for (kind, threads) in [1usize, 4, 16]
+        .into_iter()
+        .flat_map(|threads| [("wal-always", threads), ("sqlite-always", threads)])
+    {
         // One iteration: every thread enqueues one operation.
         group.throughput(Throughput::Elements(threads as u64));
-        group.bench_with_input(
-            BenchmarkId::new("wal-always", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let outbox = Arc::new(Outbox::new(
-                        OutboxConfig::default(),
-                        open("wal-always", dir.path()),
-                    ));
-                    let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
-                    let handles: Vec<_> = (0..threads)
-                        .map(|_| {
-                            let (outbox, barrier) = (Arc::clone(&outbox), Arc::clone(&barrier));
-                            std::thread::spawn(move || {
-                                barrier.wait();
-                                for _ in 0..iters {
-                                    outbox
-                                        .enqueue(
-                                            Operation::new("message.send", "/api/messages", "{}"),
-                                            1,
-                                        )
-                                        .expect("enqueue");
-                                }
-                            })
+        group.bench_with_input(BenchmarkId::new(kind, threads), &threads, |b, &threads| {
+            b.iter_custom(|iters| {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let outbox = Arc::new(Outbox::new(OutboxConfig::default(), open(kind, dir.path())));
+                let barrier = Arc::new(std::sync::Barrier::new(threads + 1));
+                let handles: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let (outbox, barrier) = (Arc::clone(&outbox), Arc::clone(&barrier));
+                        std::thread::spawn(move || {
+                            barrier.wait();
+                            for _ in 0..iters {
+                                outbox
+                                    .enqueue(
+                                        Operation::new("message.send", "/api/messages", "{}"),
+                                        1,
+                                    )
+                                    .expect("enqueue");
+                            }
                         })
-                        .collect();
-                    barrier.wait();
-                    let start = std::time::Instant::now();
-                    for handle in handles {
-                        handle.join().expect("enqueuer");
-                    }
-                    start.elapsed()
-                });
-            },
-        );
+                    })
+                    .collect();
+                barrier.wait();
+                let start = std::time::Instant::now();
+                for handle in handles {
+                    handle.join().expect("enqueuer");
+                }
+                start.elapsed()
+            });
+        });
     }
     group.finish();
 }
 
-criterion_group!(benches, cycle, concurrent_enqueue);
+/// An app row and its operation in one SQLite transaction
+/// (`transaction-row-and-op`) beside the plain `Outbox::enqueue` of the same
+/// operation (`baseline-plain-enqueue`, no app row), both under `Always`.
+fn transactional_enqueue(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store/transactional-enqueue");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(3));
+    let op = Operation::new("note.save", "/notes/1", r#"{"text":"hello offline-first"}"#);
+    for name in ["baseline-plain-enqueue", "transaction-row-and-op"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(sqlite("sqlite-always", dir.path()));
+        let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+        store
+            .with_transaction(&outbox, |tx| {
+                tx.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT)")
+                    .map_err(sync_store_sqlite::SqliteStoreError::from)
+            })
+            .expect("create table");
+        let mut n = 0i64;
+        group.bench_function(BenchmarkId::new(name, 1), |b| {
+            b.iter(|| {
+                n += 1;
+                if name.starts_with("baseline") {
+                    outbox.enqueue(op.clone(), n).expect("enqueue");
+                } else {
+                    store
+                        .with_transaction(&outbox, |tx| {
+                            tx.execute("INSERT INTO notes (id, text) VALUES (?1, 'hello')", [n])?;
+                            tx.enqueue(op.clone(), n)
+                        })
+                        .expect("transaction");
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, cycle, concurrent_enqueue, transactional_enqueue);
 criterion_main!(benches);
