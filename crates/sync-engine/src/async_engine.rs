@@ -16,7 +16,7 @@ use crate::async_outbox::run_blocking;
 use crate::async_transport::AsyncSyncTransport;
 use crate::clock::{Clock, TokioClock};
 use crate::engine::SyncEngineConfig;
-use crate::error::{EngineError, SyncStep};
+use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
 use crate::schedule::{ERROR_BACKOFF_MS, next_wake_at};
@@ -83,7 +83,7 @@ pub struct AsyncSyncEngine {
     /// The running senders, and the clock they were started on. Never held
     /// across an await.
     running: Mutex<Option<Running>>,
-    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
+    last_error: Arc<LastError>,
     observer: OnceLock<Arc<dyn SyncObserver>>,
 }
 
@@ -136,7 +136,7 @@ impl AsyncSyncEngine {
             wake,
             stopping: Arc::new(AtomicBool::new(false)),
             running: Mutex::new(None),
-            last_error: Arc::new(Mutex::new(None)),
+            last_error: Arc::new(LastError::default()),
             observer: OnceLock::new(),
         }
     }
@@ -326,10 +326,7 @@ impl AsyncSyncEngine {
     /// The last error a sender met, as the error itself.
     #[must_use]
     pub fn last_engine_error(&self) -> Option<Arc<EngineError>> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.last_error.get()
     }
 
     /// The sum of all senders' counts.
@@ -369,7 +366,7 @@ struct AsyncSender {
     clock: Arc<dyn Clock>,
     wake: Arc<watch::Sender<u64>>,
     stopping: Arc<AtomicBool>,
-    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
+    last_error: Arc<LastError>,
     inflight_recheck_ms: i64,
 }
 
@@ -438,10 +435,7 @@ impl AsyncSender {
 
     /// Keeps `error` as the last one; returns when to try again.
     fn failed(&self, error: EngineError, now: i64) -> i64 {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(error));
+        self.last_error.set(error);
         now + ERROR_BACKOFF_MS
     }
 

@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use sync_outbox::Outbox;
 
 use crate::clock::{Clock, Wakeup};
-use crate::error::{EngineError, SyncStep};
+use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
 use crate::schedule::{ERROR_BACKOFF_MS, next_wake_at};
@@ -100,7 +100,7 @@ pub struct SyncEngine {
     wakeup: Arc<Wakeup>,
     stopping: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
+    last_error: Arc<LastError>,
     observer: std::sync::OnceLock<Arc<dyn SyncObserver>>,
 }
 
@@ -157,7 +157,7 @@ impl SyncEngine {
             wakeup,
             stopping: Arc::new(AtomicBool::new(false)),
             threads: Mutex::new(Vec::new()),
-            last_error: Arc::new(Mutex::new(None)),
+            last_error: Arc::new(LastError::default()),
             observer: std::sync::OnceLock::new(),
         }
     }
@@ -306,10 +306,7 @@ impl SyncEngine {
     /// match on it, or walk its [`source`](std::error::Error::source) chain.
     #[must_use]
     pub fn last_engine_error(&self) -> Option<Arc<EngineError>> {
-        self.last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.last_error.get()
     }
 
     /// The sum of all workers' counts.
@@ -332,7 +329,7 @@ struct Sender {
     probe: Arc<NetworkProbe>,
     wakeup: Arc<Wakeup>,
     stopping: Arc<AtomicBool>,
-    last_error: Arc<Mutex<Option<Arc<EngineError>>>>,
+    last_error: Arc<LastError>,
     inflight_recheck_ms: i64,
 }
 
@@ -351,10 +348,7 @@ impl Sender {
                     continue;
                 }
                 Err(e) => {
-                    *self
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(e));
+                    self.last_error.set(e);
                     Some(now + ERROR_BACKOFF_MS)
                 }
             };

@@ -3,6 +3,7 @@
 
 use std::error::Error as _;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sync_outbox::OutboxError;
 
@@ -153,5 +154,23 @@ impl fmt::Display for OperationSuffix<'_> {
             Some(id) => write!(f, " of operation {id}"),
             None => Ok(()),
         }
+    }
+}
+
+/// The last error a background sender met, shared by an engine and its
+/// senders (threads or tasks).
+#[derive(Debug, Default)]
+pub(crate) struct LastError(Mutex<Option<Arc<EngineError>>>);
+
+impl LastError {
+    pub(crate) fn set(&self, error: EngineError) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(error));
+    }
+
+    pub(crate) fn get(&self) -> Option<Arc<EngineError>> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }

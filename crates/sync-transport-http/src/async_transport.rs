@@ -2,20 +2,17 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use sync_engine::{AsyncSyncTransport, SendResult};
 use sync_outbox::Operation;
 
 use crate::auth::AuthProvider;
-use crate::batch::{BatchRequest, map_batch_response};
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
-    BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, credentials, refresh_failed,
-    refresh_on, retry_after,
+    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, batch_body, batch_results,
+    credentials, refresh_failed, refresh_on, retry_after, single_result,
 };
-use crate::status::map_status;
 
 /// An [`AsyncSyncTransport`] over HTTP(S) on `reqwest` (rustls), for
 /// [`AsyncSyncEngine`](sync_engine::AsyncSyncEngine). Feature `async`.
@@ -144,40 +141,17 @@ impl AsyncHttpTransport {
     }
 
     async fn send_batch_request(&self, batch_target: &str, ops: &[Operation]) -> Vec<SendResult> {
-        let all = |result: SendResult| vec![result; ops.len()];
-        let Ok(body) = serde_json::to_vec(&BatchRequest::new(ops, &self.config)) else {
-            return all(SendResult::permanent("cannot encode the batch"));
+        let body = match batch_body(ops, &self.config) {
+            Ok(body) => body,
+            Err(results) => return results,
         };
         let answer = self
             .exchange(BATCH_RESPONSE_LIMIT_BYTES, |credentials| {
                 self.prepared.batch(batch_target, credentials, body.clone())
             })
             .await;
-        match answer {
-            Ok(Answer {
-                status,
-                retry_after,
-                body: Ok(body),
-            }) => map_batch_response(
-                ops,
-                status,
-                retry_after.as_deref(),
-                &body,
-                SystemTime::now(),
-                &self.config,
-            ),
-            // Cut mid-answer: nothing says which operations applied.
-            Ok(Answer { body: Err(e), .. }) => all(SendResult::retryable(e)),
-            Err(result) => all(result),
-        }
+        batch_results(ops, answer, &self.config)
     }
-}
-
-/// A response: its status, `Retry-After`, and body (or why reading it failed).
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Result<Vec<u8>, String>,
 }
 
 /// Reads at most `limit` bytes of the body; more are left unread.
@@ -203,19 +177,7 @@ impl AsyncSyncTransport for AsyncHttpTransport {
                 self.prepared.single(&self.config, op, credentials, body)
             })
             .await;
-        match answer {
-            Ok(Answer {
-                status,
-                retry_after,
-                ..
-            }) => map_status(
-                status,
-                retry_after.as_deref(),
-                SystemTime::now(),
-                &self.config,
-            ),
-            Err(result) => result,
-        }
+        single_result(answer, &self.config)
     }
 
     async fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {

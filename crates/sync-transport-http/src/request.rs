@@ -3,13 +3,17 @@
 //! `http::Request`, the credentials of an [`AuthProvider`], and reading a
 //! response's `Retry-After`. No I/O.
 
+use std::time::SystemTime;
+
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use sync_engine::SendResult;
 use sync_outbox::Operation;
 
 use crate::auth::AuthProvider;
+use crate::batch::map_batch_response;
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
+use crate::status::map_status;
 
 /// Most bytes of a response body read (and dropped) so the connection can be
 /// reused; a longer body closes the connection instead.
@@ -144,6 +148,66 @@ pub(crate) fn refresh_on(status: u16, auth: Option<&dyn AuthProvider>, refreshed
 /// What a failed refresh makes of the send.
 pub(crate) fn refresh_failed() -> SendResult {
     SendResult::retryable("HTTP 401 Unauthorized; refreshing the credentials failed")
+}
+
+/// A response: its status, `Retry-After`, and body (or, if reading it
+/// failed, a short description of why).
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) retry_after: Option<String>,
+    pub(crate) body: Result<Vec<u8>, String>,
+}
+
+/// What a single send came to: its answer's status through `map_status`,
+/// or the result that stood for no usable answer.
+pub(crate) fn single_result(
+    answer: Result<Answer, SendResult>,
+    config: &HttpTransportConfig,
+) -> SendResult {
+    match answer {
+        Ok(answer) => map_status(
+            answer.status,
+            answer.retry_after.as_deref(),
+            SystemTime::now(),
+            config,
+        ),
+        Err(result) => result,
+    }
+}
+
+/// What a batch send came to, one result per operation of `ops`.
+pub(crate) fn batch_results(
+    ops: &[Operation],
+    answer: Result<Answer, SendResult>,
+    config: &HttpTransportConfig,
+) -> Vec<SendResult> {
+    match answer {
+        Ok(Answer {
+            status,
+            retry_after,
+            body: Ok(body),
+        }) => map_batch_response(
+            ops,
+            status,
+            retry_after.as_deref(),
+            &body,
+            SystemTime::now(),
+            config,
+        ),
+        // Cut mid-answer: nothing says which operations applied.
+        Ok(Answer { body: Err(e), .. }) => vec![SendResult::retryable(e); ops.len()],
+        Err(result) => vec![result; ops.len()],
+    }
+}
+
+/// The body of a batch request for `ops`, or the result that stands for
+/// every operation when it cannot be made.
+pub(crate) fn batch_body(
+    ops: &[Operation],
+    config: &HttpTransportConfig,
+) -> Result<Vec<u8>, Vec<SendResult>> {
+    serde_json::to_vec(&crate::batch::BatchRequest::new(ops, config))
+        .map_err(|_| vec![SendResult::permanent("cannot encode the batch"); ops.len()])
 }
 
 /// The response's `Retry-After` header, if it is text.

@@ -3,20 +3,17 @@
 use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use sync_engine::{SendResult, SyncTransport};
 use sync_outbox::Operation;
 
 use crate::auth::AuthProvider;
-use crate::batch::{BatchRequest, map_batch_response};
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
-    BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, credentials, refresh_failed,
-    refresh_on, retry_after,
+    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, batch_body, batch_results,
+    credentials, refresh_failed, refresh_on, retry_after, single_result,
 };
-use crate::status::map_status;
 
 /// A [`SyncTransport`] that sends each operation as one HTTP request.
 ///
@@ -116,33 +113,15 @@ impl HttpTransport {
 
     /// Sends `ops` as one batch request to `batch_target`.
     fn send_batch_request(&self, batch_target: &str, ops: &[Operation]) -> Vec<SendResult> {
-        let all = |result: SendResult| vec![result; ops.len()];
-        let Ok(body) = serde_json::to_vec(&BatchRequest::new(ops, &self.config)) else {
-            return all(SendResult::permanent("cannot encode the batch"));
+        let body = match batch_body(ops, &self.config) {
+            Ok(body) => body,
+            Err(results) => return results,
         };
         let answer = self.exchange(BATCH_RESPONSE_LIMIT_BYTES, |credentials| {
             self.prepared
                 .batch(batch_target, credentials, body.as_slice())
         });
-        match answer {
-            Ok(Answer {
-                status,
-                retry_after,
-                body: Ok(body),
-            }) => map_batch_response(
-                ops,
-                status,
-                retry_after.as_deref(),
-                &body,
-                SystemTime::now(),
-                &self.config,
-            ),
-            // Cut mid-answer: nothing says which operations applied.
-            Ok(Answer {
-                body: Err(kind), ..
-            }) => all(SendResult::retryable(format!("connection error: {kind}"))),
-            Err(result) => all(result),
-        }
+        batch_results(ops, answer, &self.config)
     }
 
     /// Sends the request `build` makes (again once, with refreshed
@@ -175,7 +154,7 @@ impl HttpTransport {
                 .take(limit)
                 .read_to_end(&mut body)
                 .map(|_| body)
-                .map_err(|e| e.kind());
+                .map_err(|e| format!("connection error: {}", e.kind()));
             if refresh_on(status, auth, refreshed) {
                 refreshed = true;
                 if auth.is_some_and(|auth| auth.refresh().is_err()) {
@@ -192,13 +171,6 @@ impl HttpTransport {
     }
 }
 
-/// A response: its status, `Retry-After`, and body (or why reading it failed).
-struct Answer {
-    status: u16,
-    retry_after: Option<String>,
-    body: Result<Vec<u8>, std::io::ErrorKind>,
-}
-
 impl SyncTransport for HttpTransport {
     fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
         match &self.config.batch_target {
@@ -212,19 +184,7 @@ impl SyncTransport for HttpTransport {
             self.prepared
                 .single(&self.config, op, credentials, op.payload.as_bytes())
         });
-        match answer {
-            Ok(Answer {
-                status,
-                retry_after,
-                ..
-            }) => map_status(
-                status,
-                retry_after.as_deref(),
-                SystemTime::now(),
-                &self.config,
-            ),
-            Err(result) => result,
-        }
+        single_result(answer, &self.config)
     }
 }
 
