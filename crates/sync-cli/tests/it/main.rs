@@ -18,7 +18,27 @@ pub(crate) struct Run {
 }
 
 /// Runs `synctl` with `args` and waits for it.
+/// Runs `synctl`; a run refused as "locked" is tried again, a few times.
+///
+/// Why: the tests of this binary run in parallel threads, and a child process
+/// started by one holds a copy of every open file descriptor of this process
+/// (another test's store lock among them) from its fork until its exec, so a
+/// lock just released can look held for a moment. Use [`synctl_once`] where
+/// the lock is expected.
 pub(crate) fn synctl(args: &[&str]) -> Result<Run, std::io::Error> {
+    let mut run = synctl_once(args)?;
+    for _ in 0..20 {
+        if !(run.code == Some(3) && run.stderr.contains("locked by another process")) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        run = synctl_once(args)?;
+    }
+    Ok(run)
+}
+
+/// Runs `synctl` once.
+pub(crate) fn synctl_once(args: &[&str]) -> Result<Run, std::io::Error> {
     let Output {
         status,
         stdout,

@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    FileOutboxStore, FileOutboxStoreConfig, StoreError, WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
-use crate::{TestResult, arg, files, synctl};
+use crate::{TestResult, arg, files, synctl, synctl_once};
 
 /// A day ago, in ms since the epoch, for "old" operations.
 fn days_ago(days: i64) -> i64 {
@@ -226,23 +226,40 @@ fn retry_discard_and_purge_change_exactly_what_they_say() -> TestResult {
     Ok(())
 }
 
+/// Opens with a few retries while the store looks locked (see `synctl`).
+fn retry_locked<T>(mut open: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    for _ in 0..20 {
+        match open() {
+            Err(StoreError::Locked { .. }) => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+    open()
+}
+
 #[test]
 fn a_store_held_by_an_application_is_refused_with_a_clear_message() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (json_path, ids) = json_store(dir.path())?;
     let (wal_path, _) = wal_store(dir.path())?;
-    let _json_app = FileOutboxStore::open(FileOutboxStoreConfig {
-        file_path: json_path.clone(),
-        pretty_json: true,
+    // Retried: a sibling test's child may hold a copy of the lock we just
+    // released until its exec (see `synctl`).
+    let _json_app = retry_locked(|| {
+        FileOutboxStore::open(FileOutboxStoreConfig {
+            file_path: json_path.clone(),
+            pretty_json: true,
+        })
     })?;
-    let _wal_app = WalOutboxStore::open(WalOutboxStoreConfig::new(&wal_path))?;
+    let _wal_app = retry_locked(|| WalOutboxStore::open(WalOutboxStoreConfig::new(&wal_path)))?;
     let before = files(dir.path())?;
     for path in [&json_path, &wal_path] {
         for args in [
             vec!["outbox", "list", arg(path)],
             vec!["outbox", "retry", arg(path), &ids.failed],
         ] {
-            let run = synctl(&args)?;
+            let run = synctl_once(&args)?;
             assert_eq!(run.code, Some(3), "{args:?}: {run:?}");
             assert!(
                 run.stderr.contains("locked by another process"),
