@@ -57,7 +57,9 @@ mod transition;
 pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
 pub use operation::{Operation, OperationStatus};
-pub use outbox::{Claim, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue, RecoveryReport};
+pub use outbox::{
+    Claim, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue, RecoveryReport,
+};
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};
 pub use transition::{is_allowed, transition};

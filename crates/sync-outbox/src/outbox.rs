@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 pub use self::claim::Claim;
 use self::index::{State, claim_entry};
-pub use self::prepared::PreparedEnqueue;
+pub use self::prepared::{ExclusiveOutbox, PreparedEnqueue};
 
 use crate::error::OutboxError;
 use crate::id::IdGenerator;
@@ -328,12 +328,12 @@ impl Outbox {
         if op.id.is_empty() {
             op.id = self.ids.next(now_ms);
         }
-        if state.enqueuing.contains(&op.id) || self.store.get(&op.id)?.is_some() {
+        if state.enqueuing.contains_key(&op.id) || self.store.get(&op.id)?.is_some() {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
         self.fill_new(&mut state, &mut op, now_ms);
         state.add_to_indexes(&op);
-        state.enqueuing.insert(op.id.clone());
+        state.start_enqueue(&op);
         drop(state);
 
         // Outside the lock, so concurrent enqueuers share the store's sync.
@@ -341,7 +341,12 @@ impl Outbox {
         let mut state = self.lock();
         state.enqueuing.remove(&op.id);
         if let Err(e) = stored {
-            state.remove_from_indexes(&op);
+            let unblocked = state.remove_from_indexes(&op);
+            drop(state);
+            if unblocked {
+                // Operations of its key that waited behind it may go now.
+                self.shared.notify_claimable();
+            }
             return Err(e);
         }
         drop(state);

@@ -5,7 +5,7 @@ use std::ops::Deref;
 use std::sync::{Arc, MutexGuard};
 
 use rusqlite::{Connection, params};
-use sync_outbox::{Operation, Outbox, PreparedEnqueue};
+use sync_outbox::{ExclusiveOutbox, Operation, Outbox, PreparedEnqueue};
 
 use crate::error::{SqliteStoreError, sql};
 use crate::schema;
@@ -23,9 +23,13 @@ use crate::store::{SqliteOutboxStore, exists};
 /// they were. [`SqliteOutboxStore::with_transaction`] does the commit and the
 /// rollback for a closure.
 ///
-/// It holds the database's write lock (`BEGIN IMMEDIATE`) until it ends: keep
-/// it short, and do no network call inside. The engine's writes wait for it
-/// (up to `busy_timeout`).
+/// It holds the outbox (see `ExclusiveOutbox`) and then the database's write
+/// lock (`BEGIN IMMEDIATE`) until it ends, always in that order, so it never
+/// waits on the engine while the engine waits on it: the engine's claims and
+/// records simply wait for it to end. Keep it short and make no network call
+/// inside. On the thread that holds it, do not call the outbox (`enqueue`,
+/// `stats`, ...) or begin a second transaction: those would wait for this
+/// one. Do not use it from async code without `spawn_blocking`.
 ///
 /// # Examples
 ///
@@ -48,10 +52,15 @@ use crate::store::{SqliteOutboxStore, exists};
 /// ```
 pub struct SqliteTransaction<'a> {
     store: &'a SqliteOutboxStore,
-    outbox: &'a Outbox,
-    conn: MutexGuard<'a, Connection>,
+    /// The outbox, held from begin to end; `None` once settled.
+    held: Option<ExclusiveOutbox<'a>>,
     prepared: Vec<PreparedEnqueue>,
-    open: bool,
+    /// The id each `enqueue` returned, in order.
+    ids: Vec<String>,
+    /// Declared last: the connection is released after the outbox and the
+    /// prepared enqueues are settled, so the next transaction cannot see
+    /// this one's reservations.
+    conn: MutexGuard<'a, Connection>,
 }
 
 impl std::fmt::Debug for SqliteTransaction<'_> {
@@ -81,15 +90,18 @@ impl SqliteOutboxStore {
         if !ours {
             return Err(SqliteStoreError::WrongOutbox);
         }
+        // The outbox first, then SQLite's write lock: the order the engine
+        // takes them in (it writes while holding the outbox).
+        let held = outbox.lock_for_transaction()?;
         let conn = self.app_connection();
         conn.execute_batch("BEGIN IMMEDIATE")
             .map_err(|e| sql("begin a transaction on", self.path(), e))?;
         Ok(SqliteTransaction {
             store: self,
-            outbox,
-            conn,
+            held: Some(held),
             prepared: Vec::new(),
-            open: true,
+            ids: Vec::new(),
+            conn,
         })
     }
 
@@ -127,7 +139,12 @@ impl SqliteTransaction<'_> {
     /// The transaction stays open: the app may roll it back.
     pub fn enqueue(&mut self, op: Operation, now_ms: i64) -> Result<String, SqliteStoreError> {
         let path = self.store.path();
-        let prepared = self.outbox.prepare_enqueue(op.clone(), now_ms)?;
+        let Some(held) = self.held.as_mut() else {
+            return Err(SqliteStoreError::InvalidOperation {
+                reason: "the transaction has ended",
+            });
+        };
+        let prepared = held.prepare_enqueue(op.clone(), now_ms)?;
         let prepared = if prepared.replaces_existing() {
             let target = prepared.operation();
             if exists(&self.conn, path, &target.id)? {
@@ -148,9 +165,10 @@ impl SqliteTransaction<'_> {
                     .map_err(|e| sql("coalesce an operation in", path, e))?;
                 prepared
             } else {
-                // Discarded meanwhile: enqueue it as a new operation.
-                drop(prepared);
-                let fresh = self.outbox.prepare_enqueue_new(op, now_ms)?;
+                // Discarded meanwhile: enqueue it as a new operation. (The
+                // replace plan is settled with the others, at the end.)
+                self.prepared.push(prepared);
+                let fresh = held.prepare_enqueue_new(op, now_ms)?;
                 schema::put(&self.conn, fresh.operation(), path)?;
                 fresh
             }
@@ -160,6 +178,7 @@ impl SqliteTransaction<'_> {
         };
         let id = prepared.operation().id.clone();
         self.prepared.push(prepared);
+        self.ids.push(id.clone());
         Ok(id)
     }
 
@@ -175,11 +194,12 @@ impl SqliteTransaction<'_> {
         self.conn
             .execute_batch("COMMIT")
             .map_err(|e| sql("commit a transaction on", self.store.path(), e))?;
-        self.open = false;
-        Ok(std::mem::take(&mut self.prepared)
-            .into_iter()
-            .map(PreparedEnqueue::committed)
-            .collect())
+        let prepared = std::mem::take(&mut self.prepared);
+        let Some(held) = self.held.take() else {
+            return Ok(Vec::new());
+        };
+        let _ = held.commit(prepared);
+        Ok(std::mem::take(&mut self.ids))
     }
 
     /// Rolls everything back (as dropping it does).
@@ -198,11 +218,11 @@ impl Deref for SqliteTransaction<'_> {
 
 impl Drop for SqliteTransaction<'_> {
     fn drop(&mut self) {
-        if self.open {
+        if let Some(held) = self.held.take() {
             // A failed rollback leaves SQLite to roll back when the
             // connection next begins; nothing was committed either way.
             let _ = self.conn.execute_batch("ROLLBACK");
+            held.rollback(std::mem::take(&mut self.prepared));
         }
-        // The prepared enqueues drop after this: their reservations go.
     }
 }

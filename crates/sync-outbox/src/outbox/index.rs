@@ -41,8 +41,11 @@ pub(super) struct State {
     pub(super) orphans: BTreeSet<ClaimEntry>,
     /// The token of the next `Claim`.
     pub(super) next_token: u64,
-    /// Ids being enqueued right now (their `put` is running outside the lock).
-    pub(super) enqueuing: HashSet<String>,
+    /// Operations being enqueued right now (their write runs outside the
+    /// lock, or in a store transaction not yet committed): id -> `(seq,
+    /// ordering_key)`, so a reload of the indexes keeps their place in their
+    /// key's queue and never hands their `seq` out again.
+    pub(super) enqueuing: HashMap<String, (u64, Option<String>)>,
     /// Pending operations a prepared enqueue will coalesce into, in a store
     /// transaction still open: not claimable until it commits or rolls back,
     /// so a claim cannot write back their old payload over the new one.
@@ -66,8 +69,20 @@ impl State {
             enqueuing: std::mem::take(&mut self.enqueuing),
             replacing: std::mem::take(&mut self.replacing),
             next_token: self.next_token,
+            // Never hand out a seq twice, even one of a purged operation.
+            next_seq: self.next_seq,
             ..Self::default()
         };
+        // What is still being enqueued keeps its place and its seq.
+        for (id, (seq, key)) in &self.enqueuing {
+            self.next_seq = self.next_seq.max(seq.saturating_add(1));
+            if let Some(key) = key {
+                self.keys
+                    .entry(key.clone())
+                    .or_default()
+                    .insert((*seq, id.clone()));
+            }
+        }
         known_claims
     }
 
@@ -80,6 +95,12 @@ impl State {
             .map(|(_, _, id)| id.as_str())
             .collect();
         self.held.retain(|id, _| in_flight.contains(id.as_str()));
+    }
+
+    /// Marks `op` as being enqueued (see `enqueuing`).
+    pub(super) fn start_enqueue(&mut self, op: &Operation) {
+        self.enqueuing
+            .insert(op.id.clone(), (op.seq, op.ordering_key.clone()));
     }
 
     /// Registers a `Pending` (or, on load, `InFlight`) operation's keys.

@@ -3,8 +3,9 @@
 //! for stores that offer one, such as `sync-store-sqlite`.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
+use super::index::State;
 use super::{Outbox, Shared};
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
@@ -96,15 +97,15 @@ impl Drop for PreparedEnqueue {
         let unblocked = {
             let mut state = self.shared.lock();
             if self.replaces {
+                // The target is claimable again.
                 state.replacing.remove(&self.op.id)
             } else {
                 state.enqueuing.remove(&self.op.id);
-                state.remove_from_indexes(&self.op);
-                false
+                // Later operations of its key that waited behind it may go.
+                state.remove_from_indexes(&self.op)
             }
         };
         if unblocked {
-            // The target is claimable again.
             self.shared.notify_claimable();
         }
     }
@@ -119,11 +120,111 @@ impl fmt::Debug for PreparedEnqueue {
     }
 }
 
+/// The outbox held exclusively for a store transaction, from
+/// [`Outbox::lock_for_transaction`]: no claim, record or enqueue runs while
+/// it lives, so nothing in this process waits on the store while the store
+/// waits on the outbox.
+///
+/// A store with transactions (`sync-store-sqlite`) takes it *before* its
+/// own write lock, prepares the transaction's enqueues on it, and settles
+/// them with [`commit`](Self::commit) or [`rollback`](Self::rollback), which
+/// release the outbox first. Do not call other outbox methods on this
+/// thread while it lives (they would wait for it), and do not drop a
+/// [`PreparedEnqueue`] of it before releasing it.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStore};
+///
+/// let store = Arc::new(MemoryOutboxStore::new());
+/// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+/// let mut held = outbox.lock_for_transaction()?;
+/// let prepared = held.prepare_enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+/// store.put(prepared.operation())?; // in the store's transaction
+/// let ids = held.commit(vec![prepared]);
+/// assert_eq!(outbox.claim(1, 10)?.ops()[0].id, ids[0]);
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// ```
+pub struct ExclusiveOutbox<'a> {
+    outbox: &'a Outbox,
+    state: MutexGuard<'a, State>,
+}
+
+impl fmt::Debug for ExclusiveOutbox<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExclusiveOutbox").finish_non_exhaustive()
+    }
+}
+
+impl ExclusiveOutbox<'_> {
+    /// As [`Outbox::prepare_enqueue`], on the held outbox.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::prepare_enqueue`].
+    pub fn prepare_enqueue(
+        &mut self,
+        op: Operation,
+        now_ms: i64,
+    ) -> Result<PreparedEnqueue, OutboxError> {
+        self.outbox.prepare_in(&mut self.state, op, now_ms, true)
+    }
+
+    /// As [`Outbox::prepare_enqueue_new`], on the held outbox.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::prepare_enqueue`].
+    pub fn prepare_enqueue_new(
+        &mut self,
+        op: Operation,
+        now_ms: i64,
+    ) -> Result<PreparedEnqueue, OutboxError> {
+        self.outbox.prepare_in(&mut self.state, op, now_ms, false)
+    }
+
+    /// The store's transaction committed: releases the outbox, then
+    /// [`committed`](PreparedEnqueue::committed) each of `prepared`. Returns
+    /// their ids, in order.
+    #[must_use = "the ids of the committed operations"]
+    pub fn commit(self, prepared: Vec<PreparedEnqueue>) -> Vec<String> {
+        drop(self.state);
+        prepared
+            .into_iter()
+            .map(PreparedEnqueue::committed)
+            .collect()
+    }
+
+    /// The store's transaction rolled back: releases the outbox, then drops
+    /// `prepared`, leaving the indexes as they were.
+    pub fn rollback(self, prepared: Vec<PreparedEnqueue>) {
+        drop(self.state);
+        drop(prepared);
+    }
+}
+
 impl Outbox {
+    /// Holds the outbox exclusively for a store transaction (see
+    /// [`ExclusiveOutbox`]).
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the indexes must be loaded and cannot be.
+    pub fn lock_for_transaction(&self) -> Result<ExclusiveOutbox<'_>, OutboxError> {
+        Ok(ExclusiveOutbox {
+            outbox: self,
+            state: self.lock_loaded()?,
+        })
+    }
+
     /// Prepares an enqueue that the store writes in a transaction of its own,
     /// with the app's rows: everything [`Outbox::enqueue`] does but the
     /// write. Does no store write (it reads, to check the id and to find a
-    /// coalescing target).
+    /// coalescing target). A store whose transactions hold a write lock
+    /// should use [`Outbox::lock_for_transaction`] instead, so the outbox is
+    /// taken before that lock.
     ///
     /// # Errors
     ///
@@ -134,11 +235,12 @@ impl Outbox {
         op: Operation,
         now_ms: i64,
     ) -> Result<PreparedEnqueue, OutboxError> {
-        self.prepare(op, now_ms, true)
+        let mut state = self.lock_loaded()?;
+        self.prepare_in(&mut state, op, now_ms, true)
     }
 
     /// [`Outbox::prepare_enqueue`] without coalescing: always a new
-    /// operation (for when the coalescing target was claimed meanwhile).
+    /// operation.
     ///
     /// # Errors
     ///
@@ -148,16 +250,17 @@ impl Outbox {
         op: Operation,
         now_ms: i64,
     ) -> Result<PreparedEnqueue, OutboxError> {
-        self.prepare(op, now_ms, false)
+        let mut state = self.lock_loaded()?;
+        self.prepare_in(&mut state, op, now_ms, false)
     }
 
-    fn prepare(
+    fn prepare_in(
         &self,
+        state: &mut State,
         mut op: Operation,
         now_ms: i64,
         coalesce: bool,
     ) -> Result<PreparedEnqueue, OutboxError> {
-        let mut state = self.lock_loaded()?;
         if coalesce
             && let Some(existing) = op
                 .coalesce_key
@@ -184,16 +287,16 @@ impl Outbox {
         if op.id.is_empty() {
             op.id = self.ids.next(now_ms);
         }
-        if state.enqueuing.contains(&op.id) || self.store.get(&op.id)?.is_some() {
+        if state.enqueuing.contains_key(&op.id) || self.store.get(&op.id)?.is_some() {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
-        self.fill_new(&mut state, &mut op, now_ms);
+        self.fill_new(state, &mut op, now_ms);
         // Its place in the key's queue, held from now until commit or
         // rollback; coalescing waits for the commit.
         let coalesce_key = op.coalesce_key.take();
         state.add_to_indexes(&op);
         op.coalesce_key = coalesce_key;
-        state.enqueuing.insert(op.id.clone());
+        state.start_enqueue(&op);
         Ok(PreparedEnqueue {
             op,
             replaces: false,

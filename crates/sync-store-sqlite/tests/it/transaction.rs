@@ -168,3 +168,37 @@ fn the_app_can_read_its_queue_with_plain_sql() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn an_open_transaction_makes_the_outbox_wait_not_fail() -> TestResult {
+    // A busy timeout far shorter than the transaction: if the outbox waited
+    // for SQLite's write lock while holding itself (the old lock order), its
+    // write would fail with "database is locked" after 100 ms.
+    let dir = tempfile::tempdir()?;
+    let config = sync_store_sqlite::SqliteOutboxStoreConfig {
+        busy_timeout: std::time::Duration::from_millis(100),
+        ..sync_store_sqlite::SqliteOutboxStoreConfig::new(dir.path().join("app.db"))
+    };
+    let store = Arc::new(sync_store_sqlite::SqliteOutboxStore::open(config)?);
+    let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
+    let mut tx = store.transaction(&outbox)?;
+    tx.execute_batch(NOTES)?;
+    let (started, started_rx) = std::sync::mpsc::channel();
+    let other = {
+        let outbox = Arc::clone(&outbox);
+        std::thread::spawn(move || {
+            let _ = started.send(());
+            outbox.enqueue(note_op("n2", "from another thread"), 1_000)
+        })
+    };
+    started_rx.recv()?;
+    // Hold the transaction past the busy timeout, writing and enqueueing.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    tx.execute("INSERT INTO notes VALUES ('n1', 'kept')", [])?;
+    tx.enqueue(note_op("n1", "kept"), 1_000)?;
+    tx.commit()?;
+    let enqueued = other.join().map_err(|_| "enqueuer panicked")?;
+    assert!(enqueued.is_ok(), "the other enqueue failed: {enqueued:?}");
+    assert_eq!(store.load_all()?.len(), 2);
+    Ok(())
+}

@@ -156,3 +156,64 @@ fn an_operation_being_coalesced_into_is_not_claimed_until_the_commit() -> Result
     );
     Ok(())
 }
+
+#[test]
+fn a_rollback_that_unblocks_a_key_wakes_the_senders() -> Result<(), OutboxError> {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+    let prepared = outbox.prepare_enqueue(keyed("note-1"), 0)?;
+    outbox.enqueue(keyed("note-1"), 0)?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&calls);
+    outbox.on_claimable(move || {
+        seen.fetch_add(1, SeqCst);
+    });
+    drop(prepared);
+    assert_eq!(
+        calls.load(SeqCst),
+        1,
+        "the waiting op may go: senders are told"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_reload_keeps_a_prepared_operation_in_its_place() -> Result<(), OutboxError> {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+    let first = outbox.prepare_enqueue(keyed("note-1"), 0)?;
+    let second = outbox.enqueue(keyed("note-1"), 0)?;
+    outbox.recover(0)?; // rebuilds the indexes from the store
+    let later = outbox.enqueue(keyed("note-2"), 0)?;
+    assert!(
+        store
+            .get(&later)?
+            .is_some_and(|op| op.seq > first.operation().seq),
+        "no seq handed out twice"
+    );
+    assert!(
+        !claimed(&outbox, 1)?.contains(&second),
+        "still behind the prepared one"
+    );
+    store.put(first.operation())?;
+    let first_id = first.committed();
+    let order = claimed(&outbox, 2)?;
+    assert_eq!(order, [first_id]);
+    Ok(())
+}
+
+#[test]
+fn an_exclusive_outbox_settles_its_enqueues_after_releasing_itself() -> Result<(), OutboxError> {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+    let mut held = outbox.lock_for_transaction()?;
+    let kept = held.prepare_enqueue(keyed("a"), 0)?;
+    store.put(kept.operation())?;
+    let ids = held.commit(vec![kept]);
+    assert_eq!(claimed(&outbox, 1)?, ids);
+    let mut held = outbox.lock_for_transaction()?;
+    let dropped = held.prepare_enqueue(keyed("b"), 0)?;
+    held.rollback(vec![dropped]);
+    assert!(claimed(&outbox, 2)?.is_empty());
+    Ok(())
+}
