@@ -17,7 +17,7 @@ use crate::request::{
 /// An [`AsyncSyncTransport`] over HTTP(S) on `reqwest` (rustls), for
 /// [`AsyncSyncEngine`](sync_engine::AsyncSyncEngine). Feature `async`.
 ///
-/// The same requests, status table ([`map_status`]), batch format,
+/// The same requests, status table ([`map_status`](crate::map_status)), batch format,
 /// `Retry-After` handling, redaction and [`AuthProvider`] refresh as the
 /// blocking `HttpTransport`, from the same
 /// [`HttpTransportConfig`]; only the client differs. The provider's
