@@ -83,11 +83,16 @@ pub struct AsyncSyncEngine {
     /// The running senders, and the clock they were started on. Never held
     /// across an await.
     running: Mutex<Option<Running>>,
+    /// Ids of `Running` slots, so a `start` knows its slot is still its own.
+    next_start: std::sync::atomic::AtomicU64,
+    /// Blocking-pool calls of the senders still running.
+    hops: Arc<Hops>,
     last_error: Arc<LastError>,
     observer: OnceLock<Arc<dyn SyncObserver>>,
 }
 
 struct Running {
+    id: u64,
     tasks: Vec<JoinHandle<()>>,
     clock: Arc<dyn Clock>,
 }
@@ -136,6 +141,8 @@ impl AsyncSyncEngine {
             wake,
             stopping: Arc::new(AtomicBool::new(false)),
             running: Mutex::new(None),
+            next_start: std::sync::atomic::AtomicU64::new(0),
+            hops: Arc::new(Hops::default()),
             last_error: Arc::new(LastError::default()),
             observer: OnceLock::new(),
         }
@@ -177,6 +184,7 @@ impl AsyncSyncEngine {
     pub async fn start_with_clock(&self, clock: impl Clock) -> Result<(), EngineError> {
         let handle = tokio::runtime::Handle::try_current().map_err(|_| EngineError::NoRuntime)?;
         let clock: Arc<dyn Clock> = Arc::new(clock);
+        let id = self.next_start.fetch_add(1, Ordering::SeqCst);
         {
             let mut running = self.lock_running();
             if running.is_some() {
@@ -184,22 +192,24 @@ impl AsyncSyncEngine {
             }
             // Claimed before the await, so a concurrent start sees it.
             *running = Some(Running {
+                id,
                 tasks: Vec::new(),
                 clock: Arc::clone(&clock),
             });
         }
+        // Frees the slot if this future is dropped before the senders start.
+        let slot = StartSlot { engine: self, id };
         let outbox = Arc::clone(&self.outbox);
         let now = clock.now_ms();
-        let recovered = run_blocking(move || outbox.recover(now)).await;
-        let report = match recovered {
-            Ok(report) => report,
-            Err(e) => {
-                *self.lock_running() = None;
-                return Err(step_error(SyncStep::Recover, None, e));
-            }
-        };
+        let recovered = self.hops.run(move || outbox.recover(now)).await;
+        let report = recovered.map_err(|e| step_error(SyncStep::Recover, None, e))?;
         if let Some(observer) = self.observer.get() {
             observer.on_recovered(&report);
+        }
+        let mut running = self.lock_running();
+        if running.as_ref().is_none_or(|r| r.id != id) {
+            // A stop came during recovery: it wins, nothing is started.
+            return Ok(());
         }
         self.stopping.store(false, Ordering::SeqCst);
         let tasks = self
@@ -213,14 +223,17 @@ impl AsyncSyncEngine {
                     wake: Arc::clone(&self.wake),
                     stopping: Arc::clone(&self.stopping),
                     last_error: Arc::clone(&self.last_error),
+                    hops: Arc::clone(&self.hops),
                     inflight_recheck_ms: self.config.inflight_timeout_ms.max(1),
                 };
                 handle.spawn(sender.run())
             })
             .collect();
-        if let Some(running) = self.lock_running().as_mut() {
+        if let Some(running) = running.as_mut() {
             running.tasks = tasks;
         }
+        drop(running);
+        std::mem::forget(slot);
         Ok(())
     }
 
@@ -275,7 +288,10 @@ impl AsyncSyncEngine {
     async fn stop_inner(&self, timeout: Option<Duration>) -> Result<(), EngineError> {
         self.stopping.store(true, Ordering::SeqCst);
         self.wake();
-        let Some(Running { mut tasks, clock }) = self.lock_running().take() else {
+        let Some(Running {
+            mut tasks, clock, ..
+        }) = self.lock_running().take()
+        else {
             return Ok(());
         };
         let mut panicked = false;
@@ -301,11 +317,15 @@ impl AsyncSyncEngine {
             for task in tasks {
                 panicked |= task.await.is_err_and(|e| e.is_panic());
             }
-            // The aborted senders dropped their claims: orphans. Put them
-            // back to Pending now, not at the next start.
+            // The aborted senders dropped their claims: orphans. Their
+            // blocking-pool calls run on: wait for those (a claim among them
+            // would land after a recovery), then put the orphans back to
+            // Pending now, not at the next start.
+            self.hops.wait_idle().await;
             let outbox = Arc::clone(&self.outbox);
             let now = clock.now_ms();
-            run_blocking(move || outbox.recover(now))
+            self.hops
+                .run(move || outbox.recover(now))
                 .await
                 .map_err(|e| step_error(SyncStep::Recover, None, e))?;
         }
@@ -367,6 +387,7 @@ struct AsyncSender {
     wake: Arc<watch::Sender<u64>>,
     stopping: Arc<AtomicBool>,
     last_error: Arc<LastError>,
+    hops: Arc<Hops>,
     inflight_recheck_ms: i64,
 }
 
@@ -385,7 +406,15 @@ impl AsyncSender {
                 Ok(Some(claim))
             } else {
                 let core = Arc::clone(&self.core);
-                run_blocking(move || core.prepare(now)).await
+                let stopping = Arc::clone(&self.stopping);
+                self.hops
+                    .run(move || {
+                        if stopping.load(Ordering::SeqCst) {
+                            return Ok(None);
+                        }
+                        core.prepare(now)
+                    })
+                    .await
             };
             let deadline = match claimed {
                 Ok(Some(claim)) => match self.send_and_record(claim).await {
@@ -400,7 +429,8 @@ impl AsyncSender {
                 Ok(None) => {
                     let core = Arc::clone(&self.core);
                     let recheck = self.inflight_recheck_ms;
-                    run_blocking(move || next_wake_at(&core.outbox, &core.probe, now, recheck))
+                    self.hops
+                        .run(move || next_wake_at(&core.outbox, &core.probe, now, recheck))
                         .await
                 }
                 Err(e) => Some(self.failed(e, now)),
@@ -427,7 +457,7 @@ impl AsyncSender {
             drop(claim);
             let outbox = Arc::clone(&self.core.outbox);
             let now = self.clock.now_ms();
-            if let Err(e) = run_blocking(move || outbox.recover(now)).await {
+            if let Err(e) = self.hops.run(move || outbox.recover(now)).await {
                 let _ = self.failed(step_error(SyncStep::Recover, None, e), now);
             }
         }
@@ -452,14 +482,83 @@ impl AsyncSender {
         let core = Arc::clone(&self.core);
         let stopping = Arc::clone(&self.stopping);
         let now = self.clock.now_ms();
+        self.hops
+            .run(move || {
+                core.record_batch(claim, outcome, now)?;
+                if stopping.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
+                core.prepare(now)
+            })
+            .await
+    }
+}
+
+/// The blocking-pool calls of an engine's senders that have not returned. An
+/// aborted sender's call runs on to its end, so a stop with a deadline waits
+/// here before it recovers.
+#[derive(Debug, Default)]
+struct Hops {
+    running: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl Hops {
+    /// Runs `work` on the blocking pool, counted until it returns.
+    async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let done = HopDone(Arc::clone(self));
         run_blocking(move || {
-            core.record_batch(claim, outcome, now)?;
-            if stopping.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            core.prepare(now)
+            let _done = done;
+            work()
         })
         .await
+    }
+
+    /// Returns once no counted call is running.
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Uncounts a call when it ends, however it ends.
+struct HopDone(Arc<Hops>);
+
+impl Drop for HopDone {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The `Running` slot a `start` claimed: freed if the start future is
+/// dropped (or fails) before its senders run.
+struct StartSlot<'a> {
+    engine: &'a AsyncSyncEngine,
+    id: u64,
+}
+
+impl Drop for StartSlot<'_> {
+    fn drop(&mut self) {
+        let mut running = self.engine.lock_running();
+        if running
+            .as_ref()
+            .is_some_and(|r| r.id == self.id && r.tasks.is_empty())
+        {
+            *running = None;
+        }
     }
 }
 

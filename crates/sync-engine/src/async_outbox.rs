@@ -17,6 +17,12 @@ use crate::clock::{Clock, SystemClock};
 /// Durability is the blocking call's: `enqueue(..).await` returns `Ok` once
 /// the store has persisted the operation as its `SyncPolicy` promises.
 ///
+/// Dropping one of these futures (an axum handler whose client hung up) does
+/// not cancel the store call it started: an `enqueue` may still persist.
+/// Give operations an id of the app's own (the request's idempotency key,
+/// say) so a retried request gets `DuplicateId` instead of a second
+/// operation.
+///
 /// # Examples
 ///
 /// ```
@@ -146,11 +152,18 @@ impl AsyncOutbox {
         &self,
         call: impl FnOnce(&Outbox, i64) -> T + Send + 'static,
     ) -> T {
-        // The semaphore is never closed, so acquiring cannot fail.
-        let _permit = self.in_store.acquire().await.ok();
+        // The semaphore is never closed, so acquiring cannot fail. The permit
+        // moves into the blocking call: if this future is dropped (a client
+        // hung up), the call still runs to its end and keeps its place.
+        let permit = Arc::clone(&self.in_store).acquire_owned().await.ok();
         let outbox = Arc::clone(&self.outbox);
         let now = self.clock.now_ms();
-        run_blocking(move || call(&outbox, now)).await
+        run_blocking(move || {
+            let result = call(&outbox, now);
+            drop(permit);
+            result
+        })
+        .await
     }
 }
 

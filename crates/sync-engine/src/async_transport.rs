@@ -134,6 +134,11 @@ impl AsyncSyncTransport for SpawnBlockingTransport {
 /// `Handle::block_on` does there: use it from the threaded engine's own
 /// threads, or give async code the async transport itself.
 ///
+/// With a `current_thread` runtime's handle, a future that needs I/O or a
+/// timer only makes progress while some thread runs that runtime's
+/// `Runtime::block_on` (the app's `main`, usually); otherwise the call never
+/// returns. A multi-thread runtime has no such condition.
+///
 /// # Examples
 ///
 /// ```

@@ -67,19 +67,28 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
     }
 }
 
-/// The schema version, if the outbox tables exist.
+/// The schema version, if the outbox tables exist. A `sync_outbox` table
+/// without `sync_meta` is someone else's: [`SqliteStoreError::ForeignSchema`].
 pub(crate) fn read_version(
     conn: &Connection,
     path: &Path,
 ) -> Result<Option<String>, SqliteStoreError> {
-    let has_meta: bool = conn
-        .query_row(
-            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'sync_meta'",
-            [],
+    let has_table = |name: &str| -> Result<bool, SqliteStoreError> {
+        conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
             |row| row.get(0),
         )
-        .map_err(|e| sql("read the schema of", path, e))?;
-    if !has_meta {
+        .map_err(|e| sql("read the schema of", path, e))
+    };
+    if !has_table("sync_meta")? {
+        if has_table("sync_outbox")? {
+            return Err(SqliteStoreError::ForeignSchema {
+                path: path.to_path_buf(),
+                found: "a sync_outbox table without sync_meta".to_owned(),
+                expected: SCHEMA_VERSION,
+            });
+        }
         return Ok(None);
     }
     conn.query_row(

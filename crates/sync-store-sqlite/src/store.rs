@@ -167,7 +167,9 @@ impl SqliteOutboxStore {
     /// Reads every operation of the store at `path` without changing it:
     /// under a shared lock (so not while an app has the store open), on a
     /// read-only connection, into a [`MemoryOutboxStore`]. For inspection
-    /// tools such as `synctl`.
+    /// tools such as `synctl`. The database file is never written; after a
+    /// crash left a `-wal` file, SQLite may create the `-shm` file beside
+    /// it.
     ///
     /// # Errors
     ///
@@ -348,10 +350,12 @@ pub(crate) fn exists(conn: &Connection, path: &Path, id: &str) -> Result<bool, S
         .map_err(|e| sql("read an operation from", path, e))
 }
 
-/// A read-only connection that creates no file. Without a `-wal` file the
-/// database is fully checkpointed, so it is opened `immutable` (a plain
+/// A read-only connection. Without a `-wal` file the database is fully
+/// checkpointed, so it is opened `immutable` and creates no file (a plain
 /// read-only open of a WAL database would create `-wal` and `-shm` files);
-/// with one (a crash left it), read-only, so its committed frames are read.
+/// with one (a crash left it), read-only, so its committed frames are read,
+/// which may create a missing `-shm` file. The database file itself is never
+/// written.
 fn read_only_connection(path: &Path) -> Result<Connection, SqliteStoreError> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");

@@ -310,3 +310,41 @@ fn no_store_call_runs_on_the_runtime_thread() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_start_wins_and_a_dropped_start_frees_the_engine() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream::default());
+    let (engine, queue, clock) = engine(store.clone(), upstream.clone(), RetryPolicy::default());
+    // Both at once: whichever order they interleave in, no sender is left
+    // running unseen.
+    let (started, stopped) = tokio::join!(engine.start_with_clock(clock), engine.stop());
+    started?;
+    stopped?;
+    if engine.running() {
+        engine.stop().await?;
+    }
+    assert!(!engine.running());
+    let id = queue.enqueue(Operation::new("k", "/t", "{}")).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        status(&*store, &id),
+        Some(OperationStatus::Pending),
+        "nobody sends"
+    );
+    assert_eq!(upstream.sends.load(SeqCst), 0);
+
+    // A start future dropped before it finished leaves the engine startable.
+    let cancelled = tokio::time::timeout(Duration::ZERO, engine.start_with_clock(clock)).await;
+    assert!(
+        cancelled.is_err(),
+        "the start did not finish within zero time"
+    );
+    engine.start_with_clock(clock).await?;
+    until("sent", || {
+        status(&*store, &id) == Some(OperationStatus::Done)
+    })
+    .await;
+    engine.stop().await?;
+    Ok(())
+}

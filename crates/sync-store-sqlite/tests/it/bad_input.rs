@@ -126,3 +126,23 @@ fn the_read_only_loader_reads_everything_and_changes_nothing() -> TestResult {
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");
     Ok(())
 }
+
+#[test]
+fn a_sync_outbox_table_of_someone_else_is_refused_and_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("app.db");
+    {
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(
+            "CREATE TABLE sync_outbox (message TEXT); INSERT INTO sync_outbox VALUES ('hi');",
+        )?;
+    }
+    let before = std::fs::read(&path)?;
+    let error = open(&path).err().ok_or("took over a foreign table")?;
+    assert!(
+        matches!(error, SqliteStoreError::ForeignSchema { .. }),
+        "{error}"
+    );
+    assert_eq!(std::fs::read(&path)?, before, "not even switched to WAL");
+    Ok(())
+}
