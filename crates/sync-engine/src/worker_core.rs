@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use sync_outbox::{Claim, Operation, OperationStatus, Outbox, OutboxError};
+use sync_outbox::{Claim, OperationStatus, Outbox, OutboxError, SendOutcome};
 
 use crate::error::{EngineError, SyncStep};
 use crate::observer::SyncObserver;
@@ -154,25 +154,43 @@ impl WorkerCore {
                 )
             }
         };
+        // One store write (one sync) for the whole batch.
+        let mut recorded_ops = Vec::with_capacity(n_ops);
+        let mut outcomes = Vec::with_capacity(n_ops);
         for (index, op) in claim.iter().enumerate() {
-            let Some(result) = results.get(index).or(missing.as_ref()) else {
-                continue;
-            };
-            match self.record(op, result, now_ms) {
-                Ok(Some(status)) => {
-                    let counter = match status {
-                        OperationStatus::Done => &self.done,
-                        OperationStatus::Failed => &self.failed,
-                        OperationStatus::Pending | OperationStatus::InFlight => &self.retried,
-                    };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    if let Some(observer) = self.observer.get() {
-                        observer.on_result(op, result, status);
+            if let Some(result) = results.get(index).or(missing.as_ref()) {
+                recorded_ops.push((op, result));
+                outcomes.push((op.id.as_str(), outcome_of(result)));
+            }
+        }
+        match self.outbox.record_results(outcomes, now_ms) {
+            Ok(statuses) => {
+                for ((op, result), status) in recorded_ops.into_iter().zip(statuses) {
+                    match status {
+                        Ok(status) => {
+                            let counter = match status {
+                                OperationStatus::Done => &self.done,
+                                OperationStatus::Failed => &self.failed,
+                                OperationStatus::Pending | OperationStatus::InFlight => {
+                                    &self.retried
+                                }
+                            };
+                            counter.fetch_add(1, Ordering::Relaxed);
+                            if let Some(observer) = self.observer.get() {
+                                observer.on_result(op, result, status);
+                            }
+                        }
+                        // Discarded meanwhile.
+                        Err(OutboxError::UnknownId { .. }) => {}
+                        Err(e) => {
+                            first_error.get_or_insert(step_error(step_of(result), Some(&op.id), e));
+                        }
                     }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                if let Some((op, result)) = recorded_ops.first() {
+                    first_error.get_or_insert(step_error(step_of(result), Some(&op.id), e));
                 }
             }
         }
@@ -185,33 +203,6 @@ impl WorkerCore {
         match first_error {
             Some(e) => Err(e),
             None => Ok(n_ops),
-        }
-    }
-
-    /// Records one result; `None` if the operation was discarded meanwhile.
-    fn record(
-        &self,
-        op: &Operation,
-        result: &SendResult,
-        now_ms: i64,
-    ) -> Result<Option<OperationStatus>, EngineError> {
-        let (step, recorded) = if result.ok {
-            let done = self.outbox.mark_done(&op.id, now_ms);
-            (SyncStep::RecordDone, done.map(|()| OperationStatus::Done))
-        } else {
-            let failed = self.outbox.mark_failed(
-                &op.id,
-                &result.error,
-                result.retryable,
-                result.retry_after_ms,
-                now_ms,
-            );
-            (SyncStep::RecordFailure, failed)
-        };
-        match recorded {
-            Ok(status) => Ok(Some(status)),
-            Err(OutboxError::UnknownId { .. }) => Ok(None),
-            Err(e) => Err(step_error(step, Some(&op.id), e)),
         }
     }
 
@@ -232,5 +223,27 @@ pub(crate) fn step_error(step: SyncStep, id: Option<&str>, source: OutboxError) 
         step,
         id: id.map(str::to_owned),
         source,
+    }
+}
+
+/// A transport's result as the outbox records it.
+fn outcome_of(result: &SendResult) -> SendOutcome<'_> {
+    if result.ok {
+        SendOutcome::Acknowledged
+    } else {
+        SendOutcome::Failed {
+            error: &result.error,
+            retryable: result.retryable,
+            retry_after_ms: result.retry_after_ms,
+        }
+    }
+}
+
+/// The step that records `result`.
+fn step_of(result: &SendResult) -> SyncStep {
+    if result.ok {
+        SyncStep::RecordDone
+    } else {
+        SyncStep::RecordFailure
     }
 }

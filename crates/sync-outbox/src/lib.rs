@@ -59,6 +59,7 @@ pub use memory_store::MemoryOutboxStore;
 pub use operation::{Operation, OperationStatus};
 pub use outbox::{
     Claim, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue, RecoveryReport,
+    SendOutcome,
 };
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};

@@ -7,6 +7,7 @@
 mod claim;
 mod index;
 mod prepared;
+mod record;
 mod recovery;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 pub use self::claim::Claim;
 use self::index::{State, claim_entry};
 pub use self::prepared::{ExclusiveOutbox, PreparedEnqueue};
+pub use self::record::SendOutcome;
 
 use crate::error::OutboxError;
 use crate::id::IdGenerator;

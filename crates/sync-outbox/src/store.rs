@@ -53,6 +53,25 @@ pub trait OutboxStore: Send + Sync + Debug {
         ops.iter().try_for_each(|op| self.put(op))
     }
 
+    /// Stores operations [`Outbox::claim`](crate::Outbox::claim) has just
+    /// claimed (`InFlight`, their `attempt` counted).
+    ///
+    /// Durable on `Ok` at least against a crash of the process. A store may
+    /// defer the sync to its next durable write (the WAL store does, under
+    /// `SyncPolicy::Always`): all a claim protects is the attempt counter. If
+    /// a power loss drops it, the operation comes back `Pending` with its
+    /// previous attempt and is sent again, which at-least-once delivery
+    /// allows; nothing acknowledged is lost, because the record of an
+    /// acknowledgement (`Done`) is written after the claim and its sync
+    /// covers the claim too. The default calls [`put_batch`](Self::put_batch).
+    ///
+    /// # Errors
+    ///
+    /// As [`put_batch`](Self::put_batch).
+    fn put_claimed(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        self.put_batch(ops)
+    }
+
     /// The operation with this id, if any.
     ///
     /// # Errors

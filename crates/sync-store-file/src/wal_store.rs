@@ -267,15 +267,26 @@ impl WalOutboxStore {
         Ok(())
     }
 
-    /// Appends `records` and applies `change` to the index, under the shared gate.
+    /// Appends `records` (synced as the policy says) and applies `change` to
+    /// the index, under the shared gate.
     fn append(
         &self,
         records: &[WalRecord],
         change: impl FnOnce() -> Result<(), OutboxError>,
     ) -> Result<(), OutboxError> {
+        self.append_with(records, Wal::append_batch, change)
+    }
+
+    /// [`Self::append`], appending with `write`.
+    fn append_with(
+        &self,
+        records: &[WalRecord],
+        write: impl FnOnce(&Wal, &[WalRecord]) -> Result<std::ops::Range<u64>, WalError>,
+        change: impl FnOnce() -> Result<(), OutboxError>,
+    ) -> Result<(), OutboxError> {
         {
             let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-            self.wal.append_batch(records).map_err(StoreError::from)?;
+            write(&self.wal, records).map_err(StoreError::from)?;
             change()?;
         }
         let n = self
@@ -427,6 +438,19 @@ impl OutboxStore for WalOutboxStore {
     fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
         let records = ops.iter().map(put_record).collect::<Result<Vec<_>, _>>()?;
         self.append(&records, || self.index.put_batch(ops))
+    }
+
+    /// One `write` for the whole claim, **not synced** under any policy:
+    /// the next synced append (the claim's `Done` or failure, or any other
+    /// change) makes it durable, since a sync covers every record before it.
+    /// A power loss before that drops the claim with every later record:
+    /// the operations are `Pending` again with their previous attempt, and
+    /// are sent again. Nothing acknowledged is lost.
+    fn put_claimed(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        let records = ops.iter().map(put_record).collect::<Result<Vec<_>, _>>()?;
+        self.append_with(&records, Wal::append_batch_unsynced, || {
+            self.index.put_batch(ops)
+        })
     }
 
     fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {

@@ -8,6 +8,8 @@ use super::index::claim_entry;
 use super::{Outbox, Shared};
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
+#[cfg(doc)]
+use crate::store::OutboxStore;
 use crate::transition::transition;
 
 /// Operations claimed by [`Outbox::claim`](crate::Outbox::claim), held by the
@@ -166,8 +168,12 @@ impl Outbox {
     /// however long the send takes. Dropping it with operations unrecorded
     /// puts them back in the queue at once.
     ///
-    /// Durable on `Ok`: a process that dies during the send finds the claim,
-    /// and its attempt, on restart.
+    /// Durable on `Ok` against a process crash: a process that dies during
+    /// the send finds the claim, and its attempt, on restart. Against power
+    /// loss, as the store's [`OutboxStore::put_claimed`] says: the WAL store
+    /// syncs a claim with the next synced write, so a power loss may undo the
+    /// claim (the operation is `Pending` again, its attempt not counted) but
+    /// never an acknowledged enqueue or result.
     ///
     /// # Errors
     ///
@@ -197,7 +203,7 @@ impl Outbox {
             transition(op, OperationStatus::InFlight, now_ms)?;
             op.attempt = op.attempt.saturating_add(1);
         }
-        if let Err(e) = self.store.put_batch(&claimed) {
+        if let Err(e) = self.store.put_claimed(&claimed) {
             // Some claims may have been stored: rebuild the indexes from the
             // store on the next call, where those show up as orphans instead
             // of being lost to the in-flight index.
@@ -235,109 +241,6 @@ impl Outbox {
     /// As [`Outbox::claim`].
     pub fn claim_ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
         Ok(self.claim(now_ms, limit)?.detach())
-    }
-
-    /// Records that the server acknowledged the operation:
-    /// `InFlight -> Done`. Durable on `Ok`.
-    ///
-    /// A late acknowledgement is never lost: an operation that was sent and
-    /// has since gone back to `Pending` or `Failed` (its claim timed out or
-    /// was orphaned, then the answer came) becomes `Done` too, because the
-    /// server has it. One that is `Done` already is left as it is, without an
-    /// error.
-    ///
-    /// # Errors
-    ///
-    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
-    /// was never claimed (`attempt` 0: no send exists to acknowledge);
-    /// [`OutboxError::Store`].
-    pub fn mark_done(&self, id: &str, now_ms: i64) -> Result<(), OutboxError> {
-        let mut state = self.lock_loaded()?;
-        let mut op = self.get_known(id)?;
-        if op.status == OperationStatus::Done {
-            return Ok(());
-        }
-        if op.attempt == 0 {
-            return Err(never_claimed(op, OperationStatus::Done));
-        }
-        let entry = claim_entry(&op);
-        transition(&mut op, OperationStatus::Done, now_ms)?;
-        self.store.put(&op)?;
-        state.forget_claim(&entry);
-        let unblocked = state.remove_from_indexes(&op);
-        drop(state);
-        if unblocked {
-            self.shared.notify_claimable();
-        }
-        Ok(())
-    }
-
-    /// Records a failed send and returns the operation's new status.
-    ///
-    /// Not `retryable`, or its `attempt` was the policy's last: `Failed`.
-    /// Otherwise `Pending`, due after the backoff for its attempt, or after
-    /// `retry_after_ms` (a server's hint) when that is longer; either is capped
-    /// at `max_delay_ms`. `error` becomes `last_error`. Durable on `Ok`.
-    ///
-    /// A late failure (the operation is no longer `InFlight`: its claim timed
-    /// out and it was requeued, or it is `Done` or `Failed` already) changes
-    /// nothing and returns the status the operation has: a stale answer never
-    /// undoes a newer state.
-    ///
-    /// # Errors
-    ///
-    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
-    /// was never claimed (`attempt` 0); [`OutboxError::Store`].
-    pub fn mark_failed(
-        &self,
-        id: &str,
-        error: &str,
-        retryable: bool,
-        retry_after_ms: Option<i64>,
-        now_ms: i64,
-    ) -> Result<OperationStatus, OutboxError> {
-        let mut state = self.lock_loaded()?;
-        let mut op = self.get_known(id)?;
-        if op.status != OperationStatus::InFlight {
-            if op.attempt == 0 {
-                return Err(never_claimed(op, OperationStatus::Failed));
-            }
-            return Ok(op.status);
-        }
-        let entry = claim_entry(&op);
-        let retry = &self.config.retry;
-        let to = if retryable && !retry.gives_up_after(op.attempt) {
-            OperationStatus::Pending
-        } else {
-            OperationStatus::Failed
-        };
-        transition(&mut op, to, now_ms)?;
-        error.clone_into(&mut op.last_error);
-        if to == OperationStatus::Pending {
-            let hint = retry_after_ms
-                .unwrap_or(0)
-                .clamp(0, retry.max_delay_ms.max(0));
-            let delay = retry.delay_ms(&op.id, op.attempt).max(hint);
-            op.next_retry_at_ms = now_ms.saturating_add(delay);
-            state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
-        }
-        self.store.put(&op)?;
-        state.forget_claim(&entry);
-        let unblocked = to == OperationStatus::Failed && state.remove_from_indexes(&op);
-        drop(state);
-        if unblocked {
-            self.shared.notify_claimable();
-        }
-        Ok(to)
-    }
-}
-
-/// The error for a result of an operation no send exists for.
-fn never_claimed(op: Operation, to: OperationStatus) -> OutboxError {
-    OutboxError::InvalidTransition {
-        id: op.id,
-        from: op.status,
-        to,
     }
 }
 

@@ -1,0 +1,265 @@
+//! Recording what the server said: [`Outbox::mark_done`],
+//! [`Outbox::mark_failed`], and [`Outbox::record_results`], which records a
+//! whole batch with one store write (one sync in a file store).
+
+use std::collections::HashMap;
+
+use super::Outbox;
+use super::index::{ClaimEntry, State, claim_entry};
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+use crate::transition::transition;
+
+/// What the server said about one sent operation, for
+/// [`Outbox::record_results`].
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::SendOutcome;
+///
+/// let refused = SendOutcome::Failed { error: "HTTP 422", retryable: false, retry_after_ms: None };
+/// assert_ne!(refused, SendOutcome::Acknowledged);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendOutcome<'a> {
+    /// The server has the operation: it becomes `Done`.
+    Acknowledged,
+    /// The send failed; see [`Outbox::mark_failed`] for what each field does.
+    Failed {
+        /// Becomes the operation's `last_error`.
+        error: &'a str,
+        /// Whether another attempt may succeed.
+        retryable: bool,
+        /// The server's hint for the earliest retry, in ms from now.
+        retry_after_ms: Option<i64>,
+    },
+}
+
+/// One planned change of [`Outbox::record_results`]: the operation as it will
+/// be stored, and the claim entry it had before.
+struct Change {
+    op: Operation,
+    entry: ClaimEntry,
+}
+
+impl Outbox {
+    /// Records that the server acknowledged the operation:
+    /// `InFlight -> Done`. Durable on `Ok`.
+    ///
+    /// A late acknowledgement is never lost: an operation that was sent and
+    /// has since gone back to `Pending` or `Failed` (its claim timed out or
+    /// was orphaned, then the answer came) becomes `Done` too, because the
+    /// server has it. One that is `Done` already is left as it is, without an
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
+    /// was never claimed (`attempt` 0: no send exists to acknowledge);
+    /// [`OutboxError::Store`].
+    pub fn mark_done(&self, id: &str, now_ms: i64) -> Result<(), OutboxError> {
+        self.record_one(id, SendOutcome::Acknowledged, now_ms)
+            .map(drop)
+    }
+
+    /// Records a failed send and returns the operation's new status.
+    ///
+    /// Not `retryable`, or its `attempt` was the policy's last: `Failed`.
+    /// Otherwise `Pending`, due after the backoff for its attempt, or after
+    /// `retry_after_ms` (a server's hint) when that is longer; either is capped
+    /// at `max_delay_ms`. `error` becomes `last_error`. Durable on `Ok`.
+    ///
+    /// A late failure (the operation is no longer `InFlight`: its claim timed
+    /// out and it was requeued, or it is `Done` or `Failed` already) changes
+    /// nothing and returns the status the operation has: a stale answer never
+    /// undoes a newer state.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
+    /// was never claimed (`attempt` 0); [`OutboxError::Store`].
+    pub fn mark_failed(
+        &self,
+        id: &str,
+        error: &str,
+        retryable: bool,
+        retry_after_ms: Option<i64>,
+        now_ms: i64,
+    ) -> Result<OperationStatus, OutboxError> {
+        let outcome = SendOutcome::Failed {
+            error,
+            retryable,
+            retry_after_ms,
+        };
+        self.record_one(id, outcome, now_ms)
+    }
+
+    /// Records the results of a batch, each as [`Outbox::mark_done`] or
+    /// [`Outbox::mark_failed`] would, with **one** store write for all of
+    /// them: one appended batch and one sync in the WAL store, one
+    /// transaction in SQLite. Durable on `Ok` (the outer one) for every
+    /// result that is `Ok`.
+    ///
+    /// Returns one result per input, in order: the operation's new status,
+    /// or the error `mark_done` / `mark_failed` would have returned for it
+    /// alone ([`OutboxError::UnknownId`] for one discarded meanwhile,
+    /// [`OutboxError::InvalidTransition`] for one never claimed). Those
+    /// errors do not stop the others.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] (the outer one) if the store write fails: then
+    /// any prefix of the batch may have been stored, and the rest is still
+    /// `InFlight`, taken back when its [`Claim`](crate::Claim) is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, SendOutcome};
+    ///
+    /// let outbox = Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new()));
+    /// outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+    /// outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+    /// let claim = outbox.claim(1, 10)?;
+    /// let refused = SendOutcome::Failed { error: "HTTP 422", retryable: false, retry_after_ms: None };
+    /// let results = outbox.record_results(
+    ///     [(claim.ops()[0].id.as_str(), SendOutcome::Acknowledged), (claim.ops()[1].id.as_str(), refused)],
+    ///     2,
+    /// )?;
+    /// assert_eq!(results[0].as_ref().ok(), Some(&OperationStatus::Done));
+    /// assert_eq!(results[1].as_ref().ok(), Some(&OperationStatus::Failed));
+    /// # Ok::<_, sync_outbox::OutboxError>(())
+    /// ```
+    pub fn record_results<'a>(
+        &self,
+        results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
+        now_ms: i64,
+    ) -> Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError> {
+        let mut state = self.lock_loaded()?;
+        let mut statuses = Vec::new();
+        let mut changes: Vec<Change> = Vec::new();
+        // An id twice in one batch sees its own earlier change.
+        let mut changed_at: HashMap<String, usize> = HashMap::new();
+        for (id, outcome) in results {
+            let current = match changed_at.get(id) {
+                Some(&i) => changes.get(i).map(|c| c.op.clone()),
+                None => self.store.get(id)?,
+            };
+            let Some(op) = current else {
+                statuses.push(Err(OutboxError::UnknownId { id: id.to_owned() }));
+                continue;
+            };
+            match self.plan(&mut state, op, outcome, now_ms) {
+                Ok((status, Some(change))) => {
+                    statuses.push(Ok(status));
+                    if let Some(&i) = changed_at.get(id) {
+                        if let Some(slot) = changes.get_mut(i) {
+                            slot.op = change.op;
+                        }
+                    } else {
+                        changed_at.insert(id.to_owned(), changes.len());
+                        changes.push(change);
+                    }
+                }
+                Ok((status, None)) => statuses.push(Ok(status)),
+                Err(e) => statuses.push(Err(e)),
+            }
+        }
+        let ops: Vec<Operation> = changes.iter().map(|c| c.op.clone()).collect();
+        match ops.as_slice() {
+            [] => {}
+            [one] => self.store.put(one)?,
+            many => self.store.put_batch(many)?,
+        }
+        let mut unblocked = false;
+        for Change { op, entry } in &changes {
+            state.forget_claim(entry);
+            if op.status != OperationStatus::Pending {
+                unblocked |= state.remove_from_indexes(op);
+            }
+        }
+        drop(state);
+        if unblocked {
+            self.shared.notify_claimable();
+        }
+        Ok(statuses)
+    }
+
+    fn record_one(
+        &self,
+        id: &str,
+        outcome: SendOutcome<'_>,
+        now_ms: i64,
+    ) -> Result<OperationStatus, OutboxError> {
+        self.record_results([(id, outcome)], now_ms)?
+            .pop()
+            .unwrap_or_else(|| Err(OutboxError::UnknownId { id: id.to_owned() }))
+    }
+
+    /// What `outcome` does to `op`: its new status, and the change to store
+    /// (`None` when the outcome changes nothing: a repeated ack, a late
+    /// failure).
+    fn plan(
+        &self,
+        state: &mut State,
+        mut op: Operation,
+        outcome: SendOutcome<'_>,
+        now_ms: i64,
+    ) -> Result<(OperationStatus, Option<Change>), OutboxError> {
+        let entry = claim_entry(&op);
+        match outcome {
+            SendOutcome::Acknowledged => {
+                if op.status == OperationStatus::Done {
+                    return Ok((OperationStatus::Done, None));
+                }
+                if op.attempt == 0 {
+                    return Err(never_claimed(op, OperationStatus::Done));
+                }
+                transition(&mut op, OperationStatus::Done, now_ms)?;
+            }
+            SendOutcome::Failed {
+                error,
+                retryable,
+                retry_after_ms,
+            } => {
+                if op.status != OperationStatus::InFlight {
+                    if op.attempt == 0 {
+                        return Err(never_claimed(op, OperationStatus::Failed));
+                    }
+                    return Ok((op.status, None));
+                }
+                let retry = &self.config.retry;
+                let to = if retryable && !retry.gives_up_after(op.attempt) {
+                    OperationStatus::Pending
+                } else {
+                    OperationStatus::Failed
+                };
+                transition(&mut op, to, now_ms)?;
+                error.clone_into(&mut op.last_error);
+                if to == OperationStatus::Pending {
+                    let hint = retry_after_ms
+                        .unwrap_or(0)
+                        .clamp(0, retry.max_delay_ms.max(0));
+                    let delay = retry.delay_ms(&op.id, op.attempt).max(hint);
+                    op.next_retry_at_ms = now_ms.saturating_add(delay);
+                    state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
+                }
+            }
+        }
+        Ok((op.status, Some(Change { op, entry })))
+    }
+}
+
+/// The error for a result of an operation no send exists for.
+fn never_claimed(op: Operation, to: OperationStatus) -> OutboxError {
+    OutboxError::InvalidTransition {
+        id: op.id,
+        from: op.status,
+        to,
+    }
+}
+
+#[cfg(test)]
+mod tests;
