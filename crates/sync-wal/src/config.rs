@@ -30,6 +30,15 @@ pub struct WalConfig {
     /// Largest record body accepted on append and on read; a larger length
     /// read from disk is corruption, never an allocation. Default 16 MiB.
     pub max_record_bytes: u32,
+    /// The active segment is extended with zeros ahead of its frames (64 KiB
+    /// at first, then doubling up to this many bytes at a time, never past
+    /// `segment_bytes`), and frames are written into them at their offset. A sync then commits data only, not also a change
+    /// of the file's size and block allocation in the file system's journal:
+    /// about 25% less time per `sync_data` on ext4 (see the README's
+    /// benchmarks). Costs writing the zeros once. `0` turns it off (frames
+    /// are appended); so does a [`Storage`](crate::Storage) without
+    /// positional writes. Default 1 MiB.
+    pub preallocate_bytes: u64,
     /// What to do with a damaged newest segment on open.
     /// Default [`RecoveryMode::TolerateTornTail`].
     pub recovery: RecoveryMode,
@@ -38,6 +47,8 @@ pub struct WalConfig {
 impl WalConfig {
     /// Default 64 MiB segments.
     pub const DEFAULT_SEGMENT_BYTES: u64 = 64 << 20;
+    /// Default 1 MiB of preallocation ahead of the frames.
+    pub const DEFAULT_PREALLOCATE_BYTES: u64 = 1 << 20;
     /// Default 16 MiB record limit.
     pub const DEFAULT_MAX_RECORD_BYTES: u32 = 16 << 20;
 
@@ -48,6 +59,7 @@ impl WalConfig {
             sync: SyncPolicy::default(),
             segment_bytes: Self::DEFAULT_SEGMENT_BYTES,
             max_record_bytes: Self::DEFAULT_MAX_RECORD_BYTES,
+            preallocate_bytes: Self::DEFAULT_PREALLOCATE_BYTES,
             recovery: RecoveryMode::default(),
         }
     }

@@ -118,6 +118,10 @@ pub enum Corruption {
         /// The configured `max_record_bytes`.
         max: u32,
     },
+    /// A zero frame header, which ends the frames of a version 2 segment,
+    /// with a valid frame somewhere after it: a hole in the log.
+    #[error("zeroed frame header with frames after it")]
+    ZeroedFrameHeader,
     /// A frame's CRC does not match its bytes.
     #[error("frame checksum mismatch (stored {stored:#010x}, computed {computed:#010x})")]
     ChecksumMismatch {

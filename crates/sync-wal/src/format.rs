@@ -8,8 +8,18 @@ use crate::record::{RecordType, WalRecord};
 
 /// The first 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SYNCWAL\0";
-/// The format version this crate writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this crate writes. It reads this one and every older
+/// one (down to [`OLDEST_FORMAT_VERSION`]).
+///
+/// Version 2 differs from 1 in one rule: a frame header of eight zero bytes
+/// ends a segment's frames (the rest of the file is zeros a writer has
+/// preallocated). No frame can start so, as a body is at least
+/// [`BODY_FIXED_LEN`] bytes long.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this crate reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The frame header that ends the frames of a version 2 segment.
+pub const END_OF_FRAMES: [u8; FRAME_HEADER_LEN] = [0; FRAME_HEADER_LEN];
 /// Length of the segment header: magic, version, first LSN, header CRC.
 pub const SEGMENT_HEADER_LEN: usize = 24;
 /// Length of a frame header: body length and CRC.
@@ -38,6 +48,12 @@ pub enum HeaderError {
 }
 
 impl SegmentHeader {
+    /// Whether [`END_OF_FRAMES`] ends this segment's frames (version 2 on).
+    #[must_use]
+    pub fn zeros_end_frames(&self) -> bool {
+        self.version >= 2
+    }
+
     /// Encodes the header as the 24 bytes that start a segment.
     #[must_use]
     pub fn encode(&self) -> [u8; SEGMENT_HEADER_LEN] {
@@ -55,8 +71,8 @@ impl SegmentHeader {
     /// # Errors
     ///
     /// [`HeaderError::BadMagic`] if the bytes do not start with the magic,
-    /// [`HeaderError::UnsupportedVersion`] for a version other than
-    /// [`FORMAT_VERSION`], [`HeaderError::Corrupt`] for a short header or a CRC
+    /// [`HeaderError::UnsupportedVersion`] for a version outside
+    /// [`OLDEST_FORMAT_VERSION`]`..=`[`FORMAT_VERSION`], [`HeaderError::Corrupt`] for a short header or a CRC
     /// mismatch.
     pub fn decode(bytes: &[u8]) -> Result<Self, HeaderError> {
         let magic = bytes
@@ -78,7 +94,7 @@ impl SegmentHeader {
                 computed,
             }));
         }
-        if version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
             return Err(HeaderError::UnsupportedVersion(version));
         }
         Ok(Self { version, first_lsn })

@@ -10,7 +10,7 @@ use crate::error::WalError;
 use crate::file::{io_error, is_temp_segment_name, parse_segment_name};
 use crate::format::{SEGMENT_HEADER_LEN, decode_frame};
 use crate::record::WalRecord;
-use crate::segment::{SegmentReader, SegmentWriter, check_header};
+use crate::segment::{Allocation, SegmentReader, SegmentWriter, check_header};
 use crate::storage::Storage;
 
 /// What [`Wal::open`](crate::Wal::open) does when the newest segment ends in a
@@ -58,11 +58,12 @@ pub(crate) struct Recovered {
 /// `docs/FORMAT.md`, "Recovery on open"). The caller holds the lock.
 pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recovered, WalError> {
     let dir = config.dir.as_path();
+    let allocation = allocation(config, storage);
     let mut segments = list_segments(dir, TempSegments::Remove(storage))?;
     let Some(newest) = segments.pop() else {
         return Ok(Recovered {
             sealed: Vec::new(),
-            active: SegmentWriter::create(storage, dir, 0)?,
+            active: SegmentWriter::create(storage, dir, 0, allocation)?,
         });
     };
     for segment in &segments {
@@ -73,11 +74,31 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
         check_header(&segment.path, segment.first_lsn, &header)?;
     }
     let (len, n_frames) = scan_newest(&newest, config, storage)?;
-    let active = SegmentWriter::open(storage, newest.path, newest.first_lsn, len, n_frames)?;
+    let active = SegmentWriter::open(
+        storage,
+        newest.path,
+        newest.first_lsn,
+        len,
+        n_frames,
+        allocation,
+    )?;
     Ok(Recovered {
         sealed: segments,
         active,
     })
+}
+
+/// How segments of this log are written: preallocated when configured and
+/// the storage can write at offsets.
+pub(crate) fn allocation(config: &WalConfig, storage: &dyn Storage) -> Allocation {
+    if config.preallocate_bytes > 0 && storage.supports_write_at() {
+        Allocation::Preallocate {
+            chunk: config.preallocate_bytes,
+            limit: config.segment_bytes,
+        }
+    } else {
+        Allocation::Append
+    }
 }
 
 /// What [`list_segments`] does with a segment left half-created by a crash.
@@ -134,15 +155,22 @@ fn scan_newest(
     storage: &dyn Storage,
 ) -> Result<(u64, u64), WalError> {
     let scan = scan_segment(segment, config.max_record_bytes)?;
-    let Some(damage) = scan.damage else {
-        return Ok((scan.good_len, scan.n_frames));
-    };
-    if config.recovery == RecoveryMode::Strict || !damage.torn {
-        return Err(damage.error);
+    match scan.damage {
+        // A clean end of file: nothing to cut.
+        None if !scan.preallocated_end => return Ok((scan.good_len, scan.n_frames)),
+        Some(damage) if config.recovery == RecoveryMode::Strict || !damage.torn => {
+            return Err(damage.error);
+        }
+        // Preallocated zeros after the frames (not damage, under either
+        // mode), or a torn tail this mode may cut.
+        None | Some(_) => {}
     }
     let file = storage
         .open_append(&segment.path)
         .map_err(|e| io_error("open segment", &segment.path, e))?;
+    // Cut preallocated zeros too: appends extend the file again as needed,
+    // and a file that ends with its last frame is the simplest state to
+    // reason about after a crash.
     file.set_len(scan.good_len)
         .map_err(|e| io_error("truncate torn tail", &segment.path, e))?;
     // Made durable now, before any append can follow it: a later recovery must
@@ -161,6 +189,9 @@ pub(crate) struct SegmentScan {
     pub(crate) n_frames: u64,
     /// The first bad frame, if any.
     pub(crate) damage: Option<Damage>,
+    /// The frames ended at a zero frame header (format version 2), and
+    /// only zeros follow: bytes after `good_len` that are not damage.
+    pub(crate) preallocated_end: bool,
 }
 
 /// A bad frame found by [`scan_segment`].
@@ -189,11 +220,36 @@ pub(crate) fn scan_segment(
     let error = loop {
         match reader.next_into(&mut record) {
             Ok(Some(_)) => n_frames += 1,
+            Ok(None) if reader.is_preallocated_end() => {
+                let good_len = reader.offset();
+                // Zeros must follow to the end: a frame after them means the
+                // zeros are a hole in the log, not its end.
+                if is_torn_tail(reader.path(), good_len, max_record_bytes)? {
+                    return Ok(SegmentScan {
+                        good_len,
+                        n_frames,
+                        damage: None,
+                        preallocated_end: true,
+                    });
+                }
+                let error = WalError::Corrupt {
+                    segment: reader.path().to_path_buf(),
+                    offset: good_len,
+                    reason: crate::error::Corruption::ZeroedFrameHeader,
+                };
+                return Ok(SegmentScan {
+                    good_len,
+                    n_frames,
+                    damage: Some(Damage { error, torn: false }),
+                    preallocated_end: false,
+                });
+            }
             Ok(None) => {
                 return Ok(SegmentScan {
                     good_len: reader.offset(),
                     n_frames,
                     damage: None,
+                    preallocated_end: false,
                 });
             }
             Err(e @ WalError::Corrupt { .. }) => break e,
@@ -206,6 +262,7 @@ pub(crate) fn scan_segment(
         good_len,
         n_frames,
         damage: Some(Damage { error, torn }),
+        preallocated_end: false,
     })
 }
 
@@ -220,6 +277,11 @@ fn is_torn_tail(path: &Path, bad_at: u64, max_record_bytes: u32) -> Result<bool,
             f.read_to_end(&mut tail)
         })
         .map_err(|e| io_error("read segment tail", path, e))?;
+    // Preallocated zeros, the common case on open, hold no frame.
+    let first_byte_zero = tail.first().is_none_or(|&b| b == 0);
+    if first_byte_zero && tail.iter().all(|&b| b == 0) {
+        return Ok(true);
+    }
     Ok(!contains_frame_after_start(&tail, max_record_bytes))
 }
 

@@ -74,6 +74,26 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// The file system's.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>>;
 
+    /// Whether files of this storage support [`StorageFile::write_at`] and
+    /// [`Storage::open_write`]. The log preallocates segments (see
+    /// `WalConfig::preallocate_bytes`) only on a storage that does. Default
+    /// `false`.
+    fn supports_write_at(&self) -> bool {
+        false
+    }
+
+    /// Opens the existing `path` for writes at given offsets
+    /// ([`StorageFile::write_at`]), without truncating it. Called only when
+    /// [`supports_write_at`](Self::supports_write_at) is `true`.
+    ///
+    /// # Errors
+    ///
+    /// The file system's; the default returns [`io::ErrorKind::Unsupported`].
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let _ = path;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Renames `from` to `to`, replacing `to`.
     ///
     /// # Errors
@@ -106,6 +126,20 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     ///
     /// The file system's; part of `bytes` may have been written.
     fn write_all(&self, bytes: &[u8]) -> io::Result<()>;
+
+    /// Writes all of `bytes` at `offset`, extending the file if they reach
+    /// past its end. Used only on files from [`Storage::create`] or
+    /// [`Storage::open_write`], when the storage
+    /// [`supports_write_at`](Storage::supports_write_at).
+    ///
+    /// # Errors
+    ///
+    /// The file system's; part of `bytes` may have been written. The default
+    /// returns [`io::ErrorKind::Unsupported`].
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let _ = (bytes, offset);
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// Forces the file's data (and the size needed to read it) to disk.
     ///
@@ -151,6 +185,15 @@ impl Storage for FileStorage {
         Ok(Box::new(OsFile(file)))
     }
 
+    fn supports_write_at(&self) -> bool {
+        cfg!(unix) || cfg!(windows)
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let file = crate::file::private_options().write(true).open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
     }
@@ -181,6 +224,32 @@ struct OsFile(File);
 impl StorageFile for OsFile {
     fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
         (&self.0).write_all(bytes)
+    }
+
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_all_at(&self.0, bytes, offset)
+        }
+        #[cfg(windows)]
+        {
+            let mut written = 0;
+            while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
+                let at = offset + written as u64;
+                match std::os::windows::fs::FileExt::seek_write(&self.0, rest, at) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        #[cfg(not(any(unix, windows)))]
+        {
+            let _ = (bytes, offset);
+            Err(io::ErrorKind::Unsupported.into())
+        }
     }
 
     fn sync_data(&self) -> io::Result<()> {

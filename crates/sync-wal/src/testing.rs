@@ -130,6 +130,23 @@ impl StorageFile for FaultyFile {
         }
     }
 
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let n = self.state.writes.fetch_add(1, SeqCst);
+        match *lock(&self.state.fault) {
+            Fault::DiskFullFromWrite { n: from, keep }
+            | Fault::DiskFullAndStuck { n: from, keep }
+                if n >= from =>
+            {
+                self.inner.write_at(
+                    bytes.get(..keep.min(bytes.len())).unwrap_or_default(),
+                    offset,
+                )?;
+                Err(enospc())
+            }
+            _ => self.inner.write_at(bytes, offset),
+        }
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         let n = self.state.syncs.fetch_add(1, SeqCst);
         if *lock(&self.state.fault) == (Fault::SyncFails { n }) {
@@ -164,6 +181,17 @@ impl Storage for FaultyStorage {
         }))
     }
 
+    fn supports_write_at(&self) -> bool {
+        FileStorage.supports_write_at()
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        Ok(Box::new(FaultyFile {
+            inner: FileStorage.open_write(path)?,
+            state: Arc::clone(&self.0),
+        }))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         if self.fault() == Fault::RenameFails {
             return Err(io::Error::from_raw_os_error(5));
@@ -190,6 +218,11 @@ struct Durability {
     len: u64,
     /// Bytes known on disk: the length at the last sync.
     synced_len: u64,
+    /// Lowest offset written since the last sync (`len` right after it).
+    /// Bytes from here on are what a power loss may tear; the log only
+    /// writes at offsets below `synced_len` over zeros it synced there
+    /// (a preallocated segment), so a lost overwrite reverts to zeros.
+    unsynced_from: u64,
     /// Its directory entry survives (its directory was synced since it was
     /// created or renamed).
     entry_durable: bool,
@@ -289,12 +322,19 @@ fn lose_power(state: &mut CrashState, mut torn: impl FnMut(u64) -> u64) -> io::R
     for (path, file) in &state.files {
         if file.entry_durable {
             if path.exists() {
-                let unsynced = file.len.saturating_sub(file.synced_len);
-                let keep = file.synced_len + torn(unsynced).min(unsynced);
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)?
-                    .set_len(keep)?;
+                let from = file.unsynced_from.min(file.synced_len);
+                let unsynced = file.len.saturating_sub(from);
+                let keep = from + torn(unsynced).min(unsynced);
+                let handle = std::fs::OpenOptions::new().write(true).open(path)?;
+                // Lost overwrites of synced zeros are zeros again.
+                let zeros = file.synced_len.min(file.len).saturating_sub(keep);
+                if zeros > 0 {
+                    let zeros = vec![0u8; usize::try_from(zeros).unwrap_or(usize::MAX)];
+                    let mut handle = &handle;
+                    io::Seek::seek(&mut handle, io::SeekFrom::Start(keep))?;
+                    io::Write::write_all(&mut handle, &zeros)?;
+                }
+                handle.set_len(keep.max(file.synced_len.min(file.len)))?;
             }
         } else if let Some(old) = &file.replaced {
             std::fs::write(path, old)?;
@@ -318,7 +358,18 @@ impl StorageFile for CrashFile {
         let mut state = self.storage.enter()?;
         self.inner.write_all(bytes)?;
         if let Some(file) = state.files.get_mut(&self.path) {
+            file.unsynced_from = file.unsynced_from.min(file.len);
             file.len += bytes.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let mut state = self.storage.enter()?;
+        self.inner.write_at(bytes, offset)?;
+        if let Some(file) = state.files.get_mut(&self.path) {
+            file.unsynced_from = file.unsynced_from.min(offset);
+            file.len = file.len.max(offset + bytes.len() as u64);
         }
         Ok(())
     }
@@ -328,6 +379,7 @@ impl StorageFile for CrashFile {
         self.inner.sync_data()?;
         if let Some(file) = state.files.get_mut(&self.path) {
             file.synced_len = file.len;
+            file.unsynced_from = file.len;
         }
         Ok(())
     }
@@ -338,8 +390,34 @@ impl StorageFile for CrashFile {
         if let Some(file) = state.files.get_mut(&self.path) {
             file.len = len;
             file.synced_len = file.synced_len.min(len);
+            file.unsynced_from = file.unsynced_from.min(len);
         }
         Ok(())
+    }
+}
+
+impl CrashStorage {
+    /// Tracks an existing file opened for writing.
+    fn open_existing(
+        &self,
+        path: &Path,
+        inner: Box<dyn StorageFile>,
+    ) -> io::Result<Box<dyn StorageFile>> {
+        let mut state = self.enter()?;
+        let len = std::fs::metadata(path)?.len();
+        // A file from before this storage existed is on disk already.
+        state.files.entry(path.to_path_buf()).or_insert(Durability {
+            len,
+            synced_len: len,
+            unsynced_from: len,
+            entry_durable: true,
+            replaced: None,
+        });
+        Ok(Box::new(CrashFile {
+            inner,
+            path: path.to_path_buf(),
+            storage: self.clone(),
+        }))
     }
 }
 
@@ -352,6 +430,7 @@ impl Storage for CrashStorage {
             Durability {
                 len: 0,
                 synced_len: 0,
+                unsynced_from: 0,
                 entry_durable: false,
                 replaced: None,
             },
@@ -364,21 +443,17 @@ impl Storage for CrashStorage {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
-        let mut state = self.enter()?;
         let inner = FileStorage.open_append(path)?;
-        let len = std::fs::metadata(path)?.len();
-        // A file from before this storage existed is on disk already.
-        state.files.entry(path.to_path_buf()).or_insert(Durability {
-            len,
-            synced_len: len,
-            entry_durable: true,
-            replaced: None,
-        });
-        Ok(Box::new(CrashFile {
-            inner,
-            path: path.to_path_buf(),
-            storage: self.clone(),
-        }))
+        self.open_existing(path, inner)
+    }
+
+    fn supports_write_at(&self) -> bool {
+        FileStorage.supports_write_at()
+    }
+
+    fn open_write(&self, path: &Path) -> io::Result<Box<dyn StorageFile>> {
+        let inner = FileStorage.open_write(path)?;
+        self.open_existing(path, inner)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -15,7 +15,7 @@ use crate::file::{LOCK_FILE, io_error, private_options};
 use crate::format::{BODY_FIXED_LEN, SEGMENT_HEADER_LEN, encode_frame};
 use crate::reader::{LogReader, WalIter};
 use crate::record::WalRecord;
-use crate::recovery::{SealedSegment, recover};
+use crate::recovery::{SealedSegment, allocation, recover};
 use crate::segment::SegmentWriter;
 use crate::storage::{FileStorage, Storage};
 use crate::sync_policy::SyncPolicy;
@@ -201,6 +201,36 @@ impl Wal {
     /// As [`Wal::append`]; a record that is too large fails the whole batch
     /// before anything is written.
     pub fn append_batch(&self, records: &[WalRecord]) -> Result<Range<u64>, WalError> {
+        let lsns = self.write_batch(records)?;
+        if self.shared.config.sync == SyncPolicy::Always && !lsns.is_empty() {
+            self.shared.sync_until(lsns.end)?;
+        }
+        Ok(lsns)
+    }
+
+    /// Appends records as one `write`, like [`Wal::append_batch`], but never
+    /// waits for a sync, whatever the [`SyncPolicy`].
+    ///
+    /// Durability on `Ok`: the records survive a process crash (they are in
+    /// the OS's hands). They survive power loss once a later synced append,
+    /// [`Wal::sync`], or (under `Interval`) the flusher has synced the log:
+    /// a sync covers every record before it. Until then a power loss may
+    /// drop them, and only together with everything appended after them, so
+    /// replay still sees a prefix of the log.
+    ///
+    /// For records whose loss on power failure is harmless and that are
+    /// always followed by a synced record soon, such as a claim that only
+    /// counts an attempt.
+    ///
+    /// # Errors
+    ///
+    /// As [`Wal::append_batch`].
+    pub fn append_batch_unsynced(&self, records: &[WalRecord]) -> Result<Range<u64>, WalError> {
+        self.write_batch(records)
+    }
+
+    /// Writes `records` as one `write`, without syncing.
+    fn write_batch(&self, records: &[WalRecord]) -> Result<Range<u64>, WalError> {
         self.check_poisoned()?;
         let shared = &*self.shared;
         let lsns = {
@@ -231,9 +261,6 @@ impl Wal {
             shared.written_lsn.store(writer.next_lsn, Ordering::Release);
             start..writer.next_lsn
         };
-        if shared.config.sync == SyncPolicy::Always {
-            shared.sync_until(lsns.end)?;
-        }
         Ok(lsns)
     }
 
@@ -403,6 +430,7 @@ impl Wal {
             self.shared.storage.as_ref(),
             &self.shared.config.dir,
             writer.next_lsn,
+            allocation(&self.shared.config, self.shared.storage.as_ref()),
         )
         .inspect_err(|_| {
             self.shared.poisoned.store(true, Ordering::SeqCst);

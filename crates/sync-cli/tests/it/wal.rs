@@ -13,6 +13,8 @@ fn write_log(dir: &Path, n: u64) -> Result<Vec<PathBuf>, Box<dyn std::error::Err
     let mut config = WalConfig::new(dir);
     config.sync = SyncPolicy::Never;
     config.segment_bytes = 512;
+    // Appended frames: the tests cut and flip bytes at the file's end.
+    config.preallocate_bytes = 0;
     let wal = Wal::open(config)?;
     for i in 0..n {
         wal.append(&WalRecord {

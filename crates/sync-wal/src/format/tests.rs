@@ -148,18 +148,27 @@ fn header_errors_are_typed() {
         Err(HeaderError::Corrupt(Corruption::TruncatedHeader))
     );
 
-    let mut v2 = SegmentHeader {
-        version: 2,
+    // Every version this crate reads decodes; the next one is refused.
+    for version in [1, 2] {
+        let header = SegmentHeader {
+            version,
+            first_lsn: 5,
+        };
+        assert_eq!(SegmentHeader::decode(&header.encode()), Ok(header));
+        assert_eq!(header.zeros_end_frames(), version >= 2);
+    }
+    let mut v3 = SegmentHeader {
+        version: 3,
         first_lsn: 5,
     }
     .encode();
     assert_eq!(
-        SegmentHeader::decode(&v2),
-        Err(HeaderError::UnsupportedVersion(2))
+        SegmentHeader::decode(&v3),
+        Err(HeaderError::UnsupportedVersion(3))
     );
-    v2[12] ^= 1;
+    v3[12] ^= 1;
     assert!(matches!(
-        SegmentHeader::decode(&v2),
+        SegmentHeader::decode(&v3),
         Err(HeaderError::Corrupt(
             Corruption::HeaderChecksumMismatch { .. }
         ))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use sync_wal::{SyncPolicy, Wal, WalConfig, WalError, WalRecord};
 
-use crate::{TestResult, config, read_all, record, segment_paths};
+use crate::{TestResult, appending_config, read_all, record, segment_paths};
 use sync_wal::testing::{Fault, FaultyStorage};
 
 fn open(
@@ -17,7 +17,7 @@ fn open(
     sync: SyncPolicy,
     segment_bytes: u64,
 ) -> Result<Wal, WalError> {
-    let mut cfg = config(dir);
+    let mut cfg = appending_config(dir);
     cfg.sync = sync;
     cfg.segment_bytes = segment_bytes;
     Wal::open_with_storage(cfg, Arc::new(storage.clone()))

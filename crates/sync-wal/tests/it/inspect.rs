@@ -8,11 +8,11 @@ use std::path::Path;
 use proptest::prelude::*;
 use sync_wal::{Corruption, LogTail, Wal, WalError, WalInspector, WalRecord};
 
-use crate::{TestResult, config, record, segment_paths};
+use crate::{TestResult, appending_config, config, record, segment_paths};
 
 /// Writes `n` records into segments of about `segment_bytes`.
 fn write_log(dir: &Path, n: u64, segment_bytes: u64) -> Result<(), WalError> {
-    let mut cfg = config(dir);
+    let mut cfg = appending_config(dir);
     cfg.segment_bytes = segment_bytes;
     let wal = Wal::open(cfg)?;
     for i in 0..n {

@@ -6,6 +6,7 @@ mod faults;
 mod fixtures;
 mod inspect;
 mod power_loss;
+mod preallocation;
 mod roundtrip;
 mod segments;
 mod torn_tail;
@@ -34,6 +35,15 @@ pub(crate) fn record(n: u64) -> WalRecord {
 pub(crate) fn config(dir: &Path) -> WalConfig {
     let mut config = WalConfig::new(dir);
     config.sync = SyncPolicy::Never;
+    config
+}
+
+/// [`config`] with frames appended, not preallocated: for tests that cut,
+/// flip or count the writes of a segment's bytes as appending lays them out
+/// (`preallocation.rs` covers preallocated segments).
+pub(crate) fn appending_config(dir: &Path) -> WalConfig {
+    let mut config = config(dir);
+    config.preallocate_bytes = 0;
     config
 }
 

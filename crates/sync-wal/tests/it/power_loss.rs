@@ -147,3 +147,34 @@ fn never_really_can_lose_acknowledged_records() -> Result<(), TestCaseError> {
     assert_eq!(survived.len(), 10);
     Ok(())
 }
+
+#[test]
+fn an_unsynced_append_survives_power_loss_once_a_later_append_is_synced()
+-> Result<(), Box<dyn std::error::Error>> {
+    for then_synced in [false, true] {
+        let dir = tempfile::tempdir()?;
+        let storage = CrashStorage::default();
+        let mut cfg = config(dir.path());
+        cfg.sync = SyncPolicy::Always;
+        let wal = Wal::open_with_storage(cfg, Arc::new(storage.clone()))?;
+        wal.append(&record(0))?;
+        wal.append_batch_unsynced(&[record(1), record(2)])?;
+        if then_synced {
+            wal.append(&record(3))?;
+        }
+        storage.crash(|_| 0)?;
+        drop(wal);
+        let survived: Vec<WalRecord> = read_all(&Wal::open(WalConfig::new(dir.path()))?)?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
+        let expected: Vec<WalRecord> = if then_synced {
+            (0..4).map(record).collect()
+        } else {
+            // Not synced: the model keeps none of it, and the log reopens.
+            vec![record(0)]
+        };
+        assert_eq!(survived, expected, "then_synced: {then_synced}");
+    }
+    Ok(())
+}

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use sync_wal::{RecoveryMode, Wal, WalConfig, WalError, WalRecord};
 
-use crate::{TestResult, config, read_all, record, segment_paths};
+use crate::{TestResult, appending_config, config, read_all, record, segment_paths};
 
 /// Writes `n` records into one segment; returns the config, the segment path
 /// and the end offset of every frame.
 fn one_segment_log(dir: &Path, n: u64) -> Result<(WalConfig, PathBuf, Vec<u64>), WalError> {
-    let cfg = config(dir);
+    let cfg = appending_config(dir);
     let wal = Wal::open(cfg.clone())?;
     let mut ends = Vec::new();
     let mut end = 24u64;
@@ -145,7 +145,8 @@ fn strict_mode_refuses_a_torn_tail() -> TestResult {
 #[test]
 fn damage_in_an_older_segment_is_reported_on_read() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut cfg = config(dir.path());
+    // Appending: the file's last byte is its last frame's.
+    let mut cfg = appending_config(dir.path());
     cfg.segment_bytes = 200;
     let wal = Wal::open(cfg.clone())?;
     for n in 0..20 {
