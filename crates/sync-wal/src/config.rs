@@ -36,8 +36,9 @@ pub struct WalConfig {
     /// of the file's size and block allocation in the file system's journal:
     /// about 25% less time per `sync_data` on ext4 (see the README's
     /// benchmarks). Costs writing the zeros once. `0` turns it off (frames
-    /// are appended); so does a [`Storage`](crate::Storage) without
-    /// positional writes. Default 1 MiB.
+    /// are appended); so do [`SyncPolicy::Never`] (nothing syncs, so the
+    /// zeros would only double the bytes written) and a
+    /// [`Storage`](crate::Storage) without positional writes. Default 1 MiB.
     pub preallocate_bytes: u64,
     /// What to do with a damaged newest segment on open.
     /// Default [`RecoveryMode::TolerateTornTail`].

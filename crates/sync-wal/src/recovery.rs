@@ -12,6 +12,7 @@ use crate::format::{SEGMENT_HEADER_LEN, decode_frame};
 use crate::record::WalRecord;
 use crate::segment::{Allocation, SegmentReader, SegmentWriter, check_header};
 use crate::storage::Storage;
+use crate::sync_policy::SyncPolicy;
 
 /// What [`Wal::open`](crate::Wal::open) does when the newest segment ends in a
 /// bad frame.
@@ -88,10 +89,14 @@ pub(crate) fn recover(config: &WalConfig, storage: &dyn Storage) -> Result<Recov
     })
 }
 
-/// How segments of this log are written: preallocated when configured and
-/// the storage can write at offsets.
+/// How segments of this log are written: preallocated when configured, the
+/// log syncs, and the storage can write at offsets. Under `Never` nothing
+/// syncs, so zeros ahead would only double the bytes written.
 pub(crate) fn allocation(config: &WalConfig, storage: &dyn Storage) -> Allocation {
-    if config.preallocate_bytes > 0 && storage.supports_write_at() {
+    if config.preallocate_bytes > 0
+        && config.sync != SyncPolicy::Never
+        && storage.supports_write_at()
+    {
         Allocation::Preallocate {
             chunk: config.preallocate_bytes,
             limit: config.segment_bytes,

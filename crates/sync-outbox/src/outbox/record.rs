@@ -36,6 +36,9 @@ pub enum SendOutcome<'a> {
     },
 }
 
+/// Up to this many changes, duplicates are found by a linear search.
+const SMALL_BATCH: usize = 16;
+
 /// One planned change of [`Outbox::record_results`]: the operation as it will
 /// be stored, and the claim entry it had before.
 struct Change {
@@ -140,11 +143,21 @@ impl Outbox {
         let mut state = self.lock_loaded()?;
         let mut statuses = Vec::new();
         let mut changes: Vec<Change> = Vec::new();
-        // An id twice in one batch sees its own earlier change.
+        // An id twice in one batch sees its own earlier change. Small
+        // batches search `changes`; an index is built only for big ones, so
+        // recording one result allocates nothing for it.
         let mut changed_at: HashMap<String, usize> = HashMap::new();
+        let find = |changes: &[Change], index: &HashMap<String, usize>, id: &str| {
+            if changes.len() <= SMALL_BATCH {
+                changes.iter().position(|c| c.op.id == id)
+            } else {
+                index.get(id).copied()
+            }
+        };
         for (id, outcome) in results {
-            let current = match changed_at.get(id) {
-                Some(&i) => changes.get(i).map(|c| c.op.clone()),
+            let earlier = find(&changes, &changed_at, id);
+            let current = match earlier {
+                Some(i) => changes.get(i).map(|c| c.op.clone()),
                 None => self.store.get(id)?,
             };
             let Some(op) = current else {
@@ -154,24 +167,32 @@ impl Outbox {
             match self.plan(&mut state, op, outcome, now_ms) {
                 Ok((status, Some(change))) => {
                     statuses.push(Ok(status));
-                    if let Some(&i) = changed_at.get(id) {
-                        if let Some(slot) = changes.get_mut(i) {
-                            slot.op = change.op;
-                        }
+                    if let Some(slot) = earlier.and_then(|i| changes.get_mut(i)) {
+                        slot.op = change.op;
                     } else {
-                        changed_at.insert(id.to_owned(), changes.len());
                         changes.push(change);
+                        if changes.len() > SMALL_BATCH {
+                            if changed_at.is_empty() {
+                                for (i, c) in changes.iter().enumerate() {
+                                    changed_at.insert(c.op.id.clone(), i);
+                                }
+                            } else {
+                                changed_at.insert(id.to_owned(), changes.len() - 1);
+                            }
+                        }
                     }
                 }
                 Ok((status, None)) => statuses.push(Ok(status)),
                 Err(e) => statuses.push(Err(e)),
             }
         }
-        let ops: Vec<Operation> = changes.iter().map(|c| c.op.clone()).collect();
-        match ops.as_slice() {
+        match changes.as_slice() {
             [] => {}
-            [one] => self.store.put(one)?,
-            many => self.store.put_batch(many)?,
+            [one] => self.store.put(&one.op)?,
+            many => {
+                let ops: Vec<Operation> = many.iter().map(|c| c.op.clone()).collect();
+                self.store.put_batch(&ops)?;
+            }
         }
         let mut unblocked = false;
         for Change { op, entry } in &changes {

@@ -18,8 +18,10 @@ use crate::{TestResult, config, read_all, record, segment_paths};
 
 const CHUNK: u64 = 4096;
 
+/// Preallocation is for logs that sync: `Always` here.
 fn preallocating(dir: &Path) -> WalConfig {
     let mut cfg = config(dir);
+    cfg.sync = SyncPolicy::Always;
     cfg.preallocate_bytes = CHUNK;
     cfg
 }
@@ -74,7 +76,7 @@ fn frames_go_into_zeros_written_ahead_and_read_back_across_reopen() -> TestResul
 #[test]
 fn preallocation_starts_small_and_doubles_up_to_its_chunk() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut cfg = config(dir.path());
+    let mut cfg = preallocating(dir.path());
     cfg.preallocate_bytes = 256 << 10;
     let wal = Wal::open(cfg)?;
     let segment = segment_paths(dir.path()).pop().ok_or("no segment")?;
@@ -93,6 +95,21 @@ fn preallocation_starts_small_and_doubles_up_to_its_chunk() -> TestResult {
     assert_eq!(
         sizes,
         [kib(64), kib(128), kib(256), kib(512), kib(768), kib(1024)]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_log_that_never_syncs_appends_instead() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = preallocating(dir.path());
+    cfg.sync = SyncPolicy::Never;
+    let wal = Wal::open(cfg)?;
+    wal.append(&record(0))?;
+    let segment = segment_paths(dir.path()).pop().ok_or("no segment")?;
+    assert_eq!(
+        fs::metadata(&segment)?.len(),
+        24 + record(0).encoded_len() as u64
     );
     Ok(())
 }

@@ -217,3 +217,27 @@ fn the_same_id_twice_in_a_batch_sees_its_own_first_result() -> TestResult {
     assert_eq!(status(&store, &id), Some(OperationStatus::Done));
     Ok(())
 }
+
+#[test]
+fn a_repeated_id_in_a_big_batch_sees_its_own_first_result() -> TestResult {
+    let (outbox, store) = outbox();
+    let ids: Vec<String> = (0..40)
+        .map(|_| outbox.enqueue(Operation::new("k", "/t", "{}"), 0))
+        .collect::<Result<_, _>>()?;
+    let claim = outbox.claim(1, 40)?;
+    // 40 acks, then a late failure for the 30th: past the linear search.
+    let mut results: Vec<(&str, SendOutcome<'_>)> = ids
+        .iter()
+        .map(|id| (id.as_str(), SendOutcome::Acknowledged))
+        .collect();
+    results.push((ids[29].as_str(), BUSY));
+    let statuses = outbox.record_results(results, 2)?;
+    drop(claim);
+    assert_eq!(statuses.len(), 41);
+    assert_eq!(statuses[40].as_ref().ok(), Some(&OperationStatus::Done));
+    assert!(
+        ids.iter()
+            .all(|id| status(&store, id) == Some(OperationStatus::Done))
+    );
+    Ok(())
+}
