@@ -56,10 +56,10 @@ mod transition;
 
 pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
-pub use operation::{Operation, OperationStatus};
+pub use operation::{Operation, OperationStatus, OrderingMode};
 pub use outbox::{
-    Claim, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue, RecoveryReport,
-    SendOutcome,
+    Claim, Correction, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue,
+    RecoveryReport, SendOutcome,
 };
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};

@@ -3,6 +3,45 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What a `Failed` operation does to the later operations of its
+/// `ordering_key`.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{MemoryOutboxStore, Operation, OrderingMode, Outbox, OutboxConfig};
+///
+/// let config = OutboxConfig { ordering: OrderingMode::StopOnFailure, ..OutboxConfig::default() };
+/// let outbox = Outbox::new(config, Arc::new(MemoryOutboxStore::new()));
+/// let keyed = || Operation { ordering_key: Some("note-1".into()), ..Operation::new("note.update", "/notes/1", "{}") };
+/// let create = outbox.enqueue(keyed(), 0)?;
+/// let edit = outbox.enqueue(keyed(), 0)?;
+/// let claim = outbox.claim(1, 10)?;
+/// outbox.mark_failed(&create, "HTTP 422", false, None, 2)?;
+/// drop(claim);
+/// assert!(outbox.claim(3, 10)?.is_empty(), "the edit waits behind its failed create");
+/// outbox.retry_failed(&create, 4)?;
+/// assert_eq!(outbox.claim(5, 10)?.ops()[0].id, create, "then goes in its original order");
+/// # let _ = edit;
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderingMode {
+    /// A `Failed` operation no longer holds its key: later operations go
+    /// on without it (the default).
+    #[default]
+    SkipFailed,
+    /// "Stop the line": a `Failed` operation keeps blocking later
+    /// operations of its key until it is retried
+    /// ([`Outbox::retry_failed`](crate::Outbox::retry_failed),
+    /// [`Outbox::correct`](crate::Outbox::correct)) or discarded. For
+    /// operations that depend on each other, like a note's create and its
+    /// edits.
+    StopOnFailure,
+}
+
 /// Where an operation is in its life.
 ///
 /// ```text
@@ -96,6 +135,21 @@ pub struct Operation {
     /// Enqueue order, assigned by the outbox; breaks ties between operations
     /// due at the same time.
     pub seq: u64,
+    /// What a `Failed` operation does to later ones of its `ordering_key`;
+    /// `None`: the outbox's [`OutboxConfig::ordering`](crate::OutboxConfig::ordering).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<OrderingMode>,
+    /// The key the next send carries as `Idempotency-Key`; empty means the
+    /// id. Set by [`Outbox::correct`](crate::Outbox::correct): a corrected
+    /// operation is a new request, which a server that stores responses per
+    /// key must not answer with the stored refusal. Read it with
+    /// [`Operation::idempotency_key`].
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub idempotency_key: String,
+    /// The keys earlier versions of this operation were sent under, oldest
+    /// first, kept for audit when it is corrected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replaced_keys: Vec<String>,
 }
 
 impl Operation {
@@ -110,6 +164,25 @@ impl Operation {
             target: target.into(),
             payload: payload.into(),
             ..Self::default()
+        }
+    }
+
+    /// The key a send carries as `Idempotency-Key`: `idempotency_key`, or
+    /// the id when the operation was never corrected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut op = sync_outbox::Operation::new("note.create", "/notes", "{}");
+    /// op.id = "op_1".into();
+    /// assert_eq!(op.idempotency_key(), "op_1");
+    /// ```
+    #[must_use]
+    pub fn idempotency_key(&self) -> &str {
+        if self.idempotency_key.is_empty() {
+            &self.id
+        } else {
+            &self.idempotency_key
         }
     }
 

@@ -19,10 +19,42 @@ pub use self::record::SendOutcome;
 
 use crate::error::OutboxError;
 use crate::id::IdGenerator;
-use crate::operation::{Operation, OperationStatus};
+use crate::operation::{Operation, OperationStatus, OrderingMode};
 use crate::retry::RetryPolicy;
 use crate::store::OutboxStore;
 use crate::transition::transition;
+
+/// What [`Outbox::correct`] replaces in a dead letter: each field that is
+/// `Some`.
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::Correction;
+///
+/// let fix = Correction { target: Some("/v2/notes".into()), ..Correction::payload("{}") };
+/// assert_eq!(fix.kind, None);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Correction {
+    /// A new `kind`.
+    pub kind: Option<String>,
+    /// A new `target`.
+    pub target: Option<String>,
+    /// A new `payload`.
+    pub payload: Option<String>,
+}
+
+impl Correction {
+    /// A correction of the payload alone.
+    #[must_use]
+    pub fn payload(payload: impl Into<String>) -> Self {
+        Self {
+            payload: Some(payload.into()),
+            ..Self::default()
+        }
+    }
+}
 
 /// Settings of an [`Outbox`].
 #[derive(Clone, Debug, PartialEq)]
@@ -39,6 +71,10 @@ pub struct OutboxConfig {
     /// a previous process or of a dropped `Claim` come back at once. Default
     /// 30,000.
     pub inflight_timeout_ms: i64,
+    /// What a `Failed` operation does to later operations of its
+    /// `ordering_key`, unless the operation sets its own
+    /// [`Operation::ordering`]. Default [`OrderingMode::SkipFailed`].
+    pub ordering: OrderingMode,
 }
 
 impl Default for OutboxConfig {
@@ -47,6 +83,7 @@ impl Default for OutboxConfig {
             owner: "outbox".into(),
             retry: RetryPolicy::default(),
             inflight_timeout_ms: 30_000,
+            ordering: OrderingMode::SkipFailed,
         }
     }
 }
@@ -384,6 +421,96 @@ impl Outbox {
         Ok(())
     }
 
+    /// Fixes a dead letter and sends it again: replaces the fields
+    /// `correction` sets (kind, target, payload) of a `Failed` operation, or
+    /// of a `Pending` one never sent, and returns the idempotency key its
+    /// next send carries. Durable on `Ok`.
+    ///
+    /// A `Failed` operation goes back to `Pending`, due at `now_ms`, its
+    /// attempts reset, at its original place in its key's order (as
+    /// [`Outbox::retry_failed`]). Since it was sent, it gets a **new
+    /// idempotency key**, `"{id}.{n}"` for its `n`th correction: a server
+    /// that stores responses per key would otherwise answer the corrected
+    /// request with the stored refusal. The old key is appended to
+    /// [`Operation::replaced_keys`]; the id, which the app knows it by,
+    /// stays. A `Pending` operation never sent keeps its key: no server has
+    /// seen it.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] for
+    /// an operation that is `InFlight`, `Done`, or `Pending` after a send
+    /// (wait for its result, or let it fail); [`OutboxError::Store`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sync_outbox::{Correction, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+    ///
+    /// let store = Arc::new(MemoryOutboxStore::new());
+    /// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
+    /// let id = outbox.enqueue(Operation::new("note.create", "/notes", r#"{"title":""}"#), 0)?;
+    /// let claim = outbox.claim(1, 1)?;
+    /// outbox.mark_failed(&id, "HTTP 422: title must not be empty", false, None, 2)?;
+    /// drop(claim);
+    ///
+    /// let key = outbox.correct(&id, Correction::payload(r#"{"title":"Groceries"}"#), 3)?;
+    /// assert_eq!(key, format!("{id}.1"));
+    /// let op = store.get(&id)?.expect("still there, same id");
+    /// assert_eq!((op.status, op.idempotency_key(), op.replaced_keys.clone()), (OperationStatus::Pending, key.as_str(), vec![id.clone()]));
+    /// # Ok::<_, sync_outbox::OutboxError>(())
+    /// ```
+    pub fn correct(
+        &self,
+        id: &str,
+        correction: Correction,
+        now_ms: i64,
+    ) -> Result<String, OutboxError> {
+        let mut state = self.lock_loaded()?;
+        let mut op = self.get_known(id)?;
+        let never_sent = op.status == OperationStatus::Pending && op.attempt == 0;
+        if op.status != OperationStatus::Failed && !never_sent {
+            return Err(OutboxError::InvalidTransition {
+                id: op.id,
+                from: op.status,
+                to: OperationStatus::Pending,
+            });
+        }
+        let Correction {
+            kind,
+            target,
+            payload,
+        } = correction;
+        op.kind = kind.unwrap_or(op.kind);
+        op.target = target.unwrap_or(op.target);
+        op.payload = payload.unwrap_or(op.payload);
+        if op.status == OperationStatus::Failed {
+            if op.attempt > 0 {
+                let old = op.idempotency_key().to_owned();
+                op.replaced_keys.push(old);
+                op.idempotency_key = format!("{}.{}", op.id, op.replaced_keys.len());
+            }
+            transition(&mut op, OperationStatus::Pending, now_ms)?;
+            op.attempt = 0;
+            op.next_retry_at_ms = now_ms;
+            op.last_error.clear();
+        }
+        op.updated_at_ms = now_ms;
+        self.store.put(&op)?;
+        state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
+        if let Some(key) = &op.ordering_key {
+            state
+                .keys
+                .entry(key.clone())
+                .or_default()
+                .insert((op.seq, op.id.clone()));
+        }
+        drop(state);
+        self.shared.notify_claimable();
+        Ok(op.idempotency_key().to_owned())
+    }
+
     /// Removes an operation whatever its status (a dead letter the app gives
     /// up on). Durable on `Ok`. A send of it still running is not stopped;
     /// its result is then for an unknown id.
@@ -536,6 +663,14 @@ impl Outbox {
         state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
     }
 
+    /// Whether `op`, `Failed`, keeps blocking later operations of its
+    /// `ordering_key` ([`OrderingMode::StopOnFailure`]).
+    fn holds_key(&self, op: &Operation) -> bool {
+        op.status == OperationStatus::Failed
+            && op.ordering_key.is_some()
+            && op.ordering.unwrap_or(self.config.ordering) == OrderingMode::StopOnFailure
+    }
+
     fn get_known(&self, id: &str) -> Result<Operation, OutboxError> {
         self.store
             .get(id)?
@@ -581,6 +716,8 @@ impl Outbox {
                     }
                     state.add_to_indexes(&op);
                 }
+                // A failed head that stops the line still holds its key.
+                OperationStatus::Failed if self.holds_key(&op) => state.add_to_indexes(&op),
                 OperationStatus::Done | OperationStatus::Failed => {}
             }
         }

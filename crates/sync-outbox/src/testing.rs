@@ -137,6 +137,12 @@ pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     store.put(&expected[3])?;
     expected[4].status = OperationStatus::Done;
     store.put(&expected[4])?;
+    // Every field survives, the ones a correction and an ordering set too.
+    expected[6].ordering = Some(crate::OrderingMode::StopOnFailure);
+    expected[6].idempotency_key = "op6.2".into();
+    expected[6].replaced_keys = vec!["op6".into(), "op6.1".into()];
+    expected[7].ordering = Some(crate::OrderingMode::SkipFailed);
+    store.put_batch(&expected[6..8])?;
     assert!(store.remove("op5")?);
     expected.remove(5);
     drop(store);

@@ -4,26 +4,49 @@
 //! sync_meta(key TEXT PRIMARY KEY, value TEXT)        -- ('schema_version', '1')
 //! sync_outbox(id TEXT PRIMARY KEY, kind, target, payload, status, attempt,
 //!             next_retry_at_ms, last_error, created_at_ms, updated_at_ms,
-//!             ordering_key, coalesce_key, owner, seq)
+//!             ordering_key, coalesce_key, owner, seq,
+//!             ordering, idempotency_key, replaced_keys)     -- the last 3 since version 2
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! ```
 //!
 //! `status` is stored as text (`pending`, `in_flight`, `done`, `failed`),
-//! the names of the JSON form, so an app can read its queue with plain SQL.
+//! the names of the JSON form, so an app can read its queue with plain SQL;
+//! so is `ordering` (NULL, `skip_failed`, `stop_on_failure`).
+//! `replaced_keys` holds the keys one per line ('' for none).
+//!
+//! Version 1 databases are upgraded on open for writing (three `ALTER
+//! TABLE ... ADD COLUMN`s in one transaction) and read as they are by
+//! `load_read_only`.
 
 use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use sync_outbox::{Operation, OperationStatus};
+use sync_outbox::{Operation, OperationStatus, OrderingMode};
 
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
-     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq";
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     ordering, idempotency_key, replaced_keys";
+
+/// What [`COLUMNS`] selects from a version 1 table.
+const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     NULL, '', ''";
+
+/// The versions this release reads (and upgrades, when it writes).
+pub(crate) fn is_known_version(found: &str) -> bool {
+    found == "1" || found == SCHEMA_VERSION.to_string()
+}
+
+/// The select list that reads a table of schema `version` as [`COLUMNS`].
+pub(crate) fn columns_of(version: &str) -> &'static str {
+    if version == "1" { COLUMNS_V1 } else { COLUMNS }
+}
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -41,7 +64,10 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
     ordering_key TEXT,
     coalesce_key TEXT,
     owner TEXT NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    ordering TEXT,
+    idempotency_key TEXT NOT NULL DEFAULT '',
+    replaced_keys TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox (status, next_retry_at_ms, seq);
 ";
@@ -52,6 +78,16 @@ CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox (status, next_retry_at
 pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), SqliteStoreError> {
     match read_version(conn, path)? {
         Some(version) if version == SCHEMA_VERSION.to_string() => Ok(()),
+        Some(version) if version == "1" => conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
+                 ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+                 ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
+                 UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+                 COMMIT;"
+            ))
+            .map_err(|e| sql("upgrade the outbox tables (schema 1 to 2) in", path, e)),
         Some(found) => Err(SqliteStoreError::ForeignSchema {
             path: path.to_path_buf(),
             found,
@@ -121,6 +157,21 @@ fn status_of(text: &str) -> Option<OperationStatus> {
     })
 }
 
+fn ordering_text(mode: OrderingMode) -> &'static str {
+    match mode {
+        OrderingMode::SkipFailed => "skip_failed",
+        OrderingMode::StopOnFailure => "stop_on_failure",
+    }
+}
+
+fn ordering_of(text: &str) -> Option<OrderingMode> {
+    Some(match text {
+        "skip_failed" => OrderingMode::SkipFailed,
+        "stop_on_failure" => OrderingMode::StopOnFailure,
+        _ => return None,
+    })
+}
+
 /// A row (selected with [`COLUMNS`]) as an operation.
 pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, SqliteStoreError> {
     let read = |e| sql("read an operation from", path, e);
@@ -133,7 +184,7 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     let status: String = row.get(4).map_err(read)?;
     let attempt: i64 = row.get(5).map_err(read)?;
     let seq: i64 = row.get(13).map_err(read)?;
-    Ok(Operation {
+    let mut op = Operation {
         kind: row.get(1).map_err(read)?,
         target: row.get(2).map_err(read)?,
         payload: row.get(3).map_err(read)?,
@@ -147,8 +198,18 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
         coalesce_key: row.get(11).map_err(read)?,
         owner: row.get(12).map_err(read)?,
         seq: u64::try_from(seq).map_err(|_| invalid("seq"))?,
-        id,
-    })
+        ..Operation::default()
+    };
+    let ordering: Option<String> = row.get(14).map_err(read)?;
+    op.ordering = match ordering.as_deref() {
+        None => None,
+        Some(text) => Some(ordering_of(text).ok_or_else(|| invalid("ordering"))?),
+    };
+    op.idempotency_key = row.get(15).map_err(read)?;
+    let replaced: String = row.get(16).map_err(read)?;
+    op.replaced_keys = replaced.lines().map(str::to_owned).collect();
+    op.id = id;
+    Ok(op)
 }
 
 /// Inserts `op`, or replaces the row with its id.
@@ -163,7 +224,7 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
     })?;
     conn.prepare_cached(&format!(
         "INSERT OR REPLACE INTO sync_outbox ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
     ))
     .and_then(|mut statement| {
         statement.execute(params![
@@ -181,6 +242,9 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
             op.coalesce_key,
             op.owner,
             seq,
+            op.ordering.map(ordering_text),
+            op.idempotency_key,
+            op.replaced_keys.join("\n"),
         ])
     })
     .map_err(|e| sql("write an operation to", path, e))?;

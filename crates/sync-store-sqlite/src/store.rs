@@ -135,7 +135,7 @@ impl SqliteOutboxStore {
         let conn = connect(&path, &config, OpenFlags::default())?;
         // Read before any write: refuse a file that is not ours to change.
         match schema::read_version(&conn, &path)? {
-            Some(found) if found != schema::SCHEMA_VERSION.to_string() => {
+            Some(found) if !schema::is_known_version(&found) => {
                 return Err(SqliteStoreError::ForeignSchema {
                     path,
                     found,
@@ -187,18 +187,19 @@ impl SqliteOutboxStore {
         }
         let conn = read_only_connection(path)?;
         let store = MemoryOutboxStore::new();
-        match schema::read_version(&conn, path)? {
+        let version = match schema::read_version(&conn, path)? {
             None => return Ok(store),
-            Some(found) if found != schema::SCHEMA_VERSION.to_string() => {
+            Some(found) if !schema::is_known_version(&found) => {
                 return Err(SqliteStoreError::ForeignSchema {
                     path: path.to_path_buf(),
                     found,
                     expected: schema::SCHEMA_VERSION,
                 });
             }
-            Some(_) => {}
-        }
-        for op in select(&conn, path, "", params![])? {
+            Some(found) => found,
+        };
+        let columns = schema::columns_of(&version);
+        for op in select_from(&conn, path, columns, "", params![])? {
             store.put(&op)?;
         }
         Ok(store)
@@ -324,8 +325,19 @@ pub(crate) fn select(
     filter: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<Operation>, SqliteStoreError> {
+    select_from(conn, path, COLUMNS, filter, params)
+}
+
+/// [`select`], with `columns` as the select list (see `schema::columns_of`).
+fn select_from(
+    conn: &Connection,
+    path: &Path,
+    columns: &str,
+    filter: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Operation>, SqliteStoreError> {
     let mut statement = conn
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM sync_outbox {filter}"))
+        .prepare_cached(&format!("SELECT {columns} FROM sync_outbox {filter}"))
         .map_err(|e| sql("read operations from", path, e))?;
     let mut rows = statement
         .query(params)

@@ -83,7 +83,7 @@ impl BatchRequest {
             operations: ops
                 .iter()
                 .map(|op| BatchOperation {
-                    idempotency_key: op.id.clone(),
+                    idempotency_key: op.idempotency_key().to_owned(),
                     kind: op.kind.clone(),
                     method: config.method_for(&op.kind).as_str().to_owned(),
                     target: op.target.clone(),
@@ -159,7 +159,7 @@ pub fn map_batch_response(
             .or_insert(result);
     }
     ops.iter()
-        .map(|op| match by_key.get(op.id.as_str()) {
+        .map(|op| match by_key.get(op.idempotency_key()) {
             Some(result) => map_status(result.status, result.retry_after.as_deref(), now, config),
             None => SendResult::retryable("the batch response has no result for this operation"),
         })

@@ -6,7 +6,7 @@
 //!
 //! - Request: `POST {base_url}{op.target}` (the method is configurable per
 //!   operation kind), the payload as body with `Content-Type:
-//!   application/json`, `Idempotency-Key: {op.id}` so the server can drop
+//!   application/json`, `Idempotency-Key: {op.idempotency_key()}` (the id, or a new key after `Outbox::correct`) so the server can drop
 //!   the duplicates an at-least-once delivery sends, and the configured
 //!   headers and the provider's credentials. With
 //!   [`HttpTransportConfig::batch_target`], one request per batch instead.

@@ -80,7 +80,7 @@ impl Prepared {
             .url_for(&op.target)
             .parse()
             .map_err(|_| "invalid request URL for the operation's target")?;
-        let key = HeaderValue::from_str(&op.id)
+        let key = HeaderValue::from_str(op.idempotency_key())
             .map_err(|_| "operation id is not a valid Idempotency-Key")?;
         let method = config.method_for(&op.kind).as_str();
         self.builder(method, uri, self.content_type.clone(), credentials)

@@ -18,7 +18,7 @@ use crate::request::{
 /// A [`SyncTransport`] that sends each operation as one HTTP request.
 ///
 /// `send` makes `{method} {base_url}{op.target}` with the payload as body,
-/// `Content-Type` from the config, `Idempotency-Key: {op.id}` (the same on
+/// `Content-Type` from the config, `Idempotency-Key: {op.idempotency_key()}` (the id, or a new key after `Outbox::correct`) (the same on
 /// every retry of the operation) and the configured headers, then maps the
 /// answer with [`map_status`](crate::map_status). Failures without an answer
 /// are retryable: connection refused or reset, DNS, TLS, and running out of

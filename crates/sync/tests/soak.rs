@@ -117,6 +117,7 @@ fn child(dir: &Path, generation: u64) -> Result<(), Error> {
             owner: "soak".into(),
             retry,
             inflight_timeout_ms: 300,
+            ..OutboxConfig::default()
         },
         store,
     ));

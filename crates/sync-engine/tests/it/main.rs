@@ -58,6 +58,7 @@ pub(crate) fn guide_outbox() -> (Arc<Outbox>, Arc<MemoryOutboxStore>) {
         owner: "test".into(),
         retry,
         inflight_timeout_ms: 10_000,
+        ..OutboxConfig::default()
     };
     (Arc::new(Outbox::new(config, store.clone())), store)
 }

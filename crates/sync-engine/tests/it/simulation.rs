@@ -191,6 +191,7 @@ fn run(seed: u64) -> Result<Outcome, String> {
         owner: "sim".into(),
         retry,
         inflight_timeout_ms: 1_000,
+        ..OutboxConfig::default()
     };
     let start = |now: i64| -> Result<(Arc<Outbox>, SyncWorker), String> {
         let outbox = Arc::new(Outbox::new(config.clone(), store.clone()));

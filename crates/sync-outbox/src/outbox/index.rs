@@ -142,6 +142,22 @@ impl State {
         unblocked
     }
 
+    /// Forgets a finished operation's keys, like
+    /// [`remove_from_indexes`](Self::remove_from_indexes), except that a
+    /// `Failed` one that must stop the line (`holds_key`) keeps its place at
+    /// the head of its key. Returns whether its key was unblocked.
+    pub(super) fn finish(&mut self, op: &Operation, holds_key: bool) -> bool {
+        if !holds_key {
+            return self.remove_from_indexes(op);
+        }
+        if let Some(key) = &op.coalesce_key
+            && self.coalescable.get(key) == Some(&op.id)
+        {
+            self.coalescable.remove(key);
+        }
+        false
+    }
+
     /// Forgets the claim of an operation that was `InFlight` with `entry`:
     /// its result is recorded, or it was requeued or discarded.
     pub(super) fn forget_claim(&mut self, entry: &ClaimEntry) {

@@ -198,7 +198,7 @@ impl Outbox {
         for Change { op, entry } in &changes {
             state.forget_claim(entry);
             if op.status != OperationStatus::Pending {
-                unblocked |= state.remove_from_indexes(op);
+                unblocked |= state.finish(op, self.holds_key(op));
             }
         }
         drop(state);

@@ -63,7 +63,7 @@ impl Outbox {
                 // removed: a finished one must not keep blocking its key.
                 state.forget_claim(&entry);
                 if let Some(finished) = stored.filter(|op| op.status.is_terminal()) {
-                    state.remove_from_indexes(&finished);
+                    state.finish(&finished, self.holds_key(&finished));
                 }
                 continue;
             };
@@ -87,7 +87,7 @@ impl Outbox {
             self.store.put(&op)?;
             state.forget_claim(&entry);
             if to == OperationStatus::Failed {
-                state.remove_from_indexes(&op);
+                state.finish(&op, self.holds_key(&op));
                 failed += 1;
             } else {
                 requeued += 1;

@@ -23,6 +23,7 @@ fn outbox() -> (Outbox, Arc<MemoryOutboxStore>) {
         owner: "test".into(),
         retry: guide_retry(),
         inflight_timeout_ms: 10_000,
+        ..OutboxConfig::default()
     };
     (Outbox::new(config, store.clone()), store)
 }

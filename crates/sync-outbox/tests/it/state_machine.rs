@@ -222,6 +222,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         owner: "model".into(),
         retry: policy(),
         inflight_timeout_ms: TIMEOUT_MS,
+        ..OutboxConfig::default()
     };
     let outbox = Outbox::new(config, store.clone());
     let mut model = Model::default();

@@ -4,6 +4,7 @@
 mod bad_input;
 mod conformance;
 mod transaction;
+mod upgrade;
 
 use std::path::Path;
 use std::sync::Arc;

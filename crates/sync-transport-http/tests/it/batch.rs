@@ -274,3 +274,37 @@ fn an_invalid_batch_target_is_refused_at_construction() {
         Err(HttpTransportError::InvalidBatchTarget { .. })
     ));
 }
+
+#[test]
+fn a_corrected_operation_travels_under_its_new_key_alone_and_in_a_batch() -> TestResult {
+    let server = TestServer::start(|_, seen| {
+        let request: BatchRequest = serde_json::from_str(&seen.body).unwrap_or(BatchRequest {
+            operations: Vec::new(),
+        });
+        answer(
+            request
+                .operations
+                .iter()
+                .map(|op| result(&op.idempotency_key, 201, None))
+                .collect(),
+        )
+    })?;
+    let transport = batch_transport(&server.base_url)?;
+    let mut corrected = op("op_1", "note.create", "/notes", r#"{"title":"fixed"}"#);
+    corrected.idempotency_key = "op_1.1".into();
+    corrected.replaced_keys = vec!["op_1".into()];
+    let plain = op("op_2", "note.create", "/notes", "{}");
+    // Results are matched to operations by the key they were sent under.
+    let results = transport.send_batch(&[corrected.clone(), plain]);
+    assert!(results.iter().all(|r| r.ok), "{results:?}");
+    let body: BatchRequest = serde_json::from_str(&server.seen()[0].body)?;
+    let keys: Vec<&str> = body
+        .operations
+        .iter()
+        .map(|o| o.idempotency_key.as_str())
+        .collect();
+    assert_eq!(keys, ["op_1.1", "op_2"]);
+    assert!(transport.send(&corrected).ok);
+    assert_eq!(server.seen()[1].header("Idempotency-Key"), Some("op_1.1"));
+    Ok(())
+}
