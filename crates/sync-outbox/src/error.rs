@@ -29,6 +29,22 @@ pub enum OutboxError {
         /// The id given to `enqueue`.
         id: String,
     },
+    /// A payload could not be built from a value, or read into a type. The
+    /// message names the operation, never the payload's content (it may
+    /// hold private data): only what went wrong and where.
+    #[error("payload of operation {id:?} ({kind}): {problem} at line {line}, column {column}")]
+    Payload {
+        /// The operation's id (empty before it is enqueued).
+        id: String,
+        /// The operation's kind.
+        kind: String,
+        /// What went wrong: "not valid JSON", "not the expected type", ...
+        problem: &'static str,
+        /// Line of the payload where it went wrong (1-based; 0 if unknown).
+        line: usize,
+        /// Column of that line (1-based; 0 if unknown).
+        column: usize,
+    },
     /// The store failed; the source is the store's own error (with its file
     /// and offset).
     #[error("outbox store failed")]

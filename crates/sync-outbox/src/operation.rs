@@ -3,6 +3,24 @@
 
 use serde::{Deserialize, Serialize};
 
+/// A JSON error about `op`'s payload, without serde's message: that can
+/// quote the payload (`invalid type: string "4242..."`).
+fn payload_error(op: &Operation, error: &serde_json::Error) -> crate::OutboxError {
+    use serde_json::error::Category;
+    crate::OutboxError::Payload {
+        id: op.id.clone(),
+        kind: op.kind.clone(),
+        problem: match error.classify() {
+            Category::Io => "could not be written",
+            Category::Syntax => "not valid JSON",
+            Category::Data => "not the expected type",
+            Category::Eof => "ends too early",
+        },
+        line: error.line(),
+        column: error.column(),
+    }
+}
+
 /// What a `Failed` operation does to the later operations of its
 /// `ordering_key`.
 ///
@@ -184,6 +202,46 @@ impl Operation {
         } else {
             &self.idempotency_key
         }
+    }
+
+    /// An operation whose payload is `value` as JSON.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Payload`](crate::OutboxError::Payload) if `value` cannot be serialized (a map
+    /// with non-string keys, a failing `Serialize` impl); it does not print
+    /// the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    /// struct NewNote { title: String }
+    ///
+    /// let op = sync_outbox::Operation::json("note.create", "/notes", &NewNote { title: "Groceries".into() })?;
+    /// assert_eq!(op.payload, r#"{"title":"Groceries"}"#);
+    /// assert_eq!(op.payload_json::<NewNote>()?, NewNote { title: "Groceries".into() });
+    /// # Ok::<_, sync_outbox::OutboxError>(())
+    /// ```
+    pub fn json(
+        kind: impl Into<String>,
+        target: impl Into<String>,
+        value: &impl serde::Serialize,
+    ) -> Result<Self, crate::OutboxError> {
+        let mut op = Self::new(kind, target, String::new());
+        op.payload = serde_json::to_string(value).map_err(|e| payload_error(&op, &e))?;
+        Ok(op)
+    }
+
+    /// The payload read as JSON into `T`.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Payload`](crate::OutboxError::Payload) naming the operation, the problem ("not
+    /// valid JSON", "not the expected type", ...) and the line and column,
+    /// never the payload's content.
+    pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::OutboxError> {
+        serde_json::from_str(&self.payload).map_err(|e| payload_error(self, &e))
     }
 
     /// Whether a worker may claim it at `now_ms` (ignoring per-key order).

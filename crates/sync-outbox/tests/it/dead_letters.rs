@@ -221,3 +221,47 @@ fn only_dead_letters_and_unsent_operations_can_be_corrected() -> TestResult {
     ));
     Ok(())
 }
+
+#[test]
+fn typed_payloads_round_trip_and_their_errors_never_print_the_payload()
+-> Result<(), Box<dyn std::error::Error>> {
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct Payment {
+        card: String,
+        cents: u32,
+    }
+    let op = Operation::json(
+        "payment.create",
+        "/payments",
+        &Payment {
+            card: "4242-4242-4242-4242".into(),
+            cents: 1_250,
+        },
+    )?;
+    assert_eq!(
+        op.payload_json::<Payment>()?,
+        Payment {
+            card: "4242-4242-4242-4242".into(),
+            cents: 1_250
+        }
+    );
+    // The wrong type: serde would quote the card number; we do not.
+    let wrong = op
+        .payload_json::<Vec<u32>>()
+        .err()
+        .ok_or("read as a list")?;
+    let shown = format!("{wrong} {wrong:?}");
+    assert!(!shown.contains("4242"), "{shown}");
+    assert!(shown.contains("not the expected type") && shown.contains("payment.create"));
+    let garbled = Operation::new("payment.create", "/payments", r#"{"card":"4242-42"#);
+    let error = garbled
+        .payload_json::<Payment>()
+        .err()
+        .ok_or("read garbage")?;
+    assert!(
+        matches!(error, OutboxError::Payload { line: 1, .. }),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("4242"));
+    Ok(())
+}
