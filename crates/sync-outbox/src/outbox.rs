@@ -402,23 +402,12 @@ impl Outbox {
     /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it is
     /// not `Failed`; [`OutboxError::Store`].
     pub fn retry_failed(&self, id: &str, now_ms: i64) -> Result<(), OutboxError> {
-        let mut state = self.lock_loaded()?;
+        let state = self.lock_loaded()?;
         let mut op = self.get_known(id)?;
         transition(&mut op, OperationStatus::Pending, now_ms)?;
         op.attempt = 0;
         op.next_retry_at_ms = now_ms;
-        self.store.put(&op)?;
-        state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
-        if let Some(key) = &op.ordering_key {
-            state
-                .keys
-                .entry(key.clone())
-                .or_default()
-                .insert((op.seq, op.id.clone()));
-        }
-        drop(state);
-        self.shared.notify_claimable();
-        Ok(())
+        self.store_requeued(state, &op)
     }
 
     /// Fixes a dead letter and sends it again: replaces the fields
@@ -467,7 +456,7 @@ impl Outbox {
         correction: Correction,
         now_ms: i64,
     ) -> Result<String, OutboxError> {
-        let mut state = self.lock_loaded()?;
+        let state = self.lock_loaded()?;
         let mut op = self.get_known(id)?;
         let never_sent = op.status == OperationStatus::Pending && op.attempt == 0;
         if op.status != OperationStatus::Failed && !never_sent {
@@ -497,7 +486,18 @@ impl Outbox {
             op.last_error.clear();
         }
         op.updated_at_ms = now_ms;
-        self.store.put(&op)?;
+        self.store_requeued(state, &op)?;
+        Ok(op.idempotency_key().to_owned())
+    }
+
+    /// Stores `op`, `Pending` again, puts it back at its place in its key's
+    /// queue and wakes the senders.
+    fn store_requeued(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        op: &Operation,
+    ) -> Result<(), OutboxError> {
+        self.store.put(op)?;
         state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
         if let Some(key) = &op.ordering_key {
             state
@@ -508,7 +508,7 @@ impl Outbox {
         }
         drop(state);
         self.shared.notify_claimable();
-        Ok(op.idempotency_key().to_owned())
+        Ok(())
     }
 
     /// Removes an operation whatever its status (a dead letter the app gives

@@ -59,9 +59,9 @@ fn result(key: &str, status: u16, retry_after: Option<&str>) -> BatchResult {
     }
 }
 
-#[test]
-fn a_batch_is_one_request_carrying_every_key() -> TestResult {
-    let server = TestServer::start(|_, seen| {
+/// A server that answers every batch element with 201.
+fn acking_server() -> Result<TestServer, Box<dyn std::error::Error + Send + Sync>> {
+    TestServer::start(|_, seen| {
         let request: BatchRequest = serde_json::from_str(&seen.body).unwrap_or(BatchRequest {
             operations: Vec::new(),
         });
@@ -72,7 +72,12 @@ fn a_batch_is_one_request_carrying_every_key() -> TestResult {
                 .map(|op| result(&op.idempotency_key, 201, None))
                 .collect(),
         )
-    })?;
+    })
+}
+
+#[test]
+fn a_batch_is_one_request_carrying_every_key() -> TestResult {
+    let server = acking_server()?;
     let transport = batch_transport(&server.base_url)?;
     let ops = [
         op("op_1", "note.create", "/notes", r#"{"text":"a"}"#),
@@ -277,18 +282,7 @@ fn an_invalid_batch_target_is_refused_at_construction() {
 
 #[test]
 fn a_corrected_operation_travels_under_its_new_key_alone_and_in_a_batch() -> TestResult {
-    let server = TestServer::start(|_, seen| {
-        let request: BatchRequest = serde_json::from_str(&seen.body).unwrap_or(BatchRequest {
-            operations: Vec::new(),
-        });
-        answer(
-            request
-                .operations
-                .iter()
-                .map(|op| result(&op.idempotency_key, 201, None))
-                .collect(),
-        )
-    })?;
+    let server = acking_server()?;
     let transport = batch_transport(&server.base_url)?;
     let mut corrected = op("op_1", "note.create", "/notes", r#"{"title":"fixed"}"#);
     corrected.idempotency_key = "op_1.1".into();
