@@ -47,7 +47,11 @@ impl SyncTransport for SlowServer {
         }
         // The answer takes `latency_ms` on the engine's clock, and a few real
         // milliseconds, so the other sender, woken by the clock, really runs
-        // while this send is still on the wire.
+        // while this send is still on the wire. The sleep is not for time
+        // (the clock is manual) but for the other thread to be scheduled:
+        // waiting for its claim instead (a store counting `ready` calls) was
+        // tried and caught the bug this guards less often, or hung on a pass
+        // that did not claim.
         self.clock.advance(self.latency_ms);
         std::thread::sleep(std::time::Duration::from_millis(5));
         self.state

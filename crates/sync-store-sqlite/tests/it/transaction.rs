@@ -193,6 +193,8 @@ fn an_open_transaction_makes_the_outbox_wait_not_fail() -> TestResult {
     };
     started_rx.recv()?;
     // Hold the transaction past the busy timeout, writing and enqueueing.
+    // Real time, because SQLite's busy timeout is wall-clock: no clock of
+    // ours can move it.
     std::thread::sleep(std::time::Duration::from_millis(300));
     tx.execute("INSERT INTO notes VALUES ('n1', 'kept')", [])?;
     tx.enqueue(note_op("n1", "kept"), 1_000)?;

@@ -78,10 +78,15 @@ fn a_worker_delivers_everything_through_a_server_that_fails_at_first() -> TestRe
 
 #[test]
 fn a_slow_server_gets_each_key_once_from_two_senders() -> TestResult {
-    use sync_engine::{Clock, SyncEngine, SyncEngineConfig, SystemClock};
-    // A batch of 10 takes 100 ms of server time, twice the in-flight timeout.
-    let server = TestServer::start(|_, _| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    use sync_engine::{Clock, ManualClock, SyncEngine, SyncEngineConfig};
+    // Each answer takes 10 ms on the engine's clock, which the server moves
+    // (no real waiting): a batch of 10 takes 100 ms, twice the in-flight
+    // timeout, and each move wakes the other sender while the batch is on
+    // the wire.
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let server_clock = Arc::clone(&clock);
+    let server = TestServer::start(move |_, _| {
+        server_clock.advance(10);
         Reply::status(201)
     })?;
     let store = Arc::new(MemoryOutboxStore::new());
@@ -103,12 +108,12 @@ fn a_slow_server_gets_each_key_once_from_two_senders() -> TestResult {
         probe,
         Arc::new(transport(&server.base_url)?),
     );
-    engine.start(SystemClock)?;
+    engine.start(Arc::clone(&clock))?;
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(outbox.enqueue(
             Operation::new("note.create", "/notes", "{}"),
-            SystemClock.now_ms(),
+            clock.now_ms(),
         )?);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
