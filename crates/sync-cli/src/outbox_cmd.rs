@@ -207,20 +207,16 @@ struct StatsJson {
 
 fn stats(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let store = open_read_only(path)?;
-    let [pending, in_flight, done, failed] = store.count_by_status()?;
-    let now = now_ms();
-    let ops = store.load_all()?;
+    let counts = store.stats()?;
+    let (pending, in_flight, done, failed) =
+        (counts.pending, counts.in_flight, counts.done, counts.failed);
     let stats = StatsJson {
-        total: pending + in_flight + done + failed,
+        total: counts.total(),
         pending,
         in_flight,
         done,
         failed,
-        oldest_pending_age_ms: ops
-            .iter()
-            .filter(|op| op.status == OperationStatus::Pending)
-            .map(|op| now.saturating_sub(op.created_at_ms))
-            .max(),
+        oldest_pending_age_ms: counts.oldest_pending_age_ms(now_ms()),
         next_due_at_ms: store.next_due_ms()?,
     };
     if json {

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sync_outbox::{Operation, OperationStatus, Outbox, OutboxError, OutboxStats};
+use sync_outbox::{
+    Correction, Operation, OperationStatus, Outbox, OutboxError, OutboxStats, StatsWatch,
+};
 
 use crate::clock::{Clock, SystemClock};
 
@@ -110,6 +112,52 @@ impl AsyncOutbox {
     /// As [`Outbox::stats`].
     pub async fn stats(&self) -> Result<OutboxStats, OutboxError> {
         self.run(|outbox, _| outbox.stats()).await
+    }
+
+    /// A subscription to the counts, [`Outbox::watch_stats`], made off the
+    /// runtime's threads (it reads the store once). `.await` its
+    /// [`changed`](StatsWatch::changed) to be told of every change, without
+    /// polling; the wait itself never blocks a thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::watch_stats`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sync_engine::AsyncOutbox;
+    /// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), sync_outbox::OutboxError> {
+    /// let outbox = AsyncOutbox::new(Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new()))));
+    /// let mut watch = outbox.watch_stats().await?;
+    /// let badge = tokio::spawn(async move {
+    ///     // e.g. emit a Tauri event or update a signal on each change
+    ///     watch.changed().await.map(|stats| stats.unsent())
+    /// });
+    /// outbox.enqueue(Operation::new("note.edit", "/notes/1", "{}")).await?;
+    /// assert_eq!(badge.await.ok().flatten(), Some(1));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn watch_stats(&self) -> Result<StatsWatch, OutboxError> {
+        self.run(|outbox, _| outbox.watch_stats()).await
+    }
+
+    /// [`Outbox::correct`] at the clock's now, off the runtime's threads:
+    /// fixes a dead letter and sends it again; returns the idempotency key
+    /// its next send carries.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::correct`].
+    pub async fn correct(&self, id: &str, correction: Correction) -> Result<String, OutboxError> {
+        let id = id.to_owned();
+        self.run(move |outbox, now| outbox.correct(&id, correction, now))
+            .await
     }
 
     /// [`Outbox::list`], off the runtime's threads.

@@ -59,7 +59,7 @@ pub use memory_store::MemoryOutboxStore;
 pub use operation::{Operation, OperationStatus, OrderingMode};
 pub use outbox::{
     Claim, Correction, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue,
-    RecoveryReport, SendOutcome,
+    RecoveryReport, SendOutcome, StatsWatch,
 };
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};

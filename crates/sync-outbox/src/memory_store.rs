@@ -1,17 +1,20 @@
 //! [`MemoryOutboxStore`]: an indexed in-memory store, for tests, simulations
 //! and apps that accept losing the queue with the process.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
+use crate::outbox::OutboxStats;
 use crate::store::{OutboxStore, status_index};
 
 /// An [`OutboxStore`] in memory. Nothing survives the process.
 ///
 /// `ready` is O(limit * log n): pending operations are kept in a
-/// `BTreeSet` ordered by `(next_retry_at_ms, seq)`.
+/// `BTreeSet` ordered by `(next_retry_at_ms, seq)`. `stats` is O(log n):
+/// counts per status are kept on every write, and pending operations are
+/// indexed by age too.
 ///
 /// # Examples
 ///
@@ -36,6 +39,9 @@ struct Inner {
     ops: HashMap<String, Operation>,
     /// `(next_retry_at_ms, seq, id)` of every pending operation.
     pending: BTreeSet<(i64, u64, String)>,
+    /// `(created_at_ms, seq)` of every pending operation -> how many share
+    /// it (operations of other outboxes may), for the oldest pending one.
+    pending_by_age: BTreeMap<(i64, u64), usize>,
     counts: [usize; 4],
 }
 
@@ -56,6 +62,13 @@ impl Inner {
         if op.status == OperationStatus::Pending {
             self.pending
                 .remove(&(op.next_retry_at_ms, op.seq, op.id.clone()));
+            let age = (op.created_at_ms, op.seq);
+            if let Some(n) = self.pending_by_age.get_mut(&age) {
+                *n -= 1;
+                if *n == 0 {
+                    self.pending_by_age.remove(&age);
+                }
+            }
         }
         if let Some(count) = self.counts.get_mut(status_index(op.status)) {
             *count = count.saturating_sub(1);
@@ -66,6 +79,10 @@ impl Inner {
         if op.status == OperationStatus::Pending {
             self.pending
                 .insert((op.next_retry_at_ms, op.seq, op.id.clone()));
+            *self
+                .pending_by_age
+                .entry((op.created_at_ms, op.seq))
+                .or_default() += 1;
         }
         if let Some(count) = self.counts.get_mut(status_index(op.status)) {
             *count += 1;
@@ -136,5 +153,17 @@ impl OutboxStore for MemoryOutboxStore {
 
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
         Ok(self.lock().pending.first().map(|(due, _, _)| *due))
+    }
+
+    fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let inner = self.lock();
+        let [pending, in_flight, done, failed] = inner.counts;
+        Ok(OutboxStats {
+            pending,
+            in_flight,
+            done,
+            failed,
+            oldest_pending_created_at_ms: inner.pending_by_age.keys().next().map(|(at, _)| *at),
+        })
     }
 }

@@ -9,6 +9,7 @@ mod index;
 mod prepared;
 mod record;
 mod recovery;
+mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -16,6 +17,8 @@ pub use self::claim::Claim;
 use self::index::{State, claim_entry};
 pub use self::prepared::{ExclusiveOutbox, PreparedEnqueue};
 pub use self::record::SendOutcome;
+use self::watch::StatsHub;
+pub use self::watch::StatsWatch;
 
 use crate::error::OutboxError;
 use crate::id::IdGenerator;
@@ -88,7 +91,23 @@ impl Default for OutboxConfig {
     }
 }
 
-/// Counts per status and the oldest pending operation, from [`Outbox::stats`].
+/// Counts per status and the oldest pending operation, from [`Outbox::stats`]
+/// (or a store's [`OutboxStore::stats`]), and what a [`StatsWatch`] is told
+/// when it changes.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+///
+/// let outbox = Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new()));
+/// outbox.enqueue(Operation::new("note.edit", "/notes/1", "{}"), 1_000)?;
+/// let stats = outbox.stats()?;
+/// assert_eq!((stats.pending, stats.unsent(), stats.total()), (1, 1, 1));
+/// assert_eq!(stats.oldest_pending_age_ms(1_500), Some(500));
+/// # Ok::<_, sync_outbox::OutboxError>(())
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OutboxStats {
     /// Operations waiting to be sent.
@@ -104,6 +123,47 @@ pub struct OutboxStats {
 }
 
 impl OutboxStats {
+    /// Operations not yet acknowledged by the server and not given up on:
+    /// `pending + in_flight`. Zero means "everything is synced" (failed ones
+    /// aside).
+    #[must_use]
+    pub fn unsent(&self) -> usize {
+        self.pending + self.in_flight
+    }
+
+    /// Every stored operation.
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.pending + self.in_flight + self.done + self.failed
+    }
+
+    /// How many have `status`.
+    #[must_use]
+    pub fn count(&self, status: OperationStatus) -> usize {
+        match status {
+            OperationStatus::Pending => self.pending,
+            OperationStatus::InFlight => self.in_flight,
+            OperationStatus::Done => self.done,
+            OperationStatus::Failed => self.failed,
+        }
+    }
+
+    /// Counts `op` in (for stores that count by scanning).
+    pub fn add(&mut self, op: &Operation) {
+        match op.status {
+            OperationStatus::Pending => {
+                self.pending += 1;
+                self.oldest_pending_created_at_ms = Some(
+                    self.oldest_pending_created_at_ms
+                        .map_or(op.created_at_ms, |oldest| oldest.min(op.created_at_ms)),
+                );
+            }
+            OperationStatus::InFlight => self.in_flight += 1,
+            OperationStatus::Done => self.done += 1,
+            OperationStatus::Failed => self.failed += 1,
+        }
+    }
+
     /// How long the oldest pending operation has waited at `now_ms`.
     #[must_use]
     pub fn oldest_pending_age_ms(&self, now_ms: i64) -> Option<i64> {
@@ -169,9 +229,10 @@ type Listener = Box<dyn Fn() + Send + Sync>;
 
 /// What the outbox shares with its live [`Claim`]s, which release their
 /// operations when dropped.
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
+    /// Where the stats are published after every write, for [`StatsWatch`]es.
+    stats: Arc<StatsHub>,
     /// Called after every successful `enqueue`.
     on_enqueue: Mutex<Vec<Listener>>,
     /// Called after every change that may make an operation claimable sooner.
@@ -186,6 +247,7 @@ impl Shared {
     /// Calls the claimable listeners. Never called with the state locked, so
     /// a listener may call into the outbox.
     fn notify_claimable(&self) {
+        self.stats.publish();
         for listener in self
             .on_claimable
             .lock()
@@ -209,6 +271,13 @@ impl Shared {
     }
 }
 
+impl Drop for Outbox {
+    /// Ends the waits of every [`StatsWatch`]: no change will come.
+    fn drop(&mut self) {
+        self.shared.stats.close();
+    }
+}
+
 impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
@@ -222,11 +291,17 @@ impl Outbox {
     /// An outbox over `store`. Does no I/O: the store is read on first use or
     /// by [`Outbox::recover`].
     pub fn new(config: OutboxConfig, store: Arc<dyn OutboxStore>) -> Self {
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            stats: Arc::new(StatsHub::new(&store)),
+            on_enqueue: Mutex::default(),
+            on_claimable: Mutex::default(),
+        });
         Self {
             config,
             store,
             ids: IdGenerator::default(),
-            shared: Arc::new(Shared::default()),
+            shared,
         }
     }
 
@@ -255,6 +330,18 @@ impl Outbox {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Box::new(listener));
+    }
+
+    /// A subscription to [`Outbox::stats`]: told after every write of this
+    /// outbox that changes the counts, on a blocking thread or in async
+    /// code. See [`StatsWatch`]. While a watch lives, each write reads the
+    /// store's stats once more (cheap on the stores of this workspace).
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the first stats cannot be read.
+    pub fn watch_stats(&self) -> Result<StatsWatch, OutboxError> {
+        self.shared.stats.watch()
     }
 
     /// The earliest time a `Pending` operation is due, if any (it may be in
@@ -549,6 +636,9 @@ impl Outbox {
                 n_removed += 1;
             }
         }
+        if n_removed > 0 {
+            self.shared.stats.publish();
+        }
         Ok(n_removed)
     }
 
@@ -574,32 +664,16 @@ impl Outbox {
         Ok(ops)
     }
 
-    /// Counts per status and the oldest pending operation's creation time.
-    /// Counts come from [`OutboxStore::count_by_status`]; the oldest pending
-    /// operation costs one [`OutboxStore::load_all`].
+    /// Counts per status and the oldest pending operation's creation time,
+    /// from [`OutboxStore::stats`]: kept by the stores of this workspace as
+    /// they write, so cheap enough for every UI refresh. To be told when it
+    /// changes instead of asking, use [`Outbox::watch_stats`].
     ///
     /// # Errors
     ///
     /// [`OutboxError::Store`].
     pub fn stats(&self) -> Result<OutboxStats, OutboxError> {
-        let [pending, in_flight, done, failed] = self.store.count_by_status()?;
-        let oldest_pending_created_at_ms = if pending == 0 {
-            None
-        } else {
-            self.store
-                .load_all()?
-                .iter()
-                .filter(|op| op.status == OperationStatus::Pending)
-                .map(|op| op.created_at_ms)
-                .min()
-        };
-        Ok(OutboxStats {
-            pending,
-            in_flight,
-            done,
-            failed,
-            oldest_pending_created_at_ms,
-        })
+        self.store.stats()
     }
 
     /// Makes every `Pending` operation waiting in backoff due at `now_ms` and

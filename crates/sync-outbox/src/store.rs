@@ -5,6 +5,7 @@ use std::fmt::Debug;
 
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
+use crate::outbox::OutboxStats;
 
 /// Storage for operations, keyed by id.
 ///
@@ -141,6 +142,24 @@ pub trait OutboxStore: Send + Sync + Debug {
             }
         }
         Ok(counts)
+    }
+
+    /// How many operations have each status, and when the oldest pending one
+    /// was created: what a UI shows ("3 changes not yet synced") and what
+    /// [`Outbox::stats`](crate::Outbox::stats) returns. The stores of this
+    /// workspace keep it as they write, so it is cheap to call often (O(log
+    /// n) in memory and in the file stores, two index lookups in SQLite).
+    /// The default counts [`load_all`](Self::load_all) (O(n)).
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if they cannot be read.
+    fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let mut stats = OutboxStats::default();
+        for op in self.load_all()? {
+            stats.add(&op);
+        }
+        Ok(stats)
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
+use crate::outbox::OutboxStats;
 use crate::store::OutboxStore;
 
 /// Opens a fresh, empty store (for [`check_store`]) or reopens the same store
@@ -41,7 +42,8 @@ pub fn sample(id: &str, seq: u64, due: i64) -> Operation {
 }
 
 /// Checks put/get/remove, replacement, `ready`'s order, limit and filters,
-/// `put_batch`, `load_all` and `count_by_status`. Panics (as a test failure)
+/// `put_batch`, `load_all`, `count_by_status` and `stats` (which must agree
+/// with a scan of `load_all` after every kind of change). Panics (as a test failure)
 /// on the first violation.
 ///
 /// # Errors
@@ -104,6 +106,7 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     assert_eq!(ids(store.ready(i64::MAX, 10)?), ["d", "b", "e", "c"]);
 
     assert_eq!(store.count_by_status()?, [4, 1, 1, 1]);
+    assert_stats_match_scan(store.as_ref())?;
     let mut all = ids(store.load_all()?);
     all.sort();
     assert_eq!(all, ["a", "b", "c", "d", "e", "f", "g"]);
@@ -112,6 +115,60 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     assert_eq!(store.get("b")?, None);
     assert_eq!(ids(store.ready(i64::MAX, 10)?), ["d", "e", "c"]);
     assert_eq!(store.count_by_status()?, [3, 1, 1, 1]);
+    assert_stats_match_scan(store.as_ref())?;
+
+    // Stats follow every kind of change: a status change each way, a
+    // rewrite that keeps the status, a removal of each status.
+    let stats = store.stats()?;
+    assert_eq!(
+        (stats.pending, stats.in_flight, stats.done, stats.failed),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(stats.oldest_pending_created_at_ms, Some(200));
+    let mut d = sample("d", 2, 200);
+    d.status = OperationStatus::InFlight;
+    store.put(&d)?;
+    assert_eq!(
+        store.stats()?.oldest_pending_created_at_ms,
+        Some(200),
+        "c is still pending"
+    );
+    store.put(&c)?; // the same status, rewritten
+    d.status = OperationStatus::Done;
+    store.put(&d)?;
+    let mut a = store.get("a")?.unwrap_or_default();
+    a.status = OperationStatus::Pending;
+    store.put(&a)?;
+    assert_stats_match_scan(store.as_ref())?;
+    for id in ["c", "e", "f", "g"] {
+        assert!(store.remove(id)?);
+        assert_stats_match_scan(store.as_ref())?;
+    }
+    let stats = store.stats()?;
+    assert_eq!(
+        (
+            stats.pending,
+            stats.in_flight,
+            stats.done,
+            stats.failed,
+            stats.oldest_pending_created_at_ms
+        ),
+        (1, 0, 1, 0, Some(100))
+    );
+    Ok(())
+}
+
+/// Asserts that `store.stats()` equals the stats of a scan of its operations.
+fn assert_stats_match_scan(store: &dyn OutboxStore) -> Result<(), OutboxError> {
+    let mut scanned = OutboxStats::default();
+    for op in store.load_all()? {
+        scanned.add(&op);
+    }
+    assert_eq!(
+        store.stats()?,
+        scanned,
+        "stats must agree with the operations stored"
+    );
     Ok(())
 }
 
@@ -162,5 +219,6 @@ pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
             .collect::<Vec<_>>(),
         ["op0", "op1", "op2"]
     );
+    assert_stats_match_scan(store.as_ref())?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
+use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
 use sync_wal::{FileStorage, Storage};
 
 use crate::error::{StoreError, io_error, json_reason};
@@ -324,5 +324,10 @@ impl OutboxStore for FileOutboxStore {
 
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
         self.index.next_due_ms()
+    }
+
+    /// Kept by the in-memory index as the store writes: O(log n), no I/O.
+    fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        self.index.stats()
     }
 }

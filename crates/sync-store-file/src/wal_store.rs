@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStore};
+use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
 use sync_wal::{
     FileStorage, RecordType, Storage, SyncPolicy, Wal, WalConfig, WalError, WalInspector, WalIter,
     WalRecord,
@@ -486,5 +486,10 @@ impl OutboxStore for WalOutboxStore {
 
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
         self.index.next_due_ms()
+    }
+
+    /// Kept by the in-memory index as the store writes: O(log n), no I/O.
+    fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        self.index.stats()
     }
 }

@@ -7,18 +7,30 @@
 //!             ordering_key, coalesce_key, owner, seq,
 //!             ordering, idempotency_key, replaced_keys)     -- the last 3 since version 2
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
+//! sync_counts(status TEXT PRIMARY KEY, n INTEGER)   -- since version 3
+//! index sync_outbox_pending_age ON sync_outbox(created_at_ms) WHERE status = 'pending'
 //! ```
+//!
+//! Since version 3, triggers on `sync_outbox` keep `sync_counts` (one row
+//! per status) in step with every insert, delete and status change, in the
+//! same transaction, so the counts cost two index lookups to read instead of
+//! a scan, and are right whoever writes the table (the store, the app's own
+//! transaction, a read-only `synctl` reading while the app runs). Rows are
+//! written with `INSERT ... ON CONFLICT DO UPDATE`, never `INSERT OR
+//! REPLACE`, whose hidden delete fires no trigger.
 //!
 //! `status` is stored as text (`pending`, `in_flight`, `done`, `failed`),
 //! the names of the JSON form, so an app can read its queue with plain SQL;
 //! so is `ordering` (NULL, `skip_failed`, `stop_on_failure`).
 //! `replaced_keys` holds the keys one per line ('' for none).
 //!
-//! Version 1 databases are upgraded on open for writing (three `ALTER
-//! TABLE ... ADD COLUMN`s in one transaction) and read as they are by
-//! `load_read_only`.
+//! Version 1 and 2 databases are upgraded on open for writing (in one
+//! transaction: version 1 gets three `ALTER TABLE ... ADD COLUMN`s, both get
+//! the counts table, filled by one scan, its triggers and the age index) and
+//! read as they are by `load_read_only`.
 
 use std::path::Path;
+use std::sync::LazyLock;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use sync_outbox::{Operation, OperationStatus, OrderingMode};
@@ -26,7 +38,7 @@ use sync_outbox::{Operation, OperationStatus, OrderingMode};
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
@@ -40,7 +52,7 @@ const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
-    found == "1" || found == SCHEMA_VERSION.to_string()
+    found == "1" || found == "2" || found == SCHEMA_VERSION.to_string()
 }
 
 /// The select list that reads a table of schema `version` as [`COLUMNS`].
@@ -72,6 +84,39 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
 CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox (status, next_retry_at_ms, seq);
 ";
 
+/// What version 3 adds: counts per status kept by triggers, and pending
+/// operations indexed by age. Fills the counts from the table as it is.
+const COUNTS: &str = "
+CREATE TABLE IF NOT EXISTS sync_counts (status TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL)
+    WITHOUT ROWID;
+INSERT OR IGNORE INTO sync_counts (status, n)
+    VALUES ('pending', 0), ('in_flight', 0), ('done', 0), ('failed', 0);
+UPDATE sync_counts
+    SET n = (SELECT count(*) FROM sync_outbox WHERE sync_outbox.status = sync_counts.status);
+CREATE TRIGGER IF NOT EXISTS sync_outbox_count_insert AFTER INSERT ON sync_outbox BEGIN
+    UPDATE sync_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER IF NOT EXISTS sync_outbox_count_delete AFTER DELETE ON sync_outbox BEGIN
+    UPDATE sync_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+CREATE TRIGGER IF NOT EXISTS sync_outbox_count_update AFTER UPDATE OF status ON sync_outbox
+    WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE sync_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE sync_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE INDEX IF NOT EXISTS sync_outbox_pending_age ON sync_outbox (created_at_ms)
+    WHERE status = 'pending';
+";
+
+/// The counts and the oldest pending operation's age, from a version 3
+/// database: `(pending, in_flight, done, failed, oldest pending created_at_ms)`.
+pub(crate) const STATS_QUERY: &str = "SELECT \
+    (SELECT n FROM sync_counts WHERE status = 'pending'), \
+    (SELECT n FROM sync_counts WHERE status = 'in_flight'), \
+    (SELECT n FROM sync_counts WHERE status = 'done'), \
+    (SELECT n FROM sync_counts WHERE status = 'failed'), \
+    (SELECT min(created_at_ms) FROM sync_outbox WHERE status = 'pending')";
+
 /// Checks the schema, and creates it in a database that has none. Reads
 /// first: a file that is not a database, or has a schema version this
 /// release does not know, is refused before anything is written.
@@ -84,10 +129,18 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
                  ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
                  ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
                  ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
+                 {COUNTS}
                  UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
                  COMMIT;"
             ))
-            .map_err(|e| sql("upgrade the outbox tables (schema 1 to 2) in", path, e)),
+            .map_err(|e| sql("upgrade the outbox tables (schema 1 to 3) in", path, e)),
+        Some(version) if version == "2" => conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {COUNTS}
+                 UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+                 COMMIT;"
+            ))
+            .map_err(|e| sql("upgrade the outbox tables (schema 2 to 3) in", path, e)),
         Some(found) => Err(SqliteStoreError::ForeignSchema {
             path: path.to_path_buf(),
             found,
@@ -95,7 +148,7 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
         }),
         None => conn
             .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {CREATE}
+                "BEGIN IMMEDIATE; {CREATE} {COUNTS}
                  INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
                  COMMIT;"
             ))
@@ -212,6 +265,22 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     Ok(op)
 }
 
+/// The statement of [`put`]: an upsert, not `INSERT OR REPLACE`, because the
+/// counting triggers must see an update of the row, not a silent delete.
+static UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let updates = COLUMNS
+        .split(", ")
+        .skip(1)
+        .map(|column| format!("{column} = excluded.{column}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO sync_outbox ({COLUMNS}) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+         ON CONFLICT (id) DO UPDATE SET {updates}"
+    )
+});
+
 /// Inserts `op`, or replaces the row with its id.
 pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), SqliteStoreError> {
     if op.id.is_empty() {
@@ -222,31 +291,28 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
     let seq = i64::try_from(op.seq).map_err(|_| SqliteStoreError::InvalidOperation {
         reason: "seq is beyond what SQLite stores",
     })?;
-    conn.prepare_cached(&format!(
-        "INSERT OR REPLACE INTO sync_outbox ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-    ))
-    .and_then(|mut statement| {
-        statement.execute(params![
-            op.id,
-            op.kind,
-            op.target,
-            op.payload,
-            status_text(op.status),
-            i64::from(op.attempt),
-            op.next_retry_at_ms,
-            op.last_error,
-            op.created_at_ms,
-            op.updated_at_ms,
-            op.ordering_key,
-            op.coalesce_key,
-            op.owner,
-            seq,
-            op.ordering.map(ordering_text),
-            op.idempotency_key,
-            op.replaced_keys.join("\n"),
-        ])
-    })
-    .map_err(|e| sql("write an operation to", path, e))?;
+    conn.prepare_cached(&UPSERT)
+        .and_then(|mut statement| {
+            statement.execute(params![
+                op.id,
+                op.kind,
+                op.target,
+                op.payload,
+                status_text(op.status),
+                i64::from(op.attempt),
+                op.next_retry_at_ms,
+                op.last_error,
+                op.created_at_ms,
+                op.updated_at_ms,
+                op.ordering_key,
+                op.coalesce_key,
+                op.owner,
+                seq,
+                op.ordering.map(ordering_text),
+                op.idempotency_key,
+                op.replaced_keys.join("\n"),
+            ])
+        })
+        .map_err(|e| sql("write an operation to", path, e))?;
     Ok(())
 }

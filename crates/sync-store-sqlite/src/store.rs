@@ -10,13 +10,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use sync_outbox::{
-    MemoryOutboxStore, Operation, OperationStatus, OutboxError, OutboxStore, status_index,
-};
+use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
 use sync_wal::SyncPolicy;
 
 use crate::error::{SqliteStoreError, sql};
-use crate::schema::{self, COLUMNS, status_text};
+use crate::schema::{self, COLUMNS};
 
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
@@ -285,35 +283,30 @@ impl OutboxStore for SqliteOutboxStore {
             .map_err(|e| OutboxError::from(sql("read the next due time from", &self.path, e)))
     }
 
-    /// One `GROUP BY` over the status index.
-    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
-        let conn = self.conn();
-        let mut counts = [0; 4];
-        let mut statement = conn
-            .prepare_cached("SELECT status, count(*) FROM sync_outbox GROUP BY status")
-            .map_err(|e| OutboxError::from(sql("count operations in", &self.path, e)))?;
-        let rows = statement
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    /// Reads the counts the triggers keep (see the schema) and the oldest
+    /// pending operation through its partial index: O(log n).
+    fn stats(&self) -> Result<OutboxStats, OutboxError> {
+        let count = |n: i64| usize::try_from(n).unwrap_or(0);
+        self.conn()
+            .prepare_cached(schema::STATS_QUERY)
+            .and_then(|mut statement| {
+                statement.query_row([], |row| {
+                    Ok(OutboxStats {
+                        pending: count(row.get(0)?),
+                        in_flight: count(row.get(1)?),
+                        done: count(row.get(2)?),
+                        failed: count(row.get(3)?),
+                        oldest_pending_created_at_ms: row.get(4)?,
+                    })
+                })
             })
-            .map_err(|e| OutboxError::from(sql("count operations in", &self.path, e)))?;
-        for row in rows {
-            let (status, n) =
-                row.map_err(|e| OutboxError::from(sql("count operations in", &self.path, e)))?;
-            let index = [
-                OperationStatus::Pending,
-                OperationStatus::InFlight,
-                OperationStatus::Done,
-                OperationStatus::Failed,
-            ]
-            .into_iter()
-            .find(|s| status_text(*s) == status)
-            .map(status_index);
-            if let Some(count) = index.and_then(|i| counts.get_mut(i)) {
-                *count = usize::try_from(n).unwrap_or(usize::MAX);
-            }
-        }
-        Ok(counts)
+            .map_err(|e| OutboxError::from(sql("read the counts of", &self.path, e)))
+    }
+
+    /// From [`stats`](OutboxStore::stats): the counts the triggers keep.
+    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
+        let stats = self.stats()?;
+        Ok([stats.pending, stats.in_flight, stats.done, stats.failed])
     }
 }
 

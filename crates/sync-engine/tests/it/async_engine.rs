@@ -399,3 +399,39 @@ async fn a_start_dropped_during_recovery_leaves_the_engine_startable() -> TestRe
     engine.stop().await?;
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_ui_task_awaits_every_change_of_the_counts_until_all_is_synced() -> TestResult {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let upstream = Arc::new(Upstream {
+        fail_first: AtomicUsize::new(1),
+        ..Upstream::default()
+    });
+    let (engine, queue, clock) = engine(store.clone(), upstream, RetryPolicy::default());
+    let mut watch = queue.watch_stats().await?;
+    assert_eq!(watch.current().total(), 0);
+    // The "N changes not synced" badge: redrawn on each change, no polling.
+    let badge = tokio::spawn(async move {
+        let mut shown = Vec::new();
+        while let Some(stats) = watch.changed().await {
+            shown.push(stats.unsent());
+            if stats.done == 3 {
+                break;
+            }
+        }
+        shown
+    });
+    for payload in ["a", "b", "c"] {
+        queue.enqueue(Operation::new("k", "/t", payload)).await?;
+    }
+    engine.start_with_clock(clock).await?;
+    let shown = tokio::time::timeout(Duration::from_secs(600), badge).await??;
+    engine.stop().await?;
+    assert_eq!(shown.last(), Some(&0), "the last change shows all synced");
+    assert!(
+        shown.iter().any(|n| *n > 0),
+        "the unsent ones were shown: {shown:?}"
+    );
+    assert_eq!(queue.stats().await?.done, 3);
+    Ok(())
+}

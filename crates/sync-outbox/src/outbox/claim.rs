@@ -226,6 +226,8 @@ impl Outbox {
             // Requeued operations this claim had no room for, a key unblocked
             // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
+        } else if !claimed.is_empty() || requeued > 0 {
+            self.shared.stats.publish();
         }
         Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))
     }

@@ -204,6 +204,8 @@ impl Outbox {
         drop(state);
         if unblocked {
             self.shared.notify_claimable();
+        } else if !changes.is_empty() {
+            self.shared.stats.publish();
         }
         Ok(statuses)
     }

@@ -2,4 +2,5 @@
 
 mod conformance;
 mod dead_letters;
+mod live_view;
 mod state_machine;

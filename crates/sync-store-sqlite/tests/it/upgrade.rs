@@ -1,9 +1,11 @@
-//! Guards the schema upgrade: a database written by schema version 1 (no
-//! `ordering`, `idempotency_key`, `replaced_keys` columns) is read as it is
-//! by `load_read_only`, upgraded in place by `open`, and its operations keep
-//! every field, with the new ones at their defaults.
+//! Guards the schema upgrades: a database written by schema version 1 (no
+//! `ordering`, `idempotency_key`, `replaced_keys` columns) or 2 (no counts
+//! table) is read as it is by `load_read_only`, upgraded in place by `open`,
+//! and its operations keep every field, with the new ones at their defaults;
+//! the counts start from what the table holds and follow every later write,
+//! the app's own SQL included.
 
-use sync_outbox::{Operation, OperationStatus, OrderingMode, OutboxStore};
+use sync_outbox::{Operation, OperationStatus, OrderingMode, OutboxStats, OutboxStore};
 use sync_store_sqlite::SqliteOutboxStore;
 
 use crate::{TestResult, open};
@@ -51,6 +53,7 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
 
     let store = open(&path)?;
     assert_eq!(store.load_all()?, [version_1_operation()]);
+    assert_eq!(store.stats()?.failed, 1, "the counts start from the rows");
     let mut corrected = version_1_operation();
     corrected.ordering = Some(OrderingMode::StopOnFailure);
     corrected.idempotency_key = "op_1.1".into();
@@ -63,7 +66,55 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
         [],
         |row| row.get(0),
     )?;
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
     assert_eq!(open(&path)?.load_all()?, [corrected]);
+    Ok(())
+}
+
+#[test]
+fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("app.db");
+    let version_2 = VERSION_1.replace("('schema_version', '1')", "('schema_version', '2')")
+        + "ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
+           ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+           ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
+           INSERT INTO sync_outbox VALUES ('op_2', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
+               '', 4, 4, 'note-1', NULL, 'app', 8, NULL, '', '');";
+    rusqlite::Connection::open(&path)?.execute_batch(&version_2)?;
+    assert_eq!(
+        SqliteOutboxStore::load_read_only(&path)?.load_all()?.len(),
+        2
+    );
+
+    let store = open(&path)?;
+    let scan = || -> Result<OutboxStats, Box<dyn std::error::Error>> {
+        let mut stats = OutboxStats::default();
+        for op in store.load_all()? {
+            stats.add(&op);
+        }
+        Ok(stats)
+    };
+    let expected = OutboxStats {
+        pending: 1,
+        failed: 1,
+        oldest_pending_created_at_ms: Some(4),
+        ..OutboxStats::default()
+    };
+    assert_eq!(store.stats()?, expected);
+
+    // The app's own SQL, on its own connection: the triggers count it too.
+    let app = rusqlite::Connection::open(&path)?;
+    app.execute_batch(
+        "INSERT INTO sync_outbox VALUES ('op_3', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
+             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '');
+         UPDATE sync_outbox SET status = 'done' WHERE id = 'op_1';
+         UPDATE sync_outbox SET payload = '{\"a\":1}' WHERE id = 'op_2';",
+    )?;
+    assert_eq!(store.stats()?, scan()?);
+    assert_eq!(store.stats()?.oldest_pending_created_at_ms, Some(3));
+    app.execute("DELETE FROM sync_outbox WHERE status = 'pending'", [])?;
+    assert_eq!(store.stats()?, scan()?);
+    assert_eq!((store.stats()?.pending, store.stats()?.done), (0, 1));
     Ok(())
 }
