@@ -10,7 +10,7 @@ use sync_engine::SendResult;
 use sync_outbox::Operation;
 
 use crate::config::HttpTransportConfig;
-use crate::status::map_status;
+use crate::status::{map_status, with_failure_body};
 
 /// The body of a batch request: `{"operations": [...]}`.
 ///
@@ -73,6 +73,12 @@ pub struct BatchResult {
     /// date), if the server has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<String>,
+    /// The body a single request would have got, if the server says. Kept
+    /// in the operation's error only for a permanent failure and only with
+    /// [`HttpTransportConfig::failure_body_limit`] set (see
+    /// [`with_failure_body`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
 }
 
 impl BatchRequest {
@@ -109,7 +115,9 @@ impl BatchRequest {
 ///   endpoint) is made retryable: it says nothing about any one operation,
 ///   so it must not dead-letter the batch.
 ///
-/// Error strings never contain anything from the body.
+/// Error strings contain nothing from the body, except an element's `body`
+/// for a permanent failure when [`HttpTransportConfig::failure_body_limit`]
+/// asks for it.
 ///
 /// # Examples
 ///
@@ -160,7 +168,11 @@ pub fn map_batch_response(
     }
     ops.iter()
         .map(|op| match by_key.get(op.idempotency_key()) {
-            Some(result) => map_status(result.status, result.retry_after.as_deref(), now, config),
+            Some(result) => with_failure_body(
+                map_status(result.status, result.retry_after.as_deref(), now, config),
+                result.body.as_deref().unwrap_or_default().as_bytes(),
+                config,
+            ),
             None => SendResult::retryable("the batch response has no result for this operation"),
         })
         .collect()

@@ -83,6 +83,17 @@ pub struct HttpTransportConfig {
     /// operation back; [`send`](sync_engine::SyncTransport::send) still
     /// sends one request per operation.
     pub batch_target: Option<String>,
+    /// Why a server refused an operation: with a limit here, a permanent
+    /// failure's error (`Operation::last_error`) gets up to this many bytes
+    /// of the response body after the status line, as one line of text
+    /// (`"HTTP 422 Unprocessable Entity: {\"error\":\"title_required\"}"`),
+    /// cut with `...` if longer; in batch mode, the `body` of the
+    /// operation's element. `0` (the default) keeps bodies out of errors,
+    /// because a body may echo private data from the payload: turn it on
+    /// only for servers whose refusals you know to be safe to store and
+    /// show. Retryable failures never carry a body. At most 64 KiB of a
+    /// body is read.
+    pub failure_body_limit: usize,
 }
 
 impl HttpTransportConfig {
@@ -111,6 +122,7 @@ impl Default for HttpTransportConfig {
             retry_auth_failures: false,
             max_retry_after: Duration::from_secs(300),
             batch_target: None,
+            failure_body_limit: 0,
         }
     }
 }
@@ -131,6 +143,7 @@ impl fmt::Debug for HttpTransportConfig {
             .field("retry_auth_failures", &self.retry_auth_failures)
             .field("max_retry_after", &self.max_retry_after)
             .field("batch_target", &self.batch_target)
+            .field("failure_body_limit", &self.failure_body_limit)
             .finish()
     }
 }

@@ -69,7 +69,7 @@ pub use auth::AuthProvider;
 pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult, map_batch_response};
 pub use config::{HttpMethod, HttpTransportConfig};
 pub use error::HttpTransportError;
-pub use status::{map_status, parse_retry_after};
+pub use status::{map_status, parse_retry_after, with_failure_body};
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub use transport::HttpTransport;

@@ -13,7 +13,7 @@ use crate::auth::AuthProvider;
 use crate::batch::map_batch_response;
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
-use crate::status::map_status;
+use crate::status::{map_status, with_failure_body};
 
 /// Most bytes of a response body read (and dropped) so the connection can be
 /// reused; a longer body closes the connection instead.
@@ -165,12 +165,18 @@ pub(crate) fn single_result(
     config: &HttpTransportConfig,
 ) -> SendResult {
     match answer {
-        Ok(answer) => map_status(
-            answer.status,
-            answer.retry_after.as_deref(),
-            SystemTime::now(),
-            config,
-        ),
+        Ok(answer) => {
+            let result = map_status(
+                answer.status,
+                answer.retry_after.as_deref(),
+                SystemTime::now(),
+                config,
+            );
+            match &answer.body {
+                Ok(body) => with_failure_body(result, body, config),
+                Err(_) => result,
+            }
+        }
         Err(result) => result,
     }
 }

@@ -97,6 +97,57 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// `result` with up to [`HttpTransportConfig::failure_body_limit`] bytes of
+/// `body` after its error, if it is a permanent failure and the limit is
+/// not 0; otherwise `result` unchanged. The excerpt is one line: control
+/// characters become spaces, invalid UTF-8 becomes U+FFFD, and a cut body
+/// ends with `...`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::SystemTime;
+/// use sync_transport_http::{HttpTransportConfig, map_status, with_failure_body};
+///
+/// let config = HttpTransportConfig { failure_body_limit: 25, ..HttpTransportConfig::default() };
+/// let refused = map_status(422, None, SystemTime::now(), &config);
+/// let body = br#"{"error":"title_required","field":"title"}"#;
+/// assert_eq!(
+///     with_failure_body(refused, body, &config).error,
+///     r#"HTTP 422 Unprocessable Entity: {"error":"title_required"..."#
+/// );
+/// let busy = map_status(503, None, SystemTime::now(), &config);
+/// assert_eq!(with_failure_body(busy, body, &config).error, "HTTP 503 Service Unavailable");
+/// ```
+#[must_use]
+pub fn with_failure_body(
+    mut result: SendResult,
+    body: &[u8],
+    config: &HttpTransportConfig,
+) -> SendResult {
+    let limit = config.failure_body_limit;
+    if limit == 0 || result.ok || result.retryable {
+        return result;
+    }
+    let cut = body.len() > limit;
+    let mut excerpt: String = String::from_utf8_lossy(body.get(..limit).unwrap_or(body))
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cut {
+        // A multi-byte character cut at the limit is a U+FFFD: drop it.
+        if excerpt.ends_with(char::REPLACEMENT_CHARACTER) {
+            excerpt.pop();
+        }
+        excerpt.push_str("...");
+    }
+    let excerpt = excerpt.trim();
+    if !excerpt.is_empty() {
+        result.error = format!("{}: {excerpt}", result.error);
+    }
+    result
+}
+
 /// `"HTTP 503 Service Unavailable"`.
 fn describe(status: u16) -> String {
     let reason = http::StatusCode::from_u16(status)

@@ -56,6 +56,7 @@ fn result(key: &str, status: u16, retry_after: Option<&str>) -> BatchResult {
         idempotency_key: key.into(),
         status,
         retry_after: retry_after.map(Into::into),
+        body: None,
     }
 }
 

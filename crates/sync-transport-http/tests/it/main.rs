@@ -3,6 +3,7 @@
 
 mod auth;
 mod batch;
+mod failure_body;
 mod mapping;
 mod requests;
 mod worker;
