@@ -11,7 +11,11 @@ Exit codes:
   0  success
   1  corruption found (a bad frame, snapshot or store file)
   2  usage error
-  3  the command could not run (store locked by an application, not found, I/O error, unknown id)";
+  3  the command could not run (a change to a store an application holds, not found, I/O error, unknown id)
+
+Reading commands (wal dump/verify/stats, outbox list/show/stats) work while an application has the
+store open: they read a consistent view of its complete records and never block or change it.
+Commands that change the queue (retry, discard, purge-done) need the application to have closed it.";
 
 /// Inspect and repair the write-ahead logs and outbox stores of `sync`.
 #[derive(Debug, Parser)]

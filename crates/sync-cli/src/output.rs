@@ -54,7 +54,8 @@ impl From<io::Error> for Failure {
 fn locked(path: &std::path::Path) -> Failure {
     Failure::Failed(format!(
         "{} is locked by another process (is the application running?); \
-         stop it or try again when it has closed the store. Nothing was changed.",
+         commands that change the queue need it to have closed the store \
+         (list, show and stats work while it runs). Nothing was changed.",
         path.display()
     ))
 }

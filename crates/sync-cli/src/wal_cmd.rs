@@ -84,7 +84,7 @@ fn dump(dir: &Path, from: u64, json: bool, out: &mut dyn Write) -> Result<(), Fa
             )?;
         }
     }
-    note_torn_tail(inspector.tail());
+    note_tail(&inspector);
     failure.map_or(Ok(()), Err)
 }
 
@@ -127,7 +127,7 @@ fn verify(dir: &Path, out: &mut dyn Write) -> Result<(), Failure> {
         report.segments,
         format_bytes(report.bytes)
     )?;
-    note_torn_tail(&report.tail);
+    note_tail(&inspector);
     Ok(())
 }
 
@@ -141,6 +141,8 @@ struct StatsJson {
     next_lsn: u64,
     records_by_kind: Vec<(String, u64)>,
     torn_tail_bytes: u64,
+    /// An application held the log: a live view of its complete records.
+    live: bool,
 }
 
 #[derive(Serialize)]
@@ -179,6 +181,7 @@ fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
                 .map(|(kind, n)| (kind_name(*kind), *n))
                 .collect(),
             torn_tail_bytes,
+            live: inspector.is_live(),
         };
         serde_json::to_writer_pretty(&mut *out, &stats).map_err(std::io::Error::from)?;
         writeln!(out)?;
@@ -196,7 +199,9 @@ fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     writeln!(
         out,
         "tail:      {}",
-        if torn_tail_bytes == 0 {
+        if inspector.is_live() {
+            "live (an application is writing; the view ends at its last complete record)".to_owned()
+        } else if torn_tail_bytes == 0 {
             "clean".to_owned()
         } else {
             format!("torn, {torn_tail_bytes} bytes to cut on next open")
@@ -217,13 +222,22 @@ fn stats(dir: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A torn tail is what a crash leaves, not corruption: say so on stderr.
-fn note_torn_tail(tail: &LogTail) {
+/// On stderr: a live view is one, and a torn tail is what a crash leaves,
+/// not corruption.
+fn note_tail(inspector: &WalInspector) {
+    if inspector.is_live() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: {} is open in a running application; this is a live view of its \
+             complete records as they were at the start of the command",
+            inspector.dir().display()
+        );
+    }
     if let LogTail::Torn {
         segment,
         offset,
         len,
-    } = tail
+    } = inspector.tail()
     {
         let _ = writeln!(
             std::io::stderr(),

@@ -165,13 +165,22 @@ impl WalOutboxStore {
     /// Reads the store in `dir` without opening it for writing: loads the
     /// snapshot and replays the log into memory, changing nothing on disk (a
     /// torn tail is read up to, not cut; a leftover temp snapshot is ignored,
-    /// not deleted). Holds a shared lock on the log while it reads, so it
-    /// fails while a store is open on `dir`. For inspection tools.
+    /// not deleted). For inspection tools such as `synctl`.
+    ///
+    /// It works while an application has the store open, without blocking
+    /// or changing anything of it: the log is read as a live view (see
+    /// `sync_wal::WalInspector`: its segments are pinned open first, so a
+    /// compaction cannot remove one from under the read, and the view ends
+    /// at the last complete record), and the snapshot is read after that,
+    /// so it is never older than the log's oldest segment. The result is
+    /// the store's state after some complete record written at the moment
+    /// of the call: consistent, if not the very latest. With no
+    /// application, it holds a shared lock on the log while it reads.
     ///
     /// # Errors
     ///
-    /// As [`WalOutboxStore::open`]: [`StoreError::Locked`] while another
-    /// handle has the store, and the same corruption errors.
+    /// As [`WalOutboxStore::open`]: the same corruption errors (a record
+    /// still being written by a live application is not one).
     ///
     /// # Examples
     ///

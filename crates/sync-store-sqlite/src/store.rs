@@ -162,19 +162,29 @@ impl SqliteOutboxStore {
         })
     }
 
-    /// Reads every operation of the store at `path` without changing it:
-    /// under a shared lock (so not while an app has the store open), on a
-    /// read-only connection, into a [`MemoryOutboxStore`]. For inspection
-    /// tools such as `synctl`. The database file is never written; after a
-    /// crash left a `-wal` file, SQLite may create the `-shm` file beside
-    /// it.
+    /// Reads every operation of the store at `path` without changing it,
+    /// on a read-only connection, into a [`MemoryOutboxStore`]. For
+    /// inspection tools such as `synctl`. The database file is never
+    /// written; after a crash left a `-wal` file, SQLite may create the
+    /// `-shm` file beside it.
+    ///
+    /// It works while an application has the store open: the read is one
+    /// SQLite read transaction, a snapshot of the last commit, which never
+    /// blocks the application's writes. With no application, it holds a
+    /// shared lock so that none opens the store meanwhile.
     ///
     /// # Errors
     ///
     /// As [`open`](Self::open); [`SqliteStoreError::Io`] if the file is
     /// missing.
     pub fn load_read_only(path: &Path) -> Result<MemoryOutboxStore, SqliteStoreError> {
-        let _lock = lock(path, true)?;
+        // With no application, hold the lock so none opens meanwhile; with
+        // one, read beside it: SQLite's WAL mode gives this connection a
+        // snapshot of the last commit and never blocks the writer.
+        let _lock = match lock(path, true) {
+            Err(SqliteStoreError::Locked { .. }) => None,
+            other => other?,
+        };
         check_header(path)?;
         if !path.exists() {
             return Err(SqliteStoreError::Io {
@@ -183,9 +193,15 @@ impl SqliteOutboxStore {
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
-        let conn = read_only_connection(path)?;
+        let mut conn = read_only_connection(path)?;
+        // One read transaction: the version and the rows come from one
+        // snapshot, even while the app commits or upgrades the schema.
+        let snapshot = conn
+            .transaction()
+            .map_err(|e| sql("start a read of", path, e))?;
+        let conn = &*snapshot;
         let store = MemoryOutboxStore::new();
-        let version = match schema::read_version(&conn, path)? {
+        let version = match schema::read_version(conn, path)? {
             None => return Ok(store),
             Some(found) if !schema::is_known_version(&found) => {
                 return Err(SqliteStoreError::ForeignSchema {
@@ -197,7 +213,7 @@ impl SqliteOutboxStore {
             Some(found) => found,
         };
         let columns = schema::columns_of(&version);
-        for op in select_from(&conn, path, columns, "", params![])? {
+        for op in select_from(conn, path, columns, "", params![])? {
             store.put(&op)?;
         }
         Ok(store)

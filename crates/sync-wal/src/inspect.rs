@@ -3,6 +3,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::WalConfig;
 use crate::error::{Corruption, WalError};
@@ -88,17 +89,28 @@ pub struct VerifyReport {
     pub records_by_kind: Vec<(RecordType, u64)>,
     /// How the newest segment ends (never [`LogTail::Corrupt`]: that is an error).
     pub tail: LogTail,
+    /// A writer held the log: the report covers the complete records at the
+    /// moment of opening (see [`WalInspector::is_live`]).
+    pub live: bool,
 }
 
 /// A read-only view of a log directory: lists its segments, reads its
 /// records and checks every frame, without creating, cutting or deleting
 /// anything (a torn tail is reported, not repaired).
 ///
-/// While it lives it holds a *shared* lock on the directory's `LOCK` file, so
-/// it cannot be opened while a [`Wal`](crate::Wal) has the directory, and a
-/// `Wal` cannot open it meanwhile: what it reads does not change under it.
-/// A directory without a `LOCK` file has never been opened by a `Wal`, and
-/// is read without a lock.
+/// With no writer, it holds a *shared* lock on the directory's `LOCK` file
+/// while it lives, so a [`Wal`](crate::Wal) cannot open the directory
+/// meanwhile, and judges the tail as `Wal::open` would (clean, torn or
+/// corrupt). A directory without a `LOCK` file has never been opened by a
+/// `Wal`, and is read without a lock.
+///
+/// While a `Wal` holds the directory (an application is running), it opens
+/// a **live view** instead ([`is_live`](Self::is_live)), taking no lock and
+/// never blocking the writer: every segment is opened at once and read
+/// through that handle, so a compaction that removes one meanwhile changes
+/// nothing for the view, and the view ends after the last complete frame of
+/// the newest segment at that moment. What it shows is the log as it was
+/// then: complete records only, none appended later.
 ///
 /// # Examples
 ///
@@ -123,6 +135,10 @@ pub struct WalInspector {
     next_lsn: u64,
     tail: LogTail,
     max_record_bytes: u32,
+    /// The segments to read, pinned open in a live view.
+    sealed: Vec<SealedSegment>,
+    /// A writer held the log at open (see [`WalInspector::is_live`]).
+    live: bool,
     /// Held, never read: the shared lock lives as long as this file.
     _lock: Option<File>,
 }
@@ -143,13 +159,22 @@ impl WalInspector {
     ///
     /// # Errors
     ///
-    /// - [`WalError::Locked`] if a [`Wal`](crate::Wal) holds the directory.
     /// - [`WalError::BadMagic`], [`WalError::UnsupportedVersion`] or
     ///   [`WalError::Corrupt`] for a bad header of the newest segment.
     /// - [`WalError::Io`], also if the directory does not exist.
     pub fn open_with(config: &WalConfig) -> Result<Self, WalError> {
         let dir = config.dir.clone();
-        let lock = lock_shared(&dir)?;
+        match lock_shared(&dir) {
+            Ok(lock) => Self::open_quiet(config, lock),
+            Err(WalError::Locked { .. }) => Self::open_live(config),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The log as it is, with no writer: the tail is judged as `Wal::open`
+    /// would judge it.
+    fn open_quiet(config: &WalConfig, lock: Option<File>) -> Result<Self, WalError> {
+        let dir = config.dir.clone();
         let sealed = list_segments(&dir, TempSegments::Keep)?;
         let mut segments = Vec::with_capacity(sealed.len());
         for segment in &sealed {
@@ -192,12 +217,80 @@ impl WalInspector {
         };
         Ok(Self {
             dir,
+            sealed,
             segments,
             next_lsn,
             tail,
             max_record_bytes: config.max_record_bytes,
+            live: false,
             _lock: lock,
         })
+    }
+
+    /// The log while a writer holds it: every segment is opened now and
+    /// read through that handle (a compaction that removes one later does
+    /// not take it from this view), and the view ends after the last
+    /// complete frame of the newest segment; what follows may be a write in
+    /// progress, so it is never reported as damage. Nothing is locked, so
+    /// the writer is never blocked.
+    fn open_live(config: &WalConfig) -> Result<Self, WalError> {
+        let dir = config.dir.clone();
+        let mut attempts = 0;
+        let sealed = loop {
+            match pin_segments(&dir) {
+                Ok(sealed) => break sealed,
+                // A compaction removed a segment between the listing and its
+                // opening: list again (the next listing no longer has it).
+                Err(e) if is_not_found(&e) && attempts < LIVE_LIST_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        };
+        let mut segments = Vec::with_capacity(sealed.len());
+        for segment in &sealed {
+            let len = match &segment.pinned {
+                Some(file) => file.metadata().map(|m| m.len()),
+                None => std::fs::metadata(&segment.path).map(|m| m.len()),
+            }
+            .map_err(|e| io_error("stat segment", &segment.path, e))?;
+            segments.push(SegmentInfo {
+                path: segment.path.clone(),
+                first_lsn: segment.first_lsn,
+                len,
+            });
+        }
+        let next_lsn = match sealed.last() {
+            None => 0,
+            Some(newest) => {
+                let mut reader = newest.reader(config.max_record_bytes)?;
+                let mut record = WalRecord::default();
+                let mut n_frames = 0;
+                // Up to the first frame that is not whole yet (or zeros).
+                while let Ok(Some(_)) = reader.next_into(&mut record) {
+                    n_frames += 1;
+                }
+                newest.first_lsn + n_frames
+            }
+        };
+        Ok(Self {
+            dir,
+            sealed,
+            segments,
+            next_lsn,
+            tail: LogTail::Clean,
+            max_record_bytes: config.max_record_bytes,
+            live: true,
+            _lock: None,
+        })
+    }
+
+    /// Whether a writer held the log when this view was opened: then the view
+    /// is the log as it was at that moment, up to its last complete record,
+    /// and [`tail`](Self::tail) is `Clean` whatever follows (a write in
+    /// progress cannot be told from a torn one). Open it again with the
+    /// writer stopped for a verdict on the tail.
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        self.live
     }
 
     /// The log directory.
@@ -268,8 +361,10 @@ impl WalInspector {
                     },
                 });
             }
-            let mut reader =
-                SegmentReader::open(&segment.path, segment.first_lsn, self.max_record_bytes)?;
+            let mut reader = self.sealed.get(index).map_or_else(
+                || SegmentReader::open(&segment.path, segment.first_lsn, self.max_record_bytes),
+                |sealed| sealed.reader(self.max_record_bytes),
+            )?;
             loop {
                 if index == newest && expected_lsn == self.next_lsn {
                     // The rest of the newest segment is the tail, judged on open.
@@ -304,21 +399,38 @@ impl WalInspector {
             next_lsn: self.next_lsn,
             records_by_kind: by_kind,
             tail: self.tail.clone(),
+            live: self.live,
         })
     }
 
     fn reader(&self, from: u64) -> LogReader {
-        let segments = self
-            .segments
-            .iter()
-            .map(|s| SealedSegment {
-                first_lsn: s.first_lsn,
-                path: s.path.clone(),
-            })
-            .collect();
-        LogReader::new(segments, from, self.next_lsn, self.max_record_bytes)
-            .with_trailing_error(self.tail.error())
+        LogReader::new(
+            self.sealed.clone(),
+            from,
+            self.next_lsn,
+            self.max_record_bytes,
+        )
+        .with_trailing_error(self.tail.error())
     }
+}
+
+/// How often a live view lists the segments again when compaction removes
+/// one between the listing and its opening.
+const LIVE_LIST_ATTEMPTS: u32 = 16;
+
+/// Lists the segments of `dir` and opens each.
+fn pin_segments(dir: &Path) -> Result<Vec<SealedSegment>, WalError> {
+    let mut sealed = list_segments(dir, TempSegments::Keep)?;
+    for segment in &mut sealed {
+        let file =
+            File::open(&segment.path).map_err(|e| io_error("open segment", &segment.path, e))?;
+        segment.pinned = Some(Arc::new(file));
+    }
+    Ok(sealed)
+}
+
+fn is_not_found(error: &WalError) -> bool {
+    matches!(error, WalError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Takes a shared lock on `dir`'s lock file if there is one, without

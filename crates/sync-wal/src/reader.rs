@@ -130,11 +130,7 @@ impl LogReader {
                 },
             });
         }
-        self.current = Some(SegmentReader::open(
-            &segment.path,
-            segment.first_lsn,
-            self.max_record_bytes,
-        )?);
+        self.current = Some(segment.reader(self.max_record_bytes)?);
         Ok(())
     }
 }

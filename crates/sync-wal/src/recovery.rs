@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::WalConfig;
 use crate::error::WalError;
@@ -40,10 +41,28 @@ pub enum RecoveryMode {
 }
 
 /// A segment that is no longer appended to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct SealedSegment {
     pub(crate) first_lsn: u64,
     pub(crate) path: PathBuf,
+    /// The file, kept open by a live view so that a compaction of the
+    /// writer removing it does not pull it from under the reader.
+    pub(crate) pinned: Option<Arc<File>>,
+}
+
+impl SealedSegment {
+    /// Opens a reader of this segment: its pinned file, or its path.
+    pub(crate) fn reader(&self, max_record_bytes: u32) -> Result<SegmentReader, WalError> {
+        match &self.pinned {
+            Some(file) => SegmentReader::open_file(
+                Arc::clone(file),
+                &self.path,
+                self.first_lsn,
+                max_record_bytes,
+            ),
+            None => SegmentReader::open(&self.path, self.first_lsn, max_record_bytes),
+        }
+    }
 }
 
 /// The state of a directory after recovery.
@@ -131,6 +150,7 @@ pub(crate) fn list_segments(
             segments.push(SealedSegment {
                 first_lsn,
                 path: entry.path(),
+                pinned: None,
             });
         } else if let TempSegments::Remove(storage) = temp
             && is_temp_segment_name(name)
@@ -219,7 +239,7 @@ pub(crate) fn scan_segment(
     segment: &SealedSegment,
     max_record_bytes: u32,
 ) -> Result<SegmentScan, WalError> {
-    let mut reader = SegmentReader::open(&segment.path, segment.first_lsn, max_record_bytes)?;
+    let mut reader = segment.reader(max_record_bytes)?;
     let mut record = WalRecord::default();
     let mut n_frames = 0u64;
     let error = loop {

@@ -243,10 +243,30 @@ fn write_zeros(file: &dyn StorageFile, from: u64, to: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// A file read by position: its own offset, never the file's cursor, so a
+/// segment kept open for a live view (see `WalInspector`) can be read again
+/// from the start by each of its readers.
+#[derive(Debug)]
+pub(crate) struct PositionalFile {
+    file: Arc<File>,
+    at: u64,
+}
+
+impl Read for PositionalFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        #[cfg(unix)]
+        let n = std::os::unix::fs::FileExt::read_at(&*self.file, buf, self.at)?;
+        #[cfg(windows)]
+        let n = std::os::windows::fs::FileExt::seek_read(&*self.file, buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
+
 /// Reads the frames of one segment in order, checking each.
 #[derive(Debug)]
 pub(crate) struct SegmentReader {
-    reader: BufReader<File>,
+    reader: BufReader<PositionalFile>,
     path: PathBuf,
     /// Offset of the next frame.
     offset: u64,
@@ -267,7 +287,19 @@ impl SegmentReader {
         max_record_bytes: u32,
     ) -> Result<Self, WalError> {
         let file = File::open(path).map_err(|e| io_error("open segment", path, e))?;
-        let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
+        Self::open_file(Arc::new(file), path, name_lsn, max_record_bytes)
+    }
+
+    /// [`Self::open`] on a file already open (a pinned segment of a live
+    /// view, which may have been removed from the directory since).
+    pub(crate) fn open_file(
+        file: Arc<File>,
+        path: &Path,
+        name_lsn: u64,
+        max_record_bytes: u32,
+    ) -> Result<Self, WalError> {
+        let mut reader =
+            BufReader::with_capacity(READ_BUFFER_BYTES, PositionalFile { file, at: 0 });
         let mut header = [0u8; SEGMENT_HEADER_LEN];
         let n = read_full(&mut reader, &mut header)
             .map_err(|e| io_error("read segment header", path, e))?;

@@ -396,6 +396,7 @@ impl Wal {
         segments.push(SealedSegment {
             first_lsn: writer.active.first_lsn(),
             path: writer.active.path().to_path_buf(),
+            pinned: None,
         });
         LogReader::new(
             segments,
@@ -439,6 +440,7 @@ impl Wal {
         writer.sealed.push(SealedSegment {
             first_lsn: old.first_lsn(),
             path: old.path().to_path_buf(),
+            pinned: None,
         });
         Ok(())
     }

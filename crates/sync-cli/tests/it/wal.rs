@@ -158,17 +158,30 @@ fn stats_reports_segments_records_and_kinds() -> TestResult {
 }
 
 #[test]
-fn a_log_held_by_an_application_gets_a_clear_message() -> TestResult {
+fn a_log_held_by_an_application_is_read_live_without_blocking_it() -> TestResult {
     let dir = tempfile::tempdir()?;
     write_log(dir.path(), 3)?;
-    let _app = Wal::open(WalConfig::new(dir.path()))?;
+    let app = Wal::open(WalConfig::new(dir.path()))?;
+    app.append(&WalRecord {
+        id: "op_3".into(),
+        kind: RecordType::PutOperation,
+        ts_ms: 3,
+        payload: b"{}".to_vec(),
+    })?;
     let run = synctl(&["wal", "verify", arg(dir.path())])?;
-    assert_eq!(run.code, Some(3), "{run:?}");
-    assert!(
-        run.stderr.contains("locked by another process"),
-        "{}",
-        run.stderr
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("ok: 4 records"), "{}", run.stdout);
+    assert!(run.stderr.contains("live view"), "{}", run.stderr);
+    let stats = synctl(&["wal", "stats", "--json", arg(dir.path())])?;
+    let stats: serde_json::Value = serde_json::from_str(&stats.stdout)?;
+    assert_eq!(
+        (&stats["records"], &stats["live"]),
+        (&4.into(), &true.into())
     );
+    let dump = synctl(&["wal", "dump", "--json", arg(dir.path())])?;
+    assert_eq!(dump.stdout.lines().count(), 4, "{}", dump.stdout);
+    // The application was never blocked.
+    app.append(&WalRecord::default())?;
     let missing = synctl(&["wal", "dump", "/nonexistent/log"])?;
     assert_eq!(missing.code, Some(3));
     assert!(

@@ -1,6 +1,8 @@
 //! Guards `WalInspector`: it reads what `Wal` wrote, reports a torn tail
 //! without cutting it, names the first damaged frame, never changes a byte on
-//! disk, and honours the directory lock in both directions.
+//! disk, and honours the directory lock with no writer; beside a writer, it
+//! is a live view that ends at the last complete record and keeps reading
+//! segments a compaction removes.
 
 use std::fs;
 use std::path::Path;
@@ -129,23 +131,83 @@ fn names_the_segment_and_offset_of_damage_in_an_older_segment() -> TestResult {
 }
 
 #[test]
-fn a_locked_directory_is_refused_and_a_view_blocks_the_writer() -> TestResult {
+fn a_quiet_view_locks_out_a_writer_until_it_is_dropped() -> TestResult {
     let dir = tempfile::tempdir()?;
     write_log(dir.path(), 3, 1 << 20)?;
-    let wal = Wal::open(config(dir.path()))?;
-    assert!(matches!(
-        WalInspector::open(dir.path()),
-        Err(WalError::Locked { .. })
-    ));
-    drop(wal);
     let first = WalInspector::open(dir.path())?;
     let second = WalInspector::open(dir.path())?;
+    assert!(!first.is_live() && !second.is_live());
     assert!(matches!(
         Wal::open(config(dir.path())),
         Err(WalError::Locked { .. })
     ));
     drop((first, second));
     Wal::open(config(dir.path()))?;
+    Ok(())
+}
+
+#[test]
+fn a_live_view_reads_the_complete_records_beside_a_writer_without_blocking_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    write_log(dir.path(), 3, 1 << 20)?;
+    let wal = Wal::open(appending_config(dir.path()))?;
+    wal.append(&record(3))?;
+    // A write in progress: half a frame at the end of the newest segment.
+    let newest = segment_paths(dir.path()).pop().ok_or("no segment")?;
+    let mut half = fs::read(&newest)?;
+    let frame_start = half.len();
+    wal.append(&record(4))?;
+    half = fs::read(&newest)?;
+    half.truncate(frame_start + (half.len() - frame_start) / 2);
+    fs::write(&newest, &half)?;
+
+    let view = WalInspector::open(dir.path())?;
+    assert!(view.is_live());
+    assert_eq!(
+        view.tail(),
+        &LogTail::Clean,
+        "a write in progress is no damage"
+    );
+    let expected: Vec<(u64, WalRecord)> = (0..4).map(|n| (n, record(n))).collect();
+    assert_eq!(records(&view, 0)?, expected);
+    let report = view.verify(|_, _| {})?;
+    assert_eq!((report.records, report.next_lsn, report.live), (4, 4, true));
+    // The writer goes on meanwhile: the view holds no lock.
+    let mut more = appending_config(dir.path());
+    more.segment_bytes = 1 << 20;
+    drop(wal);
+    let wal = Wal::open(more)?;
+    wal.append(&record(4))?;
+    assert_eq!(
+        records(&view, 0)?,
+        expected,
+        "a view is fixed at its opening"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_live_view_keeps_reading_segments_a_compaction_removes() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut cfg = appending_config(dir.path());
+    cfg.segment_bytes = 1024;
+    let wal = Wal::open(cfg)?;
+    for n in 0..200 {
+        wal.append(&record(n))?;
+    }
+    let view = WalInspector::open(dir.path())?;
+    assert!(view.is_live());
+    let segments_before = segment_paths(dir.path()).len();
+    let removed = wal.truncate_before(150)?;
+    assert!(removed > 0 && segment_paths(dir.path()).len() < segments_before);
+    // Every record of the view is still there, from its first LSN.
+    let expected: Vec<(u64, WalRecord)> = (0..200).map(|n| (n, record(n))).collect();
+    assert_eq!(records(&view, 0)?, expected);
+    assert_eq!(view.verify(|_, _| {})?.records, 200);
+    // A view opened after the compaction starts where the log now starts.
+    let later = WalInspector::open(dir.path())?;
+    assert!(later.first_lsn() > 0 && later.first_lsn() <= 150);
+    assert_eq!(records(&later, 150)?, expected[150..].to_vec());
     Ok(())
 }
 
