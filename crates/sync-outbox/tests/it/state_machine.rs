@@ -7,13 +7,22 @@
 //! taken back, a late ack is kept and a late failure changes nothing, per-key
 //! order holds, and no operation is claimed twice without a failure or
 //! recovery in between.
+//!
+//! Each sequence runs under both ordering modes, with some operations
+//! overriding the outbox's mode, and with `correct` (a new idempotency key
+//! `{id}.{n}` once sent, the old one kept) and `discard` among the steps: a
+//! `Failed` operation in `StopOnFailure` keeps its key's later operations
+//! back until it is retried, corrected or discarded, and where every
+//! operation stops the line, first sends per key stay in enqueue order even
+//! through retries and corrections.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
 use sync_outbox::{
-    MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy,
+    Correction, MemoryOutboxStore, Operation, OperationStatus, OrderingMode, Outbox, OutboxConfig,
+    OutboxError, OutboxStore, RetryPolicy,
 };
 
 const TIMEOUT_MS: i64 = 5_000;
@@ -32,6 +41,8 @@ fn policy() -> RetryPolicy {
 enum Step {
     Enqueue {
         key: Option<u8>,
+        /// The operation's own ordering mode, overriding the outbox's.
+        ordering: Option<OrderingMode>,
     },
     Claim {
         limit: usize,
@@ -67,6 +78,15 @@ enum Step {
     RetryFailed {
         pick: usize,
     },
+    /// `Outbox::correct` on any operation (refused unless `Failed` or never
+    /// sent).
+    Correct {
+        pick: usize,
+    },
+    /// `Outbox::discard` on any operation.
+    Discard {
+        pick: usize,
+    },
     Purge,
     Advance {
         ms: i64,
@@ -75,7 +95,8 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        3 => prop::option::of(0u8..3).prop_map(|key| Step::Enqueue { key }),
+        3 => (prop::option::of(0u8..3), prop::option::weighted(0.2, ordering_mode()))
+            .prop_map(|(key, ordering)| Step::Enqueue { key, ordering }),
         3 => (0usize..4).prop_map(|limit| Step::Claim { limit }),
         2 => any::<usize>().prop_map(|pick| Step::Done { pick }),
         2 => (any::<usize>(), any::<bool>(), prop::option::of(0i64..3_000))
@@ -86,8 +107,17 @@ fn step() -> impl Strategy<Value = Step> {
         1 => any::<usize>().prop_map(|pick| Step::DropHolder { pick }),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(pick, ok)| Step::LateResult { pick, ok }),
         1 => any::<usize>().prop_map(|pick| Step::RetryFailed { pick }),
+        1 => any::<usize>().prop_map(|pick| Step::Correct { pick }),
+        1 => any::<usize>().prop_map(|pick| Step::Discard { pick }),
         1 => Just(Step::Purge),
         3 => (0i64..3_000).prop_map(|ms| Step::Advance { ms }),
+    ]
+}
+
+fn ordering_mode() -> impl Strategy<Value = OrderingMode> {
+    prop_oneof![
+        Just(OrderingMode::SkipFailed),
+        Just(OrderingMode::StopOnFailure)
     ]
 }
 
@@ -104,6 +134,18 @@ struct ModelOp {
     holder: Option<u64>,
     /// Left unrecorded by a dropped `Claim`: requeued at the next pass.
     orphan: bool,
+    /// Its ordering mode, its own or the outbox's.
+    mode: OrderingMode,
+    /// How many times a correction gave it a new idempotency key.
+    new_keys: usize,
+}
+
+impl ModelOp {
+    /// Whether it holds back later operations of its key.
+    fn blocks(&self) -> bool {
+        !self.status.is_terminal()
+            || self.status == OperationStatus::Failed && self.mode == OrderingMode::StopOnFailure
+    }
 }
 
 #[derive(Debug, Default)]
@@ -140,7 +182,7 @@ impl Model {
         let Some(key) = op.key else { return true };
         self.ops
             .iter()
-            .filter(|(_, o)| o.key == Some(key) && !o.status.is_terminal())
+            .filter(|(_, o)| o.key == Some(key) && o.blocks())
             .min_by_key(|(_, o)| o.seq)
             .is_none_or(|(head, _)| head == id)
     }
@@ -216,13 +258,13 @@ fn pick(ids: &[String], n: usize) -> Option<String> {
     clippy::too_many_lines,
     reason = "one match arm per step, side by side with the model"
 )]
-fn run(steps: &[Step]) -> Result<(), TestCaseError> {
+fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
     let store = Arc::new(MemoryOutboxStore::new());
     let config = OutboxConfig {
         owner: "model".into(),
         retry: policy(),
         inflight_timeout_ms: TIMEOUT_MS,
-        ..OutboxConfig::default()
+        ordering: mode,
     };
     let outbox = Outbox::new(config, store.clone());
     let mut model = Model::default();
@@ -233,9 +275,10 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
 
     for step in steps {
         match step {
-            Step::Enqueue { key } => {
+            Step::Enqueue { key, ordering } => {
                 let op = Operation {
                     ordering_key: key.map(|k| format!("k{k}")),
+                    ordering: *ordering,
                     ..Operation::new("k", "/t", "{}")
                 };
                 let id = outbox
@@ -254,6 +297,8 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                         claimed_at: 0,
                         holder: None,
                         orphan: false,
+                        mode: ordering.unwrap_or(mode),
+                        new_keys: 0,
                     },
                 );
             }
@@ -395,6 +440,46 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            Step::Correct { pick: n } => {
+                let ids: Vec<String> = model.ops.keys().cloned().collect();
+                if let Some(id) = pick(&ids, *n)
+                    && let Some(op) = model.ops.get_mut(&id)
+                {
+                    let got = outbox.correct(&id, Correction::payload(r#"{"v":2}"#), now);
+                    let never_sent = op.status == OperationStatus::Pending && op.attempt == 0;
+                    let allowed = op.status == OperationStatus::Failed || never_sent;
+                    if op.status == OperationStatus::Failed {
+                        // Failed means sent at least once: a new key.
+                        op.new_keys += 1;
+                        op.status = OperationStatus::Pending;
+                        op.attempt = 0;
+                        op.due = now;
+                    }
+                    match got {
+                        Ok(key) => {
+                            prop_assert!(allowed, "corrected {} ({:?})", id, op.status);
+                            let want_key = match op.new_keys {
+                                0 => id.clone(),
+                                n => format!("{id}.{n}"),
+                            };
+                            prop_assert_eq!(key, want_key);
+                        }
+                        Err(OutboxError::InvalidTransition { .. }) => {
+                            prop_assert!(!allowed, "correct refused for {}", id);
+                        }
+                        Err(e) => return Err(TestCaseError::fail(e.to_string())),
+                    }
+                }
+            }
+            Step::Discard { pick: n } => {
+                let ids: Vec<String> = model.ops.keys().cloned().collect();
+                if let Some(id) = pick(&ids, *n) {
+                    outbox
+                        .discard(&id)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    model.ops.remove(&id);
+                }
+            }
             Step::Purge => {
                 let purged = outbox
                     .purge_done(now + 1)
@@ -421,6 +506,17 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             if op.status == OperationStatus::Pending {
                 prop_assert_eq!(op.next_retry_at_ms, want.due, "due time of {}", op.id);
             }
+            let want_key = match want.new_keys {
+                0 => op.id.clone(),
+                n => format!("{}.{n}", op.id),
+            };
+            prop_assert_eq!(op.idempotency_key(), want_key.as_str(), "key of {}", op.id);
+            prop_assert_eq!(
+                op.replaced_keys.len(),
+                want.new_keys,
+                "old keys of {}",
+                op.id
+            );
         }
     }
     // Per-key order: within a key, first sends happen in enqueue order.
@@ -433,9 +529,23 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
         }
         let mut sorted = firsts.clone();
         sorted.sort_unstable();
-        // retry_failed may resend an old op after newer ones; without it the
-        // order of first sends is the enqueue order.
-        if !steps.iter().any(|s| matches!(s, Step::RetryFailed { .. })) {
+        // Under SkipFailed, retry_failed and correct may resend an old op
+        // after newer ones; without them, or where every operation stops the
+        // line, the order of first sends is the enqueue order.
+        let requeues = steps
+            .iter()
+            .any(|s| matches!(s, Step::RetryFailed { .. } | Step::Correct { .. }));
+        let all_stop = mode == OrderingMode::StopOnFailure
+            && steps.iter().all(|s| {
+                !matches!(
+                    s,
+                    Step::Enqueue {
+                        ordering: Some(OrderingMode::SkipFailed),
+                        ..
+                    }
+                )
+            });
+        if !requeues || all_stop {
             prop_assert_eq!(firsts, sorted, "key k{} sent out of order", key);
         }
     }
@@ -446,7 +556,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn outbox_matches_the_model(steps in proptest::collection::vec(step(), 1..80)) {
-        run(&steps)?;
+    fn outbox_matches_the_model(
+        steps in proptest::collection::vec(step(), 1..80),
+        mode in ordering_mode(),
+    ) {
+        run(&steps, mode)?;
     }
 }
