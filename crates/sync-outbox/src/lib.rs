@@ -42,6 +42,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod batch;
 mod error;
 mod id;
 mod memory_store;
@@ -54,6 +55,7 @@ mod store;
 pub mod testing;
 mod transition;
 
+pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
 pub use operation::{Operation, OperationStatus, OrderingMode};

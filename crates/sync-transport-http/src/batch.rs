@@ -1,102 +1,38 @@
-//! The batch wire format (`docs/HTTP-BATCH.md`): the JSON a batch request
-//! carries, the JSON a server answers with, and how an answer becomes one
-//! [`SendResult`] per operation. No I/O.
+//! The batch wire format (`docs/HTTP-BATCH.md`) on the client's side: the
+//! request for a claimed batch, and how an answer becomes one [`SendResult`]
+//! per operation. The wire types themselves are `sync_outbox`'s, shared with
+//! `sync-server`. No I/O.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
-use serde::{Deserialize, Serialize};
 use sync_engine::SendResult;
-use sync_outbox::Operation;
+use sync_outbox::{BatchOperation, BatchRequest, BatchResponse, BatchResult, Operation};
 
 use crate::config::HttpTransportConfig;
 use crate::status::{map_status, with_failure_body};
 
-/// The body of a batch request: `{"operations": [...]}`.
+/// The request for `ops`, with each operation's method from `config`.
 ///
 /// # Examples
 ///
 /// ```
-/// use sync_transport_http::{BatchRequest, HttpTransportConfig};
+/// use sync_transport_http::{HttpTransportConfig, batch_request};
 /// use sync_outbox::Operation;
 ///
 /// let mut op = Operation::new("note.create", "/notes", r#"{"text":"hi"}"#);
 /// op.id = "op_1".into();
-/// let request = BatchRequest::new(&[op], &HttpTransportConfig::default());
-/// let json = serde_json::to_string(&request)?;
-/// assert_eq!(
-///     json,
-///     r#"{"operations":[{"idempotency_key":"op_1","kind":"note.create","method":"POST","target":"/notes","payload":"{\"text\":\"hi\"}"}]}"#
-/// );
-/// # Ok::<_, serde_json::Error>(())
+/// let request = batch_request(&[op], &HttpTransportConfig::default());
+/// assert_eq!(request.operations[0].idempotency_key, "op_1");
+/// assert_eq!(request.operations[0].method, "POST");
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchRequest {
-    /// One element per operation, in the order the client claimed them.
-    pub operations: Vec<BatchOperation>,
-}
-
-/// One operation in a [`BatchRequest`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchOperation {
-    /// The operation's id: the key the server applies it once under, exactly
-    /// as the `Idempotency-Key` header of a single request.
-    pub idempotency_key: String,
-    /// The operation's kind.
-    pub kind: String,
-    /// The method a single request for it would use (from the config).
-    pub method: String,
-    /// The path a single request for it would go to.
-    pub target: String,
-    /// The body a single request would carry, as a string: exactly the
-    /// operation's payload, whatever its content type.
-    pub payload: String,
-}
-
-/// The body of a batch response: `{"results": [...]}`, one element per
-/// operation the server got to, matched by `idempotency_key`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchResponse {
-    /// The results, in any order.
-    pub results: Vec<BatchResult>,
-}
-
-/// The result of one operation in a [`BatchResponse`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchResult {
-    /// Which operation this is the result of.
-    pub idempotency_key: String,
-    /// The HTTP status a single request would have got; mapped with
-    /// [`map_status`], so 2xx is done, 503 retryable, 422 permanent, ...
-    pub status: u16,
-    /// A `Retry-After` value for this operation (delay-seconds or an HTTP
-    /// date), if the server has one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<String>,
-    /// The body a single request would have got, if the server says. Kept
-    /// in the operation's error only for a permanent failure and only with
-    /// [`HttpTransportConfig::failure_body_limit`] set (see
-    /// [`with_failure_body`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-}
-
-impl BatchRequest {
-    /// The request for `ops`, with each operation's method from `config`.
-    #[must_use]
-    pub fn new(ops: &[Operation], config: &HttpTransportConfig) -> Self {
-        Self {
-            operations: ops
-                .iter()
-                .map(|op| BatchOperation {
-                    idempotency_key: op.idempotency_key().to_owned(),
-                    kind: op.kind.clone(),
-                    method: config.method_for(&op.kind).as_str().to_owned(),
-                    target: op.target.clone(),
-                    payload: op.payload.clone(),
-                })
-                .collect(),
-        }
+#[must_use]
+pub fn batch_request(ops: &[Operation], config: &HttpTransportConfig) -> BatchRequest {
+    BatchRequest {
+        operations: ops
+            .iter()
+            .map(|op| BatchOperation::new(op, config.method_for(&op.kind).as_str()))
+            .collect(),
     }
 }
 

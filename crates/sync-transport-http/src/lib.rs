@@ -66,10 +66,12 @@ mod transport;
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
 pub use async_transport::AsyncHttpTransport;
 pub use auth::AuthProvider;
-pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult, map_batch_response};
+pub use batch::{batch_request, map_batch_response};
 pub use config::{HttpMethod, HttpTransportConfig};
 pub use error::HttpTransportError;
 pub use status::{map_status, parse_retry_after, with_failure_body};
+/// The batch wire types (`docs/HTTP-BATCH.md`), shared with `sync-server`.
+pub use sync_outbox::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub use transport::HttpTransport;

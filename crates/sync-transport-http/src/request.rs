@@ -212,7 +212,7 @@ pub(crate) fn batch_body(
     ops: &[Operation],
     config: &HttpTransportConfig,
 ) -> Result<Vec<u8>, Vec<SendResult>> {
-    serde_json::to_vec(&crate::batch::BatchRequest::new(ops, config))
+    serde_json::to_vec(&crate::batch::batch_request(ops, config))
         .map_err(|_| vec![SendResult::permanent("cannot encode the batch"); ops.len()])
 }
 

@@ -1,0 +1,90 @@
+//! The batch wire format (`docs/HTTP-BATCH.md`) as data: what a batch
+//! request carries and what a server answers. Shared by the HTTP transport,
+//! which sends it, and `sync-server`, which serves it; no I/O.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Operation;
+
+/// The body of a batch request: `{"operations": [...]}`.
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::{BatchOperation, BatchRequest, Operation};
+///
+/// let mut op = Operation::new("note.create", "/notes", r#"{"text":"hi"}"#);
+/// op.id = "op_1".into();
+/// let request = BatchRequest { operations: vec![BatchOperation::new(&op, "POST")] };
+/// let json = serde_json::to_string(&request)?;
+/// assert_eq!(
+///     json,
+///     r#"{"operations":[{"idempotency_key":"op_1","kind":"note.create","method":"POST","target":"/notes","payload":"{\"text\":\"hi\"}"}]}"#
+/// );
+/// # Ok::<_, serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRequest {
+    /// One element per operation, in the order the client claimed them.
+    pub operations: Vec<BatchOperation>,
+}
+
+/// One operation in a [`BatchRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchOperation {
+    /// The operation's id: the key the server applies it once under, exactly
+    /// as the `Idempotency-Key` header of a single request.
+    pub idempotency_key: String,
+    /// The operation's kind.
+    pub kind: String,
+    /// The method a single request for it would use (from the config).
+    pub method: String,
+    /// The path a single request for it would go to.
+    pub target: String,
+    /// The body a single request would carry, as a string: exactly the
+    /// operation's payload, whatever its content type.
+    pub payload: String,
+}
+
+/// The body of a batch response: `{"results": [...]}`, one element per
+/// operation the server got to, matched by `idempotency_key`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// The results, in any order.
+    pub results: Vec<BatchResult>,
+}
+
+/// The result of one operation in a [`BatchResponse`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Which operation this is the result of.
+    pub idempotency_key: String,
+    /// The HTTP status a single request would have got; mapped with
+    /// the client's status table, so 2xx is done, 503 retryable, 422
+    /// permanent, ...
+    pub status: u16,
+    /// A `Retry-After` value for this operation (delay-seconds or an HTTP
+    /// date), if the server has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<String>,
+    /// The body a single request would have got, if the server says. The
+    /// HTTP transport keeps it in the operation's error only for a permanent
+    /// failure, and only when asked to (`failure_body_limit`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+impl BatchOperation {
+    /// The element for `op`, sent with `method`: its current idempotency key
+    /// ([`Operation::idempotency_key`]), kind, target and payload.
+    #[must_use]
+    pub fn new(op: &Operation, method: &str) -> Self {
+        Self {
+            idempotency_key: op.idempotency_key().to_owned(),
+            kind: op.kind.clone(),
+            method: method.to_owned(),
+            target: op.target.clone(),
+            payload: op.payload.clone(),
+        }
+    }
+}

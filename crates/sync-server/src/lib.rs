@@ -1,0 +1,104 @@
+//! The receiving half of `sync`: a server that applies each operation once,
+//! however often the client sends it.
+//!
+//! The client sends every operation at least once, with its id as the
+//! `Idempotency-Key` header (or the batch element's `idempotency_key`).
+//! [`IdempotencyLayer`], a tower layer for axum servers, follows the IETF
+//! httpapi "Idempotency-Key" draft: the first request with a key runs and
+//! its response is stored, a repeat gets that response replayed, a repeat
+//! while the first still runs gets `409`, the same key on a different
+//! request gets `422`, and a `5xx` is not stored so the retry runs again.
+//!
+//! A layer alone cannot make the handler's database write and the key's
+//! record atomic. The **transactional form** can: the handler takes
+//! [`Idempotency`] and writes its effect through its store's transaction,
+//! which stores the key's response in the same commit. A server killed at
+//! any point then either applied the operation and remembers it, or did
+//! neither, and the retry (after the dead request's lease) runs it once.
+//!
+//! Stores: [`MemoryIdempotencyStore`] (tests), `SqliteIdempotencyStore`
+//! (feature `sqlite`, default: one server process, on rusqlite) and
+//! `PostgresIdempotencyStore` (feature `postgres`: a fleet behind a load
+//! balancer; the table's primary key is what dedupes across instances).
+//! [`BatchService`] serves the client's batch format, each element deduped
+//! on its own key by the same layer and handlers.
+//!
+//! This crate knows nothing of the client: it depends only on the batch
+//! wire types of `sync-outbox`.
+//!
+//! # Examples
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+//! use std::sync::Arc;
+//! use axum::{Router, body::Body, routing::post};
+//! use http::Request;
+//! use sync_server::{IdempotencyConfig, IdempotencyLayer, MemoryIdempotencyStore};
+//! use tower_service::Service;
+//!
+//! let store = Arc::new(MemoryIdempotencyStore::default());
+//! let mut app: Router = Router::new()
+//!     .route("/notes", post(|body: String| async move { format!("stored {body}") }))
+//!     .layer(IdempotencyLayer::new(store, IdempotencyConfig::default()));
+//! let send = || Request::post("/notes").header("idempotency-key", "op-1").body(Body::from("hi")).unwrap();
+//! let first = app.call(send()).await?;
+//! let again = app.call(send()).await?;
+//! assert_eq!(first.status(), 200);
+//! assert_eq!(again.headers()["idempotent-replayed"], "true");
+//! # Ok::<_, std::convert::Infallible>(())
+//! # })?;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! - `sqlite` (default): `SqliteIdempotencyStore`, on rusqlite with SQLite
+//!   compiled in.
+//! - `postgres`: `PostgresIdempotencyStore`, on tokio-postgres with a
+//!   deadpool pool.
+
+#![deny(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod batch;
+mod config;
+mod error;
+mod fingerprint;
+mod handle;
+mod key;
+mod layer;
+mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+mod record;
+mod response;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+mod store;
+
+pub use batch::BatchService;
+pub use config::{ClockFn, IdempotencyConfig, KeyRequirement, ScopeFn};
+pub use error::ServerError;
+pub use fingerprint::Fingerprint;
+pub use handle::{Idempotency, MissingIdempotency};
+pub use key::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_KEY_LEN};
+pub use layer::{IdempotencyLayer, IdempotencyService};
+pub use memory::MemoryIdempotencyStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgEffect, PostgresIdempotencyStore};
+pub use record::{Decision, KeyRecord, KeyState, decide};
+pub use response::StoredResponse;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteIdempotencyStore;
+pub use store::{Begin, IdempotencyStore, KeyClaim};
+
+/// The SQLite binding the SQLite store uses, for the app's own SQL.
+#[cfg(feature = "sqlite")]
+pub use rusqlite;
+/// The PostgreSQL client the PostgreSQL store uses, for the app's own SQL.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;
+
+/// The result type of this crate.
+pub type Result<T, E = ServerError> = std::result::Result<T, E>;

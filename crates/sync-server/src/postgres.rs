@@ -1,0 +1,446 @@
+//! `PostgresIdempotencyStore`: keys in a PostgreSQL table shared by every
+//! server instance; the primary key on `(scope, key)` and row locks are
+//! what dedupe across instances. `PgEffect` is the transactional form.
+
+use std::fmt;
+
+use axum::response::{IntoResponse, Response};
+use deadpool_postgres::{Object, Pool};
+use tokio_postgres::Row;
+
+use crate::error::ServerError;
+use crate::fingerprint::Fingerprint;
+use crate::handle::Idempotency;
+use crate::record::{Decision, KEY_COLUMNS, KeyRow, decide};
+use crate::response::StoredResponse;
+use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
+
+const TABLE: &str = "sync_idempotency";
+const SCHEMA_VERSION: u32 = 1;
+
+/// Idempotency keys in PostgreSQL, for any number of server instances on
+/// one database. Each call is one transaction on a pooled connection; `Ok`
+/// means PostgreSQL committed it (durable as the server's `fsync` and
+/// `synchronous_commit` settings make commits, by default on disk).
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn run() -> Result<(), sync_server::ServerError> {
+/// use sync_server::{Idempotency, PostgresIdempotencyStore, ServerError, StoredResponse};
+///
+/// let store = PostgresIdempotencyStore::connect("host=/run/postgresql dbname=app", 16)?;
+/// store.migrate().await?;
+///
+/// async fn create(store: &PostgresIdempotencyStore, idem: &Idempotency, text: &str)
+///     -> Result<axum::response::Response, ServerError> {
+///     let effect = store.transaction(idem).await?;
+///     effect.client().execute("INSERT INTO notes (text) VALUES ($1)", &[&text]).await
+///         .map_err(|source| ServerError::Postgres { op: "insert a note", source })?;
+///     // The note and the key's response: one commit.
+///     effect.commit(StoredResponse::new(http::StatusCode::CREATED)).await
+/// }
+/// # let _ = create;
+/// # Ok(()) }
+/// # let _ = run;
+/// ```
+#[derive(Clone)]
+pub struct PostgresIdempotencyStore {
+    pool: Pool,
+}
+
+impl fmt::Debug for PostgresIdempotencyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresIdempotencyStore")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl PostgresIdempotencyStore {
+    /// A store on a pool of at most `max_connections` connections to the
+    /// database `config` names (a libpq-style string: `host=... port=...
+    /// user=... dbname=...`). No connection is made until one is needed.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Postgres`] if `config` cannot be parsed.
+    pub fn connect(config: &str, max_connections: usize) -> Result<Self, ServerError> {
+        let pg: tokio_postgres::Config =
+            config.parse().map_err(|source| ServerError::Postgres {
+                op: "parse the connection string",
+                source,
+            })?;
+        let manager = deadpool_postgres::Manager::from_config(
+            pg,
+            tokio_postgres::NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| ServerError::BadConfig(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    /// A store on a pool the app already has.
+    #[must_use]
+    pub fn from_pool(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for the app's own queries.
+    #[must_use]
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Creates the key table if it is missing (safe to run from every
+    /// instance at once), or checks the version of the one there.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::UnknownSchema`]; [`ServerError::Postgres`];
+    /// [`ServerError::Pool`].
+    pub async fn migrate(&self) -> Result<(), ServerError> {
+        let client = self.client().await?;
+        // One instance at a time: an advisory lock for the migration.
+        let ddl = format!(
+            "SELECT pg_advisory_lock(7305310452);
+             CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}')
+               ON CONFLICT (key) DO NOTHING;
+             CREATE TABLE IF NOT EXISTS {TABLE} (
+               scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
+               state BIGINT NOT NULL, token TEXT, lease_until_ms BIGINT,
+               status BIGINT, headers TEXT, body BYTEA, expires_at_ms BIGINT,
+               created_at_ms BIGINT NOT NULL,
+               PRIMARY KEY (scope, key));
+             CREATE INDEX IF NOT EXISTS {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
+             SELECT pg_advisory_unlock(7305310452);"
+        );
+        client
+            .batch_execute(&ddl)
+            .await
+            .map_err(pg("create the key table"))?;
+        let found: String = client
+            .query_one(
+                "SELECT value FROM sync_idempotency_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(pg("read the schema version"))?
+            .get(0);
+        if found == SCHEMA_VERSION.to_string() {
+            Ok(())
+        } else {
+            Err(ServerError::UnknownSchema {
+                table: TABLE,
+                found,
+                expected: SCHEMA_VERSION,
+            })
+        }
+    }
+
+    /// The transactional form: a transaction on its own connection, for the
+    /// handler's effect; [`PgEffect::commit`] stores the response under
+    /// `idem`'s key in the same transaction and commits both. Dropped
+    /// without a commit, the transaction is rolled back (its connection is
+    /// closed rather than returned to the pool).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Pool`]; [`ServerError::Postgres`].
+    pub async fn transaction(&self, idem: &Idempotency) -> Result<PgEffect, ServerError> {
+        let client = self.client().await?;
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(pg("begin a transaction"))?;
+        Ok(PgEffect {
+            client: Some(client),
+            idem: idem.clone(),
+        })
+    }
+
+    async fn client(&self) -> Result<Object, ServerError> {
+        self.pool.get().await.map_err(ServerError::Pool)
+    }
+}
+
+/// A transaction of the transactional form, from
+/// [`PostgresIdempotencyStore::transaction`]: the handler writes its effect
+/// through [`client`](Self::client), then [`commit`](Self::commit)s it with
+/// the key's response.
+pub struct PgEffect {
+    /// `None` only once committed.
+    client: Option<Object>,
+    idem: Idempotency,
+}
+
+impl fmt::Debug for PgEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgEffect")
+            .field("key", &self.idem.key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgEffect {
+    /// The connection the transaction is open on: every statement run
+    /// through it is part of the transaction.
+    ///
+    /// # Panics
+    ///
+    /// Never: the connection is only taken by `commit`, which consumes the
+    /// value.
+    #[must_use]
+    pub fn client(&self) -> &tokio_postgres::Client {
+        match &self.client {
+            Some(client) => client,
+            None => unreachable!("a PgEffect is consumed by its commit"),
+        }
+    }
+
+    /// Stores `response` under the request's key and commits it together
+    /// with the effect. On `Ok`, PostgreSQL has committed both.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::KeyLost`] if the request's lease was taken over (the
+    /// effect is rolled back); [`ServerError::Postgres`] (rolled back, or,
+    /// for an error of the commit itself, unknown: the key's retry shows
+    /// which).
+    pub async fn commit(mut self, response: StoredResponse) -> Result<Response, ServerError> {
+        let client = self.client.take().ok_or(ServerError::NoClaim)?;
+        let claim = &self.idem.claim;
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = $1, \
+                     headers = $2, body = $3, expires_at_ms = $4 \
+                     WHERE scope = $5 AND key = $6 AND state = 0 AND token = $7"
+                ),
+                &[
+                    &i64::from(response.status),
+                    &response.headers_json(),
+                    &response.body,
+                    &self.idem.expires_at_ms,
+                    &claim.scope,
+                    &claim.key,
+                    &claim.token,
+                ],
+            )
+            .await;
+        let changed = match changed {
+            Ok(n) => n,
+            Err(source) => {
+                drop(Object::take(client));
+                return Err(ServerError::Postgres {
+                    op: "store the response",
+                    source,
+                });
+            }
+        };
+        if changed != 1 {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(ServerError::KeyLost {
+                key: claim.key.clone(),
+            });
+        }
+        client.batch_execute("COMMIT").await.map_err(pg("commit"))?;
+        self.idem.mark_committed();
+        Ok(response.into_response())
+    }
+}
+
+impl Drop for PgEffect {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Still in the transaction: close the connection instead of
+            // handing it back mid-transaction; the server rolls back.
+            drop(Object::take(client));
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for PostgresIdempotencyStore {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Begin, ServerError> {
+        let mut client = self.client().await?;
+        // A key deleted between our insert and our read (a released 5xx)
+        // is simply tried again.
+        for _ in 0..3 {
+            let tx = client
+                .transaction()
+                .await
+                .map_err(pg("begin a transaction"))?;
+            let token = new_token();
+            let inserted = tx
+                .execute(
+                    &format!(
+                        "INSERT INTO {TABLE} (scope, key, fingerprint, state, token, lease_until_ms, \
+                         created_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6) \
+                         ON CONFLICT (scope, key) DO NOTHING"
+                    ),
+                    &[
+                        &scope,
+                        &key,
+                        &fingerprint.as_bytes().as_slice(),
+                        &token,
+                        &now_ms.saturating_add(lease_ms),
+                        &now_ms,
+                    ],
+                )
+                .await
+                .map_err(pg("claim a key"))?;
+            let claim = KeyClaim {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                token,
+                fingerprint,
+            };
+            if inserted == 1 {
+                tx.commit().await.map_err(pg("commit a key"))?;
+                return Ok(Begin::Started(claim));
+            }
+            let Some(row) = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {KEY_COLUMNS} FROM {TABLE} WHERE scope = $1 AND key = $2 FOR UPDATE"
+                    ),
+                    &[&scope, &key],
+                )
+                .await
+                .map_err(pg("read a key"))?
+            else {
+                continue;
+            };
+            let record = key_row(scope, key, &row)?.into_record(TABLE)?;
+            let begin = match decide(Some(&record), &fingerprint, now_ms) {
+                Decision::Start | Decision::TakeOver => {
+                    tx.execute(
+                        &format!(
+                            "UPDATE {TABLE} SET fingerprint = $3, state = 0, token = $4, \
+                             lease_until_ms = $5, status = NULL, headers = NULL, body = NULL, \
+                             expires_at_ms = NULL, created_at_ms = $6 WHERE scope = $1 AND key = $2"
+                        ),
+                        &[
+                            &scope,
+                            &key,
+                            &fingerprint.as_bytes().as_slice(),
+                            &claim.token,
+                            &now_ms.saturating_add(lease_ms),
+                            &now_ms,
+                        ],
+                    )
+                    .await
+                    .map_err(pg("take a key over"))?;
+                    Begin::Started(claim)
+                }
+                Decision::Replay(response) => Begin::Replay(response),
+                Decision::InProgress { retry_after_ms } => Begin::InProgress { retry_after_ms },
+                Decision::Mismatch => Begin::Mismatch,
+            };
+            tx.commit().await.map_err(pg("commit a key"))?;
+            return Ok(begin);
+        }
+        // Claimed and released three times while we looked: say "busy".
+        Ok(Begin::InProgress {
+            retry_after_ms: 1_000,
+        })
+    }
+
+    async fn complete(
+        &self,
+        claim: &KeyClaim,
+        response: &StoredResponse,
+        expires_at_ms: i64,
+    ) -> Result<(), ServerError> {
+        let client = self.client().await?;
+        let changed = client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = $1, \
+                     headers = $2, body = $3, expires_at_ms = $4 \
+                     WHERE scope = $5 AND key = $6 AND state = 0 AND token = $7"
+                ),
+                &[
+                    &i64::from(response.status),
+                    &response.headers_json(),
+                    &response.body,
+                    &expires_at_ms,
+                    &claim.scope,
+                    &claim.key,
+                    &claim.token,
+                ],
+            )
+            .await
+            .map_err(pg("store the response"))?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(ServerError::KeyLost {
+                key: claim.key.clone(),
+            })
+        }
+    }
+
+    async fn release(&self, claim: &KeyClaim) -> Result<(), ServerError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!(
+                    "DELETE FROM {TABLE} WHERE scope = $1 AND key = $2 AND state = 0 AND token = $3"
+                ),
+                &[&claim.scope, &claim.key, &claim.token],
+            )
+            .await
+            .map_err(pg("release a key"))?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                &format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= $1"),
+                &[&now_ms],
+            )
+            .await
+            .map_err(pg("purge expired keys"))
+    }
+}
+
+fn key_row(scope: &str, key: &str, row: &Row) -> Result<KeyRow, ServerError> {
+    let get = |source| ServerError::Postgres {
+        op: "read a key's columns",
+        source,
+    };
+    Ok(KeyRow {
+        scope: scope.to_owned(),
+        key: key.to_owned(),
+        fingerprint: row.try_get(0).map_err(get)?,
+        state: row.try_get(1).map_err(get)?,
+        token: row.try_get(2).map_err(get)?,
+        lease_until_ms: row.try_get(3).map_err(get)?,
+        status: row.try_get(4).map_err(get)?,
+        headers: row.try_get(5).map_err(get)?,
+        body: row.try_get(6).map_err(get)?,
+        expires_at_ms: row.try_get(7).map_err(get)?,
+    })
+}
+
+fn pg(op: &'static str) -> impl Fn(tokio_postgres::Error) -> ServerError {
+    move |source| ServerError::Postgres { op, source }
+}

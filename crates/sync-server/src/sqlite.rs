@@ -1,0 +1,400 @@
+//! `SqliteIdempotencyStore`: keys in a table of the app's own SQLite
+//! database, so a handler's rows and its key's response commit together.
+//! Every call runs on tokio's blocking pool, never on a runtime worker.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use axum::response::IntoResponse;
+use axum::response::Response;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::error::ServerError;
+use crate::fingerprint::Fingerprint;
+use crate::handle::Idempotency;
+use crate::record::{Decision, KEY_COLUMNS, KeyRow, decide};
+use crate::response::StoredResponse;
+use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
+
+const TABLE: &str = "sync_idempotency";
+const SCHEMA_VERSION: u32 = 1;
+
+/// Idempotency keys in SQLite, for one server process (SQLite has one
+/// writer; a second process on the same file would wait for it).
+///
+/// The database may hold the app's tables too: that is what
+/// [`transaction`](Self::transaction) is for. It is opened in WAL mode with
+/// `synchronous=FULL`, so every `Ok` of a write (a key begun, a response
+/// stored, a transaction committed) has been fsynced and survives power
+/// loss. A database whose key table has a version this build does not know
+/// is refused, and not written to.
+///
+/// # Examples
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+/// use std::sync::Arc;
+/// use axum::{Router, routing::post};
+/// use sync_server::{Idempotency, IdempotencyConfig, IdempotencyLayer, ServerError,
+///                   SqliteIdempotencyStore, StoredResponse};
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = Arc::new(SqliteIdempotencyStore::open(dir.path().join("server.db")).await?);
+/// store.call(|db| db.execute_batch("CREATE TABLE notes (text TEXT)")).await?;
+///
+/// async fn create(
+///     axum::extract::State(store): axum::extract::State<Arc<SqliteIdempotencyStore>>,
+///     idem: Idempotency,
+///     text: String,
+/// ) -> Result<axum::response::Response, ServerError> {
+///     // The note and the key's response: one commit.
+///     store.transaction(&idem, move |tx| {
+///         tx.execute("INSERT INTO notes (text) VALUES (?1)", [&text])?;
+///         Ok(StoredResponse::new(http::StatusCode::CREATED))
+///     }).await
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/notes", post(create))
+///     .layer(IdempotencyLayer::new(store.clone(), IdempotencyConfig::default()))
+///     .with_state(store);
+/// # let _ = app;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SqliteIdempotencyStore {
+    conn: Arc<Mutex<Connection>>,
+    path: Arc<PathBuf>,
+}
+
+impl SqliteIdempotencyStore {
+    /// Opens (creating if needed) the database at `path` and its key table.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Sqlite`] if the file cannot be opened or is not a
+    /// database; [`ServerError::UnknownSchema`] for a key table of another
+    /// version; [`ServerError::Blocking`].
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, ServerError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.clone();
+        let conn = blocking(move || {
+            let err = |op| {
+                let path = shown.clone();
+                move |source| ServerError::Sqlite { op, path, source }
+            };
+            let conn = Connection::open(&shown).map_err(err("open"))?;
+            conn.busy_timeout(std::time::Duration::from_secs(30))
+                .map_err(err("set busy_timeout"))?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(err("set journal_mode"))?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(err("set synchronous"))?;
+            migrate(&conn).map_err(|e| match e {
+                Migrate::Sqlite(source) => err("create the key table")(source),
+                Migrate::Unknown(found) => ServerError::UnknownSchema {
+                    table: TABLE,
+                    found,
+                    expected: SCHEMA_VERSION,
+                },
+            })?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Arc::new(path),
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the store's connection, on the blocking pool: the app's
+    /// own SQL (schema, reads). Writes made here are durable on `Ok` when
+    /// they committed (autocommit statements do).
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Sqlite`] with `f`'s error; [`ServerError::Blocking`].
+    pub async fn call<T, F>(&self, f: F) -> Result<T, ServerError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        blocking(move || f(&mut this.lock()).map_err(|e| this.error("run the app's SQL", e))).await
+    }
+
+    /// The transactional form: runs `f` in one `BEGIN IMMEDIATE` transaction
+    /// together with storing the response `f` returns under `idem`'s key,
+    /// and commits both at once. On `Ok` the commit has been fsynced: the
+    /// effect and the key's record survive any crash together, and a crash
+    /// before leaves neither (the retry runs `f` again, once).
+    ///
+    /// `f` runs on the blocking pool. A 4xx it returns is stored and
+    /// replayed like any response; an `Err` rolls everything back, and the
+    /// handler's error response (a 5xx) releases the key so the retry runs
+    /// again.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Sqlite`] with `f`'s error or the commit's;
+    /// [`ServerError::KeyLost`] if the request's lease was taken over (the
+    /// effect is rolled back); [`ServerError::Blocking`].
+    pub async fn transaction<F>(&self, idem: &Idempotency, f: F) -> Result<Response, ServerError>
+    where
+        F: FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<StoredResponse> + Send + 'static,
+    {
+        let this = self.clone();
+        let claim = idem.claim.clone();
+        let expires_at_ms = idem.expires_at_ms;
+        let response = blocking(move || {
+            let mut conn = this.lock();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| this.error("begin a transaction", e))?;
+            let response = f(&tx).map_err(|e| this.error("run the handler's transaction", e))?;
+            if !complete_in(&tx, &claim, &response, expires_at_ms)
+                .map_err(|e| this.error("store the response", e))?
+            {
+                // Dropping `tx` rolls the effect back.
+                return Err(ServerError::KeyLost { key: claim.key });
+            }
+            tx.commit().map_err(|e| this.error("commit", e))?;
+            Ok(response)
+        })
+        .await?;
+        idem.mark_committed();
+        Ok(response.into_response())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn error(&self, op: &'static str, source: rusqlite::Error) -> ServerError {
+        ServerError::Sqlite {
+            op,
+            path: self.path.to_path_buf(),
+            source,
+        }
+    }
+
+    fn begin_blocking(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Begin, ServerError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.error("begin a transaction", e))?;
+        let row = tx
+            .query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM {TABLE} WHERE scope = ?1 AND key = ?2"),
+                params![scope, key],
+                |r| {
+                    Ok(KeyRow {
+                        scope: scope.to_owned(),
+                        key: key.to_owned(),
+                        fingerprint: r.get(0)?,
+                        state: r.get(1)?,
+                        token: r.get(2)?,
+                        lease_until_ms: r.get(3)?,
+                        status: r.get(4)?,
+                        headers: r.get(5)?,
+                        body: r.get(6)?,
+                        expires_at_ms: r.get(7)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.error("read a key", e))?;
+        let record = row.map(|row| row.into_record(TABLE)).transpose()?;
+        let begin = match decide(record.as_ref(), &fingerprint, now_ms) {
+            Decision::Start | Decision::TakeOver => {
+                let token = new_token();
+                tx.execute(
+                    &format!(
+                        "INSERT OR REPLACE INTO {TABLE} (scope, key, fingerprint, state, token, \
+                         lease_until_ms, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)"
+                    ),
+                    params![
+                        scope,
+                        key,
+                        fingerprint.as_bytes().as_slice(),
+                        token,
+                        now_ms.saturating_add(lease_ms),
+                        now_ms
+                    ],
+                )
+                .map_err(|e| self.error("claim a key", e))?;
+                Begin::Started(KeyClaim {
+                    scope: scope.to_owned(),
+                    key: key.to_owned(),
+                    token,
+                    fingerprint,
+                })
+            }
+            Decision::Replay(response) => Begin::Replay(response),
+            Decision::InProgress { retry_after_ms } => Begin::InProgress { retry_after_ms },
+            Decision::Mismatch => Begin::Mismatch,
+        };
+        tx.commit().map_err(|e| self.error("commit a key", e))?;
+        Ok(begin)
+    }
+}
+
+#[async_trait::async_trait]
+impl IdempotencyStore for SqliteIdempotencyStore {
+    async fn begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Begin, ServerError> {
+        let this = self.clone();
+        let (scope, key) = (scope.to_owned(), key.to_owned());
+        blocking(move || this.begin_blocking(&scope, &key, fingerprint, now_ms, lease_ms)).await
+    }
+
+    async fn complete(
+        &self,
+        claim: &KeyClaim,
+        response: &StoredResponse,
+        expires_at_ms: i64,
+    ) -> Result<(), ServerError> {
+        let this = self.clone();
+        let (claim, response) = (claim.clone(), response.clone());
+        blocking(move || {
+            let mut conn = this.lock();
+            let tx = conn
+                .transaction()
+                .map_err(|e| this.error("begin a transaction", e))?;
+            if !complete_in(&tx, &claim, &response, expires_at_ms)
+                .map_err(|e| this.error("store the response", e))?
+            {
+                return Err(ServerError::KeyLost { key: claim.key });
+            }
+            tx.commit().map_err(|e| this.error("commit", e))
+        })
+        .await
+    }
+
+    async fn release(&self, claim: &KeyClaim) -> Result<(), ServerError> {
+        let this = self.clone();
+        let claim = claim.clone();
+        blocking(move || {
+            this.lock()
+                .execute(
+                    &format!(
+                        "DELETE FROM {TABLE} WHERE scope = ?1 AND key = ?2 AND state = 0 AND token = ?3"
+                    ),
+                    params![claim.scope, claim.key, claim.token],
+                )
+                .map(drop)
+                .map_err(|e| this.error("release a key", e))
+        })
+        .await
+    }
+
+    async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
+        let this = self.clone();
+        blocking(move || {
+            this.lock()
+                .execute(
+                    &format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= ?1"),
+                    [now_ms],
+                )
+                .map(|n| n as u64)
+                .map_err(|e| this.error("purge expired keys", e))
+        })
+        .await
+    }
+}
+
+/// Marks the claim's key completed with `response`, inside `tx`; `false` if
+/// the claim no longer holds the key (taken over).
+fn complete_in(
+    tx: &rusqlite::Transaction<'_>,
+    claim: &KeyClaim,
+    response: &StoredResponse,
+    expires_at_ms: i64,
+) -> rusqlite::Result<bool> {
+    let changed = tx.execute(
+        &format!(
+            "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = ?1, \
+             headers = ?2, body = ?3, expires_at_ms = ?4 \
+             WHERE scope = ?5 AND key = ?6 AND state = 0 AND token = ?7"
+        ),
+        params![
+            i64::from(response.status),
+            response.headers_json(),
+            response.body,
+            expires_at_ms,
+            claim.scope,
+            claim.key,
+            claim.token
+        ],
+    )?;
+    Ok(changed == 1)
+}
+
+enum Migrate {
+    Sqlite(rusqlite::Error),
+    Unknown(String),
+}
+
+/// Creates the key table, or checks the version of the one there.
+fn migrate(conn: &Connection) -> Result<(), Migrate> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    )
+    .map_err(Migrate::Sqlite)?;
+    let found: Option<String> = conn
+        .query_row(
+            "SELECT value FROM sync_idempotency_meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(Migrate::Sqlite)?;
+    match found {
+        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
+        Some(v) => Err(Migrate::Unknown(v)),
+        None => conn
+            .execute_batch(&format!(
+                "BEGIN;
+                 CREATE TABLE {TABLE} (
+                   scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
+                   state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
+                   status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
+                   created_at_ms INTEGER NOT NULL,
+                   PRIMARY KEY (scope, key));
+                 CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
+                 INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+                 COMMIT;"
+            ))
+            .map_err(Migrate::Sqlite),
+    }
+}
+
+/// Runs `f` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ServerError::Blocking)?
+}

@@ -1,0 +1,6 @@
+//! Integration tests of `sync-server`: one binary, a module per behaviour.
+
+mod batch;
+mod layer;
+mod sqlite;
+mod store_contract;
