@@ -1,2 +1,785 @@
-//! placeholder, replaced below
-fn main() {}
+//! Exactly-once effects end to end, with real processes: the library's
+//! engine sends 1,000 operations to server processes (this binary re-run as
+//! a child) that apply each in the transactional form, duplicates are
+//! injected (the same operation sent to both instances, acks lost so the
+//! client resends), and a server is killed (`SIGKILL`) in the middle of an effect's
+//! transaction and restarted. At the end every operation's effect is in the
+//! app's table exactly once and the client has every operation `Done`.
+//!
+//! - SQLite: one server instance.
+//! - PostgreSQL: a server this test starts itself (`initdb` and `pg_ctl` in a
+//!   temp dir, on a free port, stopped at the end), two server instances on
+//!   one database, one of them serving the batch format.
+//!
+//! Without PostgreSQL's server binaries the test fails and says how to
+//! install them (`cargo xtask ci` installs them where it can): never a
+//! silent skip. `SYNC_E2E_OPS` changes the number of operations.
+
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a harness-less test reports on the console"
+)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use sync_engine::{
+    Clock as _, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine, SyncEngineConfig,
+    SyncTransport, SystemClock,
+};
+use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+use sync_transport_http::{HttpTransport, HttpTransportConfig};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The op number whose transaction the first instance is killed in.
+const KILL_AT: usize = 300;
+
+fn main() {
+    if let Ok(kind) = std::env::var("SYNC_SERVER_CHILD") {
+        if let Err(e) = child::run(&kind) {
+            eprintln!("child server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let ops = std::env::var("SYNC_E2E_OPS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000);
+    let mut failed = 0;
+    for (name, scenario) in [
+        (
+            "sqlite",
+            sqlite_scenario as fn(usize) -> Result<Report, Error>,
+        ),
+        ("postgres", postgres_scenario),
+    ] {
+        let started = Instant::now();
+        match scenario(ops) {
+            Ok(report) => println!(
+                "test end_to_end::{name} ... ok ({:.1?}): {report}",
+                started.elapsed()
+            ),
+            Err(e) => {
+                println!("test end_to_end::{name} ... FAILED: {e}");
+                failed += 1;
+            }
+        }
+    }
+    println!("{} passed, {failed} failed", 2 - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// What a scenario saw, for the closing line.
+#[derive(Debug, Default)]
+struct Report {
+    operations: usize,
+    instances: usize,
+    duplicates_sent: usize,
+    acks_dropped: usize,
+    kills: usize,
+    effects: i64,
+    distinct_effects: i64,
+    done: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} operations over {} instance(s), {} duplicate deliveries and {} dropped acks \
+             injected, {} SIGKILL mid-transaction; {} effects applied ({} distinct), {} Done",
+            self.operations,
+            self.instances,
+            self.duplicates_sent,
+            self.acks_dropped,
+            self.kills,
+            self.effects,
+            self.distinct_effects,
+            self.done
+        )
+    }
+}
+
+fn sqlite_scenario(ops: usize) -> Result<Report, Error> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("server.db");
+    let db = db.to_str().ok_or("temp path is not UTF-8")?.to_owned();
+    let mut a = Instance::start("sqlite", &db, 0, Some(KILL_AT))?;
+    let urls = vec![a.url()];
+    let mut report = drive(ops, &urls, &mut [&mut a])?;
+    a.stop();
+    let (effects, distinct) = child::count_sqlite(Path::new(&db))?;
+    report.effects = effects;
+    report.distinct_effects = distinct;
+    report.instances = 1;
+    check(&report, ops)?;
+    Ok(report)
+}
+
+fn postgres_scenario(ops: usize) -> Result<Report, Error> {
+    let pg = postgres::Cluster::start()?;
+    let conn = pg.connection_string();
+    let mut a = Instance::start("postgres", &conn, 0, Some(KILL_AT))?;
+    let mut b = Instance::start("postgres", &conn, 0, None)?;
+    let urls = vec![a.url(), b.url()];
+    let mut report = drive(ops, &urls, &mut [&mut a, &mut b])?;
+    a.stop();
+    b.stop();
+    let (effects, distinct) = postgres::count_effects(&conn)?;
+    report.effects = effects;
+    report.distinct_effects = distinct;
+    report.instances = 2;
+    check(&report, ops)?;
+    Ok(report)
+}
+
+fn check(report: &Report, ops: usize) -> Result<(), Error> {
+    let want = i64::try_from(ops)?;
+    if report.effects != want || report.distinct_effects != want || report.done != ops {
+        return Err(format!("not exactly once: {report}").into());
+    }
+    if report.kills != 1 {
+        return Err(format!("the kill did not happen: {report}").into());
+    }
+    Ok(())
+}
+
+/// A server process: this binary with `SYNC_SERVER_CHILD`.
+struct Instance {
+    kind: String,
+    db: String,
+    port: u16,
+    child: Option<Child>,
+    /// Set by the reader thread when the child announces the kill point.
+    at_kill_point: Arc<Mutex<bool>>,
+}
+
+impl Instance {
+    fn start(kind: &str, db: &str, port: u16, kill_at: Option<usize>) -> Result<Self, Error> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .env("SYNC_SERVER_CHILD", kind)
+            .env("SYNC_SERVER_DB", db)
+            .env("SYNC_SERVER_PORT", port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(n) = kill_at {
+            command.env("SYNC_SERVER_PAUSE_AT", n.to_string());
+        }
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().ok_or("no child stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines
+            .next()
+            .ok_or("the child server exited before listening")??;
+        let port = first
+            .strip_prefix("listening ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| format!("unexpected first line from the child: {first}"))?;
+        let at_kill_point = Arc::new(Mutex::new(false));
+        let flag = Arc::clone(&at_kill_point);
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.starts_with("in-transaction") {
+                    *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                }
+            }
+        });
+        Ok(Self {
+            kind: kind.to_owned(),
+            db: db.to_owned(),
+            port,
+            child: Some(child),
+            at_kill_point,
+        })
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn at_kill_point(&self) -> bool {
+        *self
+            .at_kill_point
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// SIGKILLs the process and starts a new one on the same port.
+    fn kill_and_restart(&mut self) -> Result<(), Error> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        let restarted = Self::start(&self.kind, &self.db, self.port, None)?;
+        *self = restarted;
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sends `ops` operations through the engine, spread over `urls`, with
+/// duplicates injected; kills and restarts the instance that pauses in a
+/// transaction. Returns when every operation is `Done` (or fails after a
+/// bound).
+fn drive(ops: usize, urls: &[String], instances: &mut [&mut Instance]) -> Result<Report, Error> {
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Arc::new(Outbox::new(
+        OutboxConfig {
+            owner: "e2e".into(),
+            retry: RetryPolicy {
+                max_attempts: 10_000,
+                base_delay_ms: 20,
+                factor: 2.0,
+                max_delay_ms: 500,
+                ..RetryPolicy::default()
+            },
+            ..OutboxConfig::default()
+        },
+        store.clone(),
+    ));
+    let transport = Arc::new(Spread::new(urls)?);
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let engine = SyncEngine::new(
+        SyncEngineConfig {
+            worker_count: 4,
+            batch_limit: 16,
+            ..SyncEngineConfig::default()
+        },
+        outbox.clone(),
+        probe,
+        transport.clone(),
+    );
+    let mut ids = Vec::with_capacity(ops);
+    for n in 0..ops {
+        let op = Operation::new("note.create", "/notes", format!(r#"{{"n":{n}}}"#));
+        ids.push(outbox.enqueue(op, SystemClock.now_ms())?);
+    }
+    engine.start(SystemClock)?;
+    let mut kills = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let result = loop {
+        for instance in instances.iter_mut() {
+            if instance.at_kill_point() {
+                instance.kill_and_restart()?;
+                kills += 1;
+            }
+        }
+        let stats = store.stats()?;
+        if stats.done == ops {
+            break Ok(stats.done);
+        }
+        if stats.failed > 0 {
+            break Err(format!(
+                "{} operations failed for good: {stats:?}",
+                stats.failed
+            ));
+        }
+        if Instant::now() > deadline {
+            break Err(format!("not all Done in time: {stats:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    engine.stop()?;
+    let done = result?;
+    Ok(Report {
+        operations: ops,
+        duplicates_sent: transport.duplicates.load(SeqCst),
+        acks_dropped: transport.acks_dropped.load(SeqCst),
+        kills,
+        done,
+        ..Report::default()
+    })
+}
+
+/// A client-side load balancer with faults: operation `n` goes to instance
+/// `n % len` (the second instance, if any, in batch mode); every 10th (n %
+/// 10 == 5) is also delivered to the other instance first, and the first ack
+/// of every 10th (n % 10 == 7) is dropped, so the engine sends it again.
+struct Spread {
+    singles: Vec<HttpTransport>,
+    batch: Option<HttpTransport>,
+    duplicates: AtomicUsize,
+    acks_dropped: AtomicUsize,
+    dropped: Mutex<HashSet<String>>,
+}
+
+impl Spread {
+    fn new(urls: &[String]) -> Result<Self, Error> {
+        let config = |url: &str| HttpTransportConfig {
+            base_url: url.to_owned(),
+            timeout: Duration::from_secs(10),
+            headers: vec![("Authorization".into(), "Bearer e2e".into())],
+            ..HttpTransportConfig::default()
+        };
+        let singles = urls
+            .iter()
+            .map(|url| HttpTransport::new(config(url)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = match urls.get(1) {
+            Some(url) => Some(HttpTransport::new(HttpTransportConfig {
+                batch_target: Some("/sync/batch".into()),
+                ..config(url)
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            singles,
+            batch,
+            duplicates: AtomicUsize::new(0),
+            acks_dropped: AtomicUsize::new(0),
+            dropped: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn n(op: &Operation) -> usize {
+        serde_json::from_str::<serde_json::Value>(&op.payload)
+            .ok()
+            .and_then(|v| v["n"].as_u64())
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(0)
+    }
+
+    fn home(&self, op: &Operation) -> usize {
+        Self::n(op) % self.singles.len()
+    }
+
+    /// Injects the duplicate of `op` before its own send.
+    fn duplicate(&self, op: &Operation) {
+        if Self::n(op) % 10 == 5 {
+            let other = (self.home(op) + 1) % self.singles.len();
+            if let Some(transport) = self.singles.get(other) {
+                let _ = transport.send(op);
+                self.duplicates.fetch_add(1, SeqCst);
+            }
+        }
+    }
+
+    /// Drops the first ack of every tenth operation.
+    fn maybe_drop_ack(&self, op: &Operation, result: SendResult) -> SendResult {
+        if result.ok && Self::n(op) % 10 == 7 {
+            let mut dropped = self.dropped.lock().unwrap_or_else(PoisonError::into_inner);
+            if dropped.insert(op.id.clone()) {
+                self.acks_dropped.fetch_add(1, SeqCst);
+                return SendResult::retryable("ack lost on the way back (injected)");
+            }
+        }
+        result
+    }
+}
+
+impl SyncTransport for Spread {
+    fn send(&self, op: &Operation) -> SendResult {
+        self.duplicate(op);
+        let result = match self.singles.get(self.home(op)) {
+            Some(transport) => transport.send(op),
+            None => SendResult::retryable("no instance"),
+        };
+        self.maybe_drop_ack(op, result)
+    }
+
+    fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
+        let Some(batch) = &self.batch else {
+            return ops.iter().map(|op| self.send(op)).collect();
+        };
+        // The second instance's share goes as one batch request.
+        let (to_batch, alone): (Vec<usize>, Vec<usize>) =
+            (0..ops.len()).partition(|&i| ops.get(i).is_some_and(|op| self.home(op) == 1));
+        let batched: Vec<Operation> = to_batch
+            .iter()
+            .filter_map(|&i| ops.get(i).cloned())
+            .collect();
+        for op in &batched {
+            self.duplicate(op);
+        }
+        let mut results: Vec<Option<SendResult>> = vec![None; ops.len()];
+        for (&i, result) in to_batch.iter().zip(batch.send_batch(&batched)) {
+            if let (Some(slot), Some(op)) = (results.get_mut(i), ops.get(i)) {
+                *slot = Some(self.maybe_drop_ack(op, result));
+            }
+        }
+        for i in alone {
+            if let (Some(slot), Some(op)) = (results.get_mut(i), ops.get(i)) {
+                *slot = Some(self.send(op));
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| SendResult::retryable("no result")))
+            .collect()
+    }
+}
+
+/// The server a child process runs.
+mod child {
+    use std::io::Write;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::extract::State;
+    use axum::response::Response;
+    use axum::routing::post;
+    use http::StatusCode;
+    use sync_server::{
+        BatchService, Idempotency, IdempotencyConfig, IdempotencyLayer, PostgresIdempotencyStore,
+        ServerError, SqliteIdempotencyStore, StoredResponse,
+    };
+
+    use super::Error;
+
+    #[derive(Clone)]
+    enum Db {
+        Sqlite(Arc<SqliteIdempotencyStore>),
+        Postgres(Arc<PostgresIdempotencyStore>),
+    }
+
+    #[derive(Clone)]
+    struct AppState {
+        db: Db,
+        pause_at: Option<u64>,
+    }
+
+    pub(super) fn run(kind: &str) -> Result<(), Error> {
+        let db = std::env::var("SYNC_SERVER_DB")?;
+        let port: u16 = std::env::var("SYNC_SERVER_PORT")?.parse()?;
+        let pause_at = std::env::var("SYNC_SERVER_PAUSE_AT")
+            .ok()
+            .and_then(|n| n.parse().ok());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(serve(kind, &db, port, pause_at))
+    }
+
+    async fn serve(kind: &str, db: &str, port: u16, pause_at: Option<u64>) -> Result<(), Error> {
+        // The lease is short so the test need not wait long for the
+        // killed request's key to be taken over.
+        let config = IdempotencyConfig::default().with_lease(Duration::from_secs(2));
+        let (db, layer) = if kind == "sqlite" {
+            let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
+            store
+                .call(|c| {
+                    c.execute_batch(
+                        "CREATE TABLE IF NOT EXISTS effects (op_key TEXT NOT NULL, n INTEGER)",
+                    )
+                })
+                .await?;
+            let layer = IdempotencyLayer::new(Arc::clone(&store), config);
+            (Db::Sqlite(store), layer)
+        } else {
+            let store = Arc::new(PostgresIdempotencyStore::connect(db, 8)?);
+            store.migrate().await?;
+            let client = store.pool().get().await?;
+            // No unique constraint: dedupe must come from the keys.
+            client
+                .batch_execute(
+                    "SELECT pg_advisory_lock(1);
+                         CREATE TABLE IF NOT EXISTS effects (op_key TEXT NOT NULL, n BIGINT);
+                         SELECT pg_advisory_unlock(1);",
+                )
+                .await?;
+            let layer = IdempotencyLayer::new(Arc::clone(&store), config);
+            (Db::Postgres(store), layer)
+        };
+        let api: Router = Router::new()
+            .route("/notes", post(create))
+            .layer(layer)
+            .with_state(AppState { db, pause_at });
+        let app: Router = Router::new()
+            .route_service("/sync/batch", BatchService::new(api.clone()))
+            .merge(api);
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(([127, 0, 0, 1], port).into())?;
+        let listener = socket.listen(128)?;
+        let port = listener.local_addr()?.port();
+        println!("listening {port}");
+        std::io::stdout().flush()?;
+        axum::serve(listener, app).await?;
+        Ok(())
+    }
+
+    async fn create(
+        State(state): State<AppState>,
+        idem: Idempotency,
+        body: String,
+    ) -> Result<Response, ServerError> {
+        let n = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["n"].as_u64())
+            .unwrap_or(u64::MAX);
+        let key = idem.key().to_owned();
+        let pause = state.pause_at == Some(n);
+        let response = StoredResponse::json(StatusCode::CREATED, &serde_json::json!({ "n": n }));
+        match state.db {
+            Db::Sqlite(store) => {
+                store
+                    .transaction(&idem, move |tx| {
+                        tx.execute(
+                            "INSERT INTO effects (op_key, n) VALUES (?1, ?2)",
+                            sync_server::rusqlite::params![key, i64::try_from(n).unwrap_or(-1)],
+                        )?;
+                        if pause {
+                            announce_and_wait();
+                        }
+                        Ok(response)
+                    })
+                    .await
+            }
+            Db::Postgres(store) => {
+                let effect = store.transaction(&idem).await?;
+                let n_db = i64::try_from(n).unwrap_or(-1);
+                effect
+                    .client()
+                    .execute(
+                        "INSERT INTO effects (op_key, n) VALUES ($1, $2)",
+                        &[&key, &n_db],
+                    )
+                    .await
+                    .map_err(|source| ServerError::Postgres {
+                        op: "insert the effect",
+                        source,
+                    })?;
+                if pause {
+                    tokio::task::spawn_blocking(announce_and_wait)
+                        .await
+                        .map_err(ServerError::Blocking)?;
+                }
+                effect.commit(response).await
+            }
+        }
+    }
+
+    /// Tells the parent the effect is written but not committed, then
+    /// waits to be killed.
+    fn announce_and_wait() {
+        println!("in-transaction");
+        let _ = std::io::stdout().flush();
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    /// `(rows, distinct op keys)` of the SQLite effects table.
+    pub(super) fn count_sqlite(path: &Path) -> Result<(i64, i64), Error> {
+        let conn = sync_server::rusqlite::Connection::open(path)?;
+        Ok(conn.query_row(
+            "SELECT count(*), count(DISTINCT op_key) FROM effects",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+}
+
+/// A PostgreSQL server of the test's own, in a temp dir.
+mod postgres {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::{Command, Error, Path, PathBuf};
+
+    pub(super) struct Cluster {
+        bin: PathBuf,
+        data: PathBuf,
+        port: u16,
+        /// Run as this user when we are root (PostgreSQL refuses root).
+        run_as: Option<String>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// Where the server binaries are: `PATH`, or Debian's versioned dir.
+    fn find_bin() -> Result<PathBuf, Error> {
+        let on_path = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        debian.sort();
+        debian.reverse();
+        debian
+            .into_iter()
+            .chain(on_path)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+            .ok_or_else(|| {
+                "PostgreSQL's server binaries (initdb, pg_ctl) were not found; install them with \
+                 `apt-get install -y postgresql` (cargo xtask ci does this when it runs as root)"
+                    .into()
+            })
+    }
+
+    impl Cluster {
+        pub(super) fn start() -> Result<Self, Error> {
+            let bin = find_bin()?;
+            let dir = tempfile::tempdir()?;
+            let root = std::fs::metadata("/proc/self")?.uid() == 0;
+            let run_as = if root {
+                let uid = user_id("postgres").ok_or(
+                    "running as root, and there is no `postgres` user to run the server as",
+                )?;
+                std::os::unix::fs::chown(dir.path(), Some(uid), None)?;
+                Some("postgres".to_owned())
+            } else {
+                None
+            };
+            let data = dir.path().join("data");
+            let port = free_port()?;
+            let cluster = Self {
+                bin,
+                data,
+                port,
+                run_as,
+                _dir: dir,
+            };
+            cluster.run(
+                "initdb",
+                &[
+                    "-D",
+                    &cluster.data.display().to_string(),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+            )?;
+            let options = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60",
+                cluster.port,
+                cluster.socket_dir().display()
+            );
+            let log = cluster.socket_dir().join("postgres.log");
+            cluster.run(
+                "pg_ctl",
+                &[
+                    "-D",
+                    &cluster.data.display().to_string(),
+                    "-o",
+                    &options,
+                    "-l",
+                    &log.display().to_string(),
+                    "-w",
+                    "start",
+                ],
+            )?;
+            Ok(cluster)
+        }
+
+        fn socket_dir(&self) -> &Path {
+            self.data.parent().unwrap_or(&self.data)
+        }
+
+        pub(super) fn connection_string(&self) -> String {
+            format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            )
+        }
+
+        fn run(&self, program: &str, args: &[&str]) -> Result<(), Error> {
+            let exe = self.bin.join(program);
+            let mut command = match &self.run_as {
+                Some(user) => {
+                    let mut c = Command::new("runuser");
+                    c.args(["-u", user, "--"]).arg(&exe);
+                    c
+                }
+                None => Command::new(&exe),
+            };
+            let output = command.args(args).output()?;
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{program} failed: {}\n{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                )
+                .into())
+            }
+        }
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            let data = self.data.display().to_string();
+            let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
+        }
+    }
+
+    fn user_id(name: &str) -> Option<u32> {
+        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            (fields.next() == Some(name))
+                .then(|| fields.nth(1).and_then(|uid| uid.parse().ok()))
+                .flatten()
+        })
+    }
+
+    fn free_port() -> Result<u16, Error> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    }
+
+    /// `(rows, distinct op keys)` of the effects table.
+    pub(super) fn count_effects(conn: &str) -> Result<(i64, i64), Error> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres_connect(conn).await?;
+            let task = tokio::spawn(connection);
+            let row = client
+                .query_one("SELECT count(*), count(DISTINCT op_key) FROM effects", &[])
+                .await?;
+            drop(client);
+            let _ = task.await;
+            Ok((row.get(0), row.get(1)))
+        })
+    }
+
+    async fn tokio_postgres_connect(
+        conn: &str,
+    ) -> Result<
+        (
+            sync_server::tokio_postgres::Client,
+            sync_server::tokio_postgres::Connection<
+                sync_server::tokio_postgres::Socket,
+                sync_server::tokio_postgres::tls::NoTlsStream,
+            >,
+        ),
+        Error,
+    > {
+        Ok(sync_server::tokio_postgres::connect(conn, sync_server::tokio_postgres::NoTls).await?)
+    }
+}
