@@ -11,12 +11,17 @@
 //! - `fuzz [--seconds N] [--target NAME]`: libFuzzer on every fuzz target.
 //! - `soak [--ops N] [--seconds S] [--sync always|never]`: the soak test
 //!   (`crates/sync/tests/soak.rs`), long, in release mode.
+//! - `ci` also makes sure PostgreSQL's server binaries are there for
+//!   `sync-server`'s end-to-end test: it installs Debian's `postgresql`
+//!   when they are missing and it runs as root, and otherwise stops with the
+//!   command to run.
 //! - `tidy`: the house rules a machine can check (also run by `cargo test`).
 
 #![expect(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
 mod bench;
 mod fuzz;
+mod postgres;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -123,6 +128,8 @@ fn ci() -> Result<(), Error> {
         "http",
         "tokio",
         "http-async",
+        "server",
+        "server-postgres",
     ] {
         run(cargo(&[
             "check",
@@ -134,6 +141,7 @@ fn ci() -> Result<(), Error> {
             features,
         ]))?;
     }
+    postgres::ensure_server_binaries()?;
     run(cargo(&["test", "--workspace"]))?;
     docs()?;
     run(cargo(&["bench", "--workspace", "--no-run"]))?;
@@ -142,13 +150,14 @@ fn ci() -> Result<(), Error> {
 }
 
 /// The library crates docs.rs documents, each on its own.
-const LIBRARY_CRATES: [&str; 7] = [
+const LIBRARY_CRATES: [&str; 8] = [
     "sync-wal",
     "sync-outbox",
     "sync-store-file",
     "sync-store-sqlite",
     "sync-engine",
     "sync-transport-http",
+    "sync-server",
     "sync",
 ];
 

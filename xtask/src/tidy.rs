@@ -16,6 +16,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("sync-store-sqlite", &["sync-wal", "sync-outbox"]),
     ("sync-engine", &["sync-outbox"]),
     ("sync-transport-http", &["sync-engine", "sync-outbox"]),
+    ("sync-server", &["sync-outbox"]),
     (
         "sync",
         &[
@@ -25,6 +26,7 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
             "sync-store-sqlite",
             "sync-engine",
             "sync-transport-http",
+            "sync-server",
         ],
     ),
     (

@@ -86,6 +86,11 @@
 //!   rustls; turns on `tokio`. Without `http`, no `ureq` is compiled.
 //! - `tracing`: `sync::engine::TracingObserver`, the worker's events as
 //!   `tracing` events.
+//! - `server`: `sync::server`, the receiving half (`sync-server`): the
+//!   `IdempotencyLayer` for axum / tower servers and exactly-once effects on
+//!   SQLite. Independent of the client layers.
+//! - `server-postgres`: `sync::server::PostgresIdempotencyStore`, for a
+//!   fleet of servers on one PostgreSQL database; turns on `server`.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
@@ -132,6 +137,13 @@ pub mod engine {
 #[cfg_attr(docsrs, doc(cfg(any(feature = "http", feature = "http-async"))))]
 pub mod http {
     pub use sync_transport_http::*;
+}
+
+/// The receiving half, for servers: re-exports `sync-server`.
+#[cfg(feature = "server")]
+#[cfg_attr(docsrs, doc(cfg(feature = "server")))]
+pub mod server {
+    pub use sync_server::*;
 }
 
 /// The names most applications need, for `use sync::prelude::*;`.
