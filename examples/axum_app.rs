@@ -10,7 +10,8 @@
 //!   first two good requests `503`, then applies each `Idempotency-Key` once.
 //!
 //! A client posts three notes to the app; the program prints who did what
-//! and exits once the upstream has all three.
+//! and exits once the upstream has all three. With `SYNC_SERVER_URL` set, the
+//! engine sends to that server instead, such as the `server` example.
 //!
 //! ```text
 //! cargo run --example axum_app
@@ -122,12 +123,19 @@ async fn serve(app: Router) -> Result<String, BoxError> {
 
 async fn run() -> Result<(), BoxError> {
     let upstream = Arc::new(Upstream::default());
-    let upstream_url = serve(
-        Router::new()
-            .route("/notes", post(upstream_notes))
-            .with_state(Arc::clone(&upstream)),
-    )
-    .await?;
+    // SYNC_SERVER_URL points the engine at a real server instead (the
+    // `server` example, which applies each key once).
+    let upstream_url = match std::env::var("SYNC_SERVER_URL") {
+        Ok(url) => url,
+        Err(_) => {
+            serve(
+                Router::new()
+                    .route("/notes", post(upstream_notes))
+                    .with_state(Arc::clone(&upstream)),
+            )
+            .await?
+        }
+    };
 
     // The store: a WAL under ./build, synced before every Ok (the default).
     let dir = std::path::Path::new("build").join("axum-app");
@@ -200,14 +208,20 @@ async fn run() -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     engine.stop().await?;
-    let applied = upstream
-        .applied
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .len();
+    let applied = match std::env::var("SYNC_SERVER_URL") {
+        Ok(url) => format!("{url} applied them"),
+        Err(_) => format!(
+            "upstream applied {}",
+            upstream
+                .applied
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
+        ),
+    };
     let sent = engine.stats();
     println!(
-        "[app] all 3 notes delivered in {:.1?}: {} sends, {} retried, upstream applied {applied}",
+        "[app] all 3 notes delivered in {:.1?}: {} sends, {} retried, {applied}",
         started.elapsed(),
         sent.sent,
         sent.retried

@@ -2,7 +2,8 @@
 //! in this process) rejects the first requests with 503 and 429, then
 //! accepts; the background engine sends three operations from the WAL store
 //! in `./build/http-sync` until the server has taken all of them. Every line
-//! says who did what.
+//! says who did what. With `SYNC_SERVER_URL` set it sends to that server
+//! instead, such as the `server` example.
 //!
 //! ```text
 //! cargo run --example http_sync
@@ -104,8 +105,16 @@ impl Progress {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let base_url = start_server()?;
-    println!("[server] listening on {base_url}, rejecting the first {REJECT_FIRST} requests");
+    // SYNC_SERVER_URL points it at a real server instead (the `server`
+    // example, which applies each key once).
+    let base_url = if let Ok(url) = std::env::var("SYNC_SERVER_URL") {
+        println!("[app] sending to {url}");
+        url
+    } else {
+        let url = start_server()?;
+        println!("[server] listening on {url}, rejecting the first {REJECT_FIRST} requests");
+        url
+    };
 
     let dir = Path::new("./build/http-sync");
     if dir.exists() {

@@ -1,0 +1,170 @@
+//! The receiving half: an axum server that applies each operation once,
+//! however often a client sends it. Notes and messages are written in the
+//! same SQLite transaction as their `Idempotency-Key`'s response
+//! (`./build/sync-server/server.db`), so a crash either applied a request
+//! and remembers it, or did neither. It serves single requests and the
+//! client's batch format (`POST /sync/batch`).
+//!
+//! ```text
+//! cargo run --example server                      # listens on 127.0.0.1:8080
+//! SYNC_SERVER_URL=http://127.0.0.1:8080 cargo run --example http_sync
+//! SYNC_SERVER_URL=http://127.0.0.1:8080 cargo run --example axum_app
+//! cargo run --example server -- --self-test       # sends itself a duplicate, then exits
+//! ```
+//!
+//! `SYNC_SERVER_ADDR` changes the address. Keys are scoped by the
+//! `Authorization` header, so two users' keys never meet.
+
+#![expect(
+    clippy::print_stdout,
+    reason = "an example prints for the person running it"
+)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use sync::server::{
+    BatchService, Idempotency, IdempotencyConfig, IdempotencyLayer, ServerError,
+    SqliteIdempotencyStore, StoredResponse,
+};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `POST /notes` and `POST /api/messages`: stores the body as a row of
+/// `table`, and the key's `201` with the row's id, in one transaction.
+async fn store_row(
+    store: &SqliteIdempotencyStore,
+    idem: &Idempotency,
+    table: &'static str,
+    body: String,
+) -> Result<Response, ServerError> {
+    let key = idem.key().to_owned();
+    store
+        .transaction(idem, move |tx| {
+            if serde_json::from_str::<serde_json::Value>(&body).is_err() {
+                // Refused, stored and replayed like any answer: no effect.
+                return Ok(StoredResponse::json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({ "error": "body_not_json" }),
+                ));
+            }
+            tx.execute(
+                &format!("INSERT INTO {table} (op_key, body) VALUES (?1, ?2)"),
+                [&key, &body],
+            )?;
+            let id = tx.last_insert_rowid();
+            println!("[server] {table} #{id} applied for key {key}");
+            Ok(
+                StoredResponse::json(StatusCode::CREATED, &serde_json::json!({ "id": id }))
+                    .with_header("location", &format!("/{table}/{id}")),
+            )
+        })
+        .await
+}
+
+async fn notes(
+    State(store): State<Arc<SqliteIdempotencyStore>>,
+    idem: Idempotency,
+    body: String,
+) -> Result<Response, ServerError> {
+    store_row(&store, &idem, "notes", body).await
+}
+
+async fn messages(
+    State(store): State<Arc<SqliteIdempotencyStore>>,
+    idem: Idempotency,
+    body: String,
+) -> Result<Response, ServerError> {
+    store_row(&store, &idem, "messages", body).await
+}
+
+/// The whole app: the layer on the API routes, the batch endpoint beside.
+async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
+    let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
+    store
+        .call(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, op_key TEXT, body TEXT);
+                 CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, op_key TEXT, body TEXT);",
+            )
+        })
+        .await?;
+    let config = IdempotencyConfig::default().with_scope(|parts| {
+        parts
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    });
+    let api: Router = Router::new()
+        .route("/notes", post(notes))
+        .route("/api/messages", post(messages))
+        .layer(IdempotencyLayer::new(Arc::clone(&store), config))
+        .with_state(store);
+    Ok(Router::new()
+        .route_service("/sync/batch", BatchService::new(api.clone()))
+        .merge(api))
+}
+
+/// Posts one note three times under one key (a resend after a lost
+/// answer): applied once, replayed twice.
+async fn self_test(url: &str) -> Result<(), BoxError> {
+    let client = reqwest::Client::new();
+    for attempt in 1..=3 {
+        let response = client
+            .post(format!("{url}/notes"))
+            .header("idempotency-key", "self-test-note-1")
+            .body(r#"{"text":"buy milk"}"#)
+            .send()
+            .await?;
+        let replayed = response.headers().contains_key("idempotent-replayed");
+        println!(
+            "[client] attempt {attempt}: {} {}{}",
+            response.status(),
+            response.text().await?,
+            if replayed { " (replayed)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+async fn run() -> Result<(), BoxError> {
+    let self_testing = std::env::args().any(|a| a == "--self-test");
+    let dir = std::path::Path::new("build").join("sync-server");
+    if self_testing && dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let app = app(&dir.join("server.db")).await?;
+    let addr = if self_testing {
+        "127.0.0.1:0".to_owned()
+    } else {
+        std::env::var("SYNC_SERVER_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into())
+    };
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    println!(
+        "[server] listening on {url}, keys and rows in {}",
+        dir.display()
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    if self_testing {
+        self_test(&url).await?;
+        server.abort();
+        return Ok(());
+    }
+    server.await??;
+    Ok(())
+}
+
+fn main() -> Result<(), BoxError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
