@@ -56,8 +56,8 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     ///
-    /// The store's own errors ([`ServerError::Sqlite`],
-    /// [`ServerError::Postgres`], [`ServerError::CorruptRecord`], ...).
+    /// The store's own errors (`ServerError::Sqlite`,
+    /// `ServerError::Postgres`, [`ServerError::CorruptRecord`], ...).
     async fn begin(
         &self,
         scope: &str,

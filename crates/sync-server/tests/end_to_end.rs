@@ -38,6 +38,10 @@ use sync_transport_http::{HttpTransport, HttpTransportConfig};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+// The store contract, here run on the live PostgreSQL.
+#[path = "it/store_contract.rs"]
+mod store_contract;
+
 /// The op number whose transaction the first instance is killed in.
 const KILL_AT: usize = 300;
 
@@ -129,6 +133,7 @@ fn sqlite_scenario(ops: usize) -> Result<Report, Error> {
 fn postgres_scenario(ops: usize) -> Result<Report, Error> {
     let pg = postgres::Cluster::start()?;
     let conn = pg.connection_string();
+    postgres::check_contract(&conn)?;
     let mut a = Instance::start("postgres", &conn, 0, Some(KILL_AT))?;
     let mut b = Instance::start("postgres", &conn, 0, None)?;
     let urls = vec![a.url(), b.url()];
@@ -316,8 +321,9 @@ fn drive(ops: usize, urls: &[String], instances: &mut [&mut Instance]) -> Result
 
 /// A client-side load balancer with faults: operation `n` goes to instance
 /// `n % len` (the second instance, if any, in batch mode); every 10th (n %
-/// 10 == 5) is also delivered to the other instance first, and the first ack
-/// of every 10th (n % 10 == 7) is dropped, so the engine sends it again.
+/// 10 == 5) is also delivered to the other instance at the same time, and
+/// the first ack of every 10th (n % 10 == 7) is dropped, so the engine sends
+/// it again.
 struct Spread {
     singles: Vec<HttpTransport>,
     batch: Option<HttpTransport>,
@@ -366,15 +372,19 @@ impl Spread {
         Self::n(op) % self.singles.len()
     }
 
-    /// Injects the duplicate of `op` before its own send.
-    fn duplicate(&self, op: &Operation) {
-        if Self::n(op) % 10 == 5 {
-            let other = (self.home(op) + 1) % self.singles.len();
-            if let Some(transport) = self.singles.get(other) {
-                let _ = transport.send(op);
-                self.duplicates.fetch_add(1, SeqCst);
+    /// Runs `send`, with the duplicate of each tenth of `ops` delivered to
+    /// the other instance at the same time (so the two race for the key).
+    fn with_duplicates<T: Send>(&self, ops: &[Operation], send: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            for op in ops.iter().filter(|op| Self::n(op) % 10 == 5) {
+                let other = (self.home(op) + 1) % self.singles.len();
+                if let Some(transport) = self.singles.get(other) {
+                    self.duplicates.fetch_add(1, SeqCst);
+                    scope.spawn(move || drop(transport.send(op)));
+                }
             }
-        }
+            send()
+        })
     }
 
     /// Drops the first ack of every tenth operation.
@@ -392,11 +402,12 @@ impl Spread {
 
 impl SyncTransport for Spread {
     fn send(&self, op: &Operation) -> SendResult {
-        self.duplicate(op);
-        let result = match self.singles.get(self.home(op)) {
-            Some(transport) => transport.send(op),
-            None => SendResult::retryable("no instance"),
-        };
+        let result = self.with_duplicates(std::slice::from_ref(op), || {
+            match self.singles.get(self.home(op)) {
+                Some(transport) => transport.send(op),
+                None => SendResult::retryable("no instance"),
+            }
+        });
         self.maybe_drop_ack(op, result)
     }
 
@@ -411,11 +422,9 @@ impl SyncTransport for Spread {
             .iter()
             .filter_map(|&i| ops.get(i).cloned())
             .collect();
-        for op in &batched {
-            self.duplicate(op);
-        }
+        let answers = self.with_duplicates(&batched, || batch.send_batch(&batched));
         let mut results: Vec<Option<SendResult>> = vec![None; ops.len()];
-        for (&i, result) in to_batch.iter().zip(batch.send_batch(&batched)) {
+        for (&i, result) in to_batch.iter().zip(answers) {
             if let (Some(slot), Some(op)) = (results.get_mut(i), ops.get(i)) {
                 *slot = Some(self.maybe_drop_ack(op, result));
             }
@@ -749,6 +758,21 @@ mod postgres {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port())
+    }
+
+    /// The store contract (one claim among concurrent duplicates, fencing,
+    /// replay, release, takeover, expiry) on the live server.
+    pub(super) fn check_contract(conn: &str) -> Result<(), Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        runtime.block_on(async {
+            let store = sync_server::PostgresIdempotencyStore::connect(conn, 8)?;
+            store.migrate().await?;
+            super::store_contract::check(std::sync::Arc::new(store), "contract").await?;
+            Ok(())
+        })
     }
 
     /// `(rows, distinct op keys)` of the effects table.
