@@ -54,7 +54,9 @@ pub struct IdempotencyConfig {
     /// over (its server presumed dead). A request still running then loses
     /// the key: its completion fails with
     /// [`ServerError::KeyLost`](crate::ServerError::KeyLost), and in the
-    /// transactional form its effect is rolled back. Default 30 s.
+    /// transactional form its effect is rolled back. Leases are set and
+    /// checked by each instance's own clock, so a fleet's clocks must agree
+    /// to well within this. Default 30 s.
     pub lease: Duration,
     /// Whether a key is required.
     pub requirement: KeyRequirement,

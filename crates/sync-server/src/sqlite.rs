@@ -137,10 +137,11 @@ impl SqliteIdempotencyStore {
     /// effect and the key's record survive any crash together, and a crash
     /// before leaves neither (the retry runs `f` again, once).
     ///
-    /// `f` runs on the blocking pool. A 4xx it returns is stored and
-    /// replayed like any response; an `Err` rolls everything back, and the
-    /// handler's error response (a 5xx) releases the key so the retry runs
-    /// again.
+    /// `f` runs on the blocking pool, holding the store's one connection:
+    /// it must not call the store itself (that would wait on itself). A 4xx
+    /// it returns is stored and replayed like any response; an `Err` (or a
+    /// panic) rolls everything back, and the handler's error response (a
+    /// 5xx) releases the key so the retry runs again.
     ///
     /// # Errors
     ///
