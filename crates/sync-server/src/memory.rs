@@ -6,7 +6,7 @@ use std::sync::{Mutex, PoisonError};
 
 use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
-use crate::record::{Decision, KeyRecord, KeyState, decide};
+use crate::record::{KeyRecord, KeyState, decide};
 use crate::response::StoredResponse;
 use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
 
@@ -65,8 +65,10 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     ) -> Result<Begin, ServerError> {
         let mut keys = self.lock();
         let id = (scope.to_owned(), key.to_owned());
-        Ok(match decide(keys.get(&id), &fingerprint, now_ms) {
-            Decision::Start | Decision::TakeOver => {
+        Ok(
+            if let Some(answer) = decide(keys.get(&id), &fingerprint, now_ms).answer() {
+                answer
+            } else {
                 let token = new_token();
                 keys.insert(
                     id,
@@ -84,11 +86,8 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                     token,
                     fingerprint,
                 })
-            }
-            Decision::Replay(response) => Begin::Replay(response),
-            Decision::InProgress { retry_after_ms } => Begin::InProgress { retry_after_ms },
-            Decision::Mismatch => Begin::Mismatch,
-        })
+            },
+        )
     }
 
     async fn complete(

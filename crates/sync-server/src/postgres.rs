@@ -11,7 +11,7 @@ use tokio_postgres::Row;
 use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
-use crate::record::{Decision, KEY_COLUMNS, KeyRow, decide};
+use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
 use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
 
@@ -217,24 +217,7 @@ impl PgEffect {
     pub async fn commit(mut self, response: StoredResponse) -> Result<Response, ServerError> {
         let client = self.client.take().ok_or(ServerError::NoClaim)?;
         let claim = &self.idem.claim;
-        let changed = client
-            .execute(
-                &format!(
-                    "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = $1, \
-                     headers = $2, body = $3, expires_at_ms = $4 \
-                     WHERE scope = $5 AND key = $6 AND state = 0 AND token = $7"
-                ),
-                &[
-                    &i64::from(response.status),
-                    &response.headers_json(),
-                    &response.body,
-                    &self.idem.expires_at_ms,
-                    &claim.scope,
-                    &claim.key,
-                    &claim.token,
-                ],
-            )
-            .await;
+        let changed = complete_on(&client, claim, &response, self.idem.expires_at_ms).await;
         let changed = match changed {
             Ok(n) => n,
             Err(source) => {
@@ -327,30 +310,27 @@ impl IdempotencyStore for PostgresIdempotencyStore {
                 continue;
             };
             let record = key_row(scope, key, &row)?.into_record(TABLE)?;
-            let begin = match decide(Some(&record), &fingerprint, now_ms) {
-                Decision::Start | Decision::TakeOver => {
-                    tx.execute(
-                        &format!(
-                            "UPDATE {TABLE} SET fingerprint = $3, state = 0, token = $4, \
-                             lease_until_ms = $5, status = NULL, headers = NULL, body = NULL, \
-                             expires_at_ms = NULL, created_at_ms = $6 WHERE scope = $1 AND key = $2"
-                        ),
-                        &[
-                            &scope,
-                            &key,
-                            &fingerprint.as_bytes().as_slice(),
-                            &claim.token,
-                            &now_ms.saturating_add(lease_ms),
-                            &now_ms,
-                        ],
-                    )
-                    .await
-                    .map_err(pg("take a key over"))?;
-                    Begin::Started(claim)
-                }
-                Decision::Replay(response) => Begin::Replay(response),
-                Decision::InProgress { retry_after_ms } => Begin::InProgress { retry_after_ms },
-                Decision::Mismatch => Begin::Mismatch,
+            let begin = if let Some(answer) = decide(Some(&record), &fingerprint, now_ms).answer() {
+                answer
+            } else {
+                tx.execute(
+                    &format!(
+                        "UPDATE {TABLE} SET fingerprint = $3, state = 0, token = $4, \
+                         lease_until_ms = $5, status = NULL, headers = NULL, body = NULL, \
+                         expires_at_ms = NULL, created_at_ms = $6 WHERE scope = $1 AND key = $2"
+                    ),
+                    &[
+                        &scope,
+                        &key,
+                        &fingerprint.as_bytes().as_slice(),
+                        &claim.token,
+                        &now_ms.saturating_add(lease_ms),
+                        &now_ms,
+                    ],
+                )
+                .await
+                .map_err(pg("take a key over"))?;
+                Begin::Started(claim)
             };
             tx.commit().await.map_err(pg("commit a key"))?;
             return Ok(begin);
@@ -368,23 +348,7 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         expires_at_ms: i64,
     ) -> Result<(), ServerError> {
         let client = self.client().await?;
-        let changed = client
-            .execute(
-                &format!(
-                    "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = $1, \
-                     headers = $2, body = $3, expires_at_ms = $4 \
-                     WHERE scope = $5 AND key = $6 AND state = 0 AND token = $7"
-                ),
-                &[
-                    &i64::from(response.status),
-                    &response.headers_json(),
-                    &response.body,
-                    &expires_at_ms,
-                    &claim.scope,
-                    &claim.key,
-                    &claim.token,
-                ],
-            )
+        let changed = complete_on(&client, claim, response, expires_at_ms)
             .await
             .map_err(pg("store the response"))?;
         if changed == 1 {
@@ -420,6 +384,35 @@ impl IdempotencyStore for PostgresIdempotencyStore {
             .await
             .map_err(pg("purge expired keys"))
     }
+}
+
+/// Marks the claim's key completed with `response` on `client` (in its
+/// transaction, if one is open); returns the rows changed, 0 if the claim no
+/// longer holds the key.
+async fn complete_on(
+    client: &tokio_postgres::Client,
+    claim: &KeyClaim,
+    response: &StoredResponse,
+    expires_at_ms: i64,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = $1, \
+                 headers = $2, body = $3, expires_at_ms = $4 \
+                 WHERE scope = $5 AND key = $6 AND state = 0 AND token = $7"
+            ),
+            &[
+                &i64::from(response.status),
+                &response.headers_json(),
+                &response.body,
+                &expires_at_ms,
+                &claim.scope,
+                &claim.key,
+                &claim.token,
+            ],
+        )
+        .await
 }
 
 fn key_row(scope: &str, key: &str, row: &Row) -> Result<KeyRow, ServerError> {

@@ -61,6 +61,21 @@ pub enum Decision {
     Mismatch,
 }
 
+impl Decision {
+    /// The answer a request gets without claiming the key, or `None` when it
+    /// may run ([`Start`](Self::Start), [`TakeOver`](Self::TakeOver)) and the
+    /// store must record a new claim.
+    pub(crate) fn answer(self) -> Option<crate::store::Begin> {
+        use crate::store::Begin;
+        match self {
+            Self::Start | Self::TakeOver => None,
+            Self::Replay(response) => Some(Begin::Replay(response)),
+            Self::InProgress { retry_after_ms } => Some(Begin::InProgress { retry_after_ms }),
+            Self::Mismatch => Some(Begin::Mismatch),
+        }
+    }
+}
+
 /// Decides what a request with `fingerprint` gets at `now_ms`, given what is
 /// stored for its key.
 ///

@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
-use crate::record::{Decision, KEY_COLUMNS, KeyRow, decide};
+use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
 use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
 
@@ -221,34 +221,31 @@ impl SqliteIdempotencyStore {
             .optional()
             .map_err(|e| self.error("read a key", e))?;
         let record = row.map(|row| row.into_record(TABLE)).transpose()?;
-        let begin = match decide(record.as_ref(), &fingerprint, now_ms) {
-            Decision::Start | Decision::TakeOver => {
-                let token = new_token();
-                tx.execute(
-                    &format!(
-                        "INSERT OR REPLACE INTO {TABLE} (scope, key, fingerprint, state, token, \
-                         lease_until_ms, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)"
-                    ),
-                    params![
-                        scope,
-                        key,
-                        fingerprint.as_bytes().as_slice(),
-                        token,
-                        now_ms.saturating_add(lease_ms),
-                        now_ms
-                    ],
-                )
-                .map_err(|e| self.error("claim a key", e))?;
-                Begin::Started(KeyClaim {
-                    scope: scope.to_owned(),
-                    key: key.to_owned(),
+        let begin = if let Some(answer) = decide(record.as_ref(), &fingerprint, now_ms).answer() {
+            answer
+        } else {
+            let token = new_token();
+            tx.execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {TABLE} (scope, key, fingerprint, state, token, \
+                     lease_until_ms, created_at_ms) VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6)"
+                ),
+                params![
+                    scope,
+                    key,
+                    fingerprint.as_bytes().as_slice(),
                     token,
-                    fingerprint,
-                })
-            }
-            Decision::Replay(response) => Begin::Replay(response),
-            Decision::InProgress { retry_after_ms } => Begin::InProgress { retry_after_ms },
-            Decision::Mismatch => Begin::Mismatch,
+                    now_ms.saturating_add(lease_ms),
+                    now_ms
+                ],
+            )
+            .map_err(|e| self.error("claim a key", e))?;
+            Begin::Started(KeyClaim {
+                scope: scope.to_owned(),
+                key: key.to_owned(),
+                token,
+                fingerprint,
+            })
         };
         tx.commit().map_err(|e| self.error("commit a key", e))?;
         Ok(begin)

@@ -75,26 +75,19 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
                     Some(ModelKey::Completed { expires, .. }) if *expires <= now => None,
                     other => other.cloned(),
                 };
+                // New, expired, or past its lease with the same request:
+                // the request runs under a new claim.
+                let may_start = match &want {
+                    None => true,
+                    Some(ModelKey::Running {
+                        print: p,
+                        lease_until,
+                        ..
+                    }) => *p == *print && *lease_until <= now,
+                    Some(ModelKey::Completed { .. }) => false,
+                };
                 match (want, got) {
-                    (None, Begin::Started(claim)) => {
-                        model.insert(
-                            *key,
-                            ModelKey::Running {
-                                print: *print,
-                                claim: claims.len(),
-                                lease_until: now + LEASE,
-                            },
-                        );
-                        claims.push((*key, claim));
-                    }
-                    (
-                        Some(ModelKey::Running {
-                            print: p,
-                            lease_until,
-                            ..
-                        }),
-                        Begin::Started(claim),
-                    ) if p == *print && lease_until <= now => {
+                    (_, Begin::Started(claim)) if may_start => {
                         model.insert(
                             *key,
                             ModelKey::Running {
