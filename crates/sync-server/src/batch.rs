@@ -24,7 +24,8 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Serves `POST {batch_target}`: each element of a [`BatchRequest`] is sent
 /// to the inner service as its own request (the element's method, target
 /// and payload, its `idempotency_key` as the `Idempotency-Key` header, and
-/// the batch request's other headers, so auth and scope are the same), and
+/// the batch request's other headers and extensions, so auth and scope are
+/// the same), and
 /// its status, `Retry-After` and body become its [`BatchResult`].
 ///
 /// Give it the app's routes with [`IdempotencyLayer`](crate::IdempotencyLayer)
@@ -153,11 +154,24 @@ fn element_request(
         .uri(&element.target)
         .body(Body::from(element.payload.clone()))
         .ok()?;
+    // The batch request's headers (auth, content type) and extensions (what
+    // an auth layer in front put there, which a scope may read), so each
+    // element is the same caller's request; not its framing headers.
     for (name, value) in &parts.headers {
-        if name != http::header::CONTENT_LENGTH && name != IDEMPOTENCY_KEY {
+        let framing = [
+            http::header::CONTENT_LENGTH,
+            http::header::TRANSFER_ENCODING,
+            http::header::CONNECTION,
+            http::header::TE,
+            http::header::UPGRADE,
+            http::header::EXPECT,
+        ]
+        .contains(name);
+        if !framing && name != IDEMPOTENCY_KEY {
             request.headers_mut().append(name, value.clone());
         }
     }
+    *request.extensions_mut() = parts.extensions.clone();
     request.headers_mut().insert(IDEMPOTENCY_KEY, key);
     Some(request)
 }

@@ -18,7 +18,7 @@ use crate::config::{IdempotencyConfig, KeyRequirement};
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
 use crate::key::{IDEMPOTENCY_KEY, parse_key};
-use crate::response::StoredResponse;
+use crate::response::{StoredResponse, is_storable};
 use crate::store::{Begin, IdempotencyStore};
 
 /// A tower layer that applies each `Idempotency-Key` once.
@@ -33,8 +33,8 @@ use crate::store::{Begin, IdempotencyStore};
 /// | the same request, running past its lease (its server died) | runs again under a new claim |
 /// | a different request | `422 Unprocessable Entity` |
 ///
-/// A 5xx response is not stored: the key is released, so the client's
-/// retry is processed again. A request without a key passes through, or
+/// A response the client retries (5xx, 408, 409, 425, 429) is not stored:
+/// the key is released, so the retry is processed again. A request without a key passes through, or
 /// gets `400` with [`KeyRequirement::Required`]; GET, HEAD, OPTIONS and
 /// TRACE always pass. A store that cannot be reached gives `503` with
 /// `Retry-After: 1`, never a run without the check.
@@ -198,9 +198,9 @@ impl Shared {
             // The handler's transaction stored the response with its effect.
             return response;
         }
-        if response.status().is_server_error() {
+        if !is_storable(response.status().as_u16()) {
             if let Err(e) = self.store.release(&handle.claim).await {
-                tracing::warn!(error = %e, "could not release an idempotency key after a 5xx");
+                tracing::warn!(error = %e, "could not release an idempotency key after a retryable answer");
             }
             return response;
         }

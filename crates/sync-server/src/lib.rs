@@ -7,7 +7,8 @@
 //! httpapi "Idempotency-Key" draft: the first request with a key runs and
 //! its response is stored, a repeat gets that response replayed, a repeat
 //! while the first still runs gets `409`, the same key on a different
-//! request gets `422`, and a `5xx` is not stored so the retry runs again.
+//! request gets `422`, and a response the client retries (a `5xx`, `408`,
+//! `409`, `425`, `429`) is not stored, so the retry runs again.
 //!
 //! A layer alone cannot make the handler's database write and the key's
 //! record atomic. The **transactional form** can: the handler takes

@@ -124,8 +124,9 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
         let mut keys = self.lock();
         let before = keys.len();
-        keys.retain(|_, record| {
-            !matches!(record.state, KeyState::Completed { expires_at_ms, .. } if expires_at_ms <= now_ms)
+        keys.retain(|_, record| match record.state {
+            KeyState::Completed { expires_at_ms, .. } => expires_at_ms > now_ms,
+            KeyState::Running { lease_until_ms, .. } => lease_until_ms > now_ms,
         });
         Ok((before - keys.len()) as u64)
     }

@@ -80,6 +80,9 @@ impl PostgresIdempotencyStore {
         );
         let pool = Pool::builder(manager)
             .max_size(max_connections.max(1))
+            // A request waits at most this for a connection, then the layer
+            // answers 503 and the client retries: never a hang.
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| ServerError::BadConfig(e.to_string()))?;
@@ -99,50 +102,71 @@ impl PostgresIdempotencyStore {
     }
 
     /// Creates the key table if it is missing (safe to run from every
-    /// instance at once), or checks the version of the one there.
+    /// instance at once), or checks the version of the one there. A
+    /// database with another version, or with a `sync_idempotency` table
+    /// but no version, is refused and not written to.
     ///
     /// # Errors
     ///
     /// [`ServerError::UnknownSchema`]; [`ServerError::Postgres`];
     /// [`ServerError::Pool`].
     pub async fn migrate(&self) -> Result<(), ServerError> {
-        let client = self.client().await?;
-        // One instance at a time: an advisory lock for the migration.
-        let ddl = format!(
-            "SELECT pg_advisory_lock(7305310452);
-             CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}')
-               ON CONFLICT (key) DO NOTHING;
-             CREATE TABLE IF NOT EXISTS {TABLE} (
-               scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
-               state BIGINT NOT NULL, token TEXT, lease_until_ms BIGINT,
-               status BIGINT, headers TEXT, body BYTEA, expires_at_ms BIGINT,
-               created_at_ms BIGINT NOT NULL,
-               PRIMARY KEY (scope, key));
-             CREATE INDEX IF NOT EXISTS {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
-             SELECT pg_advisory_unlock(7305310452);"
-        );
-        client
-            .batch_execute(&ddl)
+        let mut client = self.client().await?;
+        // One transaction under a transaction-scoped advisory lock: instances
+        // migrating at once wait for each other, and nothing is left locked
+        // whatever fails. The version is read before anything is written.
+        let tx = client
+            .transaction()
             .await
-            .map_err(pg("create the key table"))?;
-        let found: String = client
+            .map_err(pg("begin the migration"))?;
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7305310452)")
+            .await
+            .map_err(pg("lock the migration"))?;
+        let has_meta: bool = tx
             .query_one(
+                "SELECT to_regclass('sync_idempotency_meta') IS NOT NULL",
+                &[],
+            )
+            .await
+            .map_err(pg("look for the key table"))?
+            .get(0);
+        let found: Option<String> = if has_meta {
+            tx.query_opt(
                 "SELECT value FROM sync_idempotency_meta WHERE key = 'schema_version'",
                 &[],
             )
             .await
             .map_err(pg("read the schema version"))?
-            .get(0);
-        if found == SCHEMA_VERSION.to_string() {
-            Ok(())
+            .map(|row| row.get(0))
         } else {
-            Err(ServerError::UnknownSchema {
-                table: TABLE,
-                found,
-                expected: SCHEMA_VERSION,
-            })
+            None
+        };
+        match found {
+            Some(found) if found == SCHEMA_VERSION.to_string() => return Ok(()),
+            Some(found) => {
+                return Err(ServerError::UnknownSchema {
+                    table: TABLE,
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+            None => {}
         }
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+             CREATE TABLE {TABLE} (
+               scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
+               state BIGINT NOT NULL, token TEXT, lease_until_ms BIGINT,
+               status BIGINT, headers TEXT, body BYTEA, expires_at_ms BIGINT,
+               created_at_ms BIGINT NOT NULL,
+               PRIMARY KEY (scope, key));
+             CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;"
+        );
+        tx.batch_execute(&ddl)
+            .await
+            .map_err(pg("create the key table"))?;
+        tx.commit().await.map_err(pg("commit the migration"))
     }
 
     /// The transactional form: a transaction on its own connection, for the
@@ -155,15 +179,18 @@ impl PostgresIdempotencyStore {
     ///
     /// [`ServerError::Pool`]; [`ServerError::Postgres`].
     pub async fn transaction(&self, idem: &Idempotency) -> Result<PgEffect, ServerError> {
-        let client = self.client().await?;
-        client
+        // Built before BEGIN is sent: if this future is dropped mid-BEGIN,
+        // the effect's Drop closes the connection rather than pooling it.
+        let effect = PgEffect {
+            client: Some(self.client().await?),
+            idem: idem.clone(),
+        };
+        effect
+            .client()
             .batch_execute("BEGIN")
             .await
             .map_err(pg("begin a transaction"))?;
-        Ok(PgEffect {
-            client: Some(client),
-            idem: idem.clone(),
-        })
+        Ok(effect)
     }
 
     async fn client(&self) -> Result<Object, ServerError> {
@@ -195,8 +222,8 @@ impl PgEffect {
     ///
     /// # Panics
     ///
-    /// Never: the connection is only taken by `commit`, which consumes the
-    /// value.
+    /// Never: the connection is only taken once `commit` has committed,
+    /// and `commit` consumes the value.
     #[must_use]
     pub fn client(&self) -> &tokio_postgres::Client {
         match &self.client {
@@ -206,7 +233,11 @@ impl PgEffect {
     }
 
     /// Stores `response` under the request's key and commits it together
-    /// with the effect. On `Ok`, PostgreSQL has committed both.
+    /// with the effect. On `Ok`, PostgreSQL has committed both, except for a
+    /// response the client retries (5xx, 408, 409, 425, 429): that one is
+    /// returned but not stored, the effect is rolled back, and the layer
+    /// releases the key so the retry runs again. Dropped before it returns
+    /// (a client gone, a timeout), nothing is committed.
     ///
     /// # Errors
     ///
@@ -215,26 +246,29 @@ impl PgEffect {
     /// for an error of the commit itself, unknown: the key's retry shows
     /// which).
     pub async fn commit(mut self, response: StoredResponse) -> Result<Response, ServerError> {
-        let client = self.client.take().ok_or(ServerError::NoClaim)?;
-        let claim = &self.idem.claim;
-        let changed = complete_on(&client, claim, &response, self.idem.expires_at_ms).await;
-        let changed = match changed {
-            Ok(n) => n,
-            Err(source) => {
-                drop(Object::take(client));
-                return Err(ServerError::Postgres {
-                    op: "store the response",
-                    source,
-                });
-            }
-        };
-        if changed != 1 {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(ServerError::KeyLost {
-                key: claim.key.clone(),
-            });
+        if !response.is_storable() {
+            // A status the client retries is not stored: roll the effect
+            // back (dropping `self` closes the connection) and let the layer
+            // release the key.
+            return Ok(response.into_response());
         }
-        client.batch_execute("COMMIT").await.map_err(pg("commit"))?;
+        // The connection stays in `self` until COMMIT has succeeded: on any
+        // error, and if this future is dropped at any await, Drop closes it
+        // and the server rolls the transaction back. It never goes back to
+        // the pool mid-transaction.
+        let claim = self.idem.claim.clone();
+        let changed = complete_on(self.client(), &claim, &response, self.idem.expires_at_ms)
+            .await
+            .map_err(pg("store the response"))?;
+        if changed != 1 {
+            return Err(ServerError::KeyLost { key: claim.key });
+        }
+        self.client()
+            .batch_execute("COMMIT")
+            .await
+            .map_err(pg("commit"))?;
+        // Committed: the connection is clean, back to the pool with it.
+        drop(self.client.take());
         self.idem.mark_committed();
         Ok(response.into_response())
     }
@@ -243,8 +277,8 @@ impl PgEffect {
 impl Drop for PgEffect {
     fn drop(&mut self) {
         if let Some(client) = self.client.take() {
-            // Still in the transaction: close the connection instead of
-            // handing it back mid-transaction; the server rolls back.
+            // Not committed: close the connection instead of handing it back
+            // mid-transaction; the server rolls back.
             drop(Object::take(client));
         }
     }
@@ -378,7 +412,10 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         let client = self.client().await?;
         client
             .execute(
-                &format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= $1"),
+                &format!(
+                    "DELETE FROM {TABLE} WHERE (state = 1 AND expires_at_ms <= $1) \
+                     OR (state = 0 AND lease_until_ms <= $1)"
+                ),
                 &[&now_ms],
             )
             .await

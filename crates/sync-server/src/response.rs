@@ -71,6 +71,15 @@ impl StoredResponse {
         self
     }
 
+    /// Whether this response is kept for replay: not one the client retries
+    /// (a 5xx, or 408, 409, 425, 429, which `sync-transport-http` treats as
+    /// temporary). Storing those would replay "try again" until the key
+    /// expired; instead the key is released and the retry runs again.
+    #[must_use]
+    pub fn is_storable(&self) -> bool {
+        is_storable(self.status)
+    }
+
     /// The status as a `StatusCode` (500 for a stored value out of range).
     #[must_use]
     pub fn status_code(&self) -> StatusCode {
@@ -126,4 +135,10 @@ impl IntoResponse for StoredResponse {
         }
         response
     }
+}
+
+/// Whether a response with `status` is stored for replay (see
+/// [`StoredResponse::is_storable`]).
+pub(crate) fn is_storable(status: u16) -> bool {
+    !matches!(status, 408 | 409 | 425 | 429 | 500..)
 }

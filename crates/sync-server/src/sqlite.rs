@@ -88,18 +88,31 @@ impl SqliteIdempotencyStore {
             let conn = Connection::open(&shown).map_err(err("open"))?;
             conn.busy_timeout(std::time::Duration::from_secs(30))
                 .map_err(err("set busy_timeout"))?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(err("set journal_mode"))?;
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(err("set synchronous"))?;
-            migrate(&conn).map_err(|e| match e {
-                Migrate::Sqlite(source) => err("create the key table")(source),
-                Migrate::Unknown(found) => ServerError::UnknownSchema {
+            // Read before anything is written: a file that is not a
+            // database, or holds a key table this build does not know, is
+            // refused as it is.
+            let version = read_version(&conn).map_err(err("read the key table's version"))?;
+            if let Version::Other(found) = version {
+                return Err(ServerError::UnknownSchema {
                     table: TABLE,
                     found,
                     expected: SCHEMA_VERSION,
-                },
-            })?;
+                });
+            }
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .map_err(err("set journal_mode"))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(ServerError::BadConfig(format!(
+                    "{} stays in journal mode {mode}, not WAL",
+                    shown.display()
+                )));
+            }
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(err("set synchronous"))?;
+            if matches!(version, Version::None) {
+                create(&conn).map_err(err("create the key table"))?;
+            }
             Ok(conn)
         })
         .await?;
@@ -139,9 +152,11 @@ impl SqliteIdempotencyStore {
     ///
     /// `f` runs on the blocking pool, holding the store's one connection:
     /// it must not call the store itself (that would wait on itself). A 4xx
-    /// it returns is stored and replayed like any response; an `Err` (or a
-    /// panic) rolls everything back, and the handler's error response (a
-    /// 5xx) releases the key so the retry runs again.
+    /// it returns is stored and replayed like any response. A response the
+    /// client retries (5xx, 408, 409, 425, 429) is returned but not stored:
+    /// the effect is rolled back and the layer releases the key. An `Err`
+    /// (or a panic) rolls everything back too, and the handler's error
+    /// response (a 5xx) releases the key, so the retry runs again.
     ///
     /// # Errors
     ///
@@ -155,12 +170,17 @@ impl SqliteIdempotencyStore {
         let this = self.clone();
         let claim = idem.claim.clone();
         let expires_at_ms = idem.expires_at_ms;
-        let response = blocking(move || {
+        let (response, committed) = blocking(move || {
             let mut conn = this.lock();
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| this.error("begin a transaction", e))?;
             let response = f(&tx).map_err(|e| this.error("run the handler's transaction", e))?;
+            if !response.is_storable() {
+                // Dropping `tx` rolls the effect back; the layer releases
+                // the key.
+                return Ok((response, false));
+            }
             if !complete_in(&tx, &claim, &response, expires_at_ms)
                 .map_err(|e| this.error("store the response", e))?
             {
@@ -168,10 +188,12 @@ impl SqliteIdempotencyStore {
                 return Err(ServerError::KeyLost { key: claim.key });
             }
             tx.commit().map_err(|e| this.error("commit", e))?;
-            Ok(response)
+            Ok((response, true))
         })
         .await?;
-        idem.mark_committed();
+        if committed {
+            idem.mark_committed();
+        }
         Ok(response.into_response())
     }
 
@@ -312,7 +334,10 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         blocking(move || {
             this.lock()
                 .execute(
-                    &format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= ?1"),
+                    &format!(
+                        "DELETE FROM {TABLE} WHERE (state = 1 AND expires_at_ms <= ?1) \
+                         OR (state = 0 AND lease_until_ms <= ?1)"
+                    ),
                     [now_ms],
                 )
                 .map(|n| n as u64)
@@ -349,43 +374,60 @@ fn complete_in(
     Ok(changed == 1)
 }
 
-enum Migrate {
-    Sqlite(rusqlite::Error),
-    Unknown(String),
+/// What a database says of its key table.
+enum Version {
+    /// This build's version.
+    Known,
+    /// No key table and no version: a new database.
+    None,
+    /// Another version, or a key table without one (`"none"`).
+    Other(String),
 }
 
-/// Creates the key table, or checks the version of the one there.
-fn migrate(conn: &Connection) -> Result<(), Migrate> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    )
-    .map_err(Migrate::Sqlite)?;
-    let found: Option<String> = conn
-        .query_row(
+/// Reads the key table's version without writing anything.
+fn read_version(conn: &Connection) -> rusqlite::Result<Version> {
+    let has = |name: &str| -> rusqlite::Result<bool> {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+    };
+    let found: Option<String> = if has("sync_idempotency_meta")? {
+        conn.query_row(
             "SELECT value FROM sync_idempotency_meta WHERE key = 'schema_version'",
             [],
             |r| r.get(0),
         )
-        .optional()
-        .map_err(Migrate::Sqlite)?;
-    match found {
-        Some(v) if v == SCHEMA_VERSION.to_string() => Ok(()),
-        Some(v) => Err(Migrate::Unknown(v)),
-        None => conn
-            .execute_batch(&format!(
-                "BEGIN;
-                 CREATE TABLE {TABLE} (
-                   scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
-                   state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
-                   status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
-                   created_at_ms INTEGER NOT NULL,
-                   PRIMARY KEY (scope, key));
-                 CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
-                 INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-                 COMMIT;"
-            ))
-            .map_err(Migrate::Sqlite),
-    }
+        .optional()?
+    } else {
+        None
+    };
+    Ok(match found {
+        Some(v) if v == SCHEMA_VERSION.to_string() => Version::Known,
+        Some(v) => Version::Other(v),
+        None if has(TABLE)? => Version::Other("none".to_owned()),
+        None => Version::None,
+    })
+}
+
+/// Creates the key table and its version in a new database, in one
+/// transaction.
+fn create(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         CREATE TABLE {TABLE} (
+           scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
+           state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
+           status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
+           created_at_ms INTEGER NOT NULL,
+           PRIMARY KEY (scope, key));
+         CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
+         INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+         COMMIT;"
+    ))
 }
 
 /// Runs `f` on tokio's blocking pool.

@@ -90,8 +90,11 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     /// The store's own errors.
     async fn release(&self, claim: &KeyClaim) -> Result<(), ServerError>;
 
-    /// Deletes completed keys that expired before `now_ms`; returns how many.
-    /// A request never sees an expired key either way; this only frees room.
+    /// Deletes completed keys that expired by `now_ms`, and running keys
+    /// whose lease ended by then (their request is presumed dead: a retry
+    /// would take them over anyway); returns how many. Requests never see
+    /// an expired key either way; this frees room, and forgets keys whose
+    /// clients never came back.
     ///
     /// # Errors
     ///

@@ -770,9 +770,85 @@ mod postgres {
         runtime.block_on(async {
             let store = sync_server::PostgresIdempotencyStore::connect(conn, 8)?;
             store.migrate().await?;
-            super::store_contract::check(std::sync::Arc::new(store), "contract").await?;
-            Ok(())
+            let store = std::sync::Arc::new(store);
+            super::store_contract::check(store.clone(), "contract").await?;
+            check_effects(&store).await
         })
+    }
+
+    /// The transactional form on the live server: a dropped effect leaves
+    /// nothing, a retryable answer is not stored and its effect rolled
+    /// back, a committed one is stored with its effect, and the pool is
+    /// healthy after all of it.
+    async fn check_effects(store: &sync_server::PostgresIdempotencyStore) -> Result<(), Error> {
+        use sync_server::{Begin, Fingerprint, Idempotency, IdempotencyStore, StoredResponse};
+        let client = store.pool().get().await?;
+        client
+            .batch_execute("CREATE TABLE contract_effects (n BIGINT)")
+            .await?;
+        drop(client);
+        let print = Fingerprint::of("POST", "/effects", b"x");
+        let Begin::Started(claim) = store.begin("fx", "k", print, 0, 60_000).await? else {
+            return Err("a new key must start".into());
+        };
+        let idem = Idempotency::from_claim(claim, 3_600_000);
+        drop(insert(store, &idem, 1).await?);
+        let busy = insert(store, &idem, 2)
+            .await?
+            .commit(StoredResponse::new(http::StatusCode::SERVICE_UNAVAILABLE))
+            .await?;
+        if busy.status() != 503 || idem.is_committed() {
+            return Err("a 503 was stored".into());
+        }
+        insert(store, &idem, 3)
+            .await?
+            .commit(StoredResponse::new(http::StatusCode::CREATED))
+            .await?;
+        if !idem.is_committed() {
+            return Err("the commit was not marked".into());
+        }
+        let rows: Vec<i64> = store
+            .pool()
+            .get()
+            .await?
+            .query("SELECT n FROM contract_effects", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if rows != [3] {
+            return Err(format!("effects after drop, 503 and commit: {rows:?}").into());
+        }
+        if !matches!(store.begin("fx", "k", print, 1, 60_000).await?, Begin::Replay(r) if r.status == 201)
+        {
+            return Err("the committed answer is not replayed".into());
+        }
+        // Twice the pool's size in a row: no connection was left broken or
+        // mid-transaction.
+        for n in 0..16 {
+            let Begin::Started(claim) = store
+                .begin("fx", &format!("after{n}"), print, 0, 60_000)
+                .await?
+            else {
+                return Err("a new key must start".into());
+            };
+            store.release(&claim).await?;
+        }
+        Ok(())
+    }
+
+    /// A transaction of `idem` holding the effect row `n`, uncommitted.
+    async fn insert(
+        store: &sync_server::PostgresIdempotencyStore,
+        idem: &sync_server::Idempotency,
+        n: i64,
+    ) -> Result<sync_server::PgEffect, Error> {
+        let effect = store.transaction(idem).await?;
+        effect
+            .client()
+            .execute("INSERT INTO contract_effects VALUES ($1)", &[&n])
+            .await?;
+        Ok(effect)
     }
 
     /// `(rows, distinct op keys)` of the effects table.

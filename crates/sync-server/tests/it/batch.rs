@@ -108,3 +108,67 @@ async fn each_element_is_deduped_on_its_own_key() -> Result<(), Box<dyn std::err
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     Ok(())
 }
+
+/// Who an auth layer in front says the caller is.
+#[derive(Clone, Debug)]
+struct User(String);
+
+#[tokio::test]
+async fn batch_elements_keep_the_scope_an_outer_layer_set() -> Result<(), Box<dyn std::error::Error>>
+{
+    let runs = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&runs);
+    let store = Arc::new(MemoryIdempotencyStore::default());
+    let config = IdempotencyConfig::default().with_scope(|parts| {
+        parts
+            .extensions
+            .get::<User>()
+            .map(|u| u.0.clone())
+            .unwrap_or_default()
+    });
+    let api: Router = Router::new()
+        .route(
+            "/notes",
+            post(move || async move {
+                counted.fetch_add(1, SeqCst);
+                StatusCode::CREATED
+            }),
+        )
+        .layer(IdempotencyLayer::new(store, config));
+    let app: Router = Router::new()
+        .route_service("/sync/batch", BatchService::new(api.clone()))
+        .merge(api)
+        .layer(axum::middleware::from_fn(
+            |mut request: Request<Body>, next: axum::middleware::Next| async move {
+                let user = request
+                    .headers()
+                    .get("x-user")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                request.extensions_mut().insert(User(user));
+                next.run(request).await
+            },
+        ));
+    let single = Request::post("/notes")
+        .header("x-user", "alice")
+        .header("idempotency-key", "a")
+        .body(Body::from("one"))?;
+    let Ok(_) = app.clone().call(single).await;
+    let batch = BatchRequest {
+        operations: vec![element("a", "/notes", "one")],
+    };
+    let as_user = |user: &str| {
+        Request::post("/sync/batch")
+            .header("x-user", user)
+            .body(Body::from(serde_json::to_vec(&batch).unwrap_or_default()))
+            .unwrap_or_default()
+    };
+    // Alice's resend in a batch is her key: replayed, not run.
+    let Ok(_) = app.clone().call(as_user("alice")).await;
+    assert_eq!(runs.load(SeqCst), 1);
+    // Bob's key "a" is his own.
+    let Ok(_) = app.clone().call(as_user("bob")).await;
+    assert_eq!(runs.load(SeqCst), 2);
+    Ok(())
+}

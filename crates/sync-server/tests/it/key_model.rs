@@ -188,9 +188,10 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
             Step::Purge => {
                 let purged = store.purge_expired(now).await.map_err(fail)?;
                 let before = model.len();
-                model.retain(
-                    |_, k| !matches!(k, ModelKey::Completed { expires, .. } if *expires <= now),
-                );
+                model.retain(|_, k| match k {
+                    ModelKey::Completed { expires, .. } => *expires > now,
+                    ModelKey::Running { lease_until, .. } => *lease_until > now,
+                });
                 prop_assert_eq!(purged, (before - model.len()) as u64);
             }
         }

@@ -69,6 +69,17 @@ fn app(configure: impl FnOnce(IdempotencyConfig) -> IdempotencyConfig) -> App {
             }),
         )
         .route(
+            "/limited",
+            post(move |body: String| async move {
+                // 429 first (the client retries it), then 201.
+                if body == "first" {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::CREATED
+                }
+            }),
+        )
+        .route(
             "/slow",
             post(move || async move {
                 let n = r3.fetch_add(1, SeqCst) + 1;
@@ -286,4 +297,16 @@ async fn a_request_past_its_lease_is_taken_over_and_its_late_result_is_not_store
     assert_eq!(replay_body, stored_body);
     assert_eq!(stored_body, "slow 2");
     assert_eq!(app.runs.load(SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_retryable_4xx_is_not_stored_either() {
+    let app = app(|c| c);
+    let (limited, _) = send(&app.router, request("/limited", Some("l1"), "first")).await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Released: the same key runs again (here with another body, which a
+    // stored key would have refused with 422).
+    let (again, _) = send(&app.router, request("/limited", Some("l1"), "second")).await;
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert!(again.headers().get("idempotent-replayed").is_none());
 }

@@ -47,6 +47,10 @@ async fn create(
                 ));
             }
             tx.execute("INSERT INTO notes (text) VALUES (?1)", [&text])?;
+            if text == "busy" {
+                // A temporary refusal after writing: not stored, rolled back.
+                return Ok(StoredResponse::new(StatusCode::SERVICE_UNAVAILABLE));
+            }
             if text == "fail" {
                 tx.execute("INSERT INTO no_such_table VALUES (1)", [])?;
             }
@@ -161,6 +165,13 @@ async fn a_failed_transaction_leaves_no_effect_and_the_retry_runs_again()
         )
     );
     assert_eq!(notes(&store).await?, 0);
+    // A 503 decided in the transaction: not stored, its effect rolled back,
+    // and the retry runs again.
+    let (status, _, _) = post_note(&router, "op-b", "busy").await;
+    let (again, replayed, _) = post_note(&router, "op-b", "busy").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!((again, replayed), (StatusCode::SERVICE_UNAVAILABLE, false));
+    assert_eq!(notes(&store).await?, 0);
     Ok(())
 }
 
@@ -241,6 +252,30 @@ async fn foreign_schema_versions_and_damaged_rows_are_refused_unchanged()
         std::fs::read(&path)?,
         before,
         "a refused database is not written to"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_table_is_refused_before_anything_is_written()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("foreign.db");
+    {
+        // Someone else's table of the same name, in rollback-journal mode.
+        let db = sync_server::rusqlite::Connection::open(&path)?;
+        db.execute_batch("CREATE TABLE sync_idempotency (id INTEGER PRIMARY KEY, v TEXT)")?;
+    }
+    let before = std::fs::read(&path)?;
+    let refused = SqliteIdempotencyStore::open(&path).await;
+    assert!(
+        matches!(&refused, Err(ServerError::UnknownSchema { found, .. }) if found == "none"),
+        "{refused:?}"
+    );
+    assert_eq!(std::fs::read(&path)?, before, "not written to");
+    assert!(
+        !dir.path().join("foreign.db-wal").exists(),
+        "not switched to WAL"
     );
     Ok(())
 }
