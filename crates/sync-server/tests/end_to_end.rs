@@ -26,14 +26,17 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sync_engine::{
     Clock as _, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine, SyncEngineConfig,
-    SyncTransport, SystemClock,
+    SyncObserver, SyncTransport, SystemClock,
 };
-use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+use sync_outbox::{
+    MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy,
+};
 use sync_transport_http::{HttpTransport, HttpTransportConfig};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -118,9 +121,10 @@ fn sqlite_scenario(ops: usize) -> Result<Report, Error> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("server.db");
     let db = db.to_str().ok_or("temp path is not UTF-8")?.to_owned();
-    let mut a = Instance::start("sqlite", &db, 0, Some(KILL_AT))?;
+    let (events, inbox) = mpsc::channel();
+    let mut a = Instance::start("sqlite", &db, 0, Some(KILL_AT), events.clone(), 0)?;
     let urls = vec![a.url()];
-    let mut report = drive(ops, &urls, &mut [&mut a])?;
+    let mut report = drive(ops, &urls, &mut [&mut a], events, &inbox)?;
     a.stop();
     let (effects, distinct) = child::count_sqlite(Path::new(&db))?;
     report.effects = effects;
@@ -134,10 +138,11 @@ fn postgres_scenario(ops: usize) -> Result<Report, Error> {
     let pg = postgres::Cluster::start()?;
     let conn = pg.connection_string();
     postgres::check_contract(&conn)?;
-    let mut a = Instance::start("postgres", &conn, 0, Some(KILL_AT))?;
-    let mut b = Instance::start("postgres", &conn, 0, None)?;
+    let (events, inbox) = mpsc::channel();
+    let mut a = Instance::start("postgres", &conn, 0, Some(KILL_AT), events.clone(), 0)?;
+    let mut b = Instance::start("postgres", &conn, 0, None, events.clone(), 1)?;
     let urls = vec![a.url(), b.url()];
-    let mut report = drive(ops, &urls, &mut [&mut a, &mut b])?;
+    let mut report = drive(ops, &urls, &mut [&mut a, &mut b], events, &inbox)?;
     a.stop();
     b.stop();
     let (effects, distinct) = postgres::count_effects(&conn)?;
@@ -159,18 +164,46 @@ fn check(report: &Report, ops: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// What the parent waits for: no polling, no sleeps.
+enum Event {
+    /// Instance `n` is inside an effect's transaction, waiting to be killed.
+    KillPoint(usize),
+    /// The engine recorded a result.
+    Recorded,
+}
+
+/// Tells the parent of every recorded result.
+struct Recorded(Mutex<Sender<Event>>);
+
+impl SyncObserver for Recorded {
+    fn on_result(&self, _op: &Operation, _result: &SendResult, _status: OperationStatus) {
+        let _ = self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .send(Event::Recorded);
+    }
+}
+
 /// A server process: this binary with `SYNC_SERVER_CHILD`.
 struct Instance {
     kind: String,
     db: String,
     port: u16,
     child: Option<Child>,
-    /// Set by the reader thread when the child announces the kill point.
-    at_kill_point: Arc<Mutex<bool>>,
+    events: Sender<Event>,
+    index: usize,
 }
 
 impl Instance {
-    fn start(kind: &str, db: &str, port: u16, kill_at: Option<usize>) -> Result<Self, Error> {
+    fn start(
+        kind: &str,
+        db: &str,
+        port: u16,
+        kill_at: Option<usize>,
+        events: Sender<Event>,
+        index: usize,
+    ) -> Result<Self, Error> {
         let mut command = Command::new(std::env::current_exe()?);
         command
             .env("SYNC_SERVER_CHILD", kind)
@@ -191,12 +224,11 @@ impl Instance {
             .strip_prefix("listening ")
             .and_then(|p| p.parse().ok())
             .ok_or_else(|| format!("unexpected first line from the child: {first}"))?;
-        let at_kill_point = Arc::new(Mutex::new(false));
-        let flag = Arc::clone(&at_kill_point);
+        let announce = events.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if line.starts_with("in-transaction") {
-                    *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+                    let _ = announce.send(Event::KillPoint(index));
                 }
             }
         });
@@ -205,19 +237,13 @@ impl Instance {
             db: db.to_owned(),
             port,
             child: Some(child),
-            at_kill_point,
+            events,
+            index,
         })
     }
 
     fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn at_kill_point(&self) -> bool {
-        *self
-            .at_kill_point
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// SIGKILLs the process and starts a new one on the same port.
@@ -226,7 +252,14 @@ impl Instance {
             child.kill()?;
             child.wait()?;
         }
-        let restarted = Self::start(&self.kind, &self.db, self.port, None)?;
+        let restarted = Self::start(
+            &self.kind,
+            &self.db,
+            self.port,
+            None,
+            self.events.clone(),
+            self.index,
+        )?;
         *self = restarted;
         Ok(())
     }
@@ -249,7 +282,13 @@ impl Drop for Instance {
 /// duplicates injected; kills and restarts the instance that pauses in a
 /// transaction. Returns when every operation is `Done` (or fails after a
 /// bound).
-fn drive(ops: usize, urls: &[String], instances: &mut [&mut Instance]) -> Result<Report, Error> {
+fn drive(
+    ops: usize,
+    urls: &[String],
+    instances: &mut [&mut Instance],
+    events: Sender<Event>,
+    inbox: &Receiver<Event>,
+) -> Result<Report, Error> {
     let store = Arc::new(MemoryOutboxStore::new());
     let outbox = Arc::new(Outbox::new(
         OutboxConfig {
@@ -277,6 +316,7 @@ fn drive(ops: usize, urls: &[String], instances: &mut [&mut Instance]) -> Result
         probe,
         transport.clone(),
     );
+    engine.set_observer(Arc::new(Recorded(Mutex::new(events))));
     let mut ids = Vec::with_capacity(ops);
     for n in 0..ops {
         let op = Operation::new("note.create", "/notes", format!(r#"{{"n":{n}}}"#));
@@ -286,11 +326,13 @@ fn drive(ops: usize, urls: &[String], instances: &mut [&mut Instance]) -> Result
     let mut kills = 0;
     let deadline = Instant::now() + Duration::from_secs(240);
     let result = loop {
-        for instance in instances.iter_mut() {
-            if instance.at_kill_point() {
-                instance.kill_and_restart()?;
-                kills += 1;
-            }
+        // A recorded result or the deadline falls through to the check.
+        let event = inbox.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        if let Ok(Event::KillPoint(n)) = event
+            && let Some(instance) = instances.get_mut(n)
+        {
+            instance.kill_and_restart()?;
+            kills += 1;
         }
         let stats = store.stats()?;
         if stats.done == ops {
@@ -302,10 +344,9 @@ fn drive(ops: usize, urls: &[String], instances: &mut [&mut Instance]) -> Result
                 stats.failed
             ));
         }
-        if Instant::now() > deadline {
+        if Instant::now() >= deadline {
             break Err(format!("not all Done in time: {stats:?}"));
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     engine.stop()?;
     let done = result?;
@@ -585,11 +626,13 @@ mod child {
     }
 
     /// Tells the parent the effect is written but not committed, then
-    /// waits to be killed.
+    /// waits to be killed (the parent's SIGKILL ends the process).
     fn announce_and_wait() {
         println!("in-transaction");
         let _ = std::io::stdout().flush();
-        std::thread::sleep(Duration::from_secs(60));
+        loop {
+            std::thread::park();
+        }
     }
 
     /// `(rows, distinct op keys)` of the SQLite effects table.
