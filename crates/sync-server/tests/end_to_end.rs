@@ -833,10 +833,10 @@ mod postgres {
         })
     }
 
-    /// The transactional form on the live server: a dropped effect leaves
-    /// nothing, a retryable answer is not stored and its effect rolled
-    /// back, a committed one is stored with its effect, and the pool is
-    /// healthy after all of it.
+    /// The transactional form on the live server: a dropped effect, a
+    /// retryable answer and a commit cancelled mid-await leave nothing; a
+    /// committed one is stored with its effect; the pool is healthy after
+    /// all of it.
     async fn check_effects(store: &sync_server::PostgresIdempotencyStore) -> Result<(), Error> {
         use sync_server::{Begin, Fingerprint, Idempotency, IdempotencyStore, StoredResponse};
         let client = store.pool().get().await?;
@@ -856,6 +856,19 @@ mod postgres {
             .await?;
         if busy.status() != 503 || idem.is_committed() {
             return Err("a 503 was stored".into());
+        }
+        // A commit whose future is dropped mid-await (a client gone, a
+        // timeout layer): polled once (its UPDATE sent), then cancelled. Its
+        // connection must not go back to the pool mid-transaction, where the
+        // next user's COMMIT would commit the orphaned effect.
+        let effect = insert(store, &idem, 4).await?;
+        let cancelled = tokio::time::timeout(
+            std::time::Duration::ZERO,
+            effect.commit(StoredResponse::new(http::StatusCode::CREATED)),
+        )
+        .await;
+        if cancelled.is_ok() || idem.is_committed() {
+            return Err("the commit was not cancelled mid-await".into());
         }
         insert(store, &idem, 3)
             .await?
