@@ -30,7 +30,8 @@ const MAX_BATCH_BYTES: usize = 16 << 20;
 ///
 /// Give it the app's routes with [`IdempotencyLayer`](crate::IdempotencyLayer)
 /// applied, and route the batch endpoint outside that layer (a batch carries
-/// no key of its own).
+/// no key of its own), on a path without parameters (axum would hand the
+/// batch route's parameters to each element's handler too).
 ///
 /// # Examples
 ///
@@ -171,7 +172,13 @@ fn element_request(
             request.headers_mut().append(name, value.clone());
         }
     }
-    *request.extensions_mut() = parts.extensions.clone();
+    let extensions = request.extensions_mut();
+    *extensions = parts.extensions.clone();
+    // Not the batch request's routing or key: the inner router sets its own
+    // matched path, and the element gets its own key's claim.
+    extensions.remove::<axum::extract::MatchedPath>();
+    extensions.remove::<axum::extract::OriginalUri>();
+    extensions.remove::<crate::Idempotency>();
     request.headers_mut().insert(IDEMPOTENCY_KEY, key);
     Some(request)
 }

@@ -77,17 +77,20 @@ pub enum ServerError {
 impl axum::response::IntoResponse for ServerError {
     /// What a handler answers when its transaction fails: `409` with
     /// `Retry-After: 1` if the key was taken over (the client's retry gets
-    /// the other request's response), `500` otherwise, which the layer does
-    /// not store, so the retry runs again. The body names no detail.
+    /// the other request's response), `503` with `Retry-After: 1` if no
+    /// database connection could be had, `500` otherwise. None of these is
+    /// stored, so the retry runs again. The body names no detail.
     fn into_response(self) -> axum::response::Response {
         let (status, code) = match self {
             Self::KeyLost { .. } => (http::StatusCode::CONFLICT, "request_in_progress"),
+            #[cfg(feature = "postgres")]
+            Self::Pool(_) => (http::StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             _ => (http::StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         };
         let mut response =
             crate::StoredResponse::json(status, &serde_json::json!({ "error": code }))
                 .into_response();
-        if status == http::StatusCode::CONFLICT {
+        if status != http::StatusCode::INTERNAL_SERVER_ERROR {
             response.headers_mut().insert(
                 http::header::RETRY_AFTER,
                 http::HeaderValue::from_static("1"),

@@ -80,9 +80,13 @@ impl PostgresIdempotencyStore {
         );
         let pool = Pool::builder(manager)
             .max_size(max_connections.max(1))
-            // A request waits at most this for a connection, then the layer
-            // answers 503 and the client retries: never a hang.
-            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            // Waiting for a free connection, connecting, and checking a
+            // pooled one are each bounded: a database that is gone or
+            // saturated gives `ServerError::Pool` (503 from the layer and from
+            // a handler's transaction) well within a key's lease, not a hang.
+            .wait_timeout(Some(std::time::Duration::from_secs(5)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .recycle_timeout(Some(std::time::Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| ServerError::BadConfig(e.to_string()))?;
@@ -141,6 +145,10 @@ impl PostgresIdempotencyStore {
         } else {
             None
         };
+        let found = match found {
+            None if has_table(&tx, TABLE).await? => Some("none".to_owned()),
+            found => found,
+        };
         match found {
             Some(found) if found == SCHEMA_VERSION.to_string() => return Ok(()),
             Some(found) => {
@@ -161,7 +169,8 @@ impl PostgresIdempotencyStore {
                status BIGINT, headers TEXT, body BYTEA, expires_at_ms BIGINT,
                created_at_ms BIGINT NOT NULL,
                PRIMARY KEY (scope, key));
-             CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;"
+             CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
+             CREATE INDEX {TABLE}_lease ON {TABLE} (lease_until_ms) WHERE state = 0;"
         );
         tx.batch_execute(&ddl)
             .await
@@ -248,8 +257,12 @@ impl PgEffect {
     pub async fn commit(mut self, response: StoredResponse) -> Result<Response, ServerError> {
         if !response.is_storable() {
             // A status the client retries is not stored: roll the effect
-            // back (dropping `self` closes the connection) and let the layer
-            // release the key.
+            // back and let the layer release the key. A rolled-back
+            // connection goes back to the pool; if the ROLLBACK fails or is
+            // cancelled, Drop closes it.
+            if self.client().batch_execute("ROLLBACK").await.is_ok() {
+                drop(self.client.take());
+            }
             return Ok(response.into_response());
         }
         // The connection stays in `self` until COMMIT has succeeded: on any
@@ -410,17 +423,31 @@ impl IdempotencyStore for PostgresIdempotencyStore {
 
     async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
         let client = self.client().await?;
-        client
-            .execute(
-                &format!(
-                    "DELETE FROM {TABLE} WHERE (state = 1 AND expires_at_ms <= $1) \
-                     OR (state = 0 AND lease_until_ms <= $1)"
-                ),
-                &[&now_ms],
-            )
-            .await
-            .map_err(pg("purge expired keys"))
+        // Two statements, each on its own partial index.
+        let mut purged = 0;
+        for sql in [
+            format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= $1"),
+            format!("DELETE FROM {TABLE} WHERE state = 0 AND lease_until_ms <= $1"),
+        ] {
+            purged += client
+                .execute(&sql, &[&now_ms])
+                .await
+                .map_err(pg("purge expired keys"))?;
+        }
+        Ok(purged)
     }
+}
+
+/// Whether `table` exists (in the search path).
+async fn has_table(
+    tx: &deadpool_postgres::Transaction<'_>,
+    table: &str,
+) -> Result<bool, ServerError> {
+    Ok(tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(pg("look for a table"))?
+        .get(0))
 }
 
 /// Marks the claim's key completed with `response` on `client` (in its

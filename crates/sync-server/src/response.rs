@@ -71,10 +71,11 @@ impl StoredResponse {
         self
     }
 
-    /// Whether this response is kept for replay: not one the client retries
-    /// (a 5xx, or 408, 409, 425, 429, which `sync-transport-http` treats as
-    /// temporary). Storing those would replay "try again" until the key
-    /// expired; instead the key is released and the retry runs again.
+    /// Whether this response is kept for replay: not a 5xx, 408, 409, 425
+    /// or 429. `sync-transport-http` retries all of those but 501 and 505,
+    /// and storing them would replay "try again" until the key expired;
+    /// instead the key is released and a retry runs again. (501 and 505 are
+    /// not stored either: a server error is never remembered.)
     #[must_use]
     pub fn is_storable(&self) -> bool {
         is_storable(self.status)

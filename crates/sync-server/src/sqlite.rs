@@ -76,7 +76,9 @@ impl SqliteIdempotencyStore {
     ///
     /// [`ServerError::Sqlite`] if the file cannot be opened or is not a
     /// database; [`ServerError::UnknownSchema`] for a key table of another
-    /// version; [`ServerError::Blocking`].
+    /// version, or one without a version; [`ServerError::BadConfig`] if the
+    /// database cannot be put in WAL mode (an in-memory database, say);
+    /// [`ServerError::Blocking`].
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, ServerError> {
         let path = path.as_ref().to_path_buf();
         let shown = path.clone();
@@ -110,8 +112,14 @@ impl SqliteIdempotencyStore {
             }
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(err("set synchronous"))?;
-            if matches!(version, Version::None) {
-                create(&conn).map_err(err("create the key table"))?;
+            if matches!(version, Version::None)
+                && let Version::Other(found) = create(&conn).map_err(err("create the key table"))?
+            {
+                return Err(ServerError::UnknownSchema {
+                    table: TABLE,
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
             }
             Ok(conn)
         })
@@ -332,16 +340,18 @@ impl IdempotencyStore for SqliteIdempotencyStore {
     async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
         let this = self.clone();
         blocking(move || {
-            this.lock()
-                .execute(
-                    &format!(
-                        "DELETE FROM {TABLE} WHERE (state = 1 AND expires_at_ms <= ?1) \
-                         OR (state = 0 AND lease_until_ms <= ?1)"
-                    ),
-                    [now_ms],
-                )
-                .map(|n| n as u64)
-                .map_err(|e| this.error("purge expired keys", e))
+            let conn = this.lock();
+            // Two statements, each on its own partial index.
+            let mut purged = 0;
+            for sql in [
+                format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= ?1"),
+                format!("DELETE FROM {TABLE} WHERE state = 0 AND lease_until_ms <= ?1"),
+            ] {
+                purged += conn
+                    .execute(&sql, [now_ms])
+                    .map_err(|e| this.error("purge expired keys", e))?;
+            }
+            Ok(purged as u64)
         })
         .await
     }
@@ -413,21 +423,34 @@ fn read_version(conn: &Connection) -> rusqlite::Result<Version> {
 }
 
 /// Creates the key table and its version in a new database, in one
-/// transaction.
-fn create(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE;
-         CREATE TABLE sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-         CREATE TABLE {TABLE} (
-           scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
-           state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
-           status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
-           created_at_ms INTEGER NOT NULL,
-           PRIMARY KEY (scope, key));
-         CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
-         INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-         COMMIT;"
-    ))
+/// `BEGIN IMMEDIATE` transaction that reads the version again first (another
+/// process may have created it meanwhile). Returns what it found then.
+fn create(conn: &Connection) -> rusqlite::Result<Version> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let created = read_version(conn).and_then(|version| {
+        if matches!(version, Version::None) {
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE {TABLE} (
+                   scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
+                   state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
+                   status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
+                   created_at_ms INTEGER NOT NULL,
+                   PRIMARY KEY (scope, key));
+                 CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
+                 CREATE INDEX {TABLE}_lease ON {TABLE} (lease_until_ms) WHERE state = 0;
+                 INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+            ))?;
+        }
+        Ok(version)
+    });
+    match created {
+        Ok(version) => conn.execute_batch("COMMIT").map(|()| version),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// Runs `f` on tokio's blocking pool.

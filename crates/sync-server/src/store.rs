@@ -91,10 +91,12 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     async fn release(&self, claim: &KeyClaim) -> Result<(), ServerError>;
 
     /// Deletes completed keys that expired by `now_ms`, and running keys
-    /// whose lease ended by then (their request is presumed dead: a retry
-    /// would take them over anyway); returns how many. Requests never see
-    /// an expired key either way; this frees room, and forgets keys whose
-    /// clients never came back.
+    /// whose lease ended by then (their request is presumed dead); returns
+    /// how many. An expired completed key is never honoured either way. A
+    /// purged running key differs from one taken over in one case: a later
+    /// request with the same key but a different body runs, where before it
+    /// got 422. This frees room, and forgets keys whose clients never came
+    /// back.
     ///
     /// # Errors
     ///

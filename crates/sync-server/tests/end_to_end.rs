@@ -829,7 +829,8 @@ mod postgres {
             store.migrate().await?;
             let store = std::sync::Arc::new(store);
             super::store_contract::check(store.clone(), "contract").await?;
-            check_effects(&store).await
+            check_effects(&store).await?;
+            check_foreign_table(conn).await
         })
     }
 
@@ -858,7 +859,8 @@ mod postgres {
             return Err("a 503 was stored".into());
         }
         // A commit whose future is dropped mid-await (a client gone, a
-        // timeout layer): polled once (its UPDATE sent), then cancelled. Its
+        // timeout layer): polled once (its first statement under way), then
+        // cancelled. Its
         // connection must not go back to the pool mid-transaction, where the
         // next user's COMMIT would commit the orphaned effect.
         let effect = insert(store, &idem, 4).await?;
@@ -877,18 +879,6 @@ mod postgres {
         if !idem.is_committed() {
             return Err("the commit was not marked".into());
         }
-        let rows: Vec<i64> = store
-            .pool()
-            .get()
-            .await?
-            .query("SELECT n FROM contract_effects", &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if rows != [3] {
-            return Err(format!("effects after drop, 503 and commit: {rows:?}").into());
-        }
         if !matches!(store.begin("fx", "k", print, 1, 60_000).await?, Begin::Replay(r) if r.status == 201)
         {
             return Err("the committed answer is not replayed".into());
@@ -903,6 +893,57 @@ mod postgres {
                 return Err("a new key must start".into());
             };
             store.release(&claim).await?;
+        }
+        // Checked after those: a connection left mid-transaction would
+        // have had its orphaned effect committed by one of them.
+        let rows: Vec<i64> = store
+            .pool()
+            .get()
+            .await?
+            .query("SELECT n FROM contract_effects", &[])
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if rows != [3] {
+            return Err(format!("effects after drop, 503 and commit: {rows:?}").into());
+        }
+        Ok(())
+    }
+
+    /// A database whose `sync_idempotency` table is someone else's (no
+    /// version) is refused with `UnknownSchema`, and nothing is added to it.
+    async fn check_foreign_table(conn: &str) -> Result<(), Error> {
+        let admin = sync_server::PostgresIdempotencyStore::connect(conn, 1)?;
+        admin
+            .pool()
+            .get()
+            .await?
+            .batch_execute("CREATE DATABASE foreign_app")
+            .await?;
+        let foreign_conn = conn.replace("dbname=postgres", "dbname=foreign_app");
+        let foreign = sync_server::PostgresIdempotencyStore::connect(&foreign_conn, 1)?;
+        let client = foreign.pool().get().await?;
+        client
+            .batch_execute("CREATE TABLE sync_idempotency (id BIGINT PRIMARY KEY)")
+            .await?;
+        drop(client);
+        match foreign.migrate().await {
+            Err(sync_server::ServerError::UnknownSchema { found, .. }) if found == "none" => {}
+            other => return Err(format!("a foreign key table was not refused: {other:?}").into()),
+        }
+        let meta: bool = foreign
+            .pool()
+            .get()
+            .await?
+            .query_one(
+                "SELECT to_regclass('sync_idempotency_meta') IS NOT NULL",
+                &[],
+            )
+            .await?
+            .get(0);
+        if meta {
+            return Err("migrate wrote to a database it refused".into());
         }
         Ok(())
     }

@@ -172,3 +172,35 @@ async fn batch_elements_keep_the_scope_an_outer_layer_set() -> Result<(), Box<dy
     assert_eq!(runs.load(SeqCst), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_element_is_routed_as_its_own_request() -> Result<(), Box<dyn std::error::Error>> {
+    let store = Arc::new(MemoryIdempotencyStore::default());
+    let api: Router = Router::new()
+        .route(
+            "/notes/{id}",
+            post(
+                |path: axum::extract::MatchedPath,
+                 axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    format!("{} {id}", path.as_str())
+                },
+            ),
+        )
+        .layer(IdempotencyLayer::new(store, IdempotencyConfig::default()));
+    let app: Router = Router::new()
+        .route_service("/sync/batch", BatchService::new(api.clone()))
+        .merge(api);
+    let batch = BatchRequest {
+        operations: vec![element("e1", "/notes/7", "{}")],
+    };
+    let Ok(response) = app
+        .clone()
+        .call(Request::post("/sync/batch").body(Body::from(serde_json::to_vec(&batch)?))?)
+        .await;
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX).await?;
+    let answer: BatchResponse = serde_json::from_slice(&body)?;
+    let result = answer.results.first().ok_or("no result")?;
+    assert_eq!(result.status, 200, "{result:?}");
+    assert_eq!(result.body.as_deref(), Some("/notes/{id} 7"));
+    Ok(())
+}

@@ -279,3 +279,19 @@ async fn a_foreign_key_table_is_refused_before_anything_is_written()
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_open_cut_short_after_the_meta_table_is_finished_on_the_next()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("half.db");
+    {
+        let db = sync_server::rusqlite::Connection::open(&path)?;
+        db.execute_batch(
+            "CREATE TABLE sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )?;
+    }
+    let store = SqliteIdempotencyStore::open(&path).await?;
+    store_contract::check(Arc::new(store), "half").await?;
+    Ok(())
+}
