@@ -8,7 +8,7 @@ use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
 use crate::record::{KeyRecord, KeyState, decide};
 use crate::response::StoredResponse;
-use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
+use crate::store::{Begin, IdempotencyStore, KeyClaim};
 
 /// Keys in memory. Nothing survives a restart: a retry after one is
 /// processed again, so this is for tests and for effects that are
@@ -69,23 +69,18 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             if let Some(answer) = decide(keys.get(&id), &fingerprint, now_ms).answer() {
                 answer
             } else {
-                let token = new_token();
+                let claim = KeyClaim::new(scope, key, fingerprint);
                 keys.insert(
                     id,
                     KeyRecord {
                         fingerprint,
                         state: KeyState::Running {
-                            token: token.clone(),
+                            token: claim.token.clone(),
                             lease_until_ms: now_ms.saturating_add(lease_ms),
                         },
                     },
                 );
-                Begin::Started(KeyClaim {
-                    scope: scope.to_owned(),
-                    key: key.to_owned(),
-                    token,
-                    fingerprint,
-                })
+                Begin::Started(claim)
             },
         )
     }

@@ -13,7 +13,7 @@ use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
-use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
+use crate::store::{Begin, IdempotencyStore, KeyClaim};
 
 const TABLE: &str = "sync_idempotency";
 const SCHEMA_VERSION: u32 = 1;
@@ -315,7 +315,7 @@ impl IdempotencyStore for PostgresIdempotencyStore {
                 .transaction()
                 .await
                 .map_err(pg("begin a transaction"))?;
-            let token = new_token();
+            let claim = KeyClaim::new(scope, key, fingerprint);
             let inserted = tx
                 .execute(
                     &format!(
@@ -327,19 +327,13 @@ impl IdempotencyStore for PostgresIdempotencyStore {
                         &scope,
                         &key,
                         &fingerprint.as_bytes().as_slice(),
-                        &token,
+                        &claim.token,
                         &now_ms.saturating_add(lease_ms),
                         &now_ms,
                     ],
                 )
                 .await
                 .map_err(pg("claim a key"))?;
-            let claim = KeyClaim {
-                scope: scope.to_owned(),
-                key: key.to_owned(),
-                token,
-                fingerprint,
-            };
             if inserted == 1 {
                 tx.commit().await.map_err(pg("commit a key"))?;
                 return Ok(Begin::Started(claim));

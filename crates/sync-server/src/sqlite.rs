@@ -14,7 +14,7 @@ use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
-use crate::store::{Begin, IdempotencyStore, KeyClaim, new_token};
+use crate::store::{Begin, IdempotencyStore, KeyClaim};
 
 const TABLE: &str = "sync_idempotency";
 const SCHEMA_VERSION: u32 = 1;
@@ -254,7 +254,7 @@ impl SqliteIdempotencyStore {
         let begin = if let Some(answer) = decide(record.as_ref(), &fingerprint, now_ms).answer() {
             answer
         } else {
-            let token = new_token();
+            let claim = KeyClaim::new(scope, key, fingerprint);
             tx.execute(
                 &format!(
                     "INSERT OR REPLACE INTO {TABLE} (scope, key, fingerprint, state, token, \
@@ -264,18 +264,13 @@ impl SqliteIdempotencyStore {
                     scope,
                     key,
                     fingerprint.as_bytes().as_slice(),
-                    token,
+                    claim.token,
                     now_ms.saturating_add(lease_ms),
                     now_ms
                 ],
             )
             .map_err(|e| self.error("claim a key", e))?;
-            Begin::Started(KeyClaim {
-                scope: scope.to_owned(),
-                key: key.to_owned(),
-                token,
-                fingerprint,
-            })
+            Begin::Started(claim)
         };
         tx.commit().map_err(|e| self.error("commit a key", e))?;
         Ok(begin)

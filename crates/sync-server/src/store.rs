@@ -25,6 +25,21 @@ pub struct KeyClaim {
     pub fingerprint: Fingerprint,
 }
 
+impl KeyClaim {
+    /// A new claim on `(scope, key)` for a request with `fingerprint`,
+    /// under a fencing token no other claim has. A store calls this when it
+    /// records the key as running.
+    #[must_use]
+    pub fn new(scope: &str, key: &str, fingerprint: Fingerprint) -> Self {
+        Self {
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            token: new_token(),
+            fingerprint,
+        }
+    }
+}
+
 /// What [`IdempotencyStore::begin`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Begin {
@@ -105,7 +120,7 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
 }
 
 /// A fencing token no other claim has: the process, the time, a counter.
-pub(crate) fn new_token() -> String {
+fn new_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
