@@ -11,16 +11,21 @@ use crate::Error;
 /// dependencies). Adding an edge here is a reviewed change.
 const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("sync-wal", &[]),
-    ("sync-outbox", &[]),
+    ("sync-protocol", &[]),
+    ("sync-outbox", &["sync-protocol"]),
     ("sync-store-file", &["sync-wal", "sync-outbox"]),
     ("sync-store-sqlite", &["sync-wal", "sync-outbox"]),
     ("sync-engine", &["sync-outbox"]),
-    ("sync-transport-http", &["sync-engine", "sync-outbox"]),
-    ("sync-server", &["sync-outbox"]),
+    (
+        "sync-transport-http",
+        &["sync-engine", "sync-outbox", "sync-protocol"],
+    ),
+    ("sync-server", &["sync-protocol"]),
     (
         "sync",
         &[
             "sync-wal",
+            "sync-protocol",
             "sync-outbox",
             "sync-store-file",
             "sync-store-sqlite",

@@ -42,7 +42,6 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod batch;
 mod error;
 mod id;
 mod memory_store;
@@ -55,7 +54,6 @@ mod store;
 pub mod testing;
 mod transition;
 
-pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
 pub use operation::{Operation, OperationStatus, OrderingMode};
@@ -65,6 +63,9 @@ pub use outbox::{
 };
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};
+/// The batch wire types, defined in `sync-protocol` (shared with
+/// `sync-server`) and re-exported here.
+pub use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 pub use transition::{is_allowed, transition};
 
 /// The result type of this crate.

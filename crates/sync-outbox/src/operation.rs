@@ -250,3 +250,23 @@ impl Operation {
         self.status == OperationStatus::Pending && self.next_retry_at_ms <= now_ms
     }
 }
+
+/// What a batch element of this operation carries: its current
+/// [`idempotency_key`](Operation::idempotency_key), kind, target and payload.
+impl sync_protocol::WireOperation for Operation {
+    fn idempotency_key(&self) -> &str {
+        Operation::idempotency_key(self)
+    }
+
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    fn target(&self) -> &str {
+        &self.target
+    }
+
+    fn payload(&self) -> &str {
+        &self.payload
+    }
+}

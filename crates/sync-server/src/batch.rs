@@ -12,10 +12,9 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode};
-use sync_outbox::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
+use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult, IDEMPOTENCY_KEY};
 use tower_service::Service;
 
-use crate::key::IDEMPOTENCY_KEY;
 use crate::response::StoredResponse;
 
 /// The longest batch request body read (a longer one gets 413).

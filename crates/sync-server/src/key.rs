@@ -1,14 +1,7 @@
-//! The `Idempotency-Key` header: its name and what a valid value is.
+//! The `Idempotency-Key` header: what a valid value is. The names and the
+//! length limit are the protocol's (`sync_protocol`).
 
-/// The header a client sends its key in (IETF httpapi draft
-/// "The Idempotency-Key HTTP Header Field").
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// The header set on a replayed response.
-pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-
-/// The longest key accepted.
-pub const MAX_KEY_LEN: usize = 255;
+use sync_protocol::MAX_KEY_LEN;
 
 /// The key in a header value, or `None` if it is not a valid key.
 ///

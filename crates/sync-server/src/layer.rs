@@ -11,14 +11,15 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode};
+use sync_protocol::{IDEMPOTENCY_KEY, is_storable};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::config::{IdempotencyConfig, KeyRequirement};
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
-use crate::key::{IDEMPOTENCY_KEY, parse_key};
-use crate::response::{StoredResponse, is_storable};
+use crate::key::parse_key;
+use crate::response::StoredResponse;
 use crate::store::{Begin, IdempotencyStore};
 
 /// A tower layer that applies each `Idempotency-Key` once.

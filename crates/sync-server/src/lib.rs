@@ -24,8 +24,8 @@
 //! [`BatchService`] serves the client's batch format, each element deduped
 //! on its own key by the same layer and handlers.
 //!
-//! This crate knows nothing of the client: it depends only on the batch
-//! wire types of `sync-outbox`.
+//! This crate knows nothing of the client: it depends only on the wire both
+//! halves share, `sync-protocol` (`docs/PROTOCOL.md`).
 //!
 //! # Examples
 //!
@@ -83,7 +83,6 @@ pub use config::{ClockFn, IdempotencyConfig, KeyRequirement, ScopeFn};
 pub use error::ServerError;
 pub use fingerprint::Fingerprint;
 pub use handle::{Idempotency, MissingIdempotency};
-pub use key::{IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, MAX_KEY_LEN};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 pub use memory::MemoryIdempotencyStore;
 #[cfg(feature = "postgres")]
@@ -93,6 +92,11 @@ pub use response::StoredResponse;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteIdempotencyStore;
 pub use store::{Begin, IdempotencyStore, KeyClaim};
+/// The header names and key limit, defined in `sync-protocol` (shared with
+/// the client) and re-exported here.
+pub use sync_protocol::{
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED, MAX_KEY_LEN,
+};
 
 /// The SQLite binding the SQLite store uses, for the app's own SQL.
 #[cfg(feature = "sqlite")]

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use crate::key::IDEMPOTENT_REPLAYED;
+use sync_protocol::IDEMPOTENT_REPLAYED;
 
 /// A response as stored under an idempotency key.
 ///
@@ -72,13 +72,14 @@ impl StoredResponse {
     }
 
     /// Whether this response is kept for replay: not a 5xx, 408, 409, 425
-    /// or 429. `sync-transport-http` retries all of those but 501 and 505,
-    /// and storing them would replay "try again" until the key expired;
-    /// instead the key is released and a retry runs again. (501 and 505 are
-    /// not stored either: a server error is never remembered.)
+    /// or 429 ([`sync_protocol::is_storable`]). The client retries all of
+    /// those but 501 and 505, and storing them would replay "try again"
+    /// until the key expired; instead the key is released and a retry runs
+    /// again. (501 and 505 are not stored either: a server error is never
+    /// remembered.)
     #[must_use]
     pub fn is_storable(&self) -> bool {
-        is_storable(self.status)
+        sync_protocol::is_storable(self.status)
     }
 
     /// The status as a `StatusCode` (500 for a stored value out of range).
@@ -136,10 +137,4 @@ impl IntoResponse for StoredResponse {
         }
         response
     }
-}
-
-/// Whether a response with `status` is stored for replay (see
-/// [`StoredResponse::is_storable`]).
-pub(crate) fn is_storable(status: u16) -> bool {
-    !matches!(status, 408 | 409 | 425 | 429 | 500..)
 }

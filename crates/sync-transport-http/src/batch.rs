@@ -1,13 +1,14 @@
 //! The batch wire format (`docs/HTTP-BATCH.md`) on the client's side: the
 //! request for a claimed batch, and how an answer becomes one [`SendResult`]
-//! per operation. The wire types themselves are `sync_outbox`'s, shared with
+//! per operation. The wire types themselves are `sync_protocol`'s, shared with
 //! `sync-server`. No I/O.
 
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use sync_engine::SendResult;
-use sync_outbox::{BatchOperation, BatchRequest, BatchResponse, BatchResult, Operation};
+use sync_outbox::Operation;
+use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 
 use crate::config::HttpTransportConfig;
 use crate::status::{map_status, with_failure_body};

@@ -71,7 +71,7 @@ pub use config::{HttpMethod, HttpTransportConfig};
 pub use error::HttpTransportError;
 pub use status::{map_status, parse_retry_after, with_failure_body};
 /// The batch wire types (`docs/HTTP-BATCH.md`), shared with `sync-server`.
-pub use sync_outbox::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
+pub use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub use transport::HttpTransport;

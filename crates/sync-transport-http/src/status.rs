@@ -4,6 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use sync_engine::SendResult;
+use sync_protocol::StatusClass;
 
 use crate::config::HttpTransportConfig;
 
@@ -49,14 +50,11 @@ pub fn map_status(
     now: SystemTime,
     config: &HttpTransportConfig,
 ) -> SendResult {
-    if (200..300).contains(&status) {
-        return SendResult::ok();
-    }
     let error = describe(status);
-    let retryable = match status {
-        401 | 403 => config.retry_auth_failures,
-        501 | 505 => false,
-        408 | 409 | 425 | 429 | 500..=599 => true,
+    let retryable = match sync_protocol::map_status(status) {
+        StatusClass::Done => return SendResult::ok(),
+        StatusClass::Retry | StatusClass::Unavailable => true,
+        _ if matches!(status, 401 | 403) => config.retry_auth_failures,
         _ => false,
     };
     if !retryable {

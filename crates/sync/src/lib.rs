@@ -66,8 +66,11 @@
 //! (`default-features = false`) to take only the layers you need.
 //!
 //! - `wal` (default): `sync::wal`, the write-ahead log (`sync-wal`).
+//! - `protocol` (on with `outbox` or `server`): `sync::protocol`, the wire
+//!   both halves speak: batch types, header names, the status table and key
+//!   lifetimes (`sync-protocol`).
 //! - `outbox` (default): `sync::outbox`, operations, the state machine,
-//!   retry policy and the store trait (`sync-outbox`).
+//!   retry policy and the store trait (`sync-outbox`); turns on `protocol`.
 //! - `store` (default): `sync::store`, the JSON and WAL-backed stores
 //!   (`sync-store-file`); turns on `wal` and `outbox`.
 //! - `sqlite`: `sync::sqlite`, the SQLite store, whose transactions hold the
@@ -88,7 +91,7 @@
 //!   `tracing` events.
 //! - `server`: `sync::server`, the receiving half (`sync-server`): the
 //!   `IdempotencyLayer` for axum / tower servers and exactly-once effects on
-//!   SQLite. Independent of the client layers.
+//!   SQLite. Independent of the client layers; turns on `protocol`.
 //! - `server-postgres`: `sync::server::PostgresIdempotencyStore`, for a
 //!   fleet of servers on one PostgreSQL database; turns on `server`.
 
@@ -101,6 +104,13 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "wal")))]
 pub mod wal {
     pub use sync_wal::*;
+}
+
+/// The wire both halves speak: re-exports `sync-protocol`.
+#[cfg(feature = "protocol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "protocol")))]
+pub mod protocol {
+    pub use sync_protocol::*;
 }
 
 /// Operations, their state machine, the retry policy and the store trait:

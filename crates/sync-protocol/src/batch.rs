@@ -1,21 +1,56 @@
-//! The batch wire format (`docs/HTTP-BATCH.md`) as data: what a batch
-//! request carries and what a server answers. Shared by the HTTP transport,
-//! which sends it, and `sync-server`, which serves it; no I/O.
+//! The batch wire format (`docs/PROTOCOL.md`, "Batches") as data: what a
+//! batch request carries and what a server answers. Shared by the HTTP
+//! transport, which sends it, and `sync-server`, which serves it; no I/O.
 
 use serde::{Deserialize, Serialize};
 
-use crate::Operation;
+/// What a batch element is made from: the four things a client's operation
+/// puts on the wire. `sync_outbox::Operation` implements it; a client in
+/// another crate implements it for its own type.
+///
+/// # Examples
+///
+/// ```
+/// use sync_protocol::{BatchOperation, WireOperation};
+///
+/// struct Edit { id: String, body: String }
+///
+/// impl WireOperation for Edit {
+///     fn idempotency_key(&self) -> &str { &self.id }
+///     fn kind(&self) -> &str { "note.edit" }
+///     fn target(&self) -> &str { "/notes/1" }
+///     fn payload(&self) -> &str { &self.body }
+/// }
+///
+/// let element = BatchOperation::new(&Edit { id: "op_1".into(), body: "{}".into() }, "PUT");
+/// assert_eq!((element.idempotency_key.as_str(), element.method.as_str()), ("op_1", "PUT"));
+/// ```
+pub trait WireOperation {
+    /// The key the server applies it once under.
+    fn idempotency_key(&self) -> &str;
+    /// What it does (`"note.create"`).
+    fn kind(&self) -> &str;
+    /// The path a single request for it goes to.
+    fn target(&self) -> &str;
+    /// The body a single request for it carries.
+    fn payload(&self) -> &str;
+}
 
 /// The body of a batch request: `{"operations": [...]}`.
 ///
 /// # Examples
 ///
 /// ```
-/// use sync_outbox::{BatchOperation, BatchRequest, Operation};
+/// use sync_protocol::{BatchOperation, BatchRequest};
 ///
-/// let mut op = Operation::new("note.create", "/notes", r#"{"text":"hi"}"#);
-/// op.id = "op_1".into();
-/// let request = BatchRequest { operations: vec![BatchOperation::new(&op, "POST")] };
+/// let element = BatchOperation {
+///     idempotency_key: "op_1".into(),
+///     kind: "note.create".into(),
+///     method: "POST".into(),
+///     target: "/notes".into(),
+///     payload: r#"{"text":"hi"}"#.into(),
+/// };
+/// let request = BatchRequest { operations: vec![element] };
 /// let json = serde_json::to_string(&request)?;
 /// assert_eq!(
 ///     json,
@@ -32,8 +67,9 @@ pub struct BatchRequest {
 /// One operation in a [`BatchRequest`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchOperation {
-    /// The operation's id: the key the server applies it once under, exactly
-    /// as the `Idempotency-Key` header of a single request.
+    /// The key the server applies it once under, exactly as the
+    /// `Idempotency-Key` header of a single request: the operation's id, or
+    /// `"{id}.{n}"` after its `n`th correction.
     pub idempotency_key: String,
     /// The operation's kind.
     pub kind: String,
@@ -60,8 +96,8 @@ pub struct BatchResult {
     /// Which operation this is the result of.
     pub idempotency_key: String,
     /// The HTTP status a single request would have got; mapped with
-    /// the client's status table, so 2xx is done, 503 retryable, 422
-    /// permanent, ...
+    /// [`map_status`](crate::map_status), so 2xx is done, 429 retried, 503
+    /// unavailable, 422 permanent, ...
     pub status: u16,
     /// A `Retry-After` value for this operation (delay-seconds or an HTTP
     /// date), if the server has one.
@@ -75,16 +111,16 @@ pub struct BatchResult {
 }
 
 impl BatchOperation {
-    /// The element for `op`, sent with `method`: its current idempotency key
-    /// ([`Operation::idempotency_key`]), kind, target and payload.
+    /// The element for `op`, sent with `method`: its idempotency key, kind,
+    /// target and payload.
     #[must_use]
-    pub fn new(op: &Operation, method: &str) -> Self {
+    pub fn new(op: &impl WireOperation, method: &str) -> Self {
         Self {
             idempotency_key: op.idempotency_key().to_owned(),
-            kind: op.kind.clone(),
+            kind: op.kind().to_owned(),
             method: method.to_owned(),
-            target: op.target.clone(),
-            payload: op.payload.clone(),
+            target: op.target().to_owned(),
+            payload: op.payload().to_owned(),
         }
     }
 }

@@ -1,0 +1,4 @@
+//! The protocol's integration tests: one binary, a module per behaviour.
+
+mod batch_format;
+mod status_table;
