@@ -48,8 +48,19 @@ pub type ClockFn = Arc<dyn Fn() -> i64 + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct IdempotencyConfig {
-    /// How long a completed key's response is replayed. Default 24 h.
+    /// How long a completed key's response is replayed whole. Default 24 h
+    /// ([`sync_protocol::DEFAULT_RESPONSE_TTL`]).
     pub ttl: Duration,
+    /// How long a completed key is remembered as applied, after its
+    /// response has expired: a repeat gets the first answer's status with
+    /// an empty body and `Idempotent-Response-Expired: true`, never a second
+    /// run. Default 30 days ([`sync_protocol::DEFAULT_KEY_MEMORY`]), above
+    /// the client's default resend window of 28 days
+    /// (`OutboxConfig::resend_window_ms`,
+    /// [`sync_protocol::DEFAULT_RESEND_WINDOW`]): a client must never resend
+    /// a key longer than its server remembers it. Never shorter than `ttl`.
+    /// Costs one small row per key (scope, key, fingerprint, status).
+    pub key_memory: Duration,
     /// How long a running request holds its key before a retry may take it
     /// over (its server presumed dead). A request still running then loses
     /// the key: its completion fails with
@@ -79,6 +90,13 @@ impl IdempotencyConfig {
     #[must_use]
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`key_memory`](Self::key_memory).
+    #[must_use]
+    pub fn with_key_memory(mut self, key_memory: Duration) -> Self {
+        self.key_memory = key_memory;
         self
     }
 
@@ -115,6 +133,12 @@ impl IdempotencyConfig {
         i64::try_from(self.ttl.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// The expiry of a key completed at `now_ms`.
+    pub(crate) fn expiry_at(&self, now_ms: i64) -> crate::store::KeyExpiry {
+        let memory_ms = i64::try_from(self.key_memory.as_millis()).unwrap_or(i64::MAX);
+        crate::store::KeyExpiry::after(now_ms, self.ttl_ms(), memory_ms)
+    }
+
     pub(crate) fn lease_ms(&self) -> i64 {
         i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
@@ -123,7 +147,8 @@ impl IdempotencyConfig {
 impl Default for IdempotencyConfig {
     fn default() -> Self {
         Self {
-            ttl: Duration::from_secs(24 * 3600),
+            ttl: sync_protocol::DEFAULT_RESPONSE_TTL,
+            key_memory: sync_protocol::DEFAULT_KEY_MEMORY,
             lease: Duration::from_secs(30),
             requirement: KeyRequirement::Optional,
             max_request_bytes: 1 << 20,
@@ -144,6 +169,7 @@ impl fmt::Debug for IdempotencyConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdempotencyConfig")
             .field("ttl", &self.ttl)
+            .field("key_memory", &self.key_memory)
             .field("lease", &self.lease)
             .field("requirement", &self.requirement)
             .field("max_request_bytes", &self.max_request_bytes)

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::request::Parts;
 
-use crate::store::KeyClaim;
+use crate::store::{KeyClaim, KeyExpiry};
 
 /// The request's hold on its idempotency key, put in the request's
 /// extensions by [`IdempotencyLayer`](crate::IdempotencyLayer) and taken by
@@ -36,21 +36,21 @@ use crate::store::KeyClaim;
 #[derive(Clone, Debug)]
 pub struct Idempotency {
     pub(crate) claim: KeyClaim,
-    pub(crate) expires_at_ms: i64,
+    pub(crate) expiry: KeyExpiry,
     pub(crate) committed: Arc<AtomicBool>,
 }
 
 impl Idempotency {
     /// A handle for `claim` (from [`IdempotencyStore::begin`]), whose
-    /// response is kept until `expires_at_ms`: for servers that drive a
+    /// response and memory last as `expiry` says: for servers that drive a
     /// store without the layer.
     ///
     /// [`IdempotencyStore::begin`]: crate::IdempotencyStore::begin
     #[must_use]
-    pub fn from_claim(claim: KeyClaim, expires_at_ms: i64) -> Self {
+    pub fn from_claim(claim: KeyClaim, expiry: KeyExpiry) -> Self {
         Self {
             claim,
-            expires_at_ms,
+            expiry,
             committed: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -76,7 +76,13 @@ impl Idempotency {
     /// When the stored response expires (ms since the Unix epoch).
     #[must_use]
     pub fn expires_at_ms(&self) -> i64 {
-        self.expires_at_ms
+        self.expiry.response_until_ms
+    }
+
+    /// How long the key's response and its memory last.
+    #[must_use]
+    pub fn expiry(&self) -> KeyExpiry {
+        self.expiry
     }
 
     /// Whether a transaction already stored this request's response.

@@ -28,8 +28,9 @@ use crate::store::{Begin, IdempotencyStore};
 ///
 /// | stored for the key | the request gets |
 /// | --- | --- |
-/// | nothing, or an expired response | runs; its final response is stored (unless 5xx) |
+/// | nothing, or a key past its `key_memory` | runs; its final response is stored (unless 5xx) |
 /// | the response of the same request (method, path, body) | that response replayed, with `Idempotent-Replayed: true` |
+/// | the same request, whose response expired (after `ttl`, within `key_memory`) | its status, an empty body, `Idempotent-Replayed: true` and `Idempotent-Response-Expired: true`; never a second run |
 /// | the same request, still running | `409 Conflict` with `Retry-After` |
 /// | the same request, running past its lease (its server died) | runs again under a new claim |
 /// | a different request | `422 Unprocessable Entity` |
@@ -172,6 +173,7 @@ impl Shared {
         let claim = match begun {
             Ok(Begin::Started(claim)) => claim,
             Ok(Begin::Replay(stored)) => return stored.replay(),
+            Ok(Begin::Remembered { status }) => return StoredResponse::remembered(status),
             Ok(Begin::InProgress { retry_after_ms }) => {
                 let seconds = (retry_after_ms.max(1) + 999) / 1000;
                 return problem(StatusCode::CONFLICT, "request_in_progress", Some(seconds));
@@ -192,7 +194,7 @@ impl Shared {
                 );
             }
         };
-        let handle = Idempotency::from_claim(claim, now.saturating_add(self.config.ttl_ms()));
+        let handle = Idempotency::from_claim(claim, self.config.expiry_at(now));
         parts.extensions.insert(handle.clone());
         let response = call(&mut inner, Request::from_parts(parts, Body::from(body))).await;
         if handle.is_committed() {
@@ -230,7 +232,7 @@ impl Shared {
         }
         if let Err(e) = self
             .store
-            .complete(&handle.claim, &stored, handle.expires_at_ms)
+            .complete(&handle.claim, &stored, handle.expiry)
             .await
         {
             tracing::warn!(error = %e, "could not store an idempotent response");

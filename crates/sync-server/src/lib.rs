@@ -68,6 +68,8 @@ mod error;
 mod fingerprint;
 mod handle;
 mod key;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod key_table;
 mod layer;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -91,7 +93,7 @@ pub use record::{Decision, KeyRecord, KeyState, decide};
 pub use response::StoredResponse;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteIdempotencyStore;
-pub use store::{Begin, IdempotencyStore, KeyClaim};
+pub use store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
 /// The header names and key limit, defined in `sync-protocol` (shared with
 /// the client) and re-exported here.
 pub use sync_protocol::{

@@ -8,7 +8,7 @@ use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
 use crate::record::{KeyRecord, KeyState, decide};
 use crate::response::StoredResponse;
-use crate::store::{Begin, IdempotencyStore, KeyClaim};
+use crate::store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
 
 /// Keys in memory. Nothing survives a restart: a retry after one is
 /// processed again, so this is for tests and for effects that are
@@ -18,14 +18,17 @@ use crate::store::{Begin, IdempotencyStore, KeyClaim};
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
-/// use sync_server::{Begin, Fingerprint, IdempotencyStore, MemoryIdempotencyStore, StoredResponse};
+/// use sync_server::{Begin, Fingerprint, IdempotencyStore, KeyExpiry, MemoryIdempotencyStore, StoredResponse};
 ///
 /// let store = MemoryIdempotencyStore::default();
 /// let print = Fingerprint::of("POST", "/notes", b"{}");
 /// let Begin::Started(claim) = store.begin("", "op-1", print, 0, 30_000).await? else { panic!() };
-/// store.complete(&claim, &StoredResponse::new(http::StatusCode::CREATED), 86_400_000).await?;
+/// let day = 86_400_000;
+/// store.complete(&claim, &StoredResponse::new(http::StatusCode::CREATED), KeyExpiry::after(0, day, 30 * day)).await?;
 /// let again = store.begin("", "op-1", print, 1_000, 30_000).await?;
 /// assert!(matches!(again, Begin::Replay(r) if r.status == 201));
+/// let days_later = store.begin("", "op-1", print, 3 * day, 30_000).await?;
+/// assert_eq!(days_later, Begin::Remembered { status: 201 });
 /// # Ok::<_, sync_server::ServerError>(())
 /// # })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
@@ -89,7 +92,7 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         &self,
         claim: &KeyClaim,
         response: &StoredResponse,
-        expires_at_ms: i64,
+        expiry: KeyExpiry,
     ) -> Result<(), ServerError> {
         let mut keys = self.lock();
         let id = (claim.scope.clone(), claim.key.clone());
@@ -97,7 +100,8 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             Some(record) if holds(record, claim) => {
                 record.state = KeyState::Completed {
                     response: response.clone(),
-                    expires_at_ms,
+                    expires_at_ms: expiry.response_until_ms,
+                    remembered_until_ms: expiry.remembered_until_ms,
                 };
                 Ok(())
             }
@@ -119,9 +123,24 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
         let mut keys = self.lock();
         let before = keys.len();
-        keys.retain(|_, record| match record.state {
-            KeyState::Completed { expires_at_ms, .. } => expires_at_ms > now_ms,
-            KeyState::Running { lease_until_ms, .. } => lease_until_ms > now_ms,
+        keys.retain(|_, record| match &mut record.state {
+            KeyState::Completed {
+                remembered_until_ms,
+                ..
+            } if *remembered_until_ms <= now_ms => false,
+            KeyState::Completed {
+                response,
+                expires_at_ms,
+                ..
+            } => {
+                // Expired: only the status is remembered.
+                if *expires_at_ms <= now_ms {
+                    response.body = Vec::new();
+                    response.headers = Vec::new();
+                }
+                true
+            }
+            KeyState::Running { lease_until_ms, .. } => *lease_until_ms > now_ms,
         });
         Ok((before - keys.len()) as u64)
     }

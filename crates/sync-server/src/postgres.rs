@@ -11,12 +11,15 @@ use tokio_postgres::Row;
 use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
+use crate::key_table::{COMPLETE, CREATE, PURGE, UPGRADE_FROM_V1};
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
-use crate::store::{Begin, IdempotencyStore, KeyClaim};
+use crate::store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
 
 const TABLE: &str = "sync_idempotency";
-const SCHEMA_VERSION: u32 = 1;
+/// 1: the first; 2 adds `remembered_until_ms` (the key memory). A version 1
+/// table is upgraded by `migrate`.
+const SCHEMA_VERSION: u32 = 2;
 
 /// Idempotency keys in PostgreSQL, for any number of server instances on
 /// one database. Each call is one transaction on a pooled connection; `Ok`
@@ -106,9 +109,11 @@ impl PostgresIdempotencyStore {
     }
 
     /// Creates the key table if it is missing (safe to run from every
-    /// instance at once), or checks the version of the one there. A
-    /// database with another version, or with a `sync_idempotency` table
-    /// but no version, is refused and not written to.
+    /// instance at once), upgrades a version 1 table (its completed keys
+    /// are remembered 30 days from their start), or checks the version of
+    /// the one there. A database with another version, or with a
+    /// `sync_idempotency` table but no version, is refused and not written
+    /// to.
     ///
     /// # Errors
     ///
@@ -149,8 +154,9 @@ impl PostgresIdempotencyStore {
             None if has_table(&tx, TABLE).await? => Some("none".to_owned()),
             found => found,
         };
-        match found {
+        let ddl = match found {
             Some(found) if found == SCHEMA_VERSION.to_string() => return Ok(()),
+            Some(found) if found == "1" => UPGRADE_FROM_V1,
             Some(found) => {
                 return Err(ServerError::UnknownSchema {
                     table: TABLE,
@@ -158,20 +164,11 @@ impl PostgresIdempotencyStore {
                     expected: SCHEMA_VERSION,
                 });
             }
-            None => {}
-        }
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');
-             CREATE TABLE {TABLE} (
-               scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
-               state BIGINT NOT NULL, token TEXT, lease_until_ms BIGINT,
-               status BIGINT, headers TEXT, body BYTEA, expires_at_ms BIGINT,
-               created_at_ms BIGINT NOT NULL,
-               PRIMARY KEY (scope, key));
-             CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
-             CREATE INDEX {TABLE}_lease ON {TABLE} (lease_until_ms) WHERE state = 0;"
-        );
+            None => CREATE,
+        };
+        let ddl = ddl
+            .replace("{TABLE}", TABLE)
+            .replace("{SCHEMA_VERSION}", &SCHEMA_VERSION.to_string());
         tx.batch_execute(&ddl)
             .await
             .map_err(pg("create the key table"))?;
@@ -270,7 +267,7 @@ impl PgEffect {
         // and the server rolls the transaction back. It never goes back to
         // the pool mid-transaction.
         let claim = self.idem.claim.clone();
-        let changed = complete_on(self.client(), &claim, &response, self.idem.expires_at_ms)
+        let changed = complete_on(self.client(), &claim, &response, self.idem.expiry)
             .await
             .map_err(pg("store the response"))?;
         if changed != 1 {
@@ -358,7 +355,8 @@ impl IdempotencyStore for PostgresIdempotencyStore {
                     &format!(
                         "UPDATE {TABLE} SET fingerprint = $3, state = 0, token = $4, \
                          lease_until_ms = $5, status = NULL, headers = NULL, body = NULL, \
-                         expires_at_ms = NULL, created_at_ms = $6 WHERE scope = $1 AND key = $2"
+                         expires_at_ms = NULL, remembered_until_ms = NULL, created_at_ms = $6 \
+                         WHERE scope = $1 AND key = $2"
                     ),
                     &[
                         &scope,
@@ -386,10 +384,10 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         &self,
         claim: &KeyClaim,
         response: &StoredResponse,
-        expires_at_ms: i64,
+        expiry: KeyExpiry,
     ) -> Result<(), ServerError> {
         let client = self.client().await?;
-        let changed = complete_on(&client, claim, response, expires_at_ms)
+        let changed = complete_on(&client, claim, response, expiry)
             .await
             .map_err(pg("store the response"))?;
         if changed == 1 {
@@ -417,16 +415,17 @@ impl IdempotencyStore for PostgresIdempotencyStore {
 
     async fn purge_expired(&self, now_ms: i64) -> Result<u64, ServerError> {
         let client = self.client().await?;
-        // Two statements, each on its own partial index.
+        // Three statements, each on its own partial index; the first trims
+        // responses and forgets no key.
         let mut purged = 0;
-        for sql in [
-            format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= $1"),
-            format!("DELETE FROM {TABLE} WHERE state = 0 AND lease_until_ms <= $1"),
-        ] {
-            purged += client
-                .execute(&sql, &[&now_ms])
+        for (i, sql) in PURGE.iter().enumerate() {
+            let changed = client
+                .execute(&sql.replace("{TABLE}", TABLE), &[&now_ms])
                 .await
                 .map_err(pg("purge expired keys"))?;
+            if i > 0 {
+                purged += changed;
+            }
         }
         Ok(purged)
     }
@@ -451,20 +450,17 @@ async fn complete_on(
     client: &tokio_postgres::Client,
     claim: &KeyClaim,
     response: &StoredResponse,
-    expires_at_ms: i64,
+    expiry: KeyExpiry,
 ) -> Result<u64, tokio_postgres::Error> {
     client
         .execute(
-            &format!(
-                "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = $1, \
-                 headers = $2, body = $3, expires_at_ms = $4 \
-                 WHERE scope = $5 AND key = $6 AND state = 0 AND token = $7"
-            ),
+            &COMPLETE.replace("{TABLE}", TABLE),
             &[
                 &i64::from(response.status),
                 &response.headers_json(),
                 &response.body,
-                &expires_at_ms,
+                &expiry.response_until_ms,
+                &expiry.remembered_until_ms,
                 &claim.scope,
                 &claim.key,
                 &claim.token,
@@ -489,6 +485,7 @@ fn key_row(scope: &str, key: &str, row: &Row) -> Result<KeyRow, ServerError> {
         headers: row.try_get(5).map_err(get)?,
         body: row.try_get(6).map_err(get)?,
         expires_at_ms: row.try_get(7).map_err(get)?,
+        remembered_until_ms: row.try_get(8).map_err(get)?,
     })
 }
 

@@ -1,6 +1,7 @@
 //! The life of one idempotency key, as a pure function of what is stored
-//! and the request that arrives: new -> running -> completed (replayed until
-//! it expires), or released again (a 5xx, a handler that gave up). Every
+//! and the request that arrives: new -> running -> completed (its response
+//! replayed until it expires, then only its status remembered until the key
+//! memory ends), or released again (a 5xx, a handler that gave up). Every
 //! store decides with [`decide`], under its own row lock, so the rules are
 //! the same on SQLite, PostgreSQL and in memory.
 
@@ -29,13 +30,21 @@ pub enum KeyState {
         /// this passes, a retry takes the key over.
         lease_until_ms: i64,
     },
-    /// The first request finished; its response is replayed to repeats.
+    /// The first request finished; its response is replayed to repeats
+    /// until `expires_at_ms`, then only its status until
+    /// `remembered_until_ms`.
     Completed {
-        /// The stored response.
+        /// The stored response. Once it has expired a store may drop its
+        /// headers and body (`purge_expired` does): only the status counts
+        /// then.
         response: StoredResponse,
-        /// After this (ms since the Unix epoch) the key is forgotten and a
-        /// request with it is new again.
+        /// Until this (ms since the Unix epoch) the whole response is
+        /// replayed.
         expires_at_ms: i64,
+        /// Until this (ms since the Unix epoch) the key is remembered as
+        /// applied: a repeat gets the status alone, never a second run.
+        /// After it the key is forgotten and a request with it is new again.
+        remembered_until_ms: i64,
     },
 }
 
@@ -50,6 +59,13 @@ pub enum Decision {
     TakeOver,
     /// The same request completed before: replay its response.
     Replay(StoredResponse),
+    /// The same request completed so long ago that its response expired,
+    /// but the key is still remembered: answer its status with an empty
+    /// body (`Idempotent-Response-Expired: true`), never run it again.
+    Remembered {
+        /// The status of the first request's response.
+        status: u16,
+    },
     /// The same request is still running: answer 409, try again after this
     /// many ms.
     InProgress {
@@ -70,6 +86,7 @@ impl Decision {
         match self {
             Self::Start | Self::TakeOver => None,
             Self::Replay(response) => Some(Begin::Replay(response)),
+            Self::Remembered { status } => Some(Begin::Remembered { status }),
             Self::InProgress { retry_after_ms } => Some(Begin::InProgress { retry_after_ms }),
             Self::Mismatch => Some(Begin::Mismatch),
         }
@@ -79,15 +96,19 @@ impl Decision {
 /// Decides what a request with `fingerprint` gets at `now_ms`, given what is
 /// stored for its key.
 ///
-/// A fingerprint mismatch wins over everything but expiry: a key reused for
-/// another request is a client bug, whether the first is running or done.
+/// A fingerprint mismatch wins over everything but the end of the key's
+/// memory: a key reused for another request is a client bug, whether the
+/// first is running or done.
 #[must_use]
 pub fn decide(stored: Option<&KeyRecord>, fingerprint: &Fingerprint, now_ms: i64) -> Decision {
     let Some(record) = stored else {
         return Decision::Start;
     };
-    if let KeyState::Completed { expires_at_ms, .. } = record.state
-        && expires_at_ms <= now_ms
+    if let KeyState::Completed {
+        remembered_until_ms,
+        ..
+    } = record.state
+        && remembered_until_ms <= now_ms
     {
         return Decision::Start;
     }
@@ -95,6 +116,13 @@ pub fn decide(stored: Option<&KeyRecord>, fingerprint: &Fingerprint, now_ms: i64
         return Decision::Mismatch;
     }
     match &record.state {
+        KeyState::Completed {
+            response,
+            expires_at_ms,
+            ..
+        } if *expires_at_ms <= now_ms => Decision::Remembered {
+            status: response.status,
+        },
         KeyState::Completed { response, .. } => Decision::Replay(response.clone()),
         KeyState::Running { lease_until_ms, .. } if *lease_until_ms <= now_ms => Decision::TakeOver,
         KeyState::Running { lease_until_ms, .. } => Decision::InProgress {
@@ -117,11 +145,12 @@ pub(crate) struct KeyRow {
     pub(crate) headers: Option<String>,
     pub(crate) body: Option<Vec<u8>>,
     pub(crate) expires_at_ms: Option<i64>,
+    pub(crate) remembered_until_ms: Option<i64>,
 }
 
 /// The columns of a key row, in the order both SQL stores select them.
-pub(crate) const KEY_COLUMNS: &str =
-    "fingerprint, state, token, lease_until_ms, status, headers, body, expires_at_ms";
+pub(crate) const KEY_COLUMNS: &str = "fingerprint, state, token, lease_until_ms, status, headers, \
+     body, expires_at_ms, remembered_until_ms";
 
 impl KeyRow {
     /// The record this row holds, or [`ServerError::CorruptRecord`] naming
@@ -146,19 +175,21 @@ impl KeyRow {
                     .ok_or_else(|| corrupt("running without a lease".into()))?,
             },
             1 => {
-                let (Some(status), Some(headers), Some(expires_at_ms)) =
-                    (self.status, self.headers.as_deref(), self.expires_at_ms)
+                let (Some(status), Some(expires_at_ms), Some(remembered_until_ms)) =
+                    (self.status, self.expires_at_ms, self.remembered_until_ms)
                 else {
-                    return Err(corrupt("completed without its response".into()));
+                    return Err(corrupt("completed without its status or expiry".into()));
                 };
+                // Headers and body are dropped once the response expires.
                 KeyState::Completed {
                     response: StoredResponse::from_columns(
                         status,
-                        headers,
+                        self.headers.as_deref().unwrap_or("[]"),
                         self.body.clone().unwrap_or_default(),
                     )
                     .map_err(corrupt)?,
                     expires_at_ms,
+                    remembered_until_ms,
                 }
             }
             other => return Err(corrupt(format!("unknown state {other}"))),

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use sync_protocol::IDEMPOTENT_REPLAYED;
+use sync_protocol::{IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED};
 
 /// A response as stored under an idempotency key.
 ///
@@ -95,6 +95,33 @@ impl StoredResponse {
         let mut response = self.into_response();
         response.headers_mut().insert(
             HeaderName::from_static(IDEMPOTENT_REPLAYED),
+            HeaderValue::from_static("true"),
+        );
+        response
+    }
+
+    /// The answer to a repeat of a key whose response expired but which is
+    /// still remembered: `status`, an empty body, `Idempotent-Replayed:
+    /// true` and `Idempotent-Response-Expired: true` (`docs/PROTOCOL.md`).
+    /// A client maps the status as usual: a 2xx is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let answer = sync_server::StoredResponse::remembered(201);
+    /// assert_eq!(answer.status(), 201);
+    /// assert_eq!(answer.headers()["idempotent-response-expired"], "true");
+    /// ```
+    #[must_use]
+    pub fn remembered(status: u16) -> Response {
+        let mut response = Self {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+        .replay();
+        response.headers_mut().insert(
+            HeaderName::from_static(IDEMPOTENT_RESPONSE_EXPIRED),
             HeaderValue::from_static("true"),
         );
         response

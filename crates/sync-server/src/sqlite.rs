@@ -12,12 +12,15 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
+use crate::key_table::{COMPLETE, CREATE, PURGE, UPGRADE_FROM_V1};
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
-use crate::store::{Begin, IdempotencyStore, KeyClaim};
+use crate::store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
 
 const TABLE: &str = "sync_idempotency";
-const SCHEMA_VERSION: u32 = 1;
+/// 1: the first; 2 adds `remembered_until_ms` (the key memory after the
+/// response expires). A version 1 table is upgraded on open.
+const SCHEMA_VERSION: u32 = 2;
 
 /// Idempotency keys in SQLite, for one server process (SQLite has one
 /// writer; a second process on the same file would wait for it).
@@ -27,7 +30,8 @@ const SCHEMA_VERSION: u32 = 1;
 /// `synchronous=FULL`, so every `Ok` of a write (a key begun, a response
 /// stored, a transaction committed) has been fsynced and survives power
 /// loss. A database whose key table has a version this build does not know
-/// is refused, and not written to.
+/// is refused, and not written to; one of version 1 is upgraded in one
+/// transaction (its completed keys are remembered 30 days from their start).
 ///
 /// # Examples
 ///
@@ -112,7 +116,7 @@ impl SqliteIdempotencyStore {
             }
             conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(err("set synchronous"))?;
-            if matches!(version, Version::None)
+            if matches!(version, Version::None | Version::V1)
                 && let Version::Other(found) = create(&conn).map_err(err("create the key table"))?
             {
                 return Err(ServerError::UnknownSchema {
@@ -177,7 +181,7 @@ impl SqliteIdempotencyStore {
     {
         let this = self.clone();
         let claim = idem.claim.clone();
-        let expires_at_ms = idem.expires_at_ms;
+        let expiry = idem.expiry;
         let (response, committed) = blocking(move || {
             let mut conn = this.lock();
             let tx = conn
@@ -189,7 +193,7 @@ impl SqliteIdempotencyStore {
                 // the key.
                 return Ok((response, false));
             }
-            if !complete_in(&tx, &claim, &response, expires_at_ms)
+            if !complete_in(&tx, &claim, &response, expiry)
                 .map_err(|e| this.error("store the response", e))?
             {
                 // Dropping `tx` rolls the effect back.
@@ -245,6 +249,7 @@ impl SqliteIdempotencyStore {
                         headers: r.get(5)?,
                         body: r.get(6)?,
                         expires_at_ms: r.get(7)?,
+                        remembered_until_ms: r.get(8)?,
                     })
                 },
             )
@@ -296,7 +301,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         &self,
         claim: &KeyClaim,
         response: &StoredResponse,
-        expires_at_ms: i64,
+        expiry: KeyExpiry,
     ) -> Result<(), ServerError> {
         let this = self.clone();
         let (claim, response) = (claim.clone(), response.clone());
@@ -305,7 +310,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
             let tx = conn
                 .transaction()
                 .map_err(|e| this.error("begin a transaction", e))?;
-            if !complete_in(&tx, &claim, &response, expires_at_ms)
+            if !complete_in(&tx, &claim, &response, expiry)
                 .map_err(|e| this.error("store the response", e))?
             {
                 return Err(ServerError::KeyLost { key: claim.key });
@@ -336,15 +341,17 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let this = self.clone();
         blocking(move || {
             let conn = this.lock();
-            // Two statements, each on its own partial index.
+            // Three statements, each on its own partial index; the first
+            // trims responses and forgets no key.
             let mut purged = 0;
-            for sql in [
-                format!("DELETE FROM {TABLE} WHERE state = 1 AND expires_at_ms <= ?1"),
-                format!("DELETE FROM {TABLE} WHERE state = 0 AND lease_until_ms <= ?1"),
-            ] {
-                purged += conn
+            for (i, sql) in PURGE.iter().enumerate() {
+                let sql = sql.replace("{TABLE}", TABLE).replace("$1", "?1");
+                let changed = conn
                     .execute(&sql, [now_ms])
                     .map_err(|e| this.error("purge expired keys", e))?;
+                if i > 0 {
+                    purged += changed;
+                }
             }
             Ok(purged as u64)
         })
@@ -358,19 +365,16 @@ fn complete_in(
     tx: &rusqlite::Transaction<'_>,
     claim: &KeyClaim,
     response: &StoredResponse,
-    expires_at_ms: i64,
+    expiry: KeyExpiry,
 ) -> rusqlite::Result<bool> {
     let changed = tx.execute(
-        &format!(
-            "UPDATE {TABLE} SET state = 1, token = NULL, lease_until_ms = NULL, status = ?1, \
-             headers = ?2, body = ?3, expires_at_ms = ?4 \
-             WHERE scope = ?5 AND key = ?6 AND state = 0 AND token = ?7"
-        ),
+        &COMPLETE.replace("{TABLE}", TABLE).replace('$', "?"),
         params![
             i64::from(response.status),
             response.headers_json(),
             response.body,
-            expires_at_ms,
+            expiry.response_until_ms,
+            expiry.remembered_until_ms,
             claim.scope,
             claim.key,
             claim.token
@@ -383,6 +387,8 @@ fn complete_in(
 enum Version {
     /// This build's version.
     Known,
+    /// Version 1: upgraded on open.
+    V1,
     /// No key table and no version: a new database.
     None,
     /// Another version, or a key table without one (`"none"`).
@@ -411,32 +417,31 @@ fn read_version(conn: &Connection) -> rusqlite::Result<Version> {
     };
     Ok(match found {
         Some(v) if v == SCHEMA_VERSION.to_string() => Version::Known,
+        Some(v) if v == "1" => Version::V1,
         Some(v) => Version::Other(v),
         None if has(TABLE)? => Version::Other("none".to_owned()),
         None => Version::None,
     })
 }
 
-/// Creates the key table and its version in a new database, in one
-/// `BEGIN IMMEDIATE` transaction that reads the version again first (another
-/// process may have created it meanwhile). Returns what it found then.
+/// Creates the key table and its version in a new database, or upgrades a
+/// version 1 table, in one `BEGIN IMMEDIATE` transaction that reads the
+/// version again first (another process may have done it meanwhile).
+/// Returns what it found then.
 fn create(conn: &Connection) -> rusqlite::Result<Version> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let created = read_version(conn).and_then(|version| {
-        if matches!(version, Version::None) {
-            conn.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 CREATE TABLE {TABLE} (
-                   scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
-                   state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
-                   status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
-                   created_at_ms INTEGER NOT NULL,
-                   PRIMARY KEY (scope, key));
-                 CREATE INDEX {TABLE}_expiry ON {TABLE} (expires_at_ms) WHERE state = 1;
-                 CREATE INDEX {TABLE}_lease ON {TABLE} (lease_until_ms) WHERE state = 0;
-                 INSERT INTO sync_idempotency_meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
-            ))?;
-        }
+        let sql = match version {
+            Version::None => CREATE,
+            Version::V1 => UPGRADE_FROM_V1,
+            Version::Known | Version::Other(_) => return Ok(version),
+        };
+        conn.execute_batch(
+            &sql.replace("{TABLE}", TABLE)
+                .replace("{SCHEMA_VERSION}", &SCHEMA_VERSION.to_string())
+                .replace("BYTEA", "BLOB")
+                .replace("BIGINT", "INTEGER"),
+        )?;
         Ok(version)
     });
     match created {

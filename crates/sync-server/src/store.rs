@@ -40,6 +40,47 @@ impl KeyClaim {
     }
 }
 
+/// How long a completed key lives: its whole response is replayed until
+/// `response_until_ms`; after that only *that* it was applied (and its
+/// status) is remembered, until `remembered_until_ms`. Both in ms since the
+/// Unix epoch; the layer sets them from [`IdempotencyConfig::ttl`] and
+/// [`IdempotencyConfig::key_memory`].
+///
+/// [`IdempotencyConfig::ttl`]: crate::IdempotencyConfig::ttl
+/// [`IdempotencyConfig::key_memory`]: crate::IdempotencyConfig::key_memory
+///
+/// # Examples
+///
+/// ```
+/// use sync_server::KeyExpiry;
+///
+/// let day = 86_400_000;
+/// let expiry = KeyExpiry::after(1_000, day, 30 * day);
+/// assert_eq!((expiry.response_until_ms, expiry.remembered_until_ms), (1_000 + day, 1_000 + 30 * day));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyExpiry {
+    /// Until when the response is replayed whole.
+    pub response_until_ms: i64,
+    /// Until when the key is remembered as applied; never before
+    /// `response_until_ms`.
+    pub remembered_until_ms: i64,
+}
+
+impl KeyExpiry {
+    /// The expiry of a key completed at `now_ms` whose response lives
+    /// `ttl_ms` and whose memory lives `memory_ms` (at least as long as the
+    /// response).
+    #[must_use]
+    pub fn after(now_ms: i64, ttl_ms: i64, memory_ms: i64) -> Self {
+        let response_until_ms = now_ms.saturating_add(ttl_ms);
+        Self {
+            response_until_ms,
+            remembered_until_ms: now_ms.saturating_add(memory_ms).max(response_until_ms),
+        }
+    }
+}
+
 /// What [`IdempotencyStore::begin`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Begin {
@@ -48,6 +89,12 @@ pub enum Begin {
     Started(KeyClaim),
     /// The same request completed before: replay this.
     Replay(StoredResponse),
+    /// The same request completed before, so long ago that only its status
+    /// is remembered: answer it with an empty body, never run it again.
+    Remembered {
+        /// The first response's status.
+        status: u16,
+    },
     /// The same request is running elsewhere: 409, again in this many ms.
     InProgress {
         /// Until the running holder's lease ends.
@@ -83,7 +130,8 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Begin, ServerError>;
 
     /// Stores `response` as the key's result, replayed until
-    /// `expires_at_ms`.
+    /// `expiry.response_until_ms` and remembered until
+    /// `expiry.remembered_until_ms`.
     ///
     /// # Errors
     ///
@@ -93,7 +141,7 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
         &self,
         claim: &KeyClaim,
         response: &StoredResponse,
-        expires_at_ms: i64,
+        expiry: KeyExpiry,
     ) -> Result<(), ServerError>;
 
     /// Forgets a running key, so the client's retry is processed again (a
@@ -105,13 +153,14 @@ pub trait IdempotencyStore: Send + Sync + fmt::Debug + 'static {
     /// The store's own errors.
     async fn release(&self, claim: &KeyClaim) -> Result<(), ServerError>;
 
-    /// Deletes completed keys that expired by `now_ms`, and running keys
-    /// whose lease ended by then (their request is presumed dead); returns
-    /// how many. An expired completed key is never honoured either way. A
-    /// purged running key differs from one taken over in one case: a later
-    /// request with the same key but a different body runs, where before it
-    /// got 422. This frees room, and forgets keys whose clients never came
-    /// back.
+    /// Frees room at `now_ms`: drops the headers and body of responses
+    /// that expired (keeping the status, remembered until the key's memory
+    /// ends), deletes completed keys whose memory ended, and running keys
+    /// whose lease ended (their request is presumed dead); returns how many
+    /// keys it forgot (trimmed responses are not counted). Nothing it removes would have been
+    /// honoured anyway. A purged running key differs from one taken over in
+    /// one case: a later request with the same key but a different body
+    /// runs, where before it got 422.
     ///
     /// # Errors
     ///

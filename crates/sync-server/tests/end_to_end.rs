@@ -830,8 +830,66 @@ mod postgres {
             let store = std::sync::Arc::new(store);
             super::store_contract::check(store.clone(), "contract").await?;
             check_effects(&store).await?;
-            check_foreign_table(conn).await
+            check_foreign_table(conn).await?;
+            check_upgrade_from_v1(conn).await
         })
+    }
+
+    /// A version 1 key table is upgraded by `migrate`: its completed key is
+    /// remembered (not run again) after its response expired, and forgotten
+    /// 30 days from its start.
+    async fn check_upgrade_from_v1(conn: &str) -> Result<(), Error> {
+        use sync_server::{Begin, Fingerprint, IdempotencyStore};
+        let admin = sync_server::PostgresIdempotencyStore::connect(conn, 1)?;
+        admin
+            .pool()
+            .get()
+            .await?
+            .batch_execute("CREATE DATABASE v1_app")
+            .await?;
+        let v1 = sync_server::PostgresIdempotencyStore::connect(
+            &conn.replace("dbname=postgres", "dbname=v1_app"),
+            2,
+        )?;
+        let day = 86_400_000_i64;
+        let print = Fingerprint::of("POST", "/notes", b"hi");
+        let client = v1.pool().get().await?;
+        // The version 1 schema as the first release wrote it.
+        client
+            .batch_execute(
+                "CREATE TABLE sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO sync_idempotency_meta VALUES ('schema_version', '1');
+                 CREATE TABLE sync_idempotency (
+                   scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BYTEA NOT NULL,
+                   state BIGINT NOT NULL, token TEXT, lease_until_ms BIGINT,
+                   status BIGINT, headers TEXT, body BYTEA, expires_at_ms BIGINT,
+                   created_at_ms BIGINT NOT NULL,
+                   PRIMARY KEY (scope, key));
+                 CREATE INDEX sync_idempotency_expiry ON sync_idempotency (expires_at_ms) WHERE state = 1;
+                 CREATE INDEX sync_idempotency_lease ON sync_idempotency (lease_until_ms) WHERE state = 0;",
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO sync_idempotency (scope, key, fingerprint, state, status, headers, \
+                 body, expires_at_ms, created_at_ms) VALUES ('', 'old', $1, 1, 201, '[]', 'hi', $2, 0)",
+                &[&print.as_bytes().as_slice(), &day],
+            )
+            .await?;
+        drop(client);
+        v1.migrate().await?;
+        v1.migrate().await?; // a second instance finds it done
+        let remembered = v1.begin("", "old", print, 3 * day, 1_000).await?;
+        if remembered != (Begin::Remembered { status: 201 }) {
+            return Err(format!("a v1 key after its response: {remembered:?}").into());
+        }
+        if !matches!(
+            v1.begin("", "old", print, 30 * day, 1_000).await?,
+            Begin::Started(_)
+        ) {
+            return Err("a v1 key past 30 days was not forgotten".into());
+        }
+        Ok(())
     }
 
     /// The transactional form on the live server: a dropped effect, a
@@ -839,7 +897,9 @@ mod postgres {
     /// committed one is stored with its effect; the pool is healthy after
     /// all of it.
     async fn check_effects(store: &sync_server::PostgresIdempotencyStore) -> Result<(), Error> {
-        use sync_server::{Begin, Fingerprint, Idempotency, IdempotencyStore, StoredResponse};
+        use sync_server::{
+            Begin, Fingerprint, Idempotency, IdempotencyStore, KeyExpiry, StoredResponse,
+        };
         let client = store.pool().get().await?;
         client
             .batch_execute("CREATE TABLE contract_effects (n BIGINT)")
@@ -849,7 +909,7 @@ mod postgres {
         let Begin::Started(claim) = store.begin("fx", "k", print, 0, 60_000).await? else {
             return Err("a new key must start".into());
         };
-        let idem = Idempotency::from_claim(claim, 3_600_000);
+        let idem = Idempotency::from_claim(claim, KeyExpiry::after(0, 3_600_000, 3_600_000));
         drop(insert(store, &idem, 1).await?);
         let busy = insert(store, &idem, 2)
             .await?

@@ -21,11 +21,16 @@ fn running(n: u8, lease_until_ms: i64) -> KeyRecord {
 }
 
 fn completed(n: u8, expires_at_ms: i64) -> KeyRecord {
+    remembered(n, expires_at_ms, expires_at_ms)
+}
+
+fn remembered(n: u8, expires_at_ms: i64, remembered_until_ms: i64) -> KeyRecord {
     KeyRecord {
         fingerprint: print(n),
         state: KeyState::Completed {
             response: StoredResponse::new(http::StatusCode::CREATED),
             expires_at_ms,
+            remembered_until_ms,
         },
     }
 }
@@ -65,27 +70,48 @@ fn each_stored_state_gets_its_answer() {
         decide(Some(&completed(2, 999)), &print(1), now),
         Decision::Start
     );
+    // The response expired, the key is still remembered: its status, never
+    // a second run; another request with the key is still a mismatch.
+    assert_eq!(
+        decide(Some(&remembered(1, 1_000, 2_000)), &print(1), now),
+        Decision::Remembered { status: 201 }
+    );
+    assert_eq!(
+        decide(Some(&remembered(2, 1_000, 2_000)), &print(1), now),
+        Decision::Mismatch
+    );
+    assert_eq!(
+        decide(Some(&remembered(1, 500, 1_000)), &print(1), now),
+        Decision::Start
+    );
 }
 
 proptest! {
     /// Whatever is stored, a request's answer follows from the fingerprint
-    /// and the two deadlines alone, and a replay is only ever of the same
-    /// request's completed, unexpired response.
+    /// and the deadlines alone, a replay is only ever of the same request's
+    /// completed, unexpired response, and a remembered key is never run.
     #[test]
     fn decisions_follow_the_rules(
         same in any::<bool>(),
         completed_state in any::<bool>(),
         deadline in -10_000i64..10_000,
+        memory in 0i64..10_000,
         now in -10_000i64..10_000,
     ) {
         let stored_print = if same { 1 } else { 2 };
-        let record = if completed_state { completed(stored_print, deadline) } else { running(stored_print, deadline) };
+        let record = if completed_state {
+            remembered(stored_print, deadline, deadline + memory)
+        } else {
+            running(stored_print, deadline)
+        };
         let decision = decide(Some(&record), &print(1), now);
-        let expired = completed_state && deadline <= now;
-        let want = if expired {
+        let forgotten = completed_state && deadline + memory <= now;
+        let want = if forgotten {
             Decision::Start
         } else if !same {
             Decision::Mismatch
+        } else if completed_state && deadline <= now {
+            Decision::Remembered { status: 201 }
         } else if completed_state {
             Decision::Replay(StoredResponse::new(http::StatusCode::CREATED))
         } else if deadline <= now {

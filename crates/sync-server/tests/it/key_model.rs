@@ -1,7 +1,8 @@
 //! Guards the key state machine of every store against a plain model:
 //! random sequences of begin (two fingerprints), complete and release by
-//! any claim (current or fenced off), time moving past leases and expiry,
-//! and purges. After every step the store's answer is the model's.
+//! any claim (current or fenced off), time moving past leases, response
+//! expiry and the end of the key memory, and purges. After every step the
+//! store's answer is the model's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use std::sync::Arc;
 use http::StatusCode;
 use proptest::prelude::*;
 use sync_server::{
-    Begin, Fingerprint, IdempotencyStore, KeyClaim, MemoryIdempotencyStore, ServerError,
+    Begin, Fingerprint, IdempotencyStore, KeyClaim, KeyExpiry, MemoryIdempotencyStore, ServerError,
     SqliteIdempotencyStore, StoredResponse,
 };
 
 const LEASE: i64 = 1_000;
 const TTL: i64 = 5_000;
+const MEMORY: i64 = 12_000;
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -47,6 +49,7 @@ enum ModelKey {
         print: u8,
         status: u16,
         expires: i64,
+        remembered: i64,
     },
 }
 
@@ -72,7 +75,7 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
                     .await
                     .map_err(fail)?;
                 let want = match model.get(key) {
-                    Some(ModelKey::Completed { expires, .. }) if *expires <= now => None,
+                    Some(ModelKey::Completed { remembered, .. }) if *remembered <= now => None,
                     other => other.cloned(),
                 };
                 // New, expired, or past its lease with the same request:
@@ -110,11 +113,25 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
                     }
                     (
                         Some(ModelKey::Completed {
-                            print: p, status, ..
+                            print: p,
+                            status,
+                            expires,
+                            ..
                         }),
                         Begin::Replay(response),
-                    ) if p == *print => {
+                    ) if p == *print && expires > now => {
                         prop_assert_eq!(response.status, status);
+                    }
+                    (
+                        Some(ModelKey::Completed {
+                            print: p,
+                            status,
+                            expires,
+                            ..
+                        }),
+                        Begin::Remembered { status: got },
+                    ) if p == *print && expires <= now => {
+                        prop_assert_eq!(got, status);
                     }
                     (
                         Some(
@@ -138,7 +155,8 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
                 let (key, claim) = &claims[index];
                 let response =
                     StoredResponse::new(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK));
-                let got = store.complete(claim, &response, now + TTL).await;
+                let expiry = KeyExpiry::after(now, TTL, MEMORY);
+                let got = store.complete(claim, &response, expiry).await;
                 let holds = matches!(model.get(key), Some(ModelKey::Running { claim: c, .. }) if *c == index);
                 match got {
                     Ok(()) => {
@@ -158,6 +176,7 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
                                 print,
                                 status: *status,
                                 expires: now + TTL,
+                                remembered: now + MEMORY,
                             },
                         );
                     }
@@ -189,7 +208,7 @@ async fn run(store: Arc<dyn IdempotencyStore>, steps: &[Step]) -> Result<(), Tes
                 let purged = store.purge_expired(now).await.map_err(fail)?;
                 let before = model.len();
                 model.retain(|_, k| match k {
-                    ModelKey::Completed { expires, .. } => *expires > now,
+                    ModelKey::Completed { remembered, .. } => *remembered > now,
                     ModelKey::Running { lease_until, .. } => *lease_until > now,
                 });
                 prop_assert_eq!(purged, (before - model.len()) as u64);

@@ -185,19 +185,33 @@ async fn a_5xx_is_not_stored_so_the_retry_runs_again() {
 }
 
 #[tokio::test]
-async fn a_key_expires_after_its_ttl_and_purge_frees_it() -> Result<(), sync_server::ServerError> {
-    let app = app(|c| c);
+async fn a_key_outlives_its_response_then_expires_and_purge_frees_it()
+-> Result<(), sync_server::ServerError> {
+    let app = app(|c| c.with_key_memory(Duration::from_secs(120)));
     send(&app.router, request("/notes", Some("k1"), "hi")).await;
     app.clock.fetch_add(59_999, SeqCst);
-    let (kept, _) = send(&app.router, request("/notes", Some("k1"), "hi")).await;
+    let (kept, body) = send(&app.router, request("/notes", Some("k1"), "hi")).await;
     assert_eq!(kept.headers()["idempotent-replayed"], "true");
+    assert_eq!(body, "note 1: hi");
+    // The response expired; the key is remembered: the status alone, never
+    // a second run, and still a mismatch for another body.
     app.clock.fetch_add(1, SeqCst);
+    let (remembered, body) = send(&app.router, request("/notes", Some("k1"), "hi")).await;
+    assert_eq!(remembered.status(), StatusCode::CREATED);
+    assert_eq!(remembered.headers()["idempotent-replayed"], "true");
+    assert_eq!(remembered.headers()["idempotent-response-expired"], "true");
+    assert_eq!(body, "");
+    let (reused, _) = send(&app.router, request("/notes", Some("k1"), "other body")).await;
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.runs.load(SeqCst), 1);
+    // Past the key memory: forgotten, a request with the key is new.
+    app.clock.fetch_add(60_000, SeqCst);
     let (fresh, body) = send(&app.router, request("/notes", Some("k1"), "other body")).await;
     assert!(fresh.headers().get("idempotent-replayed").is_none());
     assert_eq!(body, "note 2: other body");
-    // Only expired completed keys are purged.
+    // Only keys past their memory are purged.
     send(&app.router, request("/notes", Some("k2"), "x")).await;
-    app.clock.fetch_add(60_000, SeqCst);
+    app.clock.fetch_add(120_000, SeqCst);
     send(&app.router, request("/notes", Some("k3"), "x")).await;
     assert_eq!(app.store.purge_expired(app.clock.load(SeqCst)).await?, 2);
     assert_eq!(app.store.len(), 1);

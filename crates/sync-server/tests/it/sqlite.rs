@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::routing::post;
 use http::{Request, StatusCode};
 use sync_server::{
-    Idempotency, IdempotencyConfig, IdempotencyLayer, IdempotencyStore, MemoryIdempotencyStore,
-    ServerError, SqliteIdempotencyStore, StoredResponse,
+    Idempotency, IdempotencyConfig, IdempotencyLayer, IdempotencyStore, KeyExpiry,
+    MemoryIdempotencyStore, ServerError, SqliteIdempotencyStore, StoredResponse,
 };
 use tower_service::Service;
 
@@ -190,7 +190,7 @@ async fn a_transaction_whose_key_was_taken_over_is_rolled_back()
     let sync_server::Begin::Started(_new) = store.begin("", "k", print, 1_000, 1_000).await? else {
         panic!("a key past its lease must be taken over");
     };
-    let idem = Idempotency::from_claim(old, 100_000);
+    let idem = Idempotency::from_claim(old, KeyExpiry::after(0, 100_000, 100_000));
     let result = store
         .transaction(&idem, |tx| {
             tx.execute("INSERT INTO notes VALUES ('late')", [])?;
@@ -293,5 +293,60 @@ async fn a_first_open_cut_short_after_the_meta_table_is_finished_on_the_next()
     }
     let store = SqliteIdempotencyStore::open(&path).await?;
     store_contract::check(Arc::new(store), "half").await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_key_table_is_upgraded_and_its_keys_are_remembered()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v1.db");
+    let day = 86_400_000_i64;
+    let print = sync_server::Fingerprint::of("POST", "/notes", b"hi");
+    {
+        // The version 1 schema, exactly as the first release wrote it, with
+        // one key completed at day 0 whose response lived a day.
+        let db = sync_server::rusqlite::Connection::open(&path)?;
+        db.execute_batch(
+            "CREATE TABLE sync_idempotency_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE sync_idempotency (
+               scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint BLOB NOT NULL,
+               state INTEGER NOT NULL, token TEXT, lease_until_ms INTEGER,
+               status INTEGER, headers TEXT, body BLOB, expires_at_ms INTEGER,
+               created_at_ms INTEGER NOT NULL,
+               PRIMARY KEY (scope, key));
+             CREATE INDEX sync_idempotency_expiry ON sync_idempotency (expires_at_ms) WHERE state = 1;
+             CREATE INDEX sync_idempotency_lease ON sync_idempotency (lease_until_ms) WHERE state = 0;
+             INSERT INTO sync_idempotency_meta VALUES ('schema_version', '1');",
+        )?;
+        db.execute(
+            "INSERT INTO sync_idempotency (scope, key, fingerprint, state, status, headers, body, \
+             expires_at_ms, created_at_ms) VALUES ('', 'old', ?1, 1, 201, '[]', x'6869', ?2, 0)",
+            sync_server::rusqlite::params![print.as_bytes().as_slice(), day],
+        )?;
+    }
+    let store = SqliteIdempotencyStore::open(&path).await?;
+    let version: String = store
+        .call(|db| {
+            db.query_row(
+                "SELECT value FROM sync_idempotency_meta WHERE key = 'schema_version'",
+                [],
+                |row| row.get(0),
+            )
+        })
+        .await?;
+    assert_eq!(version, "2");
+    // Three days on: the response expired, the key is remembered.
+    assert_eq!(
+        store.begin("", "old", print, 3 * day, 1_000).await?,
+        sync_server::Begin::Remembered { status: 201 }
+    );
+    // Thirty days from its start, it is forgotten.
+    assert!(matches!(
+        store.begin("", "old", print, 30 * day, 1_000).await?,
+        sync_server::Begin::Started(_)
+    ));
+    // And the store keeps its whole contract after the upgrade.
+    store_contract::check(Arc::new(store), "upgraded").await?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use http::StatusCode;
-use sync_server::{Begin, Fingerprint, IdempotencyStore, ServerError, StoredResponse};
+use sync_server::{Begin, Fingerprint, IdempotencyStore, KeyExpiry, ServerError, StoredResponse};
 
 fn print(body: &[u8]) -> Fingerprint {
     Fingerprint::of("POST", "/notes", body)
@@ -41,7 +41,9 @@ pub(crate) async fn check(
     // Completed: replayed; another fingerprint is a mismatch.
     let created = StoredResponse::json(StatusCode::CREATED, &serde_json::json!({"id": 1}))
         .with_header("location", "/notes/1");
-    store.complete(&claim, &created, now + 60_000).await?;
+    store
+        .complete(&claim, &created, until(now + 60_000))
+        .await?;
     match store
         .begin(scope, "race", print(b"a"), now + 1, lease)
         .await?
@@ -57,7 +59,7 @@ pub(crate) async fn check(
     );
     // A second completion of a completed key is fenced off.
     assert!(matches!(
-        store.complete(&claim, &created, now + 60_000).await,
+        store.complete(&claim, &created, until(now + 60_000)).await,
         Err(ServerError::KeyLost { .. })
     ));
 
@@ -99,11 +101,11 @@ async fn check_release_lease_and_expiry(
     };
     assert_ne!(old.token, new.token);
     assert!(matches!(
-        store.complete(&old, created, now + 60_000).await,
+        store.complete(&old, created, until(now + 60_000)).await,
         Err(ServerError::KeyLost { .. })
     ));
     store.release(&old).await?; // does nothing: not the holder
-    store.complete(&new, created, now + 60_000).await?;
+    store.complete(&new, created, until(now + 60_000)).await?;
     assert!(matches!(
         store
             .begin(scope, "lease", print(b"a"), now + lease + 1, lease)
@@ -121,7 +123,17 @@ async fn check_release_lease_and_expiry(
     let odd = StoredResponse::new(StatusCode::ACCEPTED)
         .with_header("etag", "\"v1\"")
         .with_body(vec![0u8, 255, 10, 13]);
-    store.complete(&binary, &odd, now + 10).await?;
+    // The response lives 10 ms, the key's memory 20 ms.
+    store
+        .complete(
+            &binary,
+            &odd,
+            KeyExpiry {
+                response_until_ms: now + 10,
+                remembered_until_ms: now + 20,
+            },
+        )
+        .await?;
     match store
         .begin(scope, "binary", print(b"a"), now + 9, lease)
         .await?
@@ -130,15 +142,45 @@ async fn check_release_lease_and_expiry(
         other => panic!("expected a replay, got {other:?}"),
     }
 
-    // Expired: forgotten (even with another fingerprint), and purged.
+    // The response expired, the key is remembered: its status alone, and
+    // still a mismatch for another request. A purge drops the response,
+    // not the key.
+    assert_eq!(
+        store
+            .begin(scope, "binary", print(b"a"), now + 10, lease)
+            .await?,
+        Begin::Remembered { status: 202 }
+    );
+    assert_eq!(store.purge_expired(now + 15).await?, 0);
+    assert_eq!(
+        store
+            .begin(scope, "binary", print(b"a"), now + 15, lease)
+            .await?,
+        Begin::Remembered { status: 202 }
+    );
+    assert_eq!(
+        store
+            .begin(scope, "binary", print(b"other"), now + 15, lease)
+            .await?,
+        Begin::Mismatch
+    );
+    // Past its memory: forgotten (even with another fingerprint), and purged.
     match store
-        .begin(scope, "binary", print(b"other"), now + 10, lease)
+        .begin(scope, "binary", print(b"other"), now + 20, lease)
         .await?
     {
         Begin::Started(claim) => store.release(&claim).await?,
-        other => panic!("an expired key must start again, got {other:?}"),
+        other => panic!("a forgotten key must start again, got {other:?}"),
     }
     let purged = store.purge_expired(now + 60_000).await?;
     assert!(purged >= 2, "purged {purged}");
     Ok(())
+}
+
+/// A response and a key memory that both end at `at`.
+fn until(at: i64) -> KeyExpiry {
+    KeyExpiry {
+        response_until_ms: at,
+        remembered_until_ms: at,
+    }
 }
