@@ -56,7 +56,7 @@ mod transition;
 
 pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
-pub use operation::{Operation, OperationStatus, OrderingMode};
+pub use operation::{Delivery, Operation, OperationStatus, OrderingMode};
 pub use outbox::{
     Claim, Correction, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue,
     RecoveryReport, SendOutcome, StatsWatch,

@@ -64,12 +64,12 @@ pub enum OrderingMode {
 ///
 /// ```text
 /// Pending -> InFlight -> Done
-///               | (retryable failure, or recovery after a crash)
+///               | (retryable failure, no answer, or recovery after a crash)
 ///               v
 ///            Pending again
-///               | (permanent failure, or attempts used up)
-///               v
-///            Failed -> (retry_failed) -> Pending
+///               | (permanent failure, attempts used up, or past the
+///               v  resend window)
+///            Failed -> (retry_failed, correct) -> Pending
 /// ```
 ///
 /// # Examples
@@ -133,7 +133,12 @@ pub struct Operation {
     pub payload: String,
     /// Where the operation is in its life.
     pub status: OperationStatus,
-    /// Sends started so far; incremented and persisted before each send.
+    /// Sends the server answered, plus sends interrupted by a crash:
+    /// incremented and persisted before each send, and taken back when the
+    /// send got no answer at all ([`SendOutcome::Unanswered`]): an outage
+    /// does not use up attempts.
+    ///
+    /// [`SendOutcome::Unanswered`]: crate::SendOutcome::Unanswered
     pub attempt: u32,
     /// Earliest time (ms) the next send may start.
     pub next_retry_at_ms: i64,
@@ -168,6 +173,52 @@ pub struct Operation {
     /// first, kept for audit when it is corrected.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub replaced_keys: Vec<String>,
+    /// When its current key may first have reached a server (ms): the start
+    /// of its first send that was answered, got no answer after the request
+    /// may have left ([`Delivery::Unknown`]), or was cut off by a crash.
+    /// `None` while no send could have reached one. The resend window
+    /// ([`OutboxConfig::resend_window_ms`](crate::OutboxConfig::resend_window_ms))
+    /// counts from here; [`Outbox::correct`](crate::Outbox::correct), which
+    /// gives a new key, clears it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_sent_at_ms: Option<i64>,
+    /// Sends in a row that got no answer (the server or the network was
+    /// unreachable); they back the operation off like failures but use up
+    /// no attempt. Reset by an answer.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unanswered_sends: u32,
+}
+
+/// Whether a request that got no answer may have reached the server, in
+/// [`SendOutcome::Unanswered`](crate::SendOutcome::Unanswered).
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::Delivery;
+///
+/// // Connection refused: nothing left the device.
+/// let refused = Delivery::NotSent;
+/// assert_ne!(refused, Delivery::Unknown);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// The request never left: no connection (refused, no route), the name
+    /// lookup failed, or TLS could not be set up. The server cannot have it,
+    /// so the send does not start the resend window.
+    NotSent,
+    /// The request may have reached the server and the answer was lost: the
+    /// connection was reset, the time ran out, or a gateway answered that
+    /// the server did not (502, 503, 504). The resend window starts.
+    Unknown,
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Operation {
@@ -248,6 +299,22 @@ impl Operation {
     #[must_use]
     pub fn is_due(&self, now_ms: i64) -> bool {
         self.status == OperationStatus::Pending && self.next_retry_at_ms <= now_ms
+    }
+
+    /// Whether a send of its current key may have reached a server: it was
+    /// answered, cut off, lost without an answer, or is being sent now. An
+    /// operation never sent may still be coalesced into and corrected under
+    /// its key; one sent may not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let op = sync_outbox::Operation::new("note.create", "/notes", "{}");
+    /// assert!(!op.was_sent());
+    /// ```
+    #[must_use]
+    pub fn was_sent(&self) -> bool {
+        self.attempt > 0 || self.first_sent_at_ms.is_some()
     }
 }
 

@@ -78,6 +78,21 @@ pub struct OutboxConfig {
     /// `ordering_key`, unless the operation sets its own
     /// [`Operation::ordering`]. Default [`OrderingMode::SkipFailed`].
     pub ordering: OrderingMode,
+    /// How long (ms) after an operation's first send
+    /// ([`Operation::first_sent_at_ms`]) it may still be sent again under
+    /// the same key. A server remembers a key only so long (`sync-server`:
+    /// `IdempotencyConfig::key_memory`, default 30 days); a resend after it
+    /// forgot could apply the operation twice. So an operation past this
+    /// window is not resent: the claim that finds it makes it `Failed`, a
+    /// dead letter whose `last_error` says why, for the app to check whether
+    /// it took effect and then [`correct`](Outbox::correct) it (a new key)
+    /// or [`discard`](Outbox::discard) it. An operation never sent is not
+    /// affected by age, and a send that never left the device (connection
+    /// refused) does not start the window. Keep it below the server's key
+    /// memory, with room for clock skew. Default 28 days
+    /// ([`sync_protocol::DEFAULT_RESEND_WINDOW`], beside the server's
+    /// `DEFAULT_KEY_MEMORY`); `i64::MAX` never expires.
+    pub resend_window_ms: i64,
 }
 
 impl Default for OutboxConfig {
@@ -87,6 +102,8 @@ impl Default for OutboxConfig {
             retry: RetryPolicy::default(),
             inflight_timeout_ms: 30_000,
             ordering: OrderingMode::SkipFailed,
+            resend_window_ms: i64::try_from(sync_protocol::DEFAULT_RESEND_WINDOW.as_millis())
+                .unwrap_or(i64::MAX),
         }
     }
 }
@@ -440,7 +457,7 @@ impl Outbox {
             .cloned()
             && let Some(mut target) = self.store.get(&existing)?
             && target.status == OperationStatus::Pending
-            && target.attempt == 0
+            && !target.was_sent()
         {
             target.kind = op.kind;
             target.target = op.target;
@@ -484,6 +501,12 @@ impl Outbox {
     /// attempts reset. It rejoins its key's queue at its original place.
     /// Durable on `Ok`.
     ///
+    /// It is sent again under the **same key**. One that failed because it
+    /// was past the resend window fails again at its next claim: the server
+    /// may have forgotten that key. Check whether it took effect, then
+    /// [`correct`](Outbox::correct) it (a new key) or
+    /// [`discard`](Outbox::discard) it.
+    ///
     /// # Errors
     ///
     /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it is
@@ -493,6 +516,7 @@ impl Outbox {
         let mut op = self.get_known(id)?;
         transition(&mut op, OperationStatus::Pending, now_ms)?;
         op.attempt = 0;
+        op.unanswered_sends = 0;
         op.next_retry_at_ms = now_ms;
         self.store_requeued(state, &op)
     }
@@ -545,7 +569,7 @@ impl Outbox {
     ) -> Result<String, OutboxError> {
         let state = self.lock_loaded()?;
         let mut op = self.get_known(id)?;
-        let never_sent = op.status == OperationStatus::Pending && op.attempt == 0;
+        let never_sent = op.status == OperationStatus::Pending && !op.was_sent();
         if op.status != OperationStatus::Failed && !never_sent {
             return Err(OutboxError::InvalidTransition {
                 id: op.id,
@@ -562,13 +586,16 @@ impl Outbox {
         op.target = target.unwrap_or(op.target);
         op.payload = payload.unwrap_or(op.payload);
         if op.status == OperationStatus::Failed {
-            if op.attempt > 0 {
+            if op.was_sent() {
                 let old = op.idempotency_key().to_owned();
                 op.replaced_keys.push(old);
                 op.idempotency_key = format!("{}.{}", op.id, op.replaced_keys.len());
             }
             transition(&mut op, OperationStatus::Pending, now_ms)?;
             op.attempt = 0;
+            // A new key: no server has seen it, so no resend window yet.
+            op.first_sent_at_ms = None;
+            op.unanswered_sends = 0;
             op.next_retry_at_ms = now_ms;
             op.last_error.clear();
         }
@@ -735,6 +762,13 @@ impl Outbox {
         op.seq = state.next_seq;
         state.next_seq += 1;
         state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
+    }
+
+    /// Whether `op`'s key may have been forgotten by the server: first sent
+    /// longer than the resend window ago.
+    fn past_resend_window(&self, op: &Operation, now_ms: i64) -> bool {
+        op.first_sent_at_ms
+            .is_some_and(|first| now_ms.saturating_sub(first) > self.config.resend_window_ms.max(0))
     }
 
     /// Whether `op`, `Failed`, keeps blocking later operations of its

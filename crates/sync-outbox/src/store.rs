@@ -54,6 +54,33 @@ pub trait OutboxStore: Send + Sync + Debug {
         ops.iter().try_for_each(|op| self.put(op))
     }
 
+    /// Stores operations without waiting for a sync: durable on `Ok`
+    /// against a crash of the process, and against power loss after the
+    /// next [`sync`](Self::sync) or synced write (a sync covers every write
+    /// before it). Used for changes whose loss on power failure only means
+    /// a resend: a claim, and results recorded as they arrive before the
+    /// batch's one sync. The default calls [`put_batch`](Self::put_batch),
+    /// which is durable at once.
+    ///
+    /// # Errors
+    ///
+    /// As [`put_batch`](Self::put_batch).
+    fn put_unsynced(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+        self.put_batch(ops)
+    }
+
+    /// Makes every write that returned `Ok` before it as durable as the
+    /// store's synced writes are ([`put`](Self::put)): the sync that
+    /// [`put_unsynced`](Self::put_unsynced) left out. The default does
+    /// nothing, for stores whose every write is durable at once.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the sync fails.
+    fn sync(&self) -> Result<(), OutboxError> {
+        Ok(())
+    }
+
     /// Stores operations [`Outbox::claim`](crate::Outbox::claim) has just
     /// claimed (`InFlight`, their `attempt` counted).
     ///
@@ -64,13 +91,14 @@ pub trait OutboxStore: Send + Sync + Debug {
     /// previous attempt and is sent again, which at-least-once delivery
     /// allows; nothing acknowledged is lost, because the record of an
     /// acknowledgement (`Done`) is written after the claim and its sync
-    /// covers the claim too. The default calls [`put_batch`](Self::put_batch).
+    /// covers the claim too. The default calls
+    /// [`put_unsynced`](Self::put_unsynced).
     ///
     /// # Errors
     ///
     /// As [`put_batch`](Self::put_batch).
     fn put_claimed(&self, ops: &[Operation]) -> Result<(), OutboxError> {
-        self.put_batch(ops)
+        self.put_unsynced(ops)
     }
 
     /// The operation with this id, if any.

@@ -67,6 +67,8 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     op.last_error = "503".into();
     op.attempt = 2;
     op.coalesce_key = Some("draft".into());
+    op.first_sent_at_ms = Some(-5);
+    op.unanswered_sends = 3;
     store.put(&op)?;
     assert_eq!(store.get("a")?, Some(op.clone()));
 
@@ -99,10 +101,13 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     assert_eq!(ids(store.ready(199, 10)?), Vec::<String>::new());
     assert_eq!(ids(store.ready(i64::MAX, 0)?), Vec::<String>::new());
 
-    // A rescheduled op moves in the order.
+    // A rescheduled op moves in the order; an unsynced write is read back
+    // at once, and a sync after it succeeds.
     let mut c = sample("c", 3, 200);
     c.next_retry_at_ms = 1000;
-    store.put(&c)?;
+    store.put_unsynced(std::slice::from_ref(&c))?;
+    assert_eq!(store.get("c")?, Some(c.clone()));
+    store.sync()?;
     assert_eq!(ids(store.ready(i64::MAX, 10)?), ["d", "b", "e", "c"]);
 
     assert_eq!(store.count_by_status()?, [4, 1, 1, 1]);
@@ -199,7 +204,14 @@ pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     expected[6].idempotency_key = "op6.2".into();
     expected[6].replaced_keys = vec!["op6".into(), "op6.1".into()];
     expected[7].ordering = Some(crate::OrderingMode::SkipFailed);
+    expected[7].first_sent_at_ms = Some(1_007);
+    expected[7].unanswered_sends = 2;
     store.put_batch(&expected[6..8])?;
+    // Unsynced writes followed by a sync survive a reopen too.
+    expected[8].status = OperationStatus::Done;
+    expected[9].attempt = 1;
+    store.put_unsynced(&expected[8..10])?;
+    store.sync()?;
     assert!(store.remove("op5")?);
     expected.remove(5);
     drop(store);

@@ -10,13 +10,27 @@ use crate::operation::{Operation, OperationStatus};
 /// (acknowledged, retry or recovery, permanent failure); `Failed -> Pending`
 /// (`retry_failed`); `Pending | Failed -> Done` (a late acknowledgement of
 /// a send whose claim was given up: the server has the operation, so it is
-/// done). Nothing leaves `Done`.
+/// done); `Pending -> Failed` (past the resend window: the server may have
+/// forgotten its key, so it is not sent again blindly). Nothing leaves
+/// `Done`.
+///
+/// # Examples
+///
+/// ```
+/// use sync_outbox::{OperationStatus::*, is_allowed};
+///
+/// assert!(is_allowed(Pending, InFlight));
+/// assert!(is_allowed(Pending, Failed));
+/// assert!(!is_allowed(Done, Pending));
+/// ```
 #[must_use]
 pub fn is_allowed(from: OperationStatus, to: OperationStatus) -> bool {
     use OperationStatus::{Done, Failed, InFlight, Pending};
     matches!(
         (from, to),
-        (Pending, InFlight | Done) | (InFlight, Done | Pending | Failed) | (Failed, Pending | Done)
+        (Pending, InFlight | Done | Failed)
+            | (InFlight, Done | Pending | Failed)
+            | (Failed, Pending | Done)
     )
 }
 

@@ -449,17 +449,31 @@ impl OutboxStore for WalOutboxStore {
         self.append(&records, || self.index.put_batch(ops))
     }
 
-    /// One `write` for the whole claim, **not synced** under any policy:
-    /// the next synced append (the claim's `Done` or failure, or any other
-    /// change) makes it durable, since a sync covers every record before it.
-    /// A power loss before that drops the claim with every later record:
-    /// the operations are `Pending` again with their previous attempt, and
-    /// are sent again. Nothing acknowledged is lost.
-    fn put_claimed(&self, ops: &[Operation]) -> Result<(), OutboxError> {
+    /// One `write` for all of `ops`, **not synced** under any policy: in
+    /// the page cache on `Ok`, so a process crash loses nothing. The next
+    /// synced append or [`sync`](OutboxStore::sync) makes it durable, since
+    /// a sync covers every record before it. A power loss before that drops
+    /// it with every later record: a claim is undone (the operations are
+    /// `Pending` again with their previous attempt) and results recorded
+    /// since the last sync are undone, so those operations are sent again.
+    /// Nothing acknowledged to the app is lost. Claims (`put_claimed`) go
+    /// through here too.
+    fn put_unsynced(&self, ops: &[Operation]) -> Result<(), OutboxError> {
         let records = ops.iter().map(put_record).collect::<Result<Vec<_>, _>>()?;
         self.append_with(&records, Wal::append_batch_unsynced, || {
             self.index.put_batch(ops)
         })
+    }
+
+    /// Under `SyncPolicy::Always`, one `fdatasync` covering every record
+    /// appended so far (shared with concurrent writers); under `Interval`
+    /// and `Never`, nothing: those policies promise no more for a synced
+    /// write either.
+    fn sync(&self) -> Result<(), OutboxError> {
+        if self.config.sync == SyncPolicy::Always {
+            self.wal.sync().map_err(StoreError::from)?;
+        }
+        Ok(())
     }
 
     fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {

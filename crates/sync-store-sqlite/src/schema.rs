@@ -5,7 +5,8 @@
 //! sync_outbox(id TEXT PRIMARY KEY, kind, target, payload, status, attempt,
 //!             next_retry_at_ms, last_error, created_at_ms, updated_at_ms,
 //!             ordering_key, coalesce_key, owner, seq,
-//!             ordering, idempotency_key, replaced_keys)     -- the last 3 since version 2
+//!             ordering, idempotency_key, replaced_keys,     -- since version 2
+//!             first_sent_at_ms, unanswered_sends)           -- since version 4
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! sync_counts(status TEXT PRIMARY KEY, n INTEGER)   -- since version 3
 //! index sync_outbox_pending_age ON sync_outbox(created_at_ms) WHERE status = 'pending'
@@ -24,10 +25,11 @@
 //! so is `ordering` (NULL, `skip_failed`, `stop_on_failure`).
 //! `replaced_keys` holds the keys one per line ('' for none).
 //!
-//! Version 1 and 2 databases are upgraded on open for writing (in one
-//! transaction: version 1 gets three `ALTER TABLE ... ADD COLUMN`s, both get
-//! the counts table, filled by one scan, its triggers and the age index) and
-//! read as they are by `load_read_only`.
+//! Version 1, 2 and 3 databases are upgraded on open for writing (in one
+//! transaction: version 1 gets three `ALTER TABLE ... ADD COLUMN`s, 1 and 2
+//! get the counts table, filled by one scan, its triggers and the age
+//! index, and all get the two columns of version 4) and read as they are by
+//! `load_read_only`.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -38,26 +40,36 @@ use sync_outbox::{Operation, OperationStatus, OrderingMode};
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 3;
+pub(crate) const SCHEMA_VERSION: u32 = 4;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys";
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends";
 
-/// What [`COLUMNS`] selects from a version 1 table.
+/// What [`COLUMNS`] selects from a version 1 table; `first_sent_at_ms` as
+/// the upgrade sets it ([`SENT`]).
 const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     NULL, '', ''";
+     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0";
+
+/// What [`COLUMNS`] selects from a version 2 or 3 table.
+const COLUMNS_V2: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0";
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
-    found == "1" || found == "2" || found == SCHEMA_VERSION.to_string()
+    matches!(found, "1" | "2" | "3") || found == SCHEMA_VERSION.to_string()
 }
 
 /// The select list that reads a table of schema `version` as [`COLUMNS`].
 pub(crate) fn columns_of(version: &str) -> &'static str {
-    if version == "1" { COLUMNS_V1 } else { COLUMNS }
+    match version {
+        "1" => COLUMNS_V1,
+        "2" | "3" => COLUMNS_V2,
+        _ => COLUMNS,
+    }
 }
 
 const CREATE: &str = "
@@ -79,7 +91,9 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
     seq INTEGER NOT NULL,
     ordering TEXT,
     idempotency_key TEXT NOT NULL DEFAULT '',
-    replaced_keys TEXT NOT NULL DEFAULT ''
+    replaced_keys TEXT NOT NULL DEFAULT '',
+    first_sent_at_ms INTEGER,
+    unanswered_sends INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox (status, next_retry_at_ms, seq);
 ";
@@ -106,6 +120,19 @@ CREATE TRIGGER IF NOT EXISTS sync_outbox_count_update AFTER UPDATE OF status ON 
 END;
 CREATE INDEX IF NOT EXISTS sync_outbox_pending_age ON sync_outbox (created_at_ms)
     WHERE status = 'pending';
+";
+
+/// An operation of an older schema that was sent (its attempt counted) may
+/// have reached the server: its resend window starts at its last change,
+/// the closest time kept (a later start, so a longer window: never an early
+/// dead letter).
+const SENT: &str = "UPDATE sync_outbox SET first_sent_at_ms = updated_at_ms WHERE attempt > 0;";
+
+/// What version 4 adds to a version 1 to 3 table: when an operation's key
+/// may first have reached the server, and its sends without an answer.
+const V4_COLUMNS: &str = "
+ALTER TABLE sync_outbox ADD COLUMN first_sent_at_ms INTEGER;
+ALTER TABLE sync_outbox ADD COLUMN unanswered_sends INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// The counts and the oldest pending operation's age, from a version 3
@@ -135,18 +162,25 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
                  ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
                  ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
                  ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
-                 {COUNTS}
+                 {COUNTS} {V4_COLUMNS} {SENT}
                  UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
                  COMMIT;"
             ))
-            .map_err(|e| sql("upgrade the outbox tables (schema 1 to 3) in", path, e)),
+            .map_err(|e| sql("upgrade the outbox tables (schema 1 to 4) in", path, e)),
         Some(version) if version == "2" => conn
             .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {COUNTS}
+                "BEGIN IMMEDIATE; {COUNTS} {V4_COLUMNS} {SENT}
                  UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
                  COMMIT;"
             ))
-            .map_err(|e| sql("upgrade the outbox tables (schema 2 to 3) in", path, e)),
+            .map_err(|e| sql("upgrade the outbox tables (schema 2 to 4) in", path, e)),
+        Some(version) if version == "3" => conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {V4_COLUMNS} {SENT}
+                 UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+                 COMMIT;"
+            ))
+            .map_err(|e| sql("upgrade the outbox tables (schema 3 to 4) in", path, e)),
         Some(found) => Err(SqliteStoreError::ForeignSchema {
             path: path.to_path_buf(),
             found,
@@ -267,6 +301,9 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     op.idempotency_key = row.get(15).map_err(read)?;
     let replaced: String = row.get(16).map_err(read)?;
     op.replaced_keys = replaced.lines().map(str::to_owned).collect();
+    op.first_sent_at_ms = row.get(17).map_err(read)?;
+    let unanswered: i64 = row.get(18).map_err(read)?;
+    op.unanswered_sends = u32::try_from(unanswered).map_err(|_| invalid("unanswered_sends"))?;
     op.id = id;
     Ok(op)
 }
@@ -282,7 +319,8 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
         .join(", ");
     format!(
         "INSERT INTO sync_outbox ({COLUMNS}) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+         ?18, ?19) \
          ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 });
@@ -317,6 +355,8 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
                 op.ordering.map(ordering_text),
                 op.idempotency_key,
                 op.replaced_keys.join("\n"),
+                op.first_sent_at_ms,
+                i64::from(op.unanswered_sends),
             ])
         })
         .map_err(|e| sql("write an operation to", path, e))?;

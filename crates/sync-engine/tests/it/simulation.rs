@@ -249,6 +249,7 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
         retry,
         inflight_timeout_ms: 1_000,
         ordering: mode,
+        ..OutboxConfig::default()
     };
     let start = |now: i64| -> Result<(Arc<Outbox>, SyncWorker), String> {
         let outbox = Arc::new(Outbox::new(config.clone(), store.clone()));

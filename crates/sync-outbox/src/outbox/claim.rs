@@ -162,7 +162,10 @@ impl Outbox {
     /// while an operation with an `ordering_key` is `Pending` or `InFlight`,
     /// no later operation with the same key is claimed. First, orphans (and
     /// timed-out claims nobody holds) go back to `Pending` (see
-    /// [`Outbox::recover`]).
+    /// [`Outbox::recover`]). A due operation first sent longer than
+    /// [`OutboxConfig::resend_window_ms`](crate::OutboxConfig::resend_window_ms)
+    /// ago is not claimed but made `Failed` (durably, before the claim),
+    /// its `last_error` saying why.
     ///
     /// While the `Claim` lives its operations belong to its owner alone,
     /// however long the send takes. Dropping it with operations unrecorded
@@ -185,20 +188,36 @@ impl Outbox {
         let (requeued, failed) = self.requeue_abandoned(&mut state, now_ms)?;
         let rescheduled = self.reschedule_far_future(&mut state, now_ms)?;
         let mut window = limit;
+        let mut expired: Vec<Operation> = Vec::new();
         let mut claimed = loop {
             let candidates = self.store.ready(now_ms, window)?;
             let exhausted = candidates.len() < window;
-            let claimable: Vec<Operation> = candidates
-                .into_iter()
-                .filter(|op| state.is_head_of_key(op))
-                .take(limit)
-                .collect();
+            let mut claimable = Vec::new();
+            for op in candidates {
+                // Expired operations are failed only up to the last one
+                // claimed, so what a claim does depends on the order alone.
+                if claimable.len() >= limit {
+                    break;
+                }
+                if !state.is_head_of_key(&op) {
+                    continue;
+                }
+                if self.past_resend_window(&op, now_ms) {
+                    if !expired.iter().any(|e| e.id == op.id) {
+                        expired.push(op);
+                    }
+                } else {
+                    claimable.push(op);
+                }
+            }
             if claimable.len() == limit || exhausted {
                 break claimable;
             }
-            // Blocked operations took places in the window: look further.
+            // Blocked or expired operations took places in the window: look
+            // further.
             window = window.saturating_mul(2);
         };
+        let expired_unblocked = self.fail_expired(&mut state, expired, now_ms)?;
         for op in &mut claimed {
             transition(op, OperationStatus::InFlight, now_ms)?;
             op.attempt = op.attempt.saturating_add(1);
@@ -222,7 +241,7 @@ impl Outbox {
             state.held.insert(op.id.clone(), token);
         }
         drop(state);
-        if requeued > claimed.len() || failed + rescheduled > 0 {
+        if requeued > claimed.len() || failed + rescheduled > 0 || expired_unblocked {
             // Requeued operations this claim had no room for, a key unblocked
             // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
@@ -230,6 +249,39 @@ impl Outbox {
             self.shared.stats.publish();
         }
         Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))
+    }
+
+    /// Makes operations past the resend window dead letters, durably, and
+    /// returns whether that unblocked a key.
+    fn fail_expired(
+        &self,
+        state: &mut super::index::State,
+        mut expired: Vec<Operation>,
+        now_ms: i64,
+    ) -> Result<bool, OutboxError> {
+        if expired.is_empty() {
+            return Ok(false);
+        }
+        #[expect(clippy::cast_precision_loss, reason = "days, for a message")]
+        let days = |ms: i64| ms as f64 / 86_400_000.0;
+        let window_days = days(self.config.resend_window_ms);
+        for op in &mut expired {
+            let first = op.first_sent_at_ms.unwrap_or(now_ms);
+            let days = days(now_ms.saturating_sub(first));
+            transition(op, OperationStatus::Failed, now_ms)?;
+            op.last_error = format!(
+                "not resent: first sent {days:.1} days ago, past the resend window of \
+                 {window_days:.1} days, so the server may have forgotten its key and would \
+                 apply it twice; check whether it took effect, then correct it (a new key) \
+                 or discard it"
+            );
+        }
+        self.store.put_batch(&expired)?;
+        let mut unblocked = false;
+        for op in &expired {
+            unblocked |= state.finish(op, self.holds_key(op));
+        }
+        Ok(unblocked)
     }
 
     /// Claims like [`Outbox::claim`], but the claims are not held: one left

@@ -113,7 +113,7 @@ impl State {
         }
         if let Some(key) = &op.coalesce_key
             && op.status == OperationStatus::Pending
-            && op.attempt == 0
+            && !op.was_sent()
         {
             self.coalescable.insert(key.clone(), op.id.clone());
         }

@@ -1,13 +1,15 @@
 //! Recording what the server said: [`Outbox::mark_done`],
-//! [`Outbox::mark_failed`], and [`Outbox::record_results`], which records a
-//! whole batch with one store write (one sync in a file store).
+//! [`Outbox::mark_failed`], [`Outbox::record_results`], which records a
+//! whole batch with one store write (one sync in a file store), and
+//! [`Outbox::record_results_unsynced`] with [`Outbox::sync`], which record
+//! each result as it arrives and sync once for the batch.
 
 use std::collections::HashMap;
 
 use super::Outbox;
 use super::index::{ClaimEntry, State, claim_entry};
 use crate::error::OutboxError;
-use crate::operation::{Operation, OperationStatus};
+use crate::operation::{Delivery, Operation, OperationStatus};
 use crate::transition::transition;
 
 /// What the server said about one sent operation, for
@@ -25,7 +27,8 @@ use crate::transition::transition;
 pub enum SendOutcome<'a> {
     /// The server has the operation: it becomes `Done`.
     Acknowledged,
-    /// The send failed; see [`Outbox::mark_failed`] for what each field does.
+    /// The server answered with a failure; see [`Outbox::mark_failed`] for
+    /// what each field does.
     Failed {
         /// Becomes the operation's `last_error`.
         error: &'a str,
@@ -34,6 +37,28 @@ pub enum SendOutcome<'a> {
         /// The server's hint for the earliest retry, in ms from now.
         retry_after_ms: Option<i64>,
     },
+    /// No answer came: the server or the network was unreachable. The
+    /// operation goes back to `Pending`, its attempt **not** used up (an
+    /// outage is not a failure), backed off by its `unanswered_sends` with
+    /// the retry policy's delays; with [`Delivery::Unknown`] its
+    /// `first_sent_at_ms` is set, starting the resend window. A late one
+    /// (the operation is no longer `InFlight`) changes nothing.
+    Unanswered {
+        /// Becomes the operation's `last_error`.
+        error: &'a str,
+        /// Whether the request may have reached the server.
+        delivery: Delivery,
+    },
+}
+
+/// How a batch of results is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    /// `put` / `put_batch`: durable as the store promises on `Ok`.
+    Synced,
+    /// `put_unsynced`: durable against a process crash; a later sync makes
+    /// it durable against power loss.
+    Unsynced,
 }
 
 /// Up to this many changes, duplicates are found by a linear search.
@@ -48,7 +73,7 @@ struct Change {
 
 impl Outbox {
     /// Records that the server acknowledged the operation:
-    /// `InFlight -> Done`. Durable on `Ok`.
+    /// `InFlight -> Done`. Durable on `Ok` (as the store's `put` promises).
     ///
     /// A late acknowledgement is never lost: an operation that was sent and
     /// has since gone back to `Pending` or `Failed` (its claim timed out or
@@ -59,8 +84,8 @@ impl Outbox {
     /// # Errors
     ///
     /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
-    /// was never claimed (`attempt` 0: no send exists to acknowledge);
-    /// [`OutboxError::Store`].
+    /// was never sent ([`Operation::was_sent`]: no send exists to
+    /// acknowledge); [`OutboxError::Store`].
     pub fn mark_done(&self, id: &str, now_ms: i64) -> Result<(), OutboxError> {
         self.record_one(id, SendOutcome::Acknowledged, now_ms)
             .map(drop)
@@ -81,7 +106,7 @@ impl Outbox {
     /// # Errors
     ///
     /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
-    /// was never claimed (`attempt` 0); [`OutboxError::Store`].
+    /// was never sent; [`OutboxError::Store`].
     pub fn mark_failed(
         &self,
         id: &str,
@@ -140,6 +165,50 @@ impl Outbox {
         results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
         now_ms: i64,
     ) -> Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError> {
+        self.record(results, now_ms, Write::Synced)
+    }
+
+    /// Records results like [`Outbox::record_results`], but with the
+    /// store's [`put_unsynced`](crate::OutboxStore::put_unsynced): for a
+    /// sender that records each result as it arrives and then calls
+    /// [`Outbox::sync`] once for the batch.
+    ///
+    /// Durable on `Ok` against a crash of the process (a WAL store has
+    /// handed the record to the OS; the other stores of this workspace
+    /// sync it anyway). Against power loss only after the next
+    /// [`Outbox::sync`] or synced write: a power loss before may undo it, so
+    /// the operation is sent again (the server answers a repeat from its
+    /// key), never lost.
+    ///
+    /// # Errors
+    ///
+    /// As [`Outbox::record_results`].
+    pub fn record_results_unsynced<'a>(
+        &self,
+        results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
+        now_ms: i64,
+    ) -> Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError> {
+        self.record(results, now_ms, Write::Unsynced)
+    }
+
+    /// Makes every change recorded so far as durable as the store's policy
+    /// promises for a synced write ([`OutboxStore::sync`](crate::OutboxStore::sync)):
+    /// under the WAL store's `SyncPolicy::Always`, one `fdatasync` for every
+    /// result recorded with [`Outbox::record_results_unsynced`] before it.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`] if the sync fails.
+    pub fn sync(&self) -> Result<(), OutboxError> {
+        self.store.sync()
+    }
+
+    fn record<'a>(
+        &self,
+        results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
+        now_ms: i64,
+        write: Write,
+    ) -> Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError> {
         let mut state = self.lock_loaded()?;
         let mut statuses = Vec::new();
         let mut changes: Vec<Change> = Vec::new();
@@ -186,12 +255,16 @@ impl Outbox {
                 Err(e) => statuses.push(Err(e)),
             }
         }
-        match changes.as_slice() {
-            [] => {}
-            [one] => self.store.put(&one.op)?,
-            many => {
+        match (changes.as_slice(), write) {
+            ([], _) => {}
+            ([one], Write::Synced) => self.store.put(&one.op)?,
+            (many, Write::Synced) => {
                 let ops: Vec<Operation> = many.iter().map(|c| c.op.clone()).collect();
                 self.store.put_batch(&ops)?;
+            }
+            (some, Write::Unsynced) => {
+                let ops: Vec<Operation> = some.iter().map(|c| c.op.clone()).collect();
+                self.store.put_unsynced(&ops)?;
             }
         }
         let mut unblocked = false;
@@ -232,15 +305,39 @@ impl Outbox {
         now_ms: i64,
     ) -> Result<(OperationStatus, Option<Change>), OutboxError> {
         let entry = claim_entry(&op);
+        // For an `InFlight` operation, `updated_at_ms` is when its send began.
+        let sent_at = (op.status == OperationStatus::InFlight).then_some(op.updated_at_ms);
         match outcome {
             SendOutcome::Acknowledged => {
                 if op.status == OperationStatus::Done {
                     return Ok((OperationStatus::Done, None));
                 }
-                if op.attempt == 0 {
+                if !op.was_sent() {
                     return Err(never_claimed(op, OperationStatus::Done));
                 }
+                if op.first_sent_at_ms.is_none() {
+                    op.first_sent_at_ms = sent_at;
+                }
                 transition(&mut op, OperationStatus::Done, now_ms)?;
+            }
+            SendOutcome::Unanswered { error, delivery } => {
+                if op.status != OperationStatus::InFlight {
+                    if !op.was_sent() {
+                        return Err(never_claimed(op, OperationStatus::Pending));
+                    }
+                    return Ok((op.status, None));
+                }
+                transition(&mut op, OperationStatus::Pending, now_ms)?;
+                // No answer: the attempt the claim counted is given back.
+                op.attempt = op.attempt.saturating_sub(1);
+                op.unanswered_sends = op.unanswered_sends.saturating_add(1);
+                if delivery == Delivery::Unknown && op.first_sent_at_ms.is_none() {
+                    op.first_sent_at_ms = sent_at;
+                }
+                error.clone_into(&mut op.last_error);
+                let delay = self.config.retry.delay_ms(&op.id, op.unanswered_sends);
+                op.next_retry_at_ms = now_ms.saturating_add(delay);
+                state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
             }
             SendOutcome::Failed {
                 error,
@@ -248,11 +345,15 @@ impl Outbox {
                 retry_after_ms,
             } => {
                 if op.status != OperationStatus::InFlight {
-                    if op.attempt == 0 {
+                    if !op.was_sent() {
                         return Err(never_claimed(op, OperationStatus::Failed));
                     }
                     return Ok((op.status, None));
                 }
+                if op.first_sent_at_ms.is_none() {
+                    op.first_sent_at_ms = sent_at;
+                }
+                op.unanswered_sends = 0;
                 let retry = &self.config.retry;
                 let to = if retryable && !retry.gives_up_after(op.attempt) {
                     OperationStatus::Pending

@@ -67,6 +67,10 @@ impl Outbox {
                 }
                 continue;
             };
+            // The interrupted send may have reached the server.
+            if op.first_sent_at_ms.is_none() {
+                op.first_sent_at_ms = Some(op.updated_at_ms);
+            }
             let to = if self.config.retry.gives_up_after(op.attempt) {
                 OperationStatus::Failed
             } else {

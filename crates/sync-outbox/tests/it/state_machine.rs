@@ -8,6 +8,13 @@
 //! order holds, and no operation is claimed twice without a failure or
 //! recovery in between.
 //!
+//! Sends that get no answer (`SendOutcome::Unanswered`, the request never
+//! left or may have) give their attempt back, back off by their own count,
+//! and start the resend window only when the request may have left; an
+//! operation first sent longer than the window ago is failed by the claim
+//! that finds it, never sent again under its key, and `correct` starts its
+//! new key afresh.
+//!
 //! Each sequence runs under both ordering modes, with some operations
 //! overriding the outbox's mode, and with `correct` (a new idempotency key
 //! `{id}.{n}` once sent, the old one kept) and `discard` among the steps: a
@@ -21,11 +28,12 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use sync_outbox::{
-    Correction, MemoryOutboxStore, Operation, OperationStatus, OrderingMode, Outbox, OutboxConfig,
-    OutboxError, OutboxStore, RetryPolicy,
+    Correction, Delivery, MemoryOutboxStore, Operation, OperationStatus, OrderingMode, Outbox,
+    OutboxConfig, OutboxError, OutboxStore, RetryPolicy, SendOutcome,
 };
 
 const TIMEOUT_MS: i64 = 5_000;
+const RESEND_WINDOW_MS: i64 = 10_000;
 
 fn policy() -> RetryPolicy {
     RetryPolicy {
@@ -54,6 +62,11 @@ enum Step {
         pick: usize,
         retryable: bool,
         retry_after: Option<i64>,
+    },
+    /// No answer: the request never left (`NotSent`) or may have.
+    Unanswered {
+        pick: usize,
+        left: bool,
     },
     Recover,
     /// A sender claims with `Outbox::claim` and holds the `Claim`.
@@ -101,6 +114,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => any::<usize>().prop_map(|pick| Step::Done { pick }),
         2 => (any::<usize>(), any::<bool>(), prop::option::of(0i64..3_000))
             .prop_map(|(pick, retryable, retry_after)| Step::Fail { pick, retryable, retry_after }),
+        2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, left)| Step::Unanswered { pick, left }),
         1 => Just(Step::Recover),
         2 => (1usize..4).prop_map(|limit| Step::ClaimHeld { limit }),
         2 => (any::<usize>(), any::<bool>()).prop_map(|(pick, ok)| Step::FinishHolder { pick, ok }),
@@ -138,6 +152,10 @@ struct ModelOp {
     mode: OrderingMode,
     /// How many times a correction gave it a new idempotency key.
     new_keys: usize,
+    /// When its current key may first have reached the server.
+    first_sent: Option<i64>,
+    /// Sends in a row without an answer.
+    unanswered: u32,
 }
 
 impl ModelOp {
@@ -168,6 +186,7 @@ impl Model {
             let abandoned = op.orphan || (op.holder.is_none() && op.claimed_at + TIMEOUT_MS <= now);
             if op.status == OperationStatus::InFlight && abandoned {
                 op.orphan = false;
+                op.first_sent.get_or_insert(op.claimed_at);
                 op.status = if op.attempt >= 3 {
                     OperationStatus::Failed
                 } else {
@@ -198,8 +217,24 @@ impl Model {
             .map(|(id, op)| (op.due, op.seq, id.clone()))
             .collect();
         due.sort();
-        due.truncate(limit);
-        let claimed: Vec<String> = due.into_iter().map(|(_, _, id)| id).collect();
+        // In order: those past the resend window fail, up to the last claim.
+        let mut claimed: Vec<String> = Vec::new();
+        for (_, _, id) in due {
+            if claimed.len() >= limit {
+                break;
+            }
+            let Some(op) = self.ops.get_mut(&id) else {
+                continue;
+            };
+            if op
+                .first_sent
+                .is_some_and(|first| now - first > RESEND_WINDOW_MS)
+            {
+                op.status = OperationStatus::Failed;
+            } else {
+                claimed.push(id);
+            }
+        }
         for id in &claimed {
             if let Some(op) = self.ops.get_mut(id) {
                 op.status = OperationStatus::InFlight;
@@ -226,6 +261,8 @@ impl Model {
 /// The model of `mark_failed` on an `InFlight` operation.
 fn model_fail(op: &mut ModelOp, retryable: bool, retry_after: Option<i64>, now: i64) {
     op.orphan = false;
+    op.first_sent.get_or_insert(op.claimed_at);
+    op.unanswered = 0;
     if retryable && op.attempt < 3 {
         op.status = OperationStatus::Pending;
         let backoff = (100i64 << (op.attempt - 1)).min(1_000);
@@ -233,6 +270,26 @@ fn model_fail(op: &mut ModelOp, retryable: bool, retry_after: Option<i64>, now: 
     } else {
         op.status = OperationStatus::Failed;
     }
+}
+
+/// The model of an unanswered send of an `InFlight` operation.
+fn model_unanswered(op: &mut ModelOp, left: bool, now: i64) {
+    op.orphan = false;
+    op.status = OperationStatus::Pending;
+    op.attempt -= 1;
+    op.unanswered += 1;
+    if left {
+        op.first_sent.get_or_insert(op.claimed_at);
+    }
+    op.due = now + (100i64 << (op.unanswered - 1).min(20)).min(1_000);
+}
+
+/// The model of an acknowledgement.
+fn model_done(op: &mut ModelOp) {
+    if op.status == OperationStatus::InFlight {
+        op.first_sent.get_or_insert(op.claimed_at);
+    }
+    op.status = OperationStatus::Done;
 }
 
 /// Notes the first-send order per key of newly claimed operations.
@@ -244,6 +301,21 @@ fn record_sends(model: &Model, claimed: &[String], sent_order: &mut BTreeMap<u8,
             sent_order.entry(key).or_default().push(op.seq);
         }
     }
+}
+
+/// No claim hands out an operation first sent longer than the resend
+/// window ago: the server may have forgotten its key.
+fn never_past_the_window(claimed: &[Operation], now: i64) -> Result<(), TestCaseError> {
+    for op in claimed {
+        prop_assert!(
+            op.first_sent_at_ms
+                .is_none_or(|first| now - first <= RESEND_WINDOW_MS),
+            "{} sent again {} ms after its first send",
+            op.id,
+            now - op.first_sent_at_ms.unwrap_or(now)
+        );
+    }
+    Ok(())
 }
 
 fn pick(ids: &[String], n: usize) -> Option<String> {
@@ -265,6 +337,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
         retry: policy(),
         inflight_timeout_ms: TIMEOUT_MS,
         ordering: mode,
+        resend_window_ms: RESEND_WINDOW_MS,
     };
     let outbox = Outbox::new(config, store.clone());
     let mut model = Model::default();
@@ -299,6 +372,8 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                         orphan: false,
                         mode: ordering.unwrap_or(mode),
                         new_keys: 0,
+                        first_sent: None,
+                        unanswered: 0,
                     },
                 );
             }
@@ -306,6 +381,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                 let got = outbox
                     .claim_ready(now, *limit)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                never_past_the_window(&got, now)?;
                 let got: Vec<String> = got.into_iter().map(|op| op.id).collect();
                 let want = model.claim(now, *limit, None);
                 prop_assert_eq!(&got, &want, "claim at {}", now);
@@ -315,6 +391,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                 let claim = outbox
                     .claim(now, *limit)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                never_past_the_window(claim.ops(), now)?;
                 let got: Vec<String> = claim.ops().iter().map(|op| op.id.clone()).collect();
                 let want = model.claim(now, *limit, Some(next_holder));
                 prop_assert_eq!(&got, &want, "held claim at {}", now);
@@ -350,7 +427,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                             outbox
                                 .mark_done(&op.id, now)
                                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                            model_op.status = OperationStatus::Done;
+                            model_done(model_op);
                         } else {
                             let got = outbox
                                 .mark_failed(&op.id, "503", true, None, now)
@@ -378,7 +455,10 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                 let late: Vec<String> = model
                     .ops
                     .iter()
-                    .filter(|(_, op)| op.attempt > 0 && op.status != OperationStatus::InFlight)
+                    .filter(|(_, op)| {
+                        (op.attempt > 0 || op.first_sent.is_some())
+                            && op.status != OperationStatus::InFlight
+                    })
                     .map(|(id, _)| id.clone())
                     .collect();
                 if let Some(id) = pick(&late, *n)
@@ -388,7 +468,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                         outbox
                             .mark_done(&id, now)
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                        model_op.status = OperationStatus::Done;
+                        model_done(model_op);
                     } else {
                         let got = outbox
                             .mark_failed(&id, "late", false, None, now)
@@ -403,7 +483,32 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                         .mark_done(&id, now)
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     if let Some(op) = model.ops.get_mut(&id) {
-                        op.status = OperationStatus::Done;
+                        model_done(op);
+                    }
+                }
+            }
+            Step::Unanswered { pick: n, left } => {
+                if let Some(id) = pick(&model.unheld_in_flight(), *n) {
+                    let delivery = if *left {
+                        Delivery::Unknown
+                    } else {
+                        Delivery::NotSent
+                    };
+                    let outcome = SendOutcome::Unanswered {
+                        error: "connection refused",
+                        delivery,
+                    };
+                    let got = outbox
+                        .record_results([(id.as_str(), outcome)], now)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    let got = got
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| TestCaseError::fail("no result"))?
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    if let Some(op) = model.ops.get_mut(&id) {
+                        model_unanswered(op, *left, now);
+                        prop_assert_eq!(got, op.status);
                     }
                 }
             }
@@ -436,6 +541,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                     if let Some(op) = model.ops.get_mut(&id) {
                         op.status = OperationStatus::Pending;
                         op.attempt = 0;
+                        op.unanswered = 0;
                         op.due = now;
                     }
                 }
@@ -446,13 +552,18 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                     && let Some(op) = model.ops.get_mut(&id)
                 {
                     let got = outbox.correct(&id, Correction::payload(r#"{"v":2}"#), now);
-                    let never_sent = op.status == OperationStatus::Pending && op.attempt == 0;
+                    let never_sent = op.status == OperationStatus::Pending
+                        && op.attempt == 0
+                        && op.first_sent.is_none();
                     let allowed = op.status == OperationStatus::Failed || never_sent;
                     if op.status == OperationStatus::Failed {
-                        // Failed means sent at least once: a new key.
+                        // Failed means sent at least once: a new key, whose
+                        // resend window has not started.
                         op.new_keys += 1;
                         op.status = OperationStatus::Pending;
                         op.attempt = 0;
+                        op.first_sent = None;
+                        op.unanswered = 0;
                         op.due = now;
                     }
                     match got {
@@ -502,6 +613,19 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                 .ok_or_else(|| TestCaseError::fail(format!("invented {}", op.id)))?;
             prop_assert_eq!(op.status, want.status, "status of {}", op.id);
             prop_assert_eq!(op.attempt, want.attempt, "attempt of {}", op.id);
+            prop_assert_eq!(
+                op.first_sent_at_ms,
+                want.first_sent,
+                "first send of {}",
+                op.id
+            );
+            prop_assert_eq!(
+                op.unanswered_sends,
+                want.unanswered,
+                "unanswered sends of {}",
+                op.id
+            );
+
             prop_assert!(op.attempt <= 3, "attempt {} beyond the policy", op.attempt);
             if op.status == OperationStatus::Pending {
                 prop_assert_eq!(op.next_retry_at_ms, want.due, "due time of {}", op.id);

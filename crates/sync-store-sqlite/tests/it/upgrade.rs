@@ -1,9 +1,11 @@
 //! Guards the schema upgrades: a database written by schema version 1 (no
-//! `ordering`, `idempotency_key`, `replaced_keys` columns) or 2 (no counts
-//! table) is read as it is by `load_read_only`, upgraded in place by `open`,
-//! and its operations keep every field, with the new ones at their defaults;
-//! the counts start from what the table holds and follow every later write,
-//! the app's own SQL included.
+//! `ordering`, `idempotency_key`, `replaced_keys` columns), 2 (no counts
+//! table) or 3 (no `first_sent_at_ms`, `unanswered_sends`) is read as it is
+//! by `load_read_only`, upgraded in place by `open`, and its operations keep
+//! every field, with the new ones at their defaults (a sent operation's
+//! resend window starting at its last change, the same in both reads); the
+//! counts start from what the table holds and follow every later write, the
+//! app's own SQL included.
 
 use sync_outbox::{Operation, OperationStatus, OrderingMode, OutboxStats, OutboxStore};
 use sync_store_sqlite::SqliteOutboxStore;
@@ -38,9 +40,40 @@ fn version_1_operation() -> Operation {
         ordering_key: Some("note-1".into()),
         owner: "app".into(),
         seq: 7,
+        // Sent once: its window starts at its last change.
+        first_sent_at_ms: Some(2),
         ..Operation::new("note.create", "/notes", "{}")
     }
 }
+
+/// What version 2 adds to [`VERSION_1`], with a pending operation never sent.
+const TO_VERSION_2: &str = "
+ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
+ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
+INSERT INTO sync_outbox VALUES ('op_2', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
+    '', 4, 4, 'note-1', NULL, 'app', 8, NULL, '', '');
+";
+
+/// What version 3 adds to version 2, as the third release wrote it: the
+/// counts table and its triggers, and the pending-age index.
+const TO_VERSION_3: &str = "
+CREATE TABLE sync_counts (status TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO sync_counts (status, n) VALUES ('pending', 1), ('in_flight', 0), ('done', 0), ('failed', 1);
+CREATE TRIGGER sync_outbox_count_insert AFTER INSERT ON sync_outbox BEGIN
+    UPDATE sync_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE TRIGGER sync_outbox_count_delete AFTER DELETE ON sync_outbox BEGIN
+    UPDATE sync_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+CREATE TRIGGER sync_outbox_count_update AFTER UPDATE OF status ON sync_outbox
+    WHEN OLD.status IS NOT NEW.status BEGIN
+    UPDATE sync_counts SET n = n - 1 WHERE status = OLD.status;
+    UPDATE sync_counts SET n = n + 1 WHERE status = NEW.status;
+END;
+CREATE INDEX sync_outbox_pending_age ON sync_outbox (created_at_ms) WHERE status = 'pending';
+UPDATE sync_meta SET value = '3' WHERE key = 'schema_version';
+";
 
 #[test]
 fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
@@ -66,8 +99,40 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
         [],
         |row| row.get(0),
     )?;
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     assert_eq!(open(&path)?.load_all()?, [corrected]);
+    Ok(())
+}
+
+#[test]
+fn a_version_3_database_gets_the_resend_window_columns() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("app.db");
+    let version_3 = VERSION_1.replace("('schema_version', '1')", "('schema_version', '2')")
+        + TO_VERSION_2
+        + TO_VERSION_3;
+    rusqlite::Connection::open(&path)?.execute_batch(&version_3)?;
+    let read = SqliteOutboxStore::load_read_only(&path)?.load_all()?;
+    let store = open(&path)?;
+    let mut upgraded = store.load_all()?;
+    upgraded.sort_by_key(|op| op.seq);
+    let mut read = read;
+    read.sort_by_key(|op| op.seq);
+    assert_eq!(read, upgraded, "the read-only view is the upgraded one");
+    assert_eq!(upgraded[0], version_1_operation());
+    assert_eq!(
+        (upgraded[1].first_sent_at_ms, upgraded[1].unanswered_sends),
+        (None, 0),
+        "never sent: no window"
+    );
+    let mut unanswered = upgraded[1].clone();
+    unanswered.unanswered_sends = 3;
+    unanswered.first_sent_at_ms = Some(11);
+    store.put(&unanswered)?;
+    assert_eq!(store.stats()?.pending, 1);
+    drop(store);
+    let reopened = open(&path)?.load_all()?;
+    assert!(reopened.contains(&unanswered));
     Ok(())
 }
 
@@ -75,12 +140,8 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
 fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("app.db");
-    let version_2 = VERSION_1.replace("('schema_version', '1')", "('schema_version', '2')")
-        + "ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
-           ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
-           ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
-           INSERT INTO sync_outbox VALUES ('op_2', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
-               '', 4, 4, 'note-1', NULL, 'app', 8, NULL, '', '');";
+    let version_2 =
+        VERSION_1.replace("('schema_version', '1')", "('schema_version', '2')") + TO_VERSION_2;
     rusqlite::Connection::open(&path)?.execute_batch(&version_2)?;
     assert_eq!(
         SqliteOutboxStore::load_read_only(&path)?.load_all()?.len(),
@@ -107,7 +168,7 @@ fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     let app = rusqlite::Connection::open(&path)?;
     app.execute_batch(
         "INSERT INTO sync_outbox VALUES ('op_3', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
-             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '');
+             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0);
          UPDATE sync_outbox SET status = 'done' WHERE id = 'op_1';
          UPDATE sync_outbox SET payload = '{\"a\":1}' WHERE id = 'op_2';",
     )?;
