@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use sync_outbox::{Claim, Outbox};
+use sync_outbox::{Operation, Outbox};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -20,8 +20,9 @@ use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
 use crate::schedule::{ERROR_BACKOFF_MS, next_wake_at};
+use crate::transport::ResultSink;
 use crate::worker::WorkerStats;
-use crate::worker_core::{BatchOutcome, WorkerCore, step_error};
+use crate::worker_core::{Batch, SendEnd, WorkerCore, step_error};
 
 /// The [`SyncEngine`](crate::SyncEngine) for tokio applications: the same
 /// rules, from the same core, with its senders as tasks on the current
@@ -396,7 +397,7 @@ impl AsyncSender {
         let mut woken = self.wake.subscribe();
         // A batch claimed in the same blocking-pool hop that recorded the
         // previous one: one hop per batch under load instead of two.
-        let mut ready: Option<Claim> = None;
+        let mut ready: Option<Batch> = None;
         while !self.stopping.load(Ordering::SeqCst) {
             // Mark the generation seen before looking for work: a wake-up
             // after this point makes `changed` below return at once.
@@ -469,22 +470,59 @@ impl AsyncSender {
         now + ERROR_BACKOFF_MS
     }
 
-    /// Sends `claim` (here, on the runtime), then records every result and,
-    /// unless stopping, claims the next batch, in one blocking-pool hop.
-    async fn send_and_record(&self, claim: Claim) -> Result<Option<Claim>, EngineError> {
-        let sent = AssertUnwindSafe(self.transport.send_batch(claim.ops()))
-            .catch_unwind()
-            .await;
-        let outcome = match sent {
-            Ok(results) => BatchOutcome::Results(results),
-            Err(_) => BatchOutcome::Panicked,
+    /// Sends `batch` (here, on the runtime) while recording each result
+    /// the transport reports on the blocking pool as it arrives; then
+    /// finishes the batch (what is missing, one sync) and, unless stopping,
+    /// claims the next, in one blocking-pool hop.
+    async fn send_and_record(&self, batch: Batch) -> Result<Option<Batch>, EngineError> {
+        let Batch { claim, progress } = batch;
+        let ops: Arc<[Operation]> = claim.ops().into();
+        let (reports_tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let sending = {
+            let ops = Arc::clone(&ops);
+            async move {
+                let mut forward = move |batch: Vec<_>| {
+                    let _ = reports_tx.send(batch);
+                };
+                let mut sink = ResultSink::new(&mut forward);
+                let sent = AssertUnwindSafe(self.transport.send_each(&ops, &mut sink))
+                    .catch_unwind()
+                    .await;
+                sent.map(|()| sink.miscounted)
+                // `forward` drops here, closing the channel: the recorder
+                // below ends once it has recorded every report.
+            }
+        };
+        let record = async {
+            let mut progress = progress;
+            while let Some(batch) = reports.recv().await {
+                let core = Arc::clone(&self.core);
+                let ops = Arc::clone(&ops);
+                let now = self.clock.now_ms();
+                progress = self
+                    .hops
+                    .run(move || {
+                        core.record(&ops, &mut progress, batch, now);
+                        progress
+                    })
+                    .await;
+            }
+            progress
+        };
+        let (sent, mut progress) = tokio::join!(sending, record);
+        let end = match sent {
+            Ok(miscounted) => {
+                progress.miscounted = miscounted;
+                SendEnd::Returned
+            }
+            Err(_) => SendEnd::Panicked,
         };
         let core = Arc::clone(&self.core);
         let stopping = Arc::clone(&self.stopping);
         let now = self.clock.now_ms();
         self.hops
             .run(move || {
-                core.record_batch(claim, outcome, now)?;
+                core.finish(Batch { claim, progress }, end, now)?;
                 if stopping.load(Ordering::SeqCst) {
                     return Ok(None);
                 }

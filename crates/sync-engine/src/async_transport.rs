@@ -8,7 +8,7 @@ use sync_outbox::Operation;
 use tokio::runtime::Handle;
 
 use crate::async_outbox::run_blocking;
-use crate::transport::{SendResult, SyncTransport};
+use crate::transport::{ResultSink, SendResult, SyncTransport};
 
 /// Sends operations to the server from async code. Implemented by the
 /// application (or [`AsyncHttpTransport`] in `sync-transport-http`), used by
@@ -63,6 +63,21 @@ pub trait AsyncSyncTransport: Send + Sync {
             results.push(self.send(op).await);
         }
         results
+    }
+
+    /// Sends several operations and reports each result to `results` as
+    /// soon as it is known: what [`AsyncSyncEngine`](crate::AsyncSyncEngine)
+    /// calls, as [`SyncTransport::send_each`] says. The default awaits
+    /// [`send_batch`](Self::send_batch) and reports its results together
+    /// (none if it returns a wrong number of them); a transport that sends
+    /// one request per operation should report each as it arrives.
+    async fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+        let all = self.send_batch(ops).await;
+        if all.len() == ops.len() {
+            results.report_all(all);
+        } else {
+            results.miscounted = Some(all.len());
+        }
     }
 }
 
@@ -121,6 +136,43 @@ impl AsyncSyncTransport for SpawnBlockingTransport {
         let inner = Arc::clone(&self.inner);
         let ops = ops.to_vec();
         run_blocking(move || inner.send_batch(&ops)).await
+    }
+
+    /// The inner `send_each` on the blocking pool; its reports reach
+    /// `results` as they come.
+    async fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+        let inner = Arc::clone(&self.inner);
+        let ops = ops.to_vec();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let sending = run_blocking(move || {
+            let mut forward = |batch: Vec<(usize, SendResult)>| {
+                let _ = tx.send(batch);
+            };
+            let mut sink = ResultSink::new(&mut forward);
+            inner.send_each(&ops, &mut sink);
+            sink.miscounted
+        });
+        tokio::pin!(sending);
+        let mut miscounted = None;
+        let mut sent = false;
+        // Forward reports until the blocking send is over and every report
+        // it made has been read (the channel closes when its sender drops).
+        loop {
+            tokio::select! {
+                batch = rx.recv() => match batch {
+                    Some(batch) => results.report_many(batch),
+                    None => break,
+                },
+                returned = &mut sending, if !sent => {
+                    sent = true;
+                    miscounted = returned;
+                }
+            }
+        }
+        if !sent {
+            miscounted = sending.await;
+        }
+        results.miscounted = miscounted;
     }
 }
 
@@ -186,5 +238,9 @@ impl SyncTransport for BlockOnTransport {
 
     fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
         self.handle.block_on(self.inner.send_batch(ops))
+    }
+
+    fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+        self.handle.block_on(self.inner.send_each(ops, results));
     }
 }

@@ -53,9 +53,12 @@ pub enum EngineError {
         /// How many operations the batch had.
         len: usize,
     },
-    /// `send_batch` returned a different number of results than operations.
-    /// No result can be trusted to be an operation's own, so each operation
-    /// of the batch was recorded as a retryable failure, never as `Done`.
+    /// The transport did not report exactly one result per operation:
+    /// `send_batch` returned a different number of results than operations
+    /// (then none can be trusted to be an operation's own, and none is
+    /// recorded), or `send_each` left some out or reported some twice or out
+    /// of range (those are ignored). Each operation without a result was
+    /// recorded as a retryable failure, never as `Done`.
     #[error(
         "transport returned {got} results for a batch of {expected} operations starting with {first_id}"
     )]
@@ -64,7 +67,7 @@ pub enum EngineError {
         first_id: String,
         /// Operations in the batch.
         expected: usize,
-        /// Results returned.
+        /// Results reported, counting any out of range or repeated.
         got: usize,
     },
     /// [`SyncEngine::start`](crate::SyncEngine::start) was called while running.
@@ -131,6 +134,8 @@ pub enum SyncStep {
     RecordDone,
     /// Recording a failed send (`Outbox::mark_failed`).
     RecordFailure,
+    /// Making a batch's results durable (`Outbox::sync`).
+    SyncResults,
 }
 
 impl fmt::Display for SyncStep {
@@ -141,6 +146,7 @@ impl fmt::Display for SyncStep {
             Self::Claim => "claiming a batch",
             Self::RecordDone => "recording the acknowledgement",
             Self::RecordFailure => "recording the failure",
+            Self::SyncResults => "syncing the batch's results",
         })
     }
 }

@@ -92,7 +92,10 @@ pub use observer::SyncObserver;
 #[cfg(feature = "tracing")]
 pub use observer::TracingObserver;
 pub use probe::{NetworkProbe, NetworkProbeConfig};
-pub use transport::{SendResult, SyncTransport};
+/// Whether a send that got no answer may have reached the server; defined
+/// in `sync-outbox`.
+pub use sync_outbox::Delivery;
+pub use transport::{ResultSink, SendResult, SyncTransport};
 pub use worker::{SyncWorker, SyncWorkerConfig, WorkerStats};
 
 /// The result type of this crate.

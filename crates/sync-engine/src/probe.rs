@@ -1,5 +1,7 @@
-//! [`NetworkProbe`]: whether sending is worth trying now, from a user check
-//! plus the application's own connectivity events.
+//! [`NetworkProbe`]: whether sending is worth trying now, from a user check,
+//! the application's own connectivity events, and what the last sends met:
+//! after a send that got no answer, sending pauses and backs off, one
+//! operation at a time, until something gets through.
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -17,6 +19,19 @@ pub struct NetworkProbeConfig {
     /// once, so the queue drains on reconnect rather than on the next local
     /// write or backoff expiry. Default `true`.
     pub drain_on_reconnect: bool,
+    /// After a send got no answer (the server or the network unreachable:
+    /// [`SendResult::not_sent`], [`SendResult::no_answer`]), how long (ms)
+    /// sending pauses before one operation is tried again; doubled after
+    /// each try that gets no answer either, up to
+    /// [`unreachable_backoff_max_ms`](Self::unreachable_backoff_max_ms).
+    /// The first send that gets an answer ends the pause. Default 1,000.
+    ///
+    /// [`SendResult::not_sent`]: crate::SendResult::not_sent
+    /// [`SendResult::no_answer`]: crate::SendResult::no_answer
+    pub unreachable_backoff_ms: i64,
+    /// The longest pause between tries while the server is unreachable.
+    /// Default 60,000: a ten-minute outage costs about 20 requests.
+    pub unreachable_backoff_max_ms: i64,
 }
 
 impl Default for NetworkProbeConfig {
@@ -25,8 +40,34 @@ impl Default for NetworkProbeConfig {
             cache_ttl_ms: 1_000,
             offline_recheck_ms: 2_000,
             drain_on_reconnect: true,
+            unreachable_backoff_ms: 1_000,
+            unreachable_backoff_max_ms: 60_000,
         }
     }
+}
+
+/// How much a sender may send now, from [`NetworkProbe::permit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Permit {
+    /// Nothing: offline, or paused while the server is unreachable.
+    Wait,
+    /// One operation, to find out whether the server is back. The sender
+    /// must end it with `report_reached`, `report_unreachable` or
+    /// `end_try`.
+    Try,
+    /// A whole batch.
+    Send,
+}
+
+/// Why a sender that found work did not send, from
+/// [`NetworkProbe::paused`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Pause {
+    /// The user's check says offline, or the server is unreachable: look
+    /// again at this time.
+    Until(i64),
+    /// Another sender is trying one operation: wait to be woken.
+    TryInFlight,
 }
 
 /// Tells the worker whether the network is worth trying.
@@ -36,6 +77,15 @@ impl Default for NetworkProbeConfig {
 /// [`report_failure`](Self::report_failure) let the application's own
 /// connectivity events override it at once. Every offline -> online flip is
 /// counted as a reconnect.
+///
+/// The workers also tell it what their sends met. A send that got no
+/// answer ([`report_unreachable`](Self::report_unreachable)) pauses sending
+/// even while the check says online (a phone on Wi-Fi whose server is
+/// down): after `unreachable_backoff_ms`, one operation is tried, by one
+/// sender; no answer again doubles the pause (up to
+/// `unreachable_backoff_max_ms`), and the first answer
+/// ([`report_reached`](Self::report_reached)) ends it and counts as a
+/// reconnect, so the queue drains at once.
 ///
 /// # Examples
 ///
@@ -62,6 +112,20 @@ struct ProbeState {
     online: Option<bool>,
     next_check_at_ms: i64,
     reconnects: u64,
+    /// Set while the last sends got no answer.
+    unreachable: Option<Unreachable>,
+}
+
+/// The pause while the server is unreachable.
+#[derive(Debug, Clone, Copy)]
+struct Unreachable {
+    /// Tries in a row that got no answer (the send that started the pause
+    /// counts as the first).
+    streak: u32,
+    /// When the next single try may start.
+    next_try_at_ms: i64,
+    /// Whether a sender is trying one operation now.
+    trying: bool,
 }
 
 impl fmt::Debug for NetworkProbe {
@@ -142,9 +206,102 @@ impl NetworkProbe {
 
     /// Forgets when the cached answer expires, keeping the answer itself:
     /// the next [`is_online`](Self::is_online) runs the check (a
-    /// pull-to-refresh should not wait out an "offline" answer).
+    /// pull-to-refresh should not wait out an "offline" answer), and while
+    /// the server is unreachable the next pass tries one operation at once.
     pub fn expire(&self) {
-        self.lock().next_check_at_ms = i64::MIN;
+        let mut state = self.lock();
+        state.next_check_at_ms = i64::MIN;
+        if let Some(unreachable) = &mut state.unreachable {
+            unreachable.next_try_at_ms = i64::MIN;
+        }
+    }
+
+    /// A send got no answer at `now_ms` (the server or the network is
+    /// unreachable): pause sending. The first time, for
+    /// `unreachable_backoff_ms`; after a try that got no answer either, for
+    /// twice the last pause, up to `unreachable_backoff_max_ms`. Other
+    /// sends of the same batches that got no answer change nothing more.
+    pub fn report_unreachable(&self, now_ms: i64) {
+        let mut state = self.lock();
+        let streak = match state.unreachable {
+            None => 1,
+            Some(Unreachable {
+                trying: true,
+                streak,
+                ..
+            }) => streak.saturating_add(1),
+            Some(Unreachable { trying: false, .. }) => return,
+        };
+        let base = self.config.unreachable_backoff_ms.max(0);
+        let max = self.config.unreachable_backoff_max_ms.max(base);
+        let pause = base.saturating_mul(1_i64 << (streak - 1).min(40)).min(max);
+        state.unreachable = Some(Unreachable {
+            streak,
+            next_try_at_ms: now_ms.saturating_add(pause),
+            trying: false,
+        });
+    }
+
+    /// A send got an answer at `now_ms`: the server is reachable. Ends a
+    /// pause (counted as a reconnect: the queue drains, sleeping senders
+    /// wake).
+    pub fn report_reached(&self, _now_ms: i64) {
+        let mut state = self.lock();
+        if state.unreachable.take().is_none() {
+            return;
+        }
+        state.reconnects += 1;
+        drop(state);
+        self.notify();
+    }
+
+    /// Whether the last sends got an answer: `false` while sending is paused
+    /// because the server was unreachable.
+    #[must_use]
+    pub fn is_reachable(&self) -> bool {
+        self.lock().unreachable.is_none()
+    }
+
+    /// What a sender may send at `now_ms`, given the user's check (already
+    /// asked) and the pause. Hands out at most one [`Permit::Try`] at a
+    /// time.
+    pub(crate) fn permit(&self, now_ms: i64) -> Permit {
+        let mut state = self.lock();
+        match &mut state.unreachable {
+            None => Permit::Send,
+            Some(u) if u.trying || now_ms < u.next_try_at_ms => Permit::Wait,
+            Some(u) => {
+                u.trying = true;
+                Permit::Try
+            }
+        }
+    }
+
+    /// Ends a [`Permit::Try`] that sent nothing (nothing was due, or the
+    /// transport gave no result): the next pass may try at once.
+    pub(crate) fn end_try(&self) {
+        if let Some(u) = &mut self.lock().unreachable {
+            u.trying = false;
+        }
+    }
+
+    /// Why a sender that has work should not send at `now_ms`, if it
+    /// should not: the check's cached "offline", or the pause.
+    pub(crate) fn paused(&self, now_ms: i64) -> Option<Pause> {
+        let state = self.lock();
+        let offline_until = (state.online == Some(false)).then_some(state.next_check_at_ms);
+        let unreachable_until = match state.unreachable {
+            Some(Unreachable { trying: true, .. }) if offline_until.is_none() => {
+                return Some(Pause::TryInFlight);
+            }
+            Some(u) => Some(u.next_try_at_ms),
+            None => None,
+        };
+        let until = match (offline_until, unreachable_until) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
+        Some(Pause::Until(until.max(now_ms.saturating_add(1))))
     }
 
     /// How many offline -> online flips the probe has seen.

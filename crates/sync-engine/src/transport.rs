@@ -1,9 +1,22 @@
 //! [`SyncTransport`], the trait an application implements to reach its
-//! server, and [`SendResult`], what one send came to.
+//! server, [`SendResult`], what one send came to, and [`ResultSink`], where
+//! a transport reports each result as it arrives.
 
-use sync_outbox::Operation;
+use sync_outbox::{Delivery, Operation};
 
 /// What one send came to.
+///
+/// Four kinds, each with its constructor:
+///
+/// | what happened | constructor | the operation |
+/// | --- | --- | --- |
+/// | the server accepted it | [`ok`](Self::ok) | `Done` |
+/// | the server answered "not now" (429, 409, 500) | [`retryable`](Self::retryable), [`retry_after`](Self::retry_after) | retried after a backoff; the attempt counts |
+/// | the server refused it for good (400, 422) | [`permanent`](Self::permanent) | `Failed`, a dead letter |
+/// | no answer: the server or the network was unreachable | [`not_sent`](Self::not_sent) (the request never left), [`no_answer`](Self::no_answer) (it may have) | retried; the attempt does **not** count, and the engine pauses sending as offline until a send gets through |
+///
+/// Report an outage as one of the last two, not as `retryable`: an outage
+/// must not use up an operation's attempts.
 ///
 /// # Examples
 ///
@@ -11,11 +24,13 @@ use sync_outbox::Operation;
 /// use sync_engine::SendResult;
 ///
 /// assert!(SendResult::ok().ok);
-/// let offline = SendResult::retryable("network offline");
-/// assert!(!offline.ok && offline.retryable);
+/// let busy = SendResult::retryable("HTTP 429");
+/// assert!(!busy.ok && busy.retryable);
 /// let bad = SendResult::permanent("bad request");
 /// assert!(!bad.ok && !bad.retryable);
 /// assert_eq!(SendResult::retry_after(30_000, "429").retry_after_ms, Some(30_000));
+/// let refused = SendResult::not_sent("connection refused");
+/// assert!(refused.retryable && refused.is_unanswered());
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SendResult {
@@ -30,6 +45,10 @@ pub struct SendResult {
     /// On failure: the server's hint of how long to wait (ms), used when it is
     /// longer than the backoff.
     pub retry_after_ms: Option<i64>,
+    /// On failure: `Some` when no answer came at all (the server or the
+    /// network was unreachable), saying whether the request may have
+    /// reached the server. `None` for an answer.
+    pub unanswered: Option<Delivery>,
 }
 
 impl SendResult {
@@ -42,13 +61,14 @@ impl SendResult {
         }
     }
 
-    /// A temporary failure: try again after the backoff.
+    /// The server answered with a temporary failure: try again after the
+    /// backoff. The attempt counts.
     pub fn retryable(error: impl Into<String>) -> Self {
         Self {
             ok: false,
             retryable: true,
             error: error.into(),
-            retry_after_ms: None,
+            ..Self::default()
         }
     }
 
@@ -58,19 +78,119 @@ impl SendResult {
             ok: false,
             retryable: false,
             error: error.into(),
-            retry_after_ms: None,
+            ..Self::default()
         }
     }
 
-    /// A temporary failure with the server's hint to wait `ms` (a 429 or 503
-    /// with `Retry-After`).
+    /// A temporary failure with the server's hint to wait `ms` (a 429 with
+    /// `Retry-After`).
     pub fn retry_after(ms: i64, error: impl Into<String>) -> Self {
         Self {
-            ok: false,
-            retryable: true,
-            error: error.into(),
             retry_after_ms: Some(ms),
+            ..Self::retryable(error)
         }
+    }
+
+    /// No answer, and the request never left: no connection (refused, no
+    /// route), the name lookup failed, TLS could not be set up. Retried; the
+    /// attempt does not count, the resend window does not start
+    /// ([`Delivery::NotSent`]), and the engine pauses sending as offline.
+    pub fn not_sent(error: impl Into<String>) -> Self {
+        Self {
+            unanswered: Some(Delivery::NotSent),
+            ..Self::retryable(error)
+        }
+    }
+
+    /// No answer, though the request may have reached the server: the
+    /// connection was reset, the time ran out, or a gateway said the server
+    /// did not answer (502, 503, 504). Retried; the attempt does not count,
+    /// the resend window starts ([`Delivery::Unknown`]), and the engine
+    /// pauses sending as offline.
+    pub fn no_answer(error: impl Into<String>) -> Self {
+        Self {
+            unanswered: Some(Delivery::Unknown),
+            ..Self::retryable(error)
+        }
+    }
+
+    /// Whether no answer came ([`not_sent`](Self::not_sent),
+    /// [`no_answer`](Self::no_answer)).
+    #[must_use]
+    pub fn is_unanswered(&self) -> bool {
+        !self.ok && self.unanswered.is_some()
+    }
+}
+
+/// Where a transport reports each operation's result as soon as it has it,
+/// from [`SyncTransport::send_each`] and
+/// [`AsyncSyncTransport::send_each`](crate::AsyncSyncTransport::send_each).
+///
+/// The engine records what is reported at once (without waiting for a
+/// sync; one sync covers the whole batch at its end), so a process killed
+/// in the middle of a batch sends again only what had no result yet: the
+/// requests that were on the wire, not the whole batch. Results are
+/// identified by their operation's index in the batch; an index out of
+/// range, or reported twice, is ignored (and reported as
+/// [`EngineError::BatchResultCount`](crate::EngineError::BatchResultCount)).
+/// An operation without a result is a retryable failure.
+///
+/// # Examples
+///
+/// ```
+/// use sync_engine::{ResultSink, SendResult};
+///
+/// let mut got = Vec::new();
+/// let mut record = |batch: Vec<(usize, SendResult)>| got.extend(batch);
+/// let mut sink = ResultSink::new(&mut record);
+/// sink.report(1, SendResult::ok());
+/// sink.report_all(vec![SendResult::ok(), SendResult::permanent("HTTP 422")]);
+/// drop(sink);
+/// assert_eq!(got.len(), 3);
+/// assert_eq!(got[2], (1, SendResult::permanent("HTTP 422")));
+/// ```
+pub struct ResultSink<'a> {
+    record: &'a mut (dyn FnMut(Vec<(usize, SendResult)>) + Send + 'a),
+    /// How many results a `send_batch` returned when that was the wrong
+    /// number (so none was reported), for the engine's error.
+    pub(crate) miscounted: Option<usize>,
+}
+
+impl<'a> ResultSink<'a> {
+    /// A sink that hands every report to `record`, as `(index, result)`
+    /// pairs.
+    pub fn new(record: &'a mut (dyn FnMut(Vec<(usize, SendResult)>) + Send + 'a)) -> Self {
+        Self {
+            record,
+            miscounted: None,
+        }
+    }
+
+    /// Reports the result of operation `index` of the batch.
+    pub fn report(&mut self, index: usize, result: SendResult) {
+        (self.record)(vec![(index, result)]);
+    }
+
+    /// Reports several results, each with its operation's index, in one go
+    /// (one store write).
+    pub fn report_many(&mut self, results: Vec<(usize, SendResult)>) {
+        if !results.is_empty() {
+            (self.record)(results);
+        }
+    }
+
+    /// Reports one result per operation, in batch order, in one go (one
+    /// store write): for a batch answered as a whole.
+    pub fn report_all(&mut self, results: Vec<SendResult>) {
+        if !results.is_empty() {
+            (self.record)(results.into_iter().enumerate().collect());
+        }
+    }
+}
+
+impl std::fmt::Debug for ResultSink<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultSink").finish_non_exhaustive()
     }
 }
 
@@ -79,6 +199,13 @@ impl SendResult {
 /// Delivery is at least once: an operation whose send was interrupted (a
 /// crash, a timeout without answer) is sent again, so the server should
 /// dedupe on the operation's `id`.
+///
+/// The engine calls [`send_each`](Self::send_each). Its default calls
+/// [`send_batch`](Self::send_batch) (whose default calls
+/// [`send`](Self::send) for each operation) and reports the results when
+/// all are in. A transport that sends one request per operation should
+/// implement `send_each` to report each result as it arrives: a process
+/// killed mid-batch then resends only the request that was on the wire.
 ///
 /// # Examples
 ///
@@ -112,5 +239,46 @@ pub trait SyncTransport: Send + Sync {
     /// batch endpoint can do better.
     fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {
         ops.iter().map(|op| self.send(op)).collect()
+    }
+
+    /// Sends several operations and reports each result to `results` as
+    /// soon as it is known. What the engine calls.
+    ///
+    /// The default calls [`send_batch`](Self::send_batch) and reports its
+    /// results together; if it returns a wrong number of them, none can be
+    /// trusted to be its operation's own, and none is reported (each
+    /// operation is then a retryable failure).
+    ///
+    /// # Examples
+    ///
+    /// One request per operation, each result reported as it arrives:
+    ///
+    /// ```
+    /// use sync_engine::{ResultSink, SendResult, SyncTransport};
+    /// use sync_outbox::Operation;
+    ///
+    /// struct PerRequest;
+    /// impl SyncTransport for PerRequest {
+    ///     fn send(&self, _op: &Operation) -> SendResult {
+    ///         SendResult::ok() // one HTTP request, say
+    ///     }
+    ///     fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+    ///         for (index, op) in ops.iter().enumerate() {
+    ///             results.report(index, self.send(op));
+    ///         }
+    ///     }
+    /// }
+    /// # let mut n = 0;
+    /// # let mut record = |batch: Vec<(usize, SendResult)>| n += batch.len();
+    /// # PerRequest.send_each(&[Operation::default(), Operation::default()], &mut ResultSink::new(&mut record));
+    /// # assert_eq!(n, 2);
+    /// ```
+    fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+        let all = self.send_batch(ops);
+        if all.len() == ops.len() {
+            results.report_all(all);
+        } else {
+            results.miscounted = Some(all.len());
+        }
     }
 }

@@ -9,8 +9,8 @@ use sync_outbox::Outbox;
 use crate::error::EngineError;
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
-use crate::transport::SyncTransport;
-use crate::worker_core::{BatchOutcome, WorkerCore};
+use crate::transport::{ResultSink, SyncTransport};
+use crate::worker_core::{Batch, SendEnd, WorkerCore};
 
 /// Settings of a [`SyncWorker`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -165,15 +165,29 @@ impl SyncWorker {
     /// - [`EngineError::BatchResultCount`] if `send_batch` returned a wrong
     ///   number of results.
     pub fn tick(&self, now_ms: i64) -> Result<usize, EngineError> {
-        let Some(claim) = self.core.prepare(now_ms)? else {
+        let Some(Batch {
+            claim,
+            mut progress,
+        }) = self.core.prepare(now_ms)?
+        else {
             return Ok(0);
         };
-        let outcome =
-            match catch_unwind(AssertUnwindSafe(|| self.transport.send_batch(claim.ops()))) {
-                Ok(results) => BatchOutcome::Results(results),
-                Err(_) => BatchOutcome::Panicked,
-            };
-        self.core.record_batch(claim, outcome, now_ms)
+        let ops = claim.ops();
+        // Each result is recorded as the transport reports it.
+        let mut record = |reports| self.core.record(ops, &mut progress, reports, now_ms);
+        let sent = catch_unwind(AssertUnwindSafe(|| {
+            let mut sink = ResultSink::new(&mut record);
+            self.transport.send_each(ops, &mut sink);
+            sink.miscounted
+        }));
+        let end = match sent {
+            Ok(miscounted) => {
+                progress.miscounted = miscounted;
+                SendEnd::Returned
+            }
+            Err(_) => SendEnd::Panicked,
+        };
+        self.core.finish(Batch { claim, progress }, end, now_ms)
     }
 
     /// Counts of what this worker has done.

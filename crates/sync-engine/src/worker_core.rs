@@ -1,26 +1,57 @@
 //! [`WorkerCore`]: the two halves of a sync pass that do not touch the
 //! network, shared by the threaded [`SyncWorker`](crate::SyncWorker) and the
 //! tokio engine: before the send (probe, drain, claim) and after it (record
-//! every result). Both halves do store I/O and may block.
+//! each result as it arrives, then what is missing, one sync, and what the
+//! probe learns). Both halves do store I/O and may block.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use sync_outbox::{Claim, OperationStatus, Outbox, OutboxError, SendOutcome};
+use sync_outbox::{Claim, Operation, OperationStatus, Outbox, OutboxError, SendOutcome};
 
 use crate::error::{EngineError, SyncStep};
 use crate::observer::SyncObserver;
-use crate::probe::NetworkProbe;
+use crate::probe::{NetworkProbe, Permit};
 use crate::transport::SendResult;
 use crate::worker::WorkerStats;
 
-/// What a transport's `send_batch` came to.
-#[derive(Debug)]
-pub(crate) enum BatchOutcome {
-    /// It returned these results (perhaps the wrong number of them).
-    Results(Vec<SendResult>),
+/// How a transport's `send_each` ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SendEnd {
+    /// It returned (perhaps without reporting every result).
+    Returned,
     /// It panicked (or, for an async send, was cancelled mid-way by a panic).
     Panicked,
+}
+
+/// A claimed batch and what has been recorded of it so far: results are
+/// recorded as the transport reports them, without a sync each, and
+/// [`WorkerCore::finish`] records what is missing and syncs once.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) claim: Claim,
+    pub(crate) progress: Progress,
+}
+
+/// What has been recorded of a batch.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    /// Whether each operation has had a result recorded (or its recording
+    /// failed: then it is left to come back as an orphan).
+    recorded: Vec<bool>,
+    /// Every report, counting strays.
+    reported: usize,
+    /// Reports out of range or repeated: ignored.
+    strays: usize,
+    /// Whether the latest result reached the server (`Some(true)`) or got
+    /// no answer (`Some(false)`).
+    last_reached: Option<bool>,
+    /// Sent under a `Permit::Try` (one operation while unreachable).
+    trying: bool,
+    /// How many results a `send_batch` returned, when that was the wrong
+    /// number and none was reported.
+    pub(crate) miscounted: Option<usize>,
+    first_error: Option<EngineError>,
 }
 
 /// Everything a sender needs but the transport.
@@ -75,14 +106,42 @@ impl WorkerCore {
         self.probe.expire();
     }
 
-    /// Before the send: `None` if the probe says offline (nothing touched, no
-    /// attempt spent); otherwise, after a reconnect (with
-    /// `drain_on_reconnect`) or a `sync_now`, makes backoff due, then claims
-    /// up to `batch_limit` operations, held by the returned `Claim`.
-    pub(crate) fn prepare(&self, now_ms: i64) -> Result<Option<Claim>, EngineError> {
+    /// Before the send: `None` if the probe says offline or sending is
+    /// paused while the server is unreachable (nothing touched, no attempt
+    /// spent); otherwise, after a reconnect (with `drain_on_reconnect`) or a
+    /// `sync_now`, makes backoff due, then claims up to `batch_limit`
+    /// operations (one, to try whether an unreachable server is back), held
+    /// by the returned batch.
+    pub(crate) fn prepare(&self, now_ms: i64) -> Result<Option<Batch>, EngineError> {
         if !self.probe.is_online(now_ms) {
             return Ok(None);
         }
+        let (limit, trying) = match self.probe.permit(now_ms) {
+            Permit::Wait => return Ok(None),
+            Permit::Try => (1, true),
+            Permit::Send => (self.batch_limit, false),
+        };
+        let claimed = self.claim(now_ms, limit);
+        if trying && !matches!(claimed, Ok(Some(_))) {
+            self.probe.end_try();
+        }
+        Ok(claimed?.map(|claim| Batch {
+            progress: Progress {
+                recorded: vec![false; claim.len()],
+                reported: 0,
+                strays: 0,
+                last_reached: None,
+                trying,
+                miscounted: None,
+                first_error: None,
+            },
+            claim,
+        }))
+    }
+
+    /// Drains if asked, then claims up to `limit` operations; `None` if
+    /// nothing is due.
+    fn claim(&self, now_ms: i64, limit: usize) -> Result<Option<Claim>, EngineError> {
         let reconnects = self.probe.reconnects();
         let reconnected = self.reconnects_seen.swap(reconnects, Ordering::AcqRel) != reconnects
             && self.probe.config().drain_on_reconnect;
@@ -98,7 +157,7 @@ impl WorkerCore {
         }
         let claim = self
             .outbox
-            .claim(now_ms, self.batch_limit)
+            .claim(now_ms, limit)
             .map_err(|e| step_error(SyncStep::Claim, None, e))?;
         if claim.is_empty() {
             return Ok(None);
@@ -107,102 +166,171 @@ impl WorkerCore {
         Ok(Some(claim))
     }
 
-    /// After the send: records one result per operation of `claim` and
-    /// releases it. With a wrong number of results or a panic, no result can
-    /// be trusted to be an operation's own: each is a retryable failure,
-    /// never `Done`. An operation discarded meanwhile is skipped.
-    /// Returns how many operations the batch had.
-    pub(crate) fn record_batch(
+    /// Records results the transport reported for `batch`, as they come:
+    /// one unsynced store write for the lot (durable against a process
+    /// crash; [`finish`](Self::finish) syncs once for the batch). A report
+    /// out of range, or for an operation already recorded, is ignored.
+    pub(crate) fn record(
         &self,
-        claim: Claim,
-        outcome: BatchOutcome,
+        ops: &[Operation],
+        batch: &mut Progress,
+        reports: Vec<(usize, SendResult)>,
+        now_ms: i64,
+    ) {
+        batch.reported += reports.len();
+        let mut taken = Vec::with_capacity(reports.len());
+        for (index, result) in reports {
+            match batch.recorded.get_mut(index) {
+                Some(done @ false) => {
+                    *done = true;
+                    batch.last_reached = Some(!result.is_unanswered());
+                    taken.push((index, result));
+                }
+                _ => batch.strays += 1,
+            }
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let outcomes = taken.iter().filter_map(|(index, result)| {
+            ops.get(*index)
+                .map(|op| (op.id.as_str(), outcome_of(result)))
+        });
+        let recorded = self.outbox.record_results_unsynced(outcomes, now_ms);
+        self.count(ops, &taken, recorded, &mut batch.first_error);
+    }
+
+    /// After the send: records a retryable failure for every operation
+    /// without a result (the transport panicked, or left it out), makes the
+    /// batch's results durable with one sync, tells the probe whether the
+    /// server was reached, and releases the claim. An operation discarded
+    /// meanwhile is skipped; one whose result could not be stored is put
+    /// back in the queue (its attempt counted). Returns how many operations
+    /// the batch had.
+    pub(crate) fn finish(
+        &self,
+        batch: Batch,
+        end: SendEnd,
         now_ms: i64,
     ) -> Result<usize, EngineError> {
-        let Some(first) = claim.ops().first() else {
+        let Batch {
+            claim,
+            progress: mut batch,
+        } = batch;
+        let n_ops = claim.len();
+        let Some(first_id) = claim.ops().first().map(|op| op.id.clone()) else {
             return Ok(0);
         };
-        let n_ops = claim.len();
-        let mut first_error = None;
-        let (results, missing) = match outcome {
-            BatchOutcome::Results(results) if results.len() == n_ops => (results, None),
-            BatchOutcome::Results(results) => {
-                // Which result is whose cannot be trusted: none counts.
-                let got = results.len();
-                first_error = Some(EngineError::BatchResultCount {
-                    first_id: first.id.clone(),
-                    expected: n_ops,
-                    got,
-                });
-                let error = format!("the transport returned {got} results for {n_ops} operations");
-                (Vec::new(), Some(SendResult::retryable(error)))
-            }
-            BatchOutcome::Panicked => {
+        let missing: Vec<usize> = (0..n_ops)
+            .filter(|&i| !batch.recorded.get(i).copied().unwrap_or(true))
+            .collect();
+        let mut error = match end {
+            SendEnd::Panicked => {
                 self.panicked.fetch_add(1, Ordering::Relaxed);
-                first_error = Some(if n_ops == 1 {
+                Some(if n_ops == 1 {
                     EngineError::TransportPanicked {
-                        id: first.id.clone(),
+                        id: first_id.clone(),
                     }
                 } else {
                     EngineError::BatchPanicked {
-                        first_id: first.id.clone(),
+                        first_id: first_id.clone(),
                         len: n_ops,
                     }
-                });
-                (
-                    Vec::new(),
-                    Some(SendResult::retryable("the transport panicked")),
-                )
+                })
             }
+            SendEnd::Returned if !missing.is_empty() || batch.strays > 0 => {
+                Some(EngineError::BatchResultCount {
+                    first_id: first_id.clone(),
+                    expected: n_ops,
+                    got: batch.miscounted.unwrap_or(batch.reported),
+                })
+            }
+            SendEnd::Returned => None,
         };
-        // One store write (one sync) for the whole batch.
-        let mut recorded_ops = Vec::with_capacity(n_ops);
-        let mut outcomes = Vec::with_capacity(n_ops);
-        for (index, op) in claim.iter().enumerate() {
-            if let Some(result) = results.get(index).or(missing.as_ref()) {
-                recorded_ops.push((op, result));
-                outcomes.push((op.id.as_str(), outcome_of(result)));
-            }
+        if !missing.is_empty() {
+            let why = match end {
+                SendEnd::Panicked => "the transport panicked".to_owned(),
+                SendEnd::Returned => format!(
+                    "the transport returned {} results for {n_ops} operations",
+                    batch.miscounted.unwrap_or(batch.reported)
+                ),
+            };
+            let taken: Vec<(usize, SendResult)> = missing
+                .iter()
+                .map(|&i| (i, SendResult::retryable(why.clone())))
+                .collect();
+            let ops = claim.ops();
+            let outcomes = taken.iter().filter_map(|(index, result)| {
+                ops.get(*index)
+                    .map(|op| (op.id.as_str(), outcome_of(result)))
+            });
+            let recorded = self.outbox.record_results(outcomes, now_ms);
+            self.count(ops, &taken, recorded, &mut batch.first_error);
         }
-        match self.outbox.record_results(outcomes, now_ms) {
-            Ok(statuses) => {
-                for ((op, result), status) in recorded_ops.into_iter().zip(statuses) {
-                    match status {
-                        Ok(status) => {
-                            let counter = match status {
-                                OperationStatus::Done => &self.done,
-                                OperationStatus::Failed => &self.failed,
-                                OperationStatus::Pending | OperationStatus::InFlight => {
-                                    &self.retried
-                                }
-                            };
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            if let Some(observer) = self.observer.get() {
-                                observer.on_result(op, result, status);
-                            }
-                        }
-                        // Discarded meanwhile.
-                        Err(OutboxError::UnknownId { .. }) => {}
-                        Err(e) => {
-                            first_error.get_or_insert(step_error(step_of(result), Some(&op.id), e));
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                if let Some((op, result)) = recorded_ops.first() {
-                    first_error.get_or_insert(step_error(step_of(result), Some(&op.id), e));
-                }
-            }
+        // One sync for every result recorded as it arrived.
+        if let Err(e) = self.outbox.sync() {
+            batch
+                .first_error
+                .get_or_insert(step_error(SyncStep::SyncResults, Some(&first_id), e));
+        }
+        match (batch.last_reached, batch.trying) {
+            (Some(true), _) => self.probe.report_reached(now_ms),
+            (Some(false), _) => self.probe.report_unreachable(now_ms),
+            (None, true) => self.probe.end_try(),
+            (None, false) => {}
         }
         // Anything still unrecorded (a store failure) becomes an orphan here,
         // back in the queue at the next claim.
         drop(claim);
-        if let (Some(error), Some(observer)) = (&first_error, self.observer.get()) {
+        if let Some(e) = batch.first_error.take() {
+            error.get_or_insert(e);
+        }
+        if let (Some(error), Some(observer)) = (&error, self.observer.get()) {
             observer.on_error(error);
         }
-        match first_error {
+        match error {
             Some(e) => Err(e),
             None => Ok(n_ops),
+        }
+    }
+
+    /// Counts and tells the observer what `record_results` said of `taken`.
+    fn count(
+        &self,
+        ops: &[Operation],
+        taken: &[(usize, SendResult)],
+        recorded: Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError>,
+        first_error: &mut Option<EngineError>,
+    ) {
+        let statuses = match recorded {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                if let Some(op) = taken.first().and_then(|(i, _)| ops.get(*i)) {
+                    first_error.get_or_insert(step_error(step_of(&taken[0].1), Some(&op.id), e));
+                }
+                return;
+            }
+        };
+        for ((index, result), status) in taken.iter().zip(statuses) {
+            let Some(op) = ops.get(*index) else { continue };
+            match status {
+                Ok(status) => {
+                    let counter = match status {
+                        OperationStatus::Done => &self.done,
+                        OperationStatus::Failed => &self.failed,
+                        OperationStatus::Pending | OperationStatus::InFlight => &self.retried,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    if let Some(observer) = self.observer.get() {
+                        observer.on_result(op, result, status);
+                    }
+                }
+                // Discarded meanwhile.
+                Err(OutboxError::UnknownId { .. }) => {}
+                Err(e) => {
+                    first_error.get_or_insert(step_error(step_of(result), Some(&op.id), e));
+                }
+            }
         }
     }
 
@@ -228,14 +356,17 @@ pub(crate) fn step_error(step: SyncStep, id: Option<&str>, source: OutboxError) 
 
 /// A transport's result as the outbox records it.
 fn outcome_of(result: &SendResult) -> SendOutcome<'_> {
-    if result.ok {
-        SendOutcome::Acknowledged
-    } else {
-        SendOutcome::Failed {
+    match (result.ok, result.unanswered) {
+        (true, _) => SendOutcome::Acknowledged,
+        (false, Some(delivery)) => SendOutcome::Unanswered {
+            error: &result.error,
+            delivery,
+        },
+        (false, None) => SendOutcome::Failed {
             error: &result.error,
             retryable: result.retryable,
             retry_after_ms: result.retry_after_ms,
-        }
+        },
     }
 }
 
