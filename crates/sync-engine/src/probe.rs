@@ -222,6 +222,13 @@ impl NetworkProbe {
     /// twice the last pause, up to `unreachable_backoff_max_ms`. Other
     /// sends of the same batches that got no answer change nothing more.
     pub fn report_unreachable(&self, now_ms: i64) {
+        self.report_unreachable_for(now_ms, None);
+    }
+
+    /// [`report_unreachable`](Self::report_unreachable), pausing at least
+    /// `hint_ms` (a 503's `Retry-After`, capped at
+    /// `unreachable_backoff_max_ms`).
+    pub(crate) fn report_unreachable_for(&self, now_ms: i64, hint_ms: Option<i64>) {
         let mut state = self.lock();
         let streak = match state.unreachable {
             None => 1,
@@ -234,7 +241,10 @@ impl NetworkProbe {
         };
         let base = self.config.unreachable_backoff_ms.max(0);
         let max = self.config.unreachable_backoff_max_ms.max(base);
-        let pause = base.saturating_mul(1_i64 << (streak - 1).min(40)).min(max);
+        let pause = base
+            .saturating_mul(1_i64 << (streak - 1).min(40))
+            .min(max)
+            .max(hint_ms.unwrap_or(0).clamp(0, max));
         state.unreachable = Some(Unreachable {
             streak,
             next_try_at_ms: now_ms.saturating_add(pause),

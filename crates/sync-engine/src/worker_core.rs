@@ -46,6 +46,8 @@ pub(crate) struct Progress {
     /// Whether the latest result reached the server (`Some(true)`) or got
     /// no answer (`Some(false)`).
     last_reached: Option<bool>,
+    /// The longest `Retry-After` of a result without an answer (a 503).
+    unreachable_hint_ms: Option<i64>,
     /// Sent under a `Permit::Try` (one operation while unreachable).
     trying: bool,
     /// How many results a `send_batch` returned, when that was the wrong
@@ -131,6 +133,7 @@ impl WorkerCore {
                 reported: 0,
                 strays: 0,
                 last_reached: None,
+                unreachable_hint_ms: None,
                 trying,
                 miscounted: None,
                 first_error: None,
@@ -184,6 +187,10 @@ impl WorkerCore {
                 Some(done @ false) => {
                     *done = true;
                     batch.last_reached = Some(!result.is_unanswered());
+                    if result.is_unanswered() && result.retry_after_ms.is_some() {
+                        batch.unreachable_hint_ms =
+                            batch.unreachable_hint_ms.max(result.retry_after_ms);
+                    }
                     taken.push((index, result));
                 }
                 _ => batch.strays += 1,
@@ -275,7 +282,9 @@ impl WorkerCore {
         }
         match (batch.last_reached, batch.trying) {
             (Some(true), _) => self.probe.report_reached(now_ms),
-            (Some(false), _) => self.probe.report_unreachable(now_ms),
+            (Some(false), _) => self
+                .probe
+                .report_unreachable_for(now_ms, batch.unreachable_hint_ms),
             (None, true) => self.probe.end_try(),
             (None, false) => {}
         }
@@ -361,6 +370,7 @@ fn outcome_of(result: &SendResult) -> SendOutcome<'_> {
         (false, Some(delivery)) => SendOutcome::Unanswered {
             error: &result.error,
             delivery,
+            retry_after_ms: result.retry_after_ms,
         },
         (false, None) => SendOutcome::Failed {
             error: &result.error,

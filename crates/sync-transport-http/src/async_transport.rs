@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sync_engine::{AsyncSyncTransport, SendResult};
+use sync_engine::{AsyncSyncTransport, ResultSink, SendResult};
 use sync_outbox::Operation;
 
 use crate::auth::AuthProvider;
@@ -11,7 +11,7 @@ use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
     Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, batch_body, batch_results,
-    credentials, refresh_failed, refresh_on, retry_after, single_result,
+    credentials, not_tried, refresh_failed, refresh_on, retry_after, single_result,
 };
 
 /// An [`AsyncSyncTransport`] over HTTP(S) on `reqwest` (rustls), for
@@ -115,7 +115,7 @@ impl AsyncHttpTransport {
                 .client
                 .execute(request)
                 .await
-                .map_err(|error| SendResult::retryable(describe_failure(&error)))?;
+                .map_err(|error| unanswered(&error))?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             let body = read_limited(&mut response, limit).await;
@@ -194,6 +194,28 @@ impl AsyncSyncTransport for AsyncHttpTransport {
             }
         }
     }
+
+    /// In batch mode, the batch's results together. Otherwise one request
+    /// at a time, each result reported as it arrives; after a request that
+    /// got no answer, the rest are not tried (reported `not_sent`).
+    async fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+        if let Some(batch_target) = &self.config.batch_target {
+            if !ops.is_empty() {
+                results.report_all(self.send_batch_request(batch_target, ops).await);
+            }
+            return;
+        }
+        let mut unreachable = false;
+        for (index, op) in ops.iter().enumerate() {
+            let result = if unreachable {
+                not_tried()
+            } else {
+                self.send(op).await
+            };
+            unreachable |= result.is_unanswered();
+            results.report(index, result);
+        }
+    }
 }
 
 impl fmt::Debug for AsyncHttpTransport {
@@ -203,6 +225,16 @@ impl fmt::Debug for AsyncHttpTransport {
             .field("config", &self.config)
             .field("auth", &self.auth.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+/// A send that got no answer: `not_sent` when the connection could not be
+/// made (the request never left), else `no_answer`.
+fn unanswered(error: &reqwest::Error) -> SendResult {
+    if error.is_connect() {
+        SendResult::not_sent(describe_failure(error))
+    } else {
+        SendResult::no_answer(describe_failure(error))
     }
 }
 

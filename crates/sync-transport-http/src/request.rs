@@ -125,19 +125,33 @@ impl Prepared {
 }
 
 /// The credentials for the next request, checked and marked sensitive;
-/// none without a provider. A failing provider makes the send retryable.
+/// none without a provider. A provider that fails makes the send
+/// `not_sent` (an offline device whose token cannot be refreshed must not
+/// use up its operations' attempts); one that gives a header that is not
+/// valid HTTP makes it retryable (a bug, so the attempts count).
 pub(crate) fn credentials(
     auth: Option<&dyn AuthProvider>,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, SendResult> {
     let Some(auth) = auth else {
         return Ok(Vec::new());
     };
-    let refused = || SendResult::retryable("the auth provider gave no usable credentials");
-    let pairs = auth.headers().map_err(|_| refused())?;
+    let pairs = auth
+        .headers()
+        .map_err(|_| SendResult::not_sent("the auth provider gave no credentials"))?;
     pairs
         .iter()
-        .map(|(name, value)| header(name, value).map_err(|_| refused()))
+        .map(|(name, value)| {
+            header(name, value).map_err(|_| {
+                SendResult::retryable("the auth provider gave a header that is not valid HTTP")
+            })
+        })
         .collect()
+}
+
+/// The result of an operation a transport did not try because an earlier
+/// request of its batch got no answer.
+pub(crate) fn not_tried() -> SendResult {
+    SendResult::not_sent("not tried: an earlier request of the batch got no answer")
 }
 
 /// Whether a `401` should be answered by one refresh and one resend.
@@ -201,7 +215,7 @@ pub(crate) fn batch_results(
             config,
         ),
         // Cut mid-answer: nothing says which operations applied.
-        Ok(Answer { body: Err(e), .. }) => vec![SendResult::retryable(e); ops.len()],
+        Ok(Answer { body: Err(e), .. }) => vec![SendResult::no_answer(e); ops.len()],
         Err(result) => vec![result; ops.len()],
     }
 }

@@ -11,17 +11,21 @@ use crate::config::HttpTransportConfig;
 /// Maps a response's status code (and its `Retry-After` header, if any) to a
 /// [`SendResult`].
 ///
+/// The table is `sync_protocol::map_status`, shared with `sync-server`:
+///
 /// | status | result |
 /// | --- | --- |
 /// | 2xx | ok |
-/// | 408, 425, 429, 500, 502, 503, 504 | retryable, honouring `Retry-After` |
+/// | 408, 425, 429, 500 | retryable, honouring `Retry-After`; the attempt counts |
 /// | 409 (the same `Idempotency-Key` is still being processed) | retryable, honouring `Retry-After` |
-/// | other 5xx, except 501 and 505 | retryable, honouring `Retry-After` |
+/// | other 5xx, except 501 to 505 | retryable, honouring `Retry-After` |
+/// | 502, 503, 504 (the server or its gateway unavailable) | [`SendResult::no_answer`], honouring `Retry-After`: no attempt used, the engine pauses sending as offline |
 /// | 401, 403 | permanent; retryable if [`HttpTransportConfig::retry_auth_failures`] |
 /// | 422 and every other 4xx | permanent |
 /// | 501, 505 | permanent (the server will never support this request) |
 /// | 1xx, 3xx | permanent (redirects are not followed: a `POST` must not silently become a `GET`) |
-/// | no response: connection refused, DNS, TLS, timeout | retryable (see `HttpTransport`) |
+/// | no response: connection refused, DNS | [`SendResult::not_sent`] (see `HttpTransport`) |
+/// | no response: reset, timeout, TLS | [`SendResult::no_answer`] |
 ///
 /// A `Retry-After` is clamped to [`HttpTransportConfig::max_retry_after`]
 /// and is ignored on responses that are not retryable. The error string is
@@ -38,9 +42,10 @@ use crate::config::HttpTransportConfig;
 /// let now = SystemTime::now();
 /// assert!(map_status(201, None, now, &config).ok);
 /// let busy = map_status(429, Some("30"), now, &config);
-/// assert!(busy.retryable);
+/// assert!(busy.retryable && !busy.is_unanswered());
 /// assert_eq!(busy.retry_after_ms, Some(30_000));
 /// assert_eq!(busy.error, "HTTP 429 Too Many Requests");
+/// assert!(map_status(503, None, now, &config).is_unanswered(), "an outage, not an answer");
 /// assert!(!map_status(422, None, now, &config).retryable);
 /// ```
 #[must_use]
@@ -51,7 +56,8 @@ pub fn map_status(
     config: &HttpTransportConfig,
 ) -> SendResult {
     let error = describe(status);
-    let retryable = match sync_protocol::map_status(status) {
+    let class = sync_protocol::map_status(status);
+    let retryable = match class {
         StatusClass::Done => return SendResult::ok(),
         StatusClass::Retry | StatusClass::Unavailable => true,
         _ if matches!(status, 401 | 403) => config.retry_auth_failures,
@@ -60,13 +66,18 @@ pub fn map_status(
     if !retryable {
         return SendResult::permanent(error);
     }
-    match retry_after.and_then(|value| parse_retry_after(value, now)) {
-        Some(wait) => {
+    let mut result = if class == StatusClass::Unavailable {
+        SendResult::no_answer(error)
+    } else {
+        SendResult::retryable(error)
+    };
+    result.retry_after_ms = retry_after
+        .and_then(|value| parse_retry_after(value, now))
+        .map(|wait| {
             let wait = wait.min(config.max_retry_after);
-            SendResult::retry_after(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX), error)
-        }
-        None => SendResult::retryable(error),
-    }
+            i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)
+        });
+    result
 }
 
 /// Parses a `Retry-After` value: delay-seconds (`"120"`) or an HTTP-date

@@ -4,7 +4,7 @@ use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 
-use sync_engine::{SendResult, SyncTransport};
+use sync_engine::{ResultSink, SendResult, SyncTransport};
 use sync_outbox::Operation;
 
 use crate::auth::AuthProvider;
@@ -12,7 +12,7 @@ use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
     Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, batch_body, batch_results,
-    credentials, refresh_failed, refresh_on, retry_after, single_result,
+    credentials, not_tried, refresh_failed, refresh_on, retry_after, single_result,
 };
 
 /// A [`SyncTransport`] that sends each operation as one HTTP request.
@@ -142,7 +142,7 @@ impl HttpTransport {
             let mut response = self
                 .agent
                 .run(request)
-                .map_err(|error| SendResult::retryable(describe_failure(&error)))?;
+                .map_err(|error| unanswered(&error))?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             // Read the body (to the limit) so the connection goes back to
@@ -179,6 +179,29 @@ impl SyncTransport for HttpTransport {
         }
     }
 
+    /// In batch mode, the batch's results together. Otherwise one request
+    /// at a time, each result reported as it arrives; after a request that
+    /// got no answer, the rest are not tried (reported `not_sent`): the
+    /// server is unreachable, and the engine pauses.
+    fn send_each(&self, ops: &[Operation], results: &mut ResultSink<'_>) {
+        if let Some(batch_target) = &self.config.batch_target {
+            if !ops.is_empty() {
+                results.report_all(self.send_batch_request(batch_target, ops));
+            }
+            return;
+        }
+        let mut unreachable = false;
+        for (index, op) in ops.iter().enumerate() {
+            let result = if unreachable {
+                not_tried()
+            } else {
+                self.send(op)
+            };
+            unreachable |= result.is_unanswered();
+            results.report(index, result);
+        }
+    }
+
     fn send(&self, op: &Operation) -> SendResult {
         let answer = self.exchange(DRAIN_LIMIT_BYTES, |credentials| {
             self.prepared
@@ -200,6 +223,29 @@ impl fmt::Debug for HttpTransport {
 
 /// A short description of a send that got no answer. ureq's messages name
 /// the failure (and at most the host), never the body or header values.
+/// A send that got no answer: `not_sent` when the request certainly never
+/// left (the name lookup failed, the connection could not be made), else
+/// `no_answer` (it may have reached the server).
+fn unanswered(error: &ureq::Error) -> SendResult {
+    let never_left = match error {
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
+        ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => true,
+        ureq::Error::Io(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused
+                | std::io::ErrorKind::AddrNotAvailable
+                | std::io::ErrorKind::NetworkUnreachable
+                | std::io::ErrorKind::HostUnreachable
+        ),
+        _ => false,
+    };
+    if never_left {
+        SendResult::not_sent(describe_failure(error))
+    } else {
+        SendResult::no_answer(describe_failure(error))
+    }
+}
+
 fn describe_failure(error: &ureq::Error) -> String {
     match error {
         ureq::Error::Timeout(_) => "timeout: no complete answer in time".to_owned(),

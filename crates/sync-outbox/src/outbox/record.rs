@@ -40,14 +40,18 @@ pub enum SendOutcome<'a> {
     /// No answer came: the server or the network was unreachable. The
     /// operation goes back to `Pending`, its attempt **not** used up (an
     /// outage is not a failure), backed off by its `unanswered_sends` with
-    /// the retry policy's delays; with [`Delivery::Unknown`] its
-    /// `first_sent_at_ms` is set, starting the resend window. A late one
-    /// (the operation is no longer `InFlight`) changes nothing.
+    /// the retry policy's delays (or `retry_after_ms`, when longer); with
+    /// [`Delivery::Unknown`] its `first_sent_at_ms` is set, starting the
+    /// resend window. A late one (the operation is no longer `InFlight`)
+    /// changes nothing.
     Unanswered {
         /// Becomes the operation's `last_error`.
         error: &'a str,
         /// Whether the request may have reached the server.
         delivery: Delivery,
+        /// A gateway's hint for the earliest retry (a 503's `Retry-After`),
+        /// in ms from now.
+        retry_after_ms: Option<i64>,
     },
 }
 
@@ -320,7 +324,11 @@ impl Outbox {
                 }
                 transition(&mut op, OperationStatus::Done, now_ms)?;
             }
-            SendOutcome::Unanswered { error, delivery } => {
+            SendOutcome::Unanswered {
+                error,
+                delivery,
+                retry_after_ms,
+            } => {
                 if op.status != OperationStatus::InFlight {
                     if !op.was_sent() {
                         return Err(never_claimed(op, OperationStatus::Pending));
@@ -335,7 +343,11 @@ impl Outbox {
                     op.first_sent_at_ms = sent_at;
                 }
                 error.clone_into(&mut op.last_error);
-                let delay = self.config.retry.delay_ms(&op.id, op.unanswered_sends);
+                let retry = &self.config.retry;
+                let hint = retry_after_ms
+                    .unwrap_or(0)
+                    .clamp(0, retry.max_delay_ms.max(0));
+                let delay = retry.delay_ms(&op.id, op.unanswered_sends).max(hint);
                 op.next_retry_at_ms = now_ms.saturating_add(delay);
                 state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
             }

@@ -497,6 +497,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                     let outcome = SendOutcome::Unanswered {
                         error: "connection refused",
                         delivery,
+                        retry_after_ms: None,
                     };
                     let got = outbox
                         .record_results([(id.as_str(), outcome)], now)

@@ -6,6 +6,7 @@ mod batch;
 mod failure_body;
 mod mapping;
 mod requests;
+mod unanswered;
 mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError};

@@ -1,6 +1,7 @@
 //! Guards the whole path: a `SyncWorker` over an outbox sends through the
-//! HTTP transport to a server that fails the first requests, and every
-//! operation ends Done, seen by the server at least once under its own key.
+//! HTTP transport to a server that refuses the first requests (429), and
+//! every operation ends Done, seen by the server at least once under its
+//! own key.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ fn a_worker_delivers_everything_through_a_server_that_fails_at_first() -> TestRe
     const OPS: usize = 5;
     let server = TestServer::start(|n, _| {
         if n < FAILURES {
-            Reply::Status(503, vec![("Retry-After", "1".into())], String::new())
+            Reply::Status(429, vec![("Retry-After", "1".into())], String::new())
         } else {
             Reply::status(201)
         }
