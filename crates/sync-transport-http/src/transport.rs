@@ -228,8 +228,9 @@ impl fmt::Debug for HttpTransport {
 /// `no_answer` (it may have reached the server).
 fn unanswered(error: &ureq::Error) -> SendResult {
     let never_left = match error {
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => true,
-        ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => true,
+        ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed
+        | ureq::Error::Timeout(ureq::Timeout::Resolve | ureq::Timeout::Connect) => true,
         ureq::Error::Io(e) => matches!(
             e.kind(),
             std::io::ErrorKind::ConnectionRefused
