@@ -11,38 +11,69 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// lost.
 #[derive(Debug, Default)]
 pub struct Wakeup {
-    generation: Mutex<u64>,
+    state: Mutex<WakeState>,
     changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WakeState {
+    generation: u64,
+    /// Threads blocked in `wait` that no `notify` has woken yet.
+    waiting: usize,
 }
 
 impl Wakeup {
     /// The current generation.
     #[must_use]
     pub fn generation(&self) -> u64 {
-        *self.lock()
+        self.lock().generation
     }
 
     /// Wakes every sleeper.
     pub fn notify(&self) {
-        *self.lock() += 1;
+        let mut state = self.lock();
+        state.generation += 1;
+        // Every waiter wakes: none is blocked any more.
+        state.waiting = 0;
+        drop(state);
         self.changed.notify_all();
     }
 
     /// Sleeps until the generation differs from `seen` or `timeout` passes
     /// (measured by the monotonic clock of the condition variable).
     pub fn wait(&self, seen: u64, timeout: Option<Duration>) {
-        let guard = self.lock();
-        let wakeup = |generation: &mut u64| *generation == seen;
-        match timeout {
-            Some(timeout) => drop(self.changed.wait_timeout_while(guard, timeout, wakeup)),
-            None => drop(self.changed.wait_while(guard, wakeup)),
+        let mut state = self.lock();
+        if state.generation != seen {
+            return;
+        }
+        state.waiting += 1;
+        let wakeup = |state: &mut WakeState| state.generation == seen;
+        let mut state = match timeout {
+            Some(timeout) => self
+                .changed
+                .wait_timeout_while(state, timeout, wakeup)
+                .map_or_else(|e| e.into_inner().0, |(state, _)| state),
+            None => self
+                .changed
+                .wait_while(state, wakeup)
+                .unwrap_or_else(PoisonError::into_inner),
+        };
+        // Woken by `notify`, the count was reset; by the timeout, not.
+        if state.generation == seen {
+            state.waiting = state.waiting.saturating_sub(1);
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, u64> {
-        self.generation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    /// How many threads are blocked in [`wait`](Self::wait) now, not yet
+    /// woken: with a [`ManualClock`], a test waits for every sender to be
+    /// asleep before it moves the clock again.
+    #[must_use]
+    pub fn waiting(&self) -> usize {
+        self.lock().waiting
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WakeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -105,6 +136,20 @@ impl ManualClock {
             now_ms: AtomicI64::new(now_ms),
             sleepers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How many threads sleeping on this clock are blocked now, waiting
+    /// for time to move or work to arrive: once it equals an engine's
+    /// `worker_count`, every sender has done all it can at this time, and a
+    /// test may move the clock again.
+    #[must_use]
+    pub fn sleeping(&self) -> usize {
+        self.sleepers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|wakeup| wakeup.waiting())
+            .sum()
     }
 
     /// Moves the clock forward by `ms` and wakes every sleeper to look again.

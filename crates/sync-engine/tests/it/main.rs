@@ -4,6 +4,7 @@ mod async_engine;
 mod async_simulation;
 mod engine;
 mod guide;
+mod outage;
 mod send_path;
 mod simulation;
 mod wakeups;
