@@ -1,6 +1,7 @@
 //! Integration tests of `sync-server`: one binary, a module per behaviour.
 
 mod batch;
+mod key_memory;
 mod key_model;
 mod layer;
 mod sqlite;
