@@ -167,6 +167,10 @@ enum Step {
     /// Claim up to this many and leave them unrecorded (the send is still
     /// running when the power fails).
     ClaimOnly(usize),
+    /// Claim up to this many, record each result as it arrives without a
+    /// sync (`record_results_unsynced`), then sync once for the batch (what
+    /// the engine does): told only once the sync returned.
+    SendEach(usize, bool),
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -174,6 +178,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => Just(Step::Enqueue),
         2 => (1usize..5, any::<bool>()).prop_map(|(n, ok)| Step::SendBatch(n, ok)),
         1 => (1usize..3).prop_map(Step::ClaimOnly),
+        2 => (1usize..5, any::<bool>()).prop_map(|(n, ok)| Step::SendEach(n, ok)),
     ]
 }
 
@@ -216,6 +221,41 @@ fn run_outbox(
                     *claims.entry(op.id.clone()).or_default() += 1;
                 }
                 held.push(claim);
+            }
+            Step::SendEach(n, ok) => {
+                let Ok(claim) = outbox.claim(now, n) else {
+                    let doubt = told.keys().cloned().collect();
+                    return (told, doubt, claims);
+                };
+                let ids: Vec<String> = claim.iter().map(|op| op.id.clone()).collect();
+                for id in &ids {
+                    *claims.entry(id.clone()).or_default() += 1;
+                }
+                let outcome = if ok {
+                    SendOutcome::Acknowledged
+                } else {
+                    SendOutcome::Failed {
+                        error: "HTTP 422",
+                        retryable: false,
+                        retry_after_ms: None,
+                    }
+                };
+                for id in &ids {
+                    // Until the batch's sync, a result may be lost with the
+                    // power: the operation is then sent again.
+                    if !matches!(
+                        outbox.record_results_unsynced([(id.as_str(), outcome)], now),
+                        Ok(statuses) if statuses.iter().all(Result::is_ok)
+                    ) {
+                        return (told, ids, claims);
+                    }
+                }
+                if outbox.sync().is_err() {
+                    return (told, ids, claims);
+                }
+                for id in ids {
+                    told.insert(id, if ok { Told::Done } else { Told::Failed });
+                }
             }
             Step::SendBatch(n, ok) => {
                 let Ok(claim) = outbox.claim(now, n) else {
@@ -304,8 +344,10 @@ fn check_outbox(steps: &[Step], crash_at: u64, seed: u64) -> Result<(), TestCase
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// Claims are written without a sync of their own (`put_claimed`): a
-    /// power loss may undo a claim, never an acknowledged enqueue or result.
+    /// Claims, and results recorded as they arrive, are written without a
+    /// sync of their own (`put_claimed`, `put_unsynced`): a power loss may
+    /// undo a claim or a result not yet synced, never an acknowledged
+    /// enqueue or a result whose batch's sync returned.
     #[test]
     fn outbox_cycles_on_the_wal_store_keep_every_acknowledged_change_through_a_power_loss(
         steps in prop::collection::vec(step(), 1..30), crash_at in 1u64..120, seed in any::<u64>(),
