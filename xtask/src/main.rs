@@ -121,6 +121,7 @@ fn ci() -> Result<(), Error> {
     for features in [
         "",
         "wal",
+        "protocol",
         "outbox",
         "store",
         "sqlite",
@@ -153,8 +154,9 @@ fn ci() -> Result<(), Error> {
 }
 
 /// The library crates docs.rs documents, each on its own.
-const LIBRARY_CRATES: [&str; 8] = [
+const LIBRARY_CRATES: [&str; 9] = [
     "sync-wal",
+    "sync-protocol",
     "sync-outbox",
     "sync-store-file",
     "sync-store-sqlite",

@@ -1,4 +1,4 @@
-//! `BatchService`: the client's batch format (`docs/HTTP-BATCH.md`) served
+//! `BatchService`: the client's batch format (`docs/PROTOCOL.md`, "Batches") served
 //! by running each element through the app's own (layered) service as the
 //! single request it stands for, so each is deduped on its own key by the
 //! same layer and handlers.

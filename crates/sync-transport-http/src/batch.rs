@@ -1,4 +1,4 @@
-//! The batch wire format (`docs/HTTP-BATCH.md`) on the client's side: the
+//! The batch wire format (`docs/PROTOCOL.md`, "Batches") on the client's side: the
 //! request for a claimed batch, and how an answer becomes one [`SendResult`]
 //! per operation. The wire types themselves are `sync_protocol`'s, shared with
 //! `sync-server`. No I/O.

@@ -79,7 +79,7 @@ pub struct HttpTransportConfig {
     /// Batch mode, off by default (`None`). With a target here (`"/batch"`),
     /// [`send_batch`](sync_engine::SyncTransport::send_batch) sends the
     /// whole batch the engine claimed as one `POST {base_url}{batch_target}`
-    /// in the JSON format of `docs/HTTP-BATCH.md`, and reads one result per
+    /// in the JSON format of `docs/PROTOCOL.md`, "Batches", and reads one result per
     /// operation back; [`send`](sync_engine::SyncTransport::send) still
     /// sends one request per operation.
     pub batch_target: Option<String>,

@@ -2,7 +2,7 @@
 //! `ureq`) for the threaded `SyncEngine`, and `AsyncHttpTransport` (on
 //! `reqwest`) for the tokio `AsyncSyncEngine`. Both use rustls, the same
 //! [`HttpTransportConfig`], the same status table ([`map_status`]), the same
-//! batch format (`docs/HTTP-BATCH.md`) and the same [`AuthProvider`].
+//! batch format (`docs/PROTOCOL.md`, "Batches") and the same [`AuthProvider`].
 //!
 //! - Request: `POST {base_url}{op.target}` (the method is configurable per
 //!   operation kind), the payload as body with `Content-Type:
@@ -11,7 +11,13 @@
 //!   headers and the provider's credentials. With
 //!   [`HttpTransportConfig::batch_target`], one request per batch instead.
 //! - Response: mapped to a [`SendResult`](sync_engine::SendResult) by
-//!   [`map_status`]; the table is on [`map_status`].
+//!   [`map_status`], on the protocol's table (`sync_protocol::map_status`):
+//!   done, retried, permanent, or an outage (502, 503, 504) that uses up no
+//!   attempt. No answer at all is `not_sent` (the request never left:
+//!   refused, name lookup) or `no_answer` (it may have: reset, timeout).
+//! - Results are reported as they arrive (`send_each`), so the engine
+//!   records each at once; after a request that got no answer, the rest of
+//!   the batch is not tried.
 //! - Privacy: this crate logs nothing. Payloads and header values never
 //!   appear in a `SendResult`'s error, in an error of this crate or in a
 //!   `Debug` output (header values print as `<redacted>`).
@@ -70,7 +76,7 @@ pub use batch::{batch_request, map_batch_response};
 pub use config::{HttpMethod, HttpTransportConfig};
 pub use error::HttpTransportError;
 pub use status::{map_status, parse_retry_after, with_failure_body};
-/// The batch wire types (`docs/HTTP-BATCH.md`), shared with `sync-server`.
+/// The batch wire types (`docs/PROTOCOL.md`, "Batches"), shared with `sync-server`.
 pub use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]

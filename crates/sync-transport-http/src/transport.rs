@@ -20,16 +20,23 @@ use crate::request::{
 /// `send` makes `{method} {base_url}{op.target}` with the payload as body,
 /// `Content-Type` from the config, `Idempotency-Key: {op.idempotency_key()}` (the id, or a new key after `Outbox::correct`) (the same on
 /// every retry of the operation) and the configured headers, then maps the
-/// answer with [`map_status`](crate::map_status). Failures without an answer
-/// are retryable: connection refused or reset, DNS, TLS, and running out of
-/// [`HttpTransportConfig::timeout`]. A request that cannot be built from the
-/// operation (a target that makes an invalid URL, an id that is not a valid
-/// header value) is permanent. Redirects are not followed.
+/// answer with [`map_status`](crate::map_status). A send without an answer
+/// uses up no attempt and pauses the engine: [`SendResult::not_sent`] when
+/// the request never left (connection refused, the name lookup failed),
+/// [`SendResult::no_answer`] when it may have (reset, TLS, running out of
+/// [`HttpTransportConfig::timeout`]). A request that cannot be built from
+/// the operation (a target that makes an invalid URL, an id that is not a
+/// valid header value) is permanent. Redirects are not followed.
 ///
-/// With [`HttpTransportConfig::batch_target`] set, `send_batch` sends a
-/// whole batch as one request (`docs/HTTP-BATCH.md`) and maps each
-/// operation's result with the same status table. A batch that gets no
-/// answer (refused, reset, timeout) is retryable for every operation.
+/// The engine calls `send_each`: one request at a time, each result
+/// reported as it arrives (a process killed mid-batch resends only the
+/// request on the wire), and after a request without an answer the rest of
+/// the batch is not tried.
+///
+/// With [`HttpTransportConfig::batch_target`] set, a whole batch goes as one
+/// request (`docs/PROTOCOL.md`, "Batches") and each operation's result is
+/// mapped with the same status table. A batch that gets no answer (refused,
+/// reset, timeout) is unanswered for every operation.
 ///
 /// With an [`AuthProvider`] ([`with_auth`](Self::with_auth)), every request
 /// carries the provider's headers; a `401` makes the transport refresh them
