@@ -123,8 +123,8 @@ impl SendResult {
 }
 
 /// Where a transport reports each operation's result as soon as it has it,
-/// from [`SyncTransport::send_each`] and
-/// [`AsyncSyncTransport::send_each`](crate::AsyncSyncTransport::send_each).
+/// from [`SyncTransport::send_each`] and `AsyncSyncTransport::send_each`
+/// (feature `tokio`).
 ///
 /// The engine records what is reported at once (without waiting for a
 /// sync; one sync covers the whole batch at its end), so a process killed

@@ -48,12 +48,35 @@ pub(crate) struct Progress {
     last_reached: Option<bool>,
     /// The longest `Retry-After` of a result without an answer (a 503).
     unreachable_hint_ms: Option<i64>,
-    /// Sent under a `Permit::Try` (one operation while unreachable).
-    trying: bool,
+    /// Held while the batch was sent under a `Permit::Try` (one operation
+    /// while unreachable): ends the try if the batch is dropped unfinished
+    /// (a stop), so the next sender may try.
+    trying: Option<TryGuard>,
     /// How many results a `send_batch` returned, when that was the wrong
     /// number and none was reported.
     pub(crate) miscounted: Option<usize>,
     first_error: Option<EngineError>,
+}
+
+/// Ends a `Permit::Try` when a batch sent under it is dropped before
+/// `finish` (a stop, a cancelled task), so the probe does not wait forever
+/// for a try nobody will report.
+#[derive(Debug)]
+pub(crate) struct TryGuard(Option<Arc<NetworkProbe>>);
+
+impl TryGuard {
+    /// The batch was finished: its result ends the try instead.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TryGuard {
+    fn drop(&mut self) {
+        if let Some(probe) = self.0.take() {
+            probe.end_try();
+        }
+    }
 }
 
 /// Everything a sender needs but the transport.
@@ -134,7 +157,7 @@ impl WorkerCore {
                 strays: 0,
                 last_reached: None,
                 unreachable_hint_ms: None,
-                trying,
+                trying: trying.then(|| TryGuard(Some(Arc::clone(&self.probe)))),
                 miscounted: None,
                 first_error: None,
             },
@@ -280,7 +303,9 @@ impl WorkerCore {
                 .first_error
                 .get_or_insert(step_error(SyncStep::SyncResults, Some(&first_id), e));
         }
-        match (batch.last_reached, batch.trying) {
+        // Reported, the try is over: the guard has nothing left to end.
+        let trying = batch.trying.take().map(TryGuard::disarm).is_some();
+        match (batch.last_reached, trying) {
             (Some(true), _) => self.probe.report_reached(now_ms),
             (Some(false), _) => self
                 .probe
@@ -388,3 +413,6 @@ fn step_of(result: &SendResult) -> SyncStep {
         SyncStep::RecordFailure
     }
 }
+
+#[cfg(test)]
+mod tests;

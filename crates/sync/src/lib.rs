@@ -162,7 +162,7 @@ pub mod prelude {
     pub use crate::engine::{AsyncOutbox, AsyncSyncEngine, AsyncSyncTransport, TokioClock};
     #[cfg(feature = "engine")]
     pub use crate::engine::{
-        Clock, ManualClock, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
+        Clock, ManualClock, NetworkProbe, NetworkProbeConfig, ResultSink, SendResult, SyncEngine,
         SyncEngineConfig, SyncTransport, SyncWorker, SyncWorkerConfig, SystemClock,
     };
     #[cfg(feature = "http-async")]
