@@ -10,8 +10,8 @@ use crate::auth::AuthProvider;
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
-    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, batch_body, batch_results,
-    credentials, not_tried, refresh_failed, refresh_on, retry_after, single_result,
+    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, OneByOne, Prepared, batch_body,
+    batch_results, credentials, refresh_failed, refresh_on, retry_after, single_result,
 };
 
 /// An [`AsyncSyncTransport`] over HTTP(S) on `reqwest` (rustls), for
@@ -205,14 +205,13 @@ impl AsyncSyncTransport for AsyncHttpTransport {
             }
             return;
         }
-        let mut unreachable = false;
+        let mut walk = OneByOne::default();
         for (index, op) in ops.iter().enumerate() {
-            let result = if unreachable {
-                not_tried()
-            } else {
-                self.send(op).await
+            let result = match walk.skipped() {
+                Some(skipped) => skipped,
+                None => self.send(op).await,
             };
-            unreachable |= result.is_unanswered();
+            walk.saw(&result);
             results.report(index, result);
         }
     }

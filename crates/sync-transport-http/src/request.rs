@@ -148,10 +148,25 @@ pub(crate) fn credentials(
         .collect()
 }
 
-/// The result of an operation a transport did not try because an earlier
-/// request of its batch got no answer.
-pub(crate) fn not_tried() -> SendResult {
-    SendResult::not_sent("not tried: an earlier request of the batch got no answer")
+/// A batch sent one request at a time: once a request gets no answer (the
+/// server is unreachable), the rest are not tried but reported `not_sent`.
+#[derive(Debug, Default)]
+pub(crate) struct OneByOne {
+    unreachable: bool,
+}
+
+impl OneByOne {
+    /// The result of an operation not tried, once a request got no answer.
+    pub(crate) fn skipped(&self) -> Option<SendResult> {
+        self.unreachable.then(|| {
+            SendResult::not_sent("not tried: an earlier request of the batch got no answer")
+        })
+    }
+
+    /// Notes a request's result.
+    pub(crate) fn saw(&mut self, result: &SendResult) {
+        self.unreachable |= result.is_unanswered();
+    }
 }
 
 /// Whether a `401` should be answered by one refresh and one resend.

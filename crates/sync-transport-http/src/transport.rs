@@ -11,8 +11,8 @@ use crate::auth::AuthProvider;
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
-    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, Prepared, batch_body, batch_results,
-    credentials, not_tried, refresh_failed, refresh_on, retry_after, single_result,
+    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, OneByOne, Prepared, batch_body,
+    batch_results, credentials, refresh_failed, refresh_on, retry_after, single_result,
 };
 
 /// A [`SyncTransport`] that sends each operation as one HTTP request.
@@ -197,14 +197,10 @@ impl SyncTransport for HttpTransport {
             }
             return;
         }
-        let mut unreachable = false;
+        let mut walk = OneByOne::default();
         for (index, op) in ops.iter().enumerate() {
-            let result = if unreachable {
-                not_tried()
-            } else {
-                self.send(op)
-            };
-            unreachable |= result.is_unanswered();
+            let result = walk.skipped().unwrap_or_else(|| self.send(op));
+            walk.saw(&result);
             results.report(index, result);
         }
     }

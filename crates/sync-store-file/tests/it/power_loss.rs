@@ -222,7 +222,7 @@ fn run_outbox(
                 }
                 held.push(claim);
             }
-            Step::SendEach(n, ok) => {
+            Step::SendEach(n, ok) | Step::SendBatch(n, ok) => {
                 let Ok(claim) = outbox.claim(now, n) else {
                     let doubt = told.keys().cloned().collect();
                     return (told, doubt, claims);
@@ -240,50 +240,24 @@ fn run_outbox(
                         retry_after_ms: None,
                     }
                 };
-                for id in &ids {
-                    // Until the batch's sync, a result may be lost with the
-                    // power: the operation is then sent again.
-                    if !matches!(
-                        outbox.record_results_unsynced([(id.as_str(), outcome)], now),
-                        Ok(statuses) if statuses.iter().all(Result::is_ok)
-                    ) {
-                        return (told, ids, claims);
-                    }
-                }
-                if outbox.sync().is_err() {
+                let all_ok = |results: Result<Vec<Result<_, _>>, _>| {
+                    results.is_ok_and(|statuses| statuses.iter().all(Result::is_ok))
+                };
+                let recorded = if matches!(step, Step::SendEach(..)) {
+                    // Each result as it arrives, unsynced, then one sync:
+                    // until it returns, a result may be lost with the power
+                    // (the operation is then sent again).
+                    ids.iter().all(|id| {
+                        all_ok(outbox.record_results_unsynced([(id.as_str(), outcome)], now))
+                    }) && outbox.sync().is_ok()
+                } else {
+                    all_ok(outbox.record_results(ids.iter().map(|id| (id.as_str(), outcome)), now))
+                };
+                if !recorded {
                     return (told, ids, claims);
                 }
                 for id in ids {
                     told.insert(id, if ok { Told::Done } else { Told::Failed });
-                }
-            }
-            Step::SendBatch(n, ok) => {
-                let Ok(claim) = outbox.claim(now, n) else {
-                    let doubt = told.keys().cloned().collect();
-                    return (told, doubt, claims);
-                };
-                let ids: Vec<String> = claim.iter().map(|op| op.id.clone()).collect();
-                for id in &ids {
-                    *claims.entry(id.clone()).or_default() += 1;
-                }
-                let outcome = if ok {
-                    SendOutcome::Acknowledged
-                } else {
-                    SendOutcome::Failed {
-                        error: "HTTP 422",
-                        retryable: false,
-                        retry_after_ms: None,
-                    }
-                };
-                let results =
-                    outbox.record_results(ids.iter().map(|id| (id.as_str(), outcome)), now);
-                match results {
-                    Ok(statuses) if statuses.iter().all(Result::is_ok) => {
-                        for id in ids {
-                            told.insert(id, if ok { Told::Done } else { Told::Failed });
-                        }
-                    }
-                    _ => return (told, ids, claims),
                 }
             }
         }
