@@ -1,5 +1,5 @@
-//! The Rust twin of the guide's main program: persist an operation before any
-//! network call, fail the first send while offline, succeed once the network
+//! The main flow, step by step: persist an operation before any network
+//! call, fail the first send while offline, succeed once the network
 //! recovers. The durable outbox is left in `./build/sync-example/outbox.json`
 //! to `cat`.
 //!
@@ -35,7 +35,7 @@ fn reset_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-/// The guide's `ExampleTransport`: offline until told otherwise.
+/// A transport that is offline until told otherwise.
 struct ExampleTransport {
     online: AtomicBool,
 }
@@ -58,7 +58,7 @@ impl SyncTransport for ExampleTransport {
 
 #[expect(
     clippy::field_reassign_with_default,
-    reason = "mirrors the guide's step-by-step Operation"
+    reason = "builds the operation field by field, to show each one"
 )]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new("./build/sync-example");
@@ -124,8 +124,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("[worker] processed: {processed_online}");
 
     if let Some(op) = store.get(&id)? {
-        // As the guide, the status as a number: 0 pending, 1 in flight, 2 done, 3 failed.
-        println!("[outbox] final status: {}", status_index(op.status));
+        // The status by name, with its index in `count_by_status` (0 pending,
+        // 1 in flight, 2 done, 3 failed).
+        println!(
+            "[outbox] final status: {:?} ({})",
+            op.status,
+            status_index(op.status)
+        );
         if op.status == OperationStatus::Done {
             println!("[outbox] operation completed");
         }

@@ -1,4 +1,4 @@
-//! The Rust twin of the guide's WAL mini example: two appends (`PutOperation`,
+//! The write-ahead log alone: two appends (`PutOperation`,
 //! `MarkDone`) to a log in `./build/wal-demo`, then a replay that prints every
 //! record. The log persists: run it twice and the replay shows both runs.
 //!
@@ -22,7 +22,7 @@ fn now_ms() -> i64 {
 }
 
 fn main() -> Result<(), WalError> {
-    // The guide's `fsync_on_write = false`: every append reaches the OS
+    // No fsync per append (`fsync_on_write = false`): every append reaches the OS
     // (survives a process crash) without waiting for the disk.
     let mut config = WalConfig::new("./build/wal-demo");
     config.sync = SyncPolicy::Never;

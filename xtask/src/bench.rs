@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: runs the criterion benches, then turns criterion's
-//! estimates into the results table of `README.md`, with every benchmark's
+//! estimates into the results table of `docs/benchmarks.md`, with every benchmark's
 //! ratio to the physical baseline measured in the same group and run.
 
 use std::fmt::Write as _;
@@ -45,15 +45,15 @@ pub(crate) fn run(args: &[String]) -> Result<(), Error> {
     let measurements = collect(&root().join("target/criterion"))?;
     let table = render(&measurements);
     println!("{table}");
-    let readme = root().join("README.md");
+    let readme = root().join("docs").join("benchmarks.md");
     let text = fs::read_to_string(&readme)?;
     if let (Some(start), Some(end)) = (text.find(TABLE_START), text.find(TABLE_END)) {
         let updated = format!("{}{TABLE_START}\n{table}{}", &text[..start], &text[end..]);
         fs::write(&readme, updated)?;
-        println!("xtask bench: README.md table updated");
+        println!("xtask bench: docs/benchmarks.md table updated");
     } else {
         return Err(format!(
-            "README.md lacks the {TABLE_START} / {TABLE_END} markers: table not written"
+            "docs/benchmarks.md lacks the {TABLE_START} / {TABLE_END} markers: table not written"
         )
         .into());
     }

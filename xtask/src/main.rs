@@ -5,7 +5,7 @@
 //!   facade's feature subsets, all tests, each library's docs alone with
 //!   default, no and all features (warnings denied), benches compiled.
 //! - `bench [criterion args]`: runs the criterion benches and rewrites the
-//!   results table in `README.md`.
+//!   results table in `docs/benchmarks.md`.
 //! - `crash [--rounds N]`: the long crash test.
 //! - `docsrs`: the docs as docs.rs builds them (nightly, `--cfg docsrs`).
 //! - `fuzz [--seconds N] [--target NAME]`: libFuzzer on every fuzz target.

@@ -75,6 +75,7 @@ pub(crate) fn check(root: &Path) -> Result<(), Error> {
         }
     }
     problems.extend(dependency_problems(root)?);
+    problems.extend(readme_snippet_problem(root)?);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -85,6 +86,41 @@ pub(crate) fn check(root: &Path) -> Result<(), Error> {
         )
         .into())
     }
+}
+
+/// The README's client snippet (its first Rust block) must be, line for
+/// line, the region of `examples/quickstart.rs` between `// README:start`
+/// and `// README:end`, which CI compiles and a person can run: the first
+/// code a newcomer reads always builds.
+fn readme_snippet_problem(root: &Path) -> Result<Option<String>, Error> {
+    let readme = fs::read_to_string(root.join("README.md"))?;
+    let example = fs::read_to_string(root.join("examples/quickstart.rs"))?;
+    let snippet: Vec<&str> = readme
+        .lines()
+        .skip_while(|line| *line != "```rust")
+        .skip(1)
+        .take_while(|line| *line != "```")
+        .collect();
+    let region: Vec<String> = example
+        .lines()
+        .skip_while(|line| line.trim() != "// README:start")
+        .skip(1)
+        .take_while(|line| line.trim() != "// README:end")
+        .map(|line| line.strip_prefix("    ").unwrap_or(line).to_owned())
+        .collect();
+    if region.is_empty() {
+        return Ok(Some(
+            "examples/quickstart.rs: no `// README:start` ... `// README:end` region".to_owned(),
+        ));
+    }
+    if snippet != region {
+        return Ok(Some(
+            "README.md: the first ```rust block is not the README region of \
+             examples/quickstart.rs (copy the region into the README)"
+                .to_owned(),
+        ));
+    }
+    Ok(None)
 }
 
 fn dependency_problems(root: &Path) -> Result<Vec<String>, Error> {
