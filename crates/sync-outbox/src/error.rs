@@ -32,7 +32,7 @@ pub enum OutboxError {
     /// A payload could not be built from a value, or read into a type. The
     /// message names the operation, never the payload's content (it may
     /// hold private data): only what went wrong and where.
-    #[error("payload of operation {id:?} ({kind}): {problem} at line {line}, column {column}")]
+    #[error("payload of operation {id:?} ({kind}): {problem}{}", at_line(*line, *column))]
     Payload {
         /// The operation's id (empty before it is enqueued).
         id: String,
@@ -45,6 +45,18 @@ pub enum OutboxError {
         /// Column of that line (1-based; 0 if unknown).
         column: usize,
     },
+    /// `enqueue` was given an operation that can never be sent: an empty
+    /// `kind` or `target`, or a `target` that is not a path starting with
+    /// `/` (the transport appends it to the server's base URL).
+    #[error("operation {id:?} ({kind}) cannot be sent: {problem}")]
+    InvalidOperation {
+        /// The operation's id (empty if the outbox was to assign one).
+        id: String,
+        /// The operation's kind.
+        kind: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// The store failed; the source is the store's own error (with its file
     /// and offset).
     #[error("outbox store failed")]
@@ -53,6 +65,15 @@ pub enum OutboxError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync + 'static>,
     },
+}
+
+/// `" at line L, column C"`, or nothing when the position is unknown (0).
+fn at_line(line: usize, column: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(" at line {line}, column {column}")
+    }
 }
 
 impl OutboxError {

@@ -21,6 +21,20 @@ fn payload_error(op: &Operation, error: &serde_json::Error) -> crate::OutboxErro
     }
 }
 
+/// Why `value` could not become a payload: serde's serializer reports no
+/// position, and its category ("syntax" for a map key that is not a string)
+/// would mislead, so the problem is said as it is.
+fn serialize_error(op: &Operation) -> crate::OutboxError {
+    crate::OutboxError::Payload {
+        id: op.id.clone(),
+        kind: op.kind.clone(),
+        problem: "the value cannot be written as JSON (a map whose keys are not strings, or a \
+                  Serialize impl that failed)",
+        line: 0,
+        column: 0,
+    }
+}
+
 /// What a `Failed` operation does to the later operations of its
 /// `ordering_key`.
 ///
@@ -280,7 +294,7 @@ impl Operation {
         value: &impl serde::Serialize,
     ) -> Result<Self, crate::OutboxError> {
         let mut op = Self::new(kind, target, String::new());
-        op.payload = serde_json::to_string(value).map_err(|e| payload_error(&op, &e))?;
+        op.payload = serde_json::to_string(value).map_err(|_| serialize_error(&op))?;
         Ok(op)
     }
 
@@ -293,6 +307,31 @@ impl Operation {
     /// never the payload's content.
     pub fn payload_json<T: serde::de::DeserializeOwned>(&self) -> Result<T, crate::OutboxError> {
         serde_json::from_str(&self.payload).map_err(|e| payload_error(self, &e))
+    }
+
+    /// Why it can never be sent, if so: an empty `kind` or `target`, or a
+    /// `target` that is not a path starting with `/`. `enqueue` refuses such
+    /// an operation with [`OutboxError::InvalidOperation`](crate::OutboxError::InvalidOperation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_outbox::Operation;
+    ///
+    /// assert_eq!(Operation::new("note.create", "/notes", "{}").unsendable(), None);
+    /// assert!(Operation::new("note.create", "notes", "{}").unsendable().is_some());
+    /// ```
+    #[must_use]
+    pub fn unsendable(&self) -> Option<&'static str> {
+        if self.kind.is_empty() {
+            Some("its kind is empty")
+        } else if self.target.is_empty() {
+            Some("its target is empty")
+        } else if !self.target.starts_with('/') {
+            Some("its target does not start with `/` (it is a path on the server)")
+        } else {
+            None
+        }
     }
 
     /// Whether a worker may claim it at `now_ms` (ignoring per-key order).

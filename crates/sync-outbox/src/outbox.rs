@@ -446,9 +446,13 @@ impl Outbox {
     ///
     /// # Errors
     ///
-    /// [`OutboxError::DuplicateId`] if the id exists;
-    /// [`OutboxError::Store`] if the store fails (nothing is enqueued).
+    /// [`OutboxError::InvalidOperation`] for an operation that can never be
+    /// sent ([`Operation::unsendable`]: an empty kind or target, a target
+    /// that is not a path starting with `/`); [`OutboxError::DuplicateId`]
+    /// if the id exists; [`OutboxError::Store`] if the store fails (nothing
+    /// is enqueued).
     pub fn enqueue(&self, mut op: Operation, now_ms: i64) -> Result<String, OutboxError> {
+        refuse_unsendable(&op)?;
         let mut state = self.lock_loaded()?;
         if let Some(existing) = op
             .coalesce_key
@@ -832,6 +836,18 @@ impl Outbox {
         state.drop_holds_not_in_flight();
         state.loaded = true;
         Ok(())
+    }
+}
+
+/// Refuses, before anything is stored, an operation no server could take.
+pub(crate) fn refuse_unsendable(op: &Operation) -> Result<(), OutboxError> {
+    match op.unsendable() {
+        Some(problem) => Err(OutboxError::InvalidOperation {
+            id: op.id.clone(),
+            kind: op.kind.clone(),
+            problem,
+        }),
+        None => Ok(()),
     }
 }
 

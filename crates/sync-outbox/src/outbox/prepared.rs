@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, MutexGuard};
 
 use super::index::State;
-use super::{Outbox, Shared};
+use super::{Outbox, Shared, refuse_unsendable};
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
 
@@ -228,8 +228,10 @@ impl Outbox {
     ///
     /// # Errors
     ///
-    /// [`OutboxError::DuplicateId`] if the id exists or is being enqueued;
-    /// [`OutboxError::Store`] if the store cannot be read.
+    /// [`OutboxError::InvalidOperation`] for an operation that can never be
+    /// sent ([`Operation::unsendable`]); [`OutboxError::DuplicateId`] if the
+    /// id exists or is being enqueued; [`OutboxError::Store`] if the store
+    /// cannot be read.
     pub fn prepare_enqueue(
         &self,
         op: Operation,
@@ -261,6 +263,7 @@ impl Outbox {
         now_ms: i64,
         coalesce: bool,
     ) -> Result<PreparedEnqueue, OutboxError> {
+        refuse_unsendable(&op)?;
         if coalesce
             && let Some(existing) = op
                 .coalesce_key
@@ -270,7 +273,7 @@ impl Outbox {
             && !state.replacing.contains(&existing)
             && let Some(mut target) = self.store.get(&existing)?
             && target.status == OperationStatus::Pending
-            && target.attempt == 0
+            && !target.was_sent()
         {
             state.replacing.insert(existing);
             target.kind = op.kind;

@@ -1,5 +1,6 @@
 //! Integration tests of `sync-outbox`: one binary, one module per behaviour.
 
+mod bad_operations;
 mod conformance;
 mod dead_letters;
 mod live_view;
