@@ -51,9 +51,9 @@ impl From<io::Error> for Failure {
 }
 
 /// The message an application's lock gets, wherever it is found.
-fn locked(path: &std::path::Path) -> Failure {
+fn locked(path: &std::path::Path, holder: &str) -> Failure {
     Failure::Failed(format!(
-        "{} is locked by another process (is the application running?); \
+        "{} is in use by {holder} (is the application running?); \
          commands that change the queue need it to have closed the store \
          (list, show and stats work while it runs). Nothing was changed.",
         path.display()
@@ -63,7 +63,7 @@ fn locked(path: &std::path::Path) -> Failure {
 impl From<WalError> for Failure {
     fn from(error: WalError) -> Self {
         match error {
-            WalError::Locked { dir } => locked(&dir),
+            WalError::Locked { path, holder } => locked(&path, &holder),
             e @ (WalError::Corrupt { .. }
             | WalError::BadMagic { .. }
             | WalError::UnsupportedVersion { .. }) => Self::Corrupt(e.to_string()),
@@ -75,7 +75,7 @@ impl From<WalError> for Failure {
 impl From<StoreError> for Failure {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Locked { path } => locked(&path),
+            StoreError::Locked { path, holder } => locked(&path, &holder),
             StoreError::Wal(wal) => wal.into(),
             e @ (StoreError::Corrupt { .. }
             | StoreError::CorruptSnapshot { .. }
@@ -88,7 +88,7 @@ impl From<StoreError> for Failure {
 impl From<SqliteStoreError> for Failure {
     fn from(error: SqliteStoreError) -> Self {
         match error {
-            SqliteStoreError::Locked { path } => locked(&path),
+            SqliteStoreError::Locked { path, holder } => locked(&path, &holder),
             e @ (SqliteStoreError::NotADatabase { .. }
             | SqliteStoreError::ForeignSchema { .. }
             | SqliteStoreError::InvalidRow { .. }) => Self::Corrupt(e.to_string()),

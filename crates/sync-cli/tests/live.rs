@@ -126,6 +126,7 @@ fn check(kind: &str, path: &Path) -> Result<String, Error> {
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let holder = format!("is in use by pid {} (", child.id());
     let mut app = Application(child);
     let mut line = String::new();
     BufReader::new(stdout).read_line(&mut line)?;
@@ -158,7 +159,8 @@ fn check(kind: &str, path: &Path) -> Result<String, Error> {
         }
     }
     let refused = synctl(&["outbox", "retry", path_arg, "op-000000"])?;
-    if refused.code != Some(3) || !refused.stderr.contains("locked by another process") {
+    // Refused, naming the application's process.
+    if refused.code != Some(3) || !refused.stderr.contains(&holder) {
         return Err(format!(
             "a change was not refused: {:?} {}",
             refused.code, refused.stderr

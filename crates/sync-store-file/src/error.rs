@@ -54,11 +54,15 @@ pub enum StoreError {
         /// What is wrong.
         reason: String,
     },
-    /// Another handle holds the store's lock.
-    #[error("store {} is locked by another handle", .path.display())]
+    /// Another handle holds the store's lock: one `Outbox` (one process)
+    /// at a time may change a store. `synctl`'s reading commands work
+    /// beside it; to change it, close it in the holder first.
+    #[error("store {} is in use by {holder}: close it there first (reading it with `synctl outbox list` works beside it)", .path.display())]
     Locked {
         /// The store file or directory.
         path: PathBuf,
+        /// Who holds it (`pid 4242 (notes-app)`), or `another process`.
+        holder: String,
     },
     /// An operation cannot be stored as given (an empty id, which no store
     /// file may hold). Nothing was written.

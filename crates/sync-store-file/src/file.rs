@@ -1,60 +1,37 @@
-//! File-system helpers shared by both stores: owner-only files, the sibling
-//! lock, atomic replace (temp, sync, rename, directory fsync).
+//! File-system helpers shared by both stores: the sibling lock (through
+//! `sync_wal::LockedFile`), atomic replace (temp, sync, rename, directory
+//! fsync).
 
-use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-use sync_wal::Storage;
+use sync_wal::{LockedFile, Storage, WalError};
 
 use crate::error::{StoreError, io_error};
 
-/// Options that create files readable by the owner only (0600 on unix).
-pub(crate) fn private_options() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options
-}
-
-/// Takes an exclusive lock on `lock_path` for as long as the returned file lives.
-pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<File, StoreError> {
-    let file = private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock_path)
-        .map_err(|e| io_error("open lock file", lock_path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: store_path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", lock_path, e)),
-    }
+/// Takes an exclusive lock on `lock_path` for as long as the returned guard
+/// lives; refused as `StoreError::Locked` naming `store_path` and the holder.
+pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<LockedFile, StoreError> {
+    LockedFile::exclusive(lock_path).map_err(|e| locked(e, store_path))
 }
 
 /// Takes a shared lock on `lock_path`, if it exists, for as long as the
-/// returned file lives; creates nothing. No lock file means no store was
+/// returned guard lives; creates nothing. No lock file means no store was
 /// ever opened there.
 pub(crate) fn lock_file_shared(
     lock_path: &Path,
     store_path: &Path,
-) -> Result<Option<File>, StoreError> {
-    let file = match File::open(lock_path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_error("open lock file", lock_path, e)),
-    };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked {
+) -> Result<Option<LockedFile>, StoreError> {
+    LockedFile::shared(lock_path).map_err(|e| locked(e, store_path))
+}
+
+/// A lock error said of the store.
+pub(crate) fn locked(error: WalError, store_path: &Path) -> StoreError {
+    match error {
+        WalError::Locked { holder, .. } => StoreError::Locked {
             path: store_path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", lock_path, e)),
+            holder,
+        },
+        other => StoreError::Wal(other),
     }
 }
 

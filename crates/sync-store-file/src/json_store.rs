@@ -2,7 +2,6 @@
 //! `cat`, replaced atomically on every change.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -85,7 +84,7 @@ pub struct FileOutboxStore {
     /// Every rewrite goes through it.
     storage: Arc<dyn Storage>,
     /// Held, never read: the lock lives as long as this file.
-    _lock: File,
+    _lock: sync_wal::LockedFile,
 }
 
 impl FileOutboxStore {

@@ -12,7 +12,7 @@ use sync_wal::{
 };
 
 use crate::error::{StoreError, io_error, json_reason};
-use crate::file::{replace_atomically, temp_path};
+use crate::file::{locked, replace_atomically, temp_path};
 use crate::snapshot::Snapshot;
 
 /// Settings of a [`WalOutboxStore`].
@@ -135,7 +135,7 @@ impl WalOutboxStore {
         wal_config.segment_bytes = config.segment_bytes;
         // Opening the log takes its lock: from here on this handle owns the directory.
         let wal = Wal::open_with_storage(wal_config, Arc::clone(&storage))
-            .map_err(|e| locked_as_store(e, &config.dir))?;
+            .map_err(|e| locked(e, &config.dir))?;
         let snapshot_path = config.dir.join("snapshot");
         // A snapshot a crash interrupted before its rename: never in effect.
         let _ = storage.remove_file(&temp_path(&snapshot_path));
@@ -198,7 +198,7 @@ impl WalOutboxStore {
     /// ```
     pub fn load_read_only(dir: impl AsRef<Path>) -> Result<MemoryOutboxStore, StoreError> {
         let dir = dir.as_ref();
-        let inspector = WalInspector::open(dir.join("log")).map_err(|e| locked_as_store(e, dir))?;
+        let inspector = WalInspector::open(dir.join("log")).map_err(|e| locked(e, dir))?;
         let index = MemoryOutboxStore::new();
         let start = load_snapshot(&index, &dir.join("snapshot"), inspector.dir())?;
         replay(
@@ -326,16 +326,6 @@ impl WalOutboxStore {
             self.compacting.store(false, Ordering::Release);
         }
         Ok(())
-    }
-}
-
-/// The store's lock is its log's: report it as the store's.
-fn locked_as_store(error: WalError, dir: &Path) -> StoreError {
-    match error {
-        WalError::Locked { .. } => StoreError::Locked {
-            path: dir.to_path_buf(),
-        },
-        other => StoreError::Wal(other),
     }
 }
 

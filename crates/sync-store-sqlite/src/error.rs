@@ -37,11 +37,14 @@ pub enum SqliteStoreError {
         /// The column that is wrong.
         column: &'static str,
     },
-    /// Another handle holds the store's lock (`<file>.sync-lock`).
-    #[error("store {} is locked by another handle", .path.display())]
+    /// Another handle holds the store's lock (`<file>.sync-lock`): one
+    /// store object (one process) at a time may change it.
+    #[error("store {} is in use by {holder}: close it there first (reading it with `synctl outbox list` works beside it)", .path.display())]
     Locked {
         /// The database file.
         path: PathBuf,
+        /// Who holds it (`pid 4242 (notes-app)`), or `another process`.
+        holder: String,
     },
     /// An operation cannot be stored as given (an empty id). Nothing was
     /// written.

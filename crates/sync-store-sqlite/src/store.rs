@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
-use sync_wal::SyncPolicy;
+use sync_wal::{LockedFile, SyncPolicy, WalError};
 
 use crate::error::{SqliteStoreError, sql};
 use crate::schema::{self, COLUMNS};
@@ -106,7 +106,7 @@ pub struct SqliteOutboxStore {
     /// Whether `conn` committed with `synchronous=NORMAL` under `Always`
     /// since the last synced commit (`put_unsynced` without a `sync`).
     unsynced: AtomicBool,
-    _lock: File,
+    _lock: LockedFile,
 }
 
 impl std::fmt::Debug for SqliteOutboxStore {
@@ -132,8 +132,11 @@ impl SqliteOutboxStore {
     )]
     pub fn open(config: SqliteOutboxStoreConfig) -> Result<Self, SqliteStoreError> {
         let path = config.path.clone();
-        let lock =
-            lock(&path, false)?.ok_or_else(|| SqliteStoreError::Locked { path: path.clone() })?;
+        let lock = lock(&path, false)?.ok_or_else(|| SqliteStoreError::Io {
+            op: "lock",
+            path: path.clone(),
+            source: std::io::ErrorKind::NotFound.into(),
+        })?;
         check_header(&path)?;
         create_private(&path)?;
         let conn = connect(&path, &config, OpenFlags::default())?;
@@ -531,47 +534,30 @@ fn create_private(path: &Path) -> Result<(), SqliteStoreError> {
         })
 }
 
-/// The lock next to the database: exclusive for a store, shared for a
-/// reader (`None`: no lock file, so no store was ever opened there).
-fn lock(path: &Path, shared: bool) -> Result<Option<File>, SqliteStoreError> {
+/// The lock next to the database (`<file>.sync-lock`): exclusive for a
+/// store, shared for a reader (`None`: no lock file, so no store was ever
+/// opened there).
+fn lock(path: &Path, shared: bool) -> Result<Option<LockedFile>, SqliteStoreError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".sync-lock");
     let lock_path = PathBuf::from(lock_path);
-    let io = |op, source| SqliteStoreError::Io {
-        op,
-        path: lock_path.clone(),
-        source,
-    };
-    let file = if shared {
-        match File::open(&lock_path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io("open lock file", e)),
-        }
+    let taken = if shared {
+        LockedFile::shared(&lock_path)
     } else {
-        let mut options = std::fs::OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        options
-            .open(&lock_path)
-            .map_err(|e| io("open lock file", e))?
+        LockedFile::exclusive(&lock_path).map(Some)
     };
-    let locked = if shared {
-        file.try_lock_shared()
-    } else {
-        file.try_lock()
-    };
-    match locked {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(SqliteStoreError::Locked {
+    taken.map_err(|e| match e {
+        WalError::Locked { holder, .. } => SqliteStoreError::Locked {
             path: path.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io("lock", e)),
-    }
+            holder,
+        },
+        WalError::Io { op, path, source } => SqliteStoreError::Io { op, path, source },
+        other => SqliteStoreError::Io {
+            op: "lock",
+            path: lock_path.clone(),
+            source: std::io::Error::other(other),
+        },
+    })
 }
 
 /// Under `SyncPolicy::Interval`: checkpoints (which sync the WAL) on a

@@ -54,11 +54,15 @@ pub enum WalError {
         /// The configured limit.
         max: u64,
     },
-    /// Another handle, in this process or another, holds the directory's lock.
-    #[error("wal directory {} is locked by another handle", .dir.display())]
+    /// Another handle, in this process or another, holds the lock (of a
+    /// log directory, or of any [`LockedFile`](crate::LockedFile)).
+    #[error("{} is in use by {holder}: one handle at a time may open it", .path.display())]
     Locked {
-        /// The log directory.
-        dir: PathBuf,
+        /// What is locked: the log directory, or the lock file.
+        path: PathBuf,
+        /// Who holds it, as it wrote itself into the lock file (`pid 4242
+        /// (notes-app)`), or `another process`.
+        holder: String,
     },
     /// The configuration cannot work.
     #[error("invalid wal config: {reason}")]

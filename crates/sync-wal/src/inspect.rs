@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::config::WalConfig;
 use crate::error::{Corruption, WalError};
 use crate::file::{LOCK_FILE, io_error};
+use crate::lock::LockedFile;
 use crate::reader::{LogReader, WalIter};
 use crate::record::{RecordType, WalRecord};
 use crate::recovery::{SealedSegment, TempSegments, list_segments, scan_segment};
@@ -140,7 +141,7 @@ pub struct WalInspector {
     /// A writer held the log at open (see [`WalInspector::is_live`]).
     live: bool,
     /// Held, never read: the shared lock lives as long as this file.
-    _lock: Option<File>,
+    _lock: Option<LockedFile>,
 }
 
 impl WalInspector {
@@ -173,7 +174,7 @@ impl WalInspector {
 
     /// The log as it is, with no writer: the tail is judged as `Wal::open`
     /// would judge it.
-    fn open_quiet(config: &WalConfig, lock: Option<File>) -> Result<Self, WalError> {
+    fn open_quiet(config: &WalConfig, lock: Option<LockedFile>) -> Result<Self, WalError> {
         let dir = config.dir.clone();
         let sealed = list_segments(&dir, TempSegments::Keep)?;
         let mut segments = Vec::with_capacity(sealed.len());
@@ -435,22 +436,6 @@ fn is_not_found(error: &WalError) -> bool {
 
 /// Takes a shared lock on `dir`'s lock file if there is one, without
 /// creating it.
-fn lock_shared(dir: &Path) -> Result<Option<File>, WalError> {
-    let path = dir.join(LOCK_FILE);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // No lock file: either no Wal ever opened this directory, or it
-            // does not exist at all, which listing it will report.
-            return Ok(None);
-        }
-        Err(e) => return Err(io_error("open lock file", &path, e)),
-    };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", &path, e)),
-    }
+fn lock_shared(dir: &Path) -> Result<Option<LockedFile>, WalError> {
+    LockedFile::shared(&dir.join(LOCK_FILE)).map_err(|e| crate::wal::locked_dir(e, dir))
 }

@@ -1,7 +1,7 @@
 //! [`Wal`]: the handle that appends, syncs (with group commit), reads and
 //! truncates a log directory.
 
-use std::fs::{self, File};
+use std::fs;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use crate::config::WalConfig;
 use crate::error::WalError;
-use crate::file::{LOCK_FILE, io_error, private_options};
+use crate::file::{LOCK_FILE, io_error};
 use crate::format::{BODY_FIXED_LEN, SEGMENT_HEADER_LEN, encode_frame};
+use crate::lock::LockedFile;
 use crate::reader::{LogReader, WalIter};
 use crate::record::WalRecord;
 use crate::recovery::{SealedSegment, allocation, recover};
@@ -72,7 +73,7 @@ struct Shared {
     /// Every write, sync, rename and removal goes through it.
     storage: Arc<dyn Storage>,
     /// Held, never read: the exclusive lock lives as long as this file.
-    _lock: File,
+    _lock: LockedFile,
 }
 
 /// Everything appends change; behind `Shared::writer`.
@@ -583,21 +584,18 @@ fn validate(config: &WalConfig) -> Result<(), WalError> {
     Ok(())
 }
 
-fn lock_dir(dir: &Path) -> Result<File, WalError> {
-    let path = dir.join(LOCK_FILE);
-    let file = private_options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| io_error("open lock file", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(WalError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(io_error("lock", &path, e)),
+fn lock_dir(dir: &Path) -> Result<LockedFile, WalError> {
+    LockedFile::exclusive(&dir.join(LOCK_FILE)).map_err(|e| locked_dir(e, dir))
+}
+
+/// A lock error about the directory's lock file, said of the directory.
+pub(crate) fn locked_dir(error: WalError, dir: &Path) -> WalError {
+    match error {
+        WalError::Locked { holder, .. } => WalError::Locked {
+            path: dir.to_path_buf(),
+            holder,
+        },
+        other => other,
     }
 }
 

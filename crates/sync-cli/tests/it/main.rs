@@ -28,7 +28,7 @@ pub(crate) struct Run {
 pub(crate) fn synctl(args: &[&str]) -> Result<Run, std::io::Error> {
     let mut run = synctl_once(args)?;
     for _ in 0..20 {
-        if !(run.code == Some(3) && run.stderr.contains("locked by another process")) {
+        if !(run.code == Some(3) && run.stderr.contains(" is in use by ")) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -21,7 +21,7 @@ fn a_second_open_is_locked_until_the_first_is_dropped() -> TestResult {
     let wal = open_wal(dir.path())?;
     assert!(matches!(
         open_wal(dir.path()),
-        Err(StoreError::Locked { path }) if path == dir.path().join("outbox-wal")
+        Err(StoreError::Locked { path, .. }) if path == dir.path().join("outbox-wal")
     ));
     drop(wal);
     open_wal(dir.path())?;

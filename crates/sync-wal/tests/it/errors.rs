@@ -13,7 +13,7 @@ fn a_second_open_of_the_same_directory_is_locked() -> TestResult {
     let dir = tempfile::tempdir()?;
     let wal = Wal::open(config(dir.path()))?;
     match Wal::open(config(dir.path())) {
-        Err(WalError::Locked { dir: locked }) => assert_eq!(locked, dir.path()),
+        Err(WalError::Locked { path: locked, .. }) => assert_eq!(locked, dir.path()),
         other => panic!("expected Locked, got {other:?}"),
     }
     drop(wal);
