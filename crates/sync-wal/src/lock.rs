@@ -31,7 +31,7 @@ use crate::file::{io_error, private_options};
 /// }
 /// drop(held);
 /// assert!(LockedFile::exclusive(&path).is_ok(), "released on drop");
-/// # Ok::<_, WalError>(())
+/// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 pub struct LockedFile {
