@@ -115,7 +115,7 @@ impl AsyncHttpTransport {
                 .client
                 .execute(request)
                 .await
-                .map_err(|error| unanswered(&error))?;
+                .map_err(|error| unanswered(&error, &self.prepared.server))?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             let body = read_limited(&mut response, limit).await;
@@ -229,11 +229,12 @@ impl fmt::Debug for AsyncHttpTransport {
 
 /// A send that got no answer: `not_sent` when the connection could not be
 /// made (the request never left), else `no_answer`.
-fn unanswered(error: &reqwest::Error) -> SendResult {
+fn unanswered(error: &reqwest::Error, server: &str) -> SendResult {
+    let what = format!("{} ({server})", describe_failure(error));
     if error.is_connect() {
-        SendResult::not_sent(describe_failure(error))
+        SendResult::not_sent(what)
     } else {
-        SendResult::no_answer(describe_failure(error))
+        SendResult::no_answer(what)
     }
 }
 

@@ -31,6 +31,9 @@ const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"
 pub(crate) struct Prepared {
     /// `config.base_url` without a trailing `/`.
     pub(crate) base_url: String,
+    /// The server as errors name it: `host:port` of the base URL, without
+    /// credentials, path or query.
+    pub(crate) server: String,
     /// The configured headers, checked and marked sensitive.
     headers: Vec<(HeaderName, HeaderValue)>,
     content_type: HeaderValue,
@@ -54,6 +57,7 @@ impl Prepared {
             });
         }
         Ok(Self {
+            server: server_of(&base_url),
             base_url,
             headers,
             content_type,
@@ -251,6 +255,17 @@ pub(crate) fn retry_after(headers: &HeaderMap) -> Option<String> {
         .get("Retry-After")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// `host[:port]` of an absolute URL: what an error may name (never the
+/// user info, the path or the query, which can hold secrets).
+fn server_of(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned()
 }
 
 /// `target` after `base_url` (which has no trailing `/`), with one `/` between.

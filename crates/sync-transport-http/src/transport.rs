@@ -149,7 +149,7 @@ impl HttpTransport {
             let mut response = self
                 .agent
                 .run(request)
-                .map_err(|error| unanswered(&error))?;
+                .map_err(|error| unanswered(&error, &self.prepared.server))?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
             // Read the body (to the limit) so the connection goes back to
@@ -229,7 +229,7 @@ impl fmt::Debug for HttpTransport {
 /// A send that got no answer: `not_sent` when the request certainly never
 /// left (the name lookup failed, the connection could not be made), else
 /// `no_answer` (it may have reached the server).
-fn unanswered(error: &ureq::Error) -> SendResult {
+fn unanswered(error: &ureq::Error, server: &str) -> SendResult {
     let never_left = match error {
         ureq::Error::HostNotFound
         | ureq::Error::ConnectionFailed
@@ -244,18 +244,19 @@ fn unanswered(error: &ureq::Error) -> SendResult {
         _ => false,
     };
     if never_left {
-        SendResult::not_sent(describe_failure(error))
+        SendResult::not_sent(describe_failure(error, server))
     } else {
-        SendResult::no_answer(describe_failure(error))
+        SendResult::no_answer(describe_failure(error, server))
     }
 }
 
-fn describe_failure(error: &ureq::Error) -> String {
+/// What happened, naming the server (`host:port`), never a path or query.
+fn describe_failure(error: &ureq::Error, server: &str) -> String {
     match error {
-        ureq::Error::Timeout(_) => "timeout: no complete answer in time".to_owned(),
-        ureq::Error::HostNotFound => "host not found".to_owned(),
-        ureq::Error::ConnectionFailed => "connection failed".to_owned(),
-        ureq::Error::Io(e) => format!("connection error: {}", e.kind()),
-        other => format!("request failed: {other}"),
+        ureq::Error::Timeout(_) => format!("timeout: no complete answer from {server} in time"),
+        ureq::Error::HostNotFound => format!("host not found: {server}"),
+        ureq::Error::ConnectionFailed => format!("connection to {server} failed"),
+        ureq::Error::Io(e) => format!("connection error with {server}: {}", e.kind()),
+        other => format!("request to {server} failed: {other}"),
     }
 }

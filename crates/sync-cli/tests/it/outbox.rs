@@ -266,7 +266,8 @@ fn a_store_held_by_an_application_is_read_but_not_changed() -> TestResult {
         let run = synctl_once(&["outbox", "retry", arg(path), &ids.failed])?;
         assert_eq!(run.code, Some(3), "{run:?}");
         assert!(
-            run.stderr.contains(&format!("is in use by pid {} (", std::process::id())),
+            run.stderr
+                .contains(&format!("is in use by pid {} (", std::process::id())),
             "{}",
             run.stderr
         );

@@ -133,3 +133,19 @@ async fn the_async_transport_tells_the_same_outages_apart() -> TestResult {
     assert_eq!(server.seen().len(), 1);
     Ok(())
 }
+
+#[test]
+fn an_unanswered_send_names_the_server_and_nothing_secret() -> TestResult {
+    let url = refused_url()?;
+    let server = url.trim_start_matches("http://").to_owned();
+    let with_secret = url.replace("http://", "http://alice:s3cret@") + "/api/v1";
+    let got = each(&transport(&with_secret)?, 1);
+    let error = &got[0].1.error;
+    assert!(error.contains(&server), "names {server}: {error}");
+    assert!(
+        !error.contains("s3cret") && !error.contains("alice"),
+        "{error}"
+    );
+    assert!(!error.contains("/api"), "no path: {error}");
+    Ok(())
+}
