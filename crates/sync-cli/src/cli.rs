@@ -30,7 +30,7 @@ pub(crate) enum Command {
     /// Read a write-ahead log directory (read-only: nothing is repaired).
     #[command(subcommand)]
     Wal(WalCommand),
-    /// Read or repair an outbox store: a JSON store file or a WAL store directory.
+    /// Read or repair an outbox store: a WAL store directory, an SQLite database or a JSON store file.
     #[command(subcommand)]
     Outbox(OutboxCommand),
 }
@@ -66,8 +66,8 @@ pub(crate) enum WalCommand {
     },
 }
 
-/// `PATH` is a JSON store file or a WAL store directory, told apart by
-/// whether it is a directory.
+/// `PATH` is a WAL store directory, an SQLite database (told apart by its
+/// header) or a JSON store file.
 #[derive(Debug, Subcommand)]
 pub(crate) enum OutboxCommand {
     /// List operations in enqueue order (read-only).
@@ -105,13 +105,23 @@ pub(crate) enum OutboxCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Put a failed operation back to pending, due now, with its attempts reset.
+    /// Put failed operations back to pending, due now, with their attempts
+    /// reset: one by id, every failed one (--all), or every failed one of a
+    /// kind (--kind). They keep their key: one that failed past its resend
+    /// window fails again (correct or discard it in the app).
     #[command(after_help = EXIT_CODES)]
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all", "kind"])))]
     Retry {
         #[command(flatten)]
         store: StoreArg,
         /// The operation's id.
-        id: String,
+        id: Option<String>,
+        /// Every failed operation.
+        #[arg(long)]
+        all: bool,
+        /// Every failed operation of this kind (`note.create`).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
     },
     /// Remove an operation whatever its status (it will never be sent).
     #[command(after_help = EXIT_CODES)]
@@ -134,7 +144,8 @@ pub(crate) enum OutboxCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct StoreArg {
-    /// A JSON store file (`outbox.json`) or a WAL store directory.
+    /// A WAL store directory, an SQLite database (`app.db`) or a JSON store
+    /// file (`outbox.json`).
     #[arg(value_name = "PATH")]
     pub(crate) path: PathBuf,
 }

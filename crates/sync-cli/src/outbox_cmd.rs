@@ -28,10 +28,31 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
         } => list(&store.path, status.map(status_of), limit, json, out),
         OutboxCommand::Show { store, id, json } => show(&store.path, &id, json, out),
         OutboxCommand::Stats { store, json } => stats(&store.path, json, out),
-        OutboxCommand::Retry { store, id } => {
+        OutboxCommand::Retry {
+            store,
+            id,
+            all: _,
+            kind,
+        } => {
             let outbox = open_writable(&store.path)?;
-            outbox.retry_failed(&id, now_ms())?;
-            writeln!(out, "{id}: failed -> pending, due now, attempts reset")?;
+            let ids = match id {
+                Some(id) => vec![id],
+                // --all, or --kind: every failed one (of that kind).
+                None => outbox
+                    .list(Some(OperationStatus::Failed), usize::MAX)?
+                    .into_iter()
+                    .filter(|op| kind.as_ref().is_none_or(|k| op.kind == *k))
+                    .map(|op| op.id)
+                    .collect(),
+            };
+            let now = now_ms();
+            for id in &ids {
+                outbox.retry_failed(id, now)?;
+                writeln!(out, "{id}: failed -> pending, due now, attempts reset")?;
+            }
+            if ids.len() != 1 {
+                writeln!(out, "retried {} failed operations", ids.len())?;
+            }
             Ok(())
         }
         OutboxCommand::Discard { store, id } => {

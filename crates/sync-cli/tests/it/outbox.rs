@@ -226,6 +226,49 @@ fn retry_discard_and_purge_change_exactly_what_they_say() -> TestResult {
     Ok(())
 }
 
+#[test]
+fn retry_all_or_by_kind_fixes_every_dead_letter_at_once() -> TestResult {
+    for (kind, make) in STORES {
+        let dir = tempfile::tempdir()?;
+        let (path, ids) = make(dir.path())?;
+        let failed_kind = {
+            let list = synctl(&["outbox", "list", arg(&path), "--status", "failed", "--json"])?;
+            let ops: Vec<Operation> = serde_json::from_str(&list.stdout)?;
+            ops.first()
+                .map(|op| op.kind.clone())
+                .ok_or("no failed op")?
+        };
+        let none = synctl(&["outbox", "retry", arg(&path), "--kind", "no.such.kind"])?;
+        assert_eq!(none.code, Some(0), "{kind}: {none:?}");
+        assert!(
+            none.stdout.contains("retried 0 failed operations"),
+            "{}",
+            none.stdout
+        );
+        let by_kind = synctl(&["outbox", "retry", arg(&path), "--kind", &failed_kind])?;
+        assert!(by_kind.stdout.contains(&ids.failed), "{kind}: {by_kind:?}");
+        assert_eq!(
+            synctl(&["outbox", "retry", arg(&path), "--all"])?.stdout,
+            "retried 0 failed operations\n",
+            "{kind}: nothing left failed"
+        );
+        let neither = synctl(&["outbox", "retry", arg(&path)])?;
+        assert_eq!(
+            neither.code,
+            Some(2),
+            "{kind}: an id, --all or --kind is required"
+        );
+        let stats = synctl(&["outbox", "stats", arg(&path), "--json"])?;
+        let stats: serde_json::Value = serde_json::from_str(&stats.stdout)?;
+        assert_eq!(
+            (&stats["failed"], &stats["pending"]),
+            (&0.into(), &2.into()),
+            "{kind}"
+        );
+    }
+    Ok(())
+}
+
 /// Opens with a few retries while the store looks locked (see `synctl`).
 fn retry_locked<T>(mut open: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
     for _ in 0..20 {
