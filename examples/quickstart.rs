@@ -37,13 +37,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..HttpTransportConfig::default()
     })?;
     let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
-    let engine = SyncEngine::new(
+    let engine = SyncEngine::started(
         SyncEngineConfig::default(),
         outbox.clone(),
         probe,
         Arc::new(transport),
-    );
-    engine.start(SystemClock)?;
+        SystemClock,
+    )?;
     // README:end
 
     // Watch the queue for a few seconds, then stop: what is not sent yet

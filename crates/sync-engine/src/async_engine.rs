@@ -72,6 +72,7 @@ use crate::worker_core::{Batch, SendEnd, WorkerCore, step_error};
 /// # })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "an engine sends nothing until it is started (`start().await`, or build it with `AsyncSyncEngine::started`)"]
 pub struct AsyncSyncEngine {
     config: SyncEngineConfig,
     cores: Vec<Arc<WorkerCore>>,
@@ -147,6 +148,23 @@ impl AsyncSyncEngine {
             last_error: Arc::new(LastError::default()),
             observer: OnceLock::new(),
         }
+    }
+
+    /// An engine already sending on the current runtime: [`new`](Self::new)
+    /// and [`start`](Self::start) in one call, so it cannot be forgotten.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub async fn started(
+        config: SyncEngineConfig,
+        outbox: Arc<Outbox>,
+        probe: Arc<NetworkProbe>,
+        transport: Arc<dyn AsyncSyncTransport>,
+    ) -> Result<Self, EngineError> {
+        let engine = Self::new(config, outbox, probe, transport);
+        engine.start().await?;
+        Ok(engine)
     }
 
     /// Installs `observer` on every sender, once; returns `false` if one was

@@ -92,6 +92,7 @@ impl Default for SyncEngineConfig {
 /// # use sync_engine::Clock;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
+#[must_use = "an engine sends nothing until it is started (`start`, or build it with `SyncEngine::started`)"]
 pub struct SyncEngine {
     config: SyncEngineConfig,
     workers: Vec<Arc<SyncWorker>>,
@@ -160,6 +161,25 @@ impl SyncEngine {
             last_error: Arc::new(LastError::default()),
             observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// An engine already sending in the background on `clock`:
+    /// [`new`](Self::new) and [`start`](Self::start) in one call, so it
+    /// cannot be forgotten.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Self::start).
+    pub fn started(
+        config: SyncEngineConfig,
+        outbox: Arc<Outbox>,
+        probe: Arc<NetworkProbe>,
+        transport: Arc<dyn SyncTransport>,
+        clock: impl Clock,
+    ) -> Result<Self, EngineError> {
+        let engine = Self::new(config, outbox, probe, transport);
+        engine.start(clock)?;
+        Ok(engine)
     }
 
     /// Installs `observer` on the engine and every worker, once; returns

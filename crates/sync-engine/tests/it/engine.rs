@@ -244,3 +244,26 @@ fn a_sleeping_engine_wakes_for_a_key_head_in_backoff() -> TestResult {
     assert_eq!(transport.sends.load(SeqCst), 3);
     Ok(())
 }
+
+#[test]
+fn an_engine_built_started_sends_at_once() -> TestResult {
+    let (outbox, store) = guide_outbox();
+    let transport = Arc::new(ScriptedTransport::default());
+    transport.online.store(true, SeqCst);
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let clock = Arc::new(ManualClock::new(0));
+    let engine = SyncEngine::started(
+        SyncEngineConfig::default(),
+        outbox.clone(),
+        probe,
+        transport,
+        Arc::clone(&clock),
+    )?;
+    assert!(engine.running());
+    let id = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+    eventually("sent by the started engine", || {
+        status(&*store, &id) == Some(OperationStatus::Done)
+    });
+    engine.stop()?;
+    Ok(())
+}
