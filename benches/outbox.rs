@@ -55,7 +55,10 @@ fn cycle(c: &mut Criterion) {
         let mut one_cycle = || {
             now += 1;
             let id = outbox.enqueue(op.clone(), now).expect("enqueue");
-            let claimed = outbox.claim_ready(now, 1).expect("claim");
+            let claimed = outbox
+                .claim(now, 1)
+                .map(sync_outbox::Claim::detach)
+                .expect("claim");
             assert_eq!(claimed.len(), 1);
             outbox.mark_done(black_box(&id), now).expect("done");
         };

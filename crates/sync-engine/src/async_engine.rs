@@ -243,7 +243,7 @@ impl AsyncSyncEngine {
                     stopping: Arc::clone(&self.stopping),
                     last_error: Arc::clone(&self.last_error),
                     hops: Arc::clone(&self.hops),
-                    inflight_recheck_ms: self.config.inflight_timeout_ms.max(1),
+                    inflight_recheck_ms: self.config.recheck_ms(),
                 };
                 handle.spawn(sender.run())
             })

@@ -24,19 +24,39 @@ pub struct SyncEngineConfig {
     pub worker_count: usize,
     /// Most operations each sender claims per pass. Default 10.
     pub batch_limit: usize,
-    /// While claims that no live sender holds are in flight (made with
-    /// `Outbox::claim_ready` by code outside the engine), a sleeping sender
+    /// While detached claims are in flight (`Claim::detach`, made by code
+    /// outside the engine; no live sender holds them), a sleeping sender
     /// looks again at least this often (ms), besides at their own expiry, so
-    /// they are recovered once the outbox's `inflight_timeout_ms` has passed.
+    /// they are put back once the outbox's `inflight_timeout_ms` has passed.
     /// The engine's own claims are held and never need it. Default 10,000.
+    pub detached_claim_recheck_ms: i64,
+    /// The old name of
+    /// [`detached_claim_recheck_ms`](Self::detached_claim_recheck_ms); the
+    /// engine uses the shorter of the two. Default 10,000.
+    #[deprecated(
+        since = "0.1.0",
+        note = "renamed `detached_claim_recheck_ms` (it is not a timeout; `OutboxConfig::inflight_timeout_ms` is)"
+    )]
     pub inflight_timeout_ms: i64,
 }
 
+impl SyncEngineConfig {
+    /// How often a sleeping sender looks at detached claims: the shorter of
+    /// the setting and its deprecated old name, at least 1 ms.
+    pub(crate) fn recheck_ms(&self) -> i64 {
+        #[expect(deprecated, reason = "the old name is honoured for one release")]
+        let old = self.inflight_timeout_ms;
+        self.detached_claim_recheck_ms.min(old).max(1)
+    }
+}
+
 impl Default for SyncEngineConfig {
+    #[expect(deprecated, reason = "the old name keeps its default for one release")]
     fn default() -> Self {
         Self {
             worker_count: 1,
             batch_limit: 10,
+            detached_claim_recheck_ms: 10_000,
             inflight_timeout_ms: 10_000,
         }
     }
@@ -245,7 +265,7 @@ impl SyncEngine {
                 wakeup: Arc::clone(&self.wakeup),
                 stopping: Arc::clone(&self.stopping),
                 last_error: Arc::clone(&self.last_error),
-                inflight_recheck_ms: self.config.inflight_timeout_ms.max(1),
+                inflight_recheck_ms: self.config.recheck_ms(),
             };
             let clock = Arc::clone(&clock);
             let spawned = std::thread::Builder::new()

@@ -2,9 +2,10 @@
 //! retry policy, and the store trait.
 //!
 //! An [`Operation`] is persisted by [`Outbox::enqueue`] before any network
-//! call; a worker claims due operations with [`Outbox::claim_ready`], sends
-//! them, and records the result with [`Outbox::mark_done`] or
-//! [`Outbox::mark_failed`], which applies the [`RetryPolicy`].
+//! call; a sender claims due operations with [`Outbox::claim`] (held by the
+//! returned [`Claim`] while it sends them), and records each result with
+//! [`Outbox::mark_done`] or [`Outbox::record`], which applies the
+//! [`RetryPolicy`]. `sync-engine` does this for you.
 //!
 //! This crate is the model and the rules only: it does no I/O and reads no
 //! clock (every time is the caller's `now_ms`), and depends on no other crate
@@ -26,8 +27,8 @@
 //! op.target = "/api/messages".into();
 //! op.payload = r#"{"text":"hello"}"#.into();
 //! let id = outbox.enqueue(op, 0)?;                    // persisted before it returns
-//! let batch = outbox.claim_ready(1, 10)?;             // -> InFlight
-//! assert_eq!(batch.len(), 1);
+//! let claim = outbox.claim(1, 10)?;                 // -> InFlight, held by this sender
+//! assert_eq!(claim.len(), 1);
 //! outbox.mark_done(&id, 2)?;
 //! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
 //! # Ok::<_, sync_outbox::OutboxError>(())

@@ -25,7 +25,7 @@ use crate::store::{OutboxStore, status_index};
 /// let store = Arc::new(MemoryOutboxStore::new());
 /// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
 /// let id = outbox.enqueue(Operation::new("message.send", "/api/messages", "{}"), 1_000)?;
-/// assert_eq!(outbox.claim_ready(1_000, 10)?.len(), 1);
+/// assert_eq!(outbox.claim(1_000, 10)?.len(), 1);
 /// outbox.mark_done(&id, 1_001)?;
 /// # Ok::<_, sync_outbox::OutboxError>(())
 /// ```

@@ -42,7 +42,7 @@ fn serialize_error(op: &Operation) -> crate::OutboxError {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sync_outbox::{MemoryOutboxStore, Operation, OrderingMode, Outbox, OutboxConfig};
+/// use sync_outbox::{MemoryOutboxStore, Operation, OrderingMode, Outbox, OutboxConfig, SendOutcome};
 ///
 /// let config = OutboxConfig { ordering: OrderingMode::StopOnFailure, ..OutboxConfig::default() };
 /// let outbox = Outbox::new(config, Arc::new(MemoryOutboxStore::new()));
@@ -50,7 +50,8 @@ fn serialize_error(op: &Operation) -> crate::OutboxError {
 /// let create = outbox.enqueue(keyed(), 0)?;
 /// let edit = outbox.enqueue(keyed(), 0)?;
 /// let claim = outbox.claim(1, 10)?;
-/// outbox.mark_failed(&create, "HTTP 422", false, None, 2)?;
+/// let refused = SendOutcome::Failed { error: "HTTP 422", retryable: false, retry_after_ms: None };
+/// outbox.record(&create, refused, 2)?;
 /// drop(claim);
 /// assert!(outbox.claim(3, 10)?.is_empty(), "the edit waits behind its failed create");
 /// outbox.retry_failed(&create, 4)?;

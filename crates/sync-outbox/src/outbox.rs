@@ -69,8 +69,8 @@ pub struct OutboxConfig {
     /// An `InFlight` operation that no live [`Claim`] holds and that was
     /// claimed longer ago than this (ms) is taken to belong to a send whose
     /// sender is gone: it goes back to `Pending` (or `Failed` if that was its
-    /// last attempt). Only claims from [`Outbox::claim_ready`] (or a
-    /// [`Claim::detach`]) can time out: a held claim never does, and claims of
+    /// last attempt). Only detached claims ([`Claim::detach`]) can time out:
+    /// a held claim never does, and claims of
     /// a previous process or of a dropped `Claim` come back at once. Default
     /// 30,000.
     pub inflight_timeout_ms: i64,
@@ -216,22 +216,23 @@ pub struct RecoveryReport {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome};
 ///
 /// let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
 /// let store = Arc::new(MemoryOutboxStore::new());
 /// let outbox = Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone());
 ///
 /// let id = outbox.enqueue(Operation::new("message.send", "/api/messages", r#"{"text":"hello"}"#), 1_000)?;
-/// let batch = outbox.claim_ready(1_001, 10)?;                  // -> InFlight, attempt 1
-/// assert_eq!(batch[0].attempt, 1);
-/// let next = outbox.mark_failed(&id, "network offline", true, None, 1_002)?;
-/// assert_eq!(next, OperationStatus::Pending);
+/// let claim = outbox.claim(1_001, 10)?;                  // -> InFlight, attempt 1, held by this sender
+/// assert_eq!(claim.ops()[0].attempt, 1);
+/// let busy = SendOutcome::Failed { error: "HTTP 429", retryable: true, retry_after_ms: None };
+/// assert_eq!(outbox.record(&id, busy, 1_002)?, OperationStatus::Pending);
 /// assert_eq!(store.get(&id)?.map(|op| op.next_retry_at_ms), Some(1_502));
+/// drop(claim);
 ///
-/// assert!(outbox.claim_ready(1_501, 10)?.is_empty());           // not due yet
-/// outbox.claim_ready(1_502, 10)?;
-/// outbox.mark_done(&id, 1_503)?;
+/// assert!(outbox.claim(1_501, 10)?.is_empty());          // not due yet
+/// let retry = outbox.claim(1_502, 10)?;                  // the retry
+/// outbox.mark_done(&retry.ops()[0].id, 1_503)?;
 /// assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
 /// # Ok::<_, sync_outbox::OutboxError>(())
 /// ```
@@ -550,13 +551,14 @@ impl Outbox {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use sync_outbox::{Correction, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+    /// use sync_outbox::{Correction, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, SendOutcome};
     ///
     /// let store = Arc::new(MemoryOutboxStore::new());
     /// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
     /// let id = outbox.enqueue(Operation::new("note.create", "/notes", r#"{"title":""}"#), 0)?;
     /// let claim = outbox.claim(1, 1)?;
-    /// outbox.mark_failed(&id, "HTTP 422: title must not be empty", false, None, 2)?;
+    /// let refused = SendOutcome::Failed { error: "HTTP 422: title must not be empty", retryable: false, retry_after_ms: None };
+    /// outbox.record(&id, refused, 2)?;
     /// drop(claim);
     ///
     /// let key = outbox.correct(&id, Correction::payload(r#"{"title":"Groceries"}"#), 3)?;

@@ -930,7 +930,12 @@ mod postgres {
         )
         .await;
         if cancelled.is_ok() || idem.is_committed() {
-            return Err("the commit was not cancelled mid-await".into());
+            let what = match cancelled {
+                Ok(Ok(response)) => format!("it committed with {}", response.status()),
+                Ok(Err(e)) => format!("it failed at once: {e}"),
+                Err(_) => "it was cancelled, yet the key is committed".to_owned(),
+            };
+            return Err(format!("the commit was not cancelled mid-await: {what}").into());
         }
         insert(store, &idem, 3)
             .await?

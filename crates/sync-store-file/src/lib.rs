@@ -22,7 +22,8 @@
 //! let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(dir.path()))?);
 //! let outbox = Outbox::new(OutboxConfig::default(), store.clone());
 //! let id = outbox.enqueue(Operation::new("message.send", "/api/messages", "{}"), 0)?;
-//! outbox.claim_ready(0, 10)?;
+//! let claim = outbox.claim(0, 10)?;
+//! # let _ = claim;
 //! outbox.mark_done(&id, 1)?;
 //! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
 //! # Ok::<_, Box<dyn std::error::Error>>(())

@@ -209,7 +209,7 @@ fn child(dir: &Path, seed: u64) -> Result<(), Error> {
         writeln!(out, "ack {note} {version} {id}")?;
         out.flush()?;
         if next(&mut rng).is_multiple_of(3) {
-            for claimed in outbox.claim_ready(now, 2)? {
+            for claimed in outbox.claim(now, 2).map(sync_outbox::Claim::detach)? {
                 outbox.mark_done(&claimed.id, now)?;
             }
         }

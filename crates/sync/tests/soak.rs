@@ -129,7 +129,8 @@ fn child(dir: &Path, generation: u64) -> Result<(), Error> {
         SyncEngineConfig {
             worker_count: 2,
             batch_limit: 16,
-            inflight_timeout_ms: 300,
+            detached_claim_recheck_ms: 300,
+            ..SyncEngineConfig::default()
         },
         Arc::clone(&outbox),
         probe,

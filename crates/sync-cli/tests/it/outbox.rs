@@ -7,7 +7,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+use sync_outbox::{
+    Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome,
+};
 use sync_store_file::{
     FileOutboxStore, FileOutboxStoreConfig, StoreError, WalOutboxStore, WalOutboxStoreConfig,
 };
@@ -56,13 +58,21 @@ fn fill(store: Arc<dyn OutboxStore>) -> Result<Fixture, Box<dyn std::error::Erro
         )
     };
     let old_done = enqueue("old", t_old)?;
-    outbox.claim_ready(t_old, 1)?;
+    outbox.claim(t_old, 1).map(sync_outbox::Claim::detach)?;
     outbox.mark_done(&old_done, t_old)?;
     let failed = enqueue("bad", t_old)?;
-    outbox.claim_ready(t_old, 1)?;
-    outbox.mark_failed(&failed, "HTTP 422 Unprocessable Entity", false, None, t_old)?;
+    outbox.claim(t_old, 1).map(sync_outbox::Claim::detach)?;
+    outbox.record(
+        &failed,
+        SendOutcome::Failed {
+            error: "HTTP 422 Unprocessable Entity",
+            retryable: false,
+            retry_after_ms: None,
+        },
+        t_old,
+    )?;
     let new_done = enqueue("new", t_new)?;
-    outbox.claim_ready(t_new, 1)?;
+    outbox.claim(t_new, 1).map(sync_outbox::Claim::detach)?;
     outbox.mark_done(&new_done, t_new)?;
     let pending = enqueue("waiting", t_new + 3_600_000)?;
     Ok(Fixture {

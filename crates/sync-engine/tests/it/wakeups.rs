@@ -139,7 +139,7 @@ fn a_discard_or_completion_that_unblocks_a_key_sends_the_next() -> TestResult {
     // is told the key moved on.
     let (engine, outbox, store, _) = idle_engine(Vec::new());
     let head = outbox.enqueue(keyed("chat"), NOW)?;
-    let claimed = outbox.claim_ready(NOW, 1)?;
+    let claimed = outbox.claim(NOW, 1).map(sync_outbox::Claim::detach)?;
     assert_eq!(claimed.len(), 1);
     let next = outbox.enqueue(keyed("chat"), NOW)?;
     engine.start(ManualClock::new(NOW))?;

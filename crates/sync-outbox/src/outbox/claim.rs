@@ -88,7 +88,7 @@ impl Claim {
     /// The claimed operations, no longer held: from now on an unrecorded one
     /// is taken back after the outbox's `inflight_timeout_ms`, like a claim
     /// whose sender may be gone. This is what
-    /// [`Outbox::claim_ready`](crate::Outbox::claim_ready) returns.
+    /// the deprecated `Outbox::claim_ready` returns.
     #[must_use]
     pub fn detach(mut self) -> Vec<Operation> {
         let ops = std::mem::take(&mut self.ops);
@@ -293,6 +293,10 @@ impl Outbox {
     /// # Errors
     ///
     /// As [`Outbox::claim`].
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `Outbox::claim` and keep the `Claim` while sending (no timeout takes it back); `claim(..)?.detach()` gives claims that time out"
+    )]
     pub fn claim_ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
         Ok(self.claim(now_ms, limit)?.detach())
     }

@@ -95,6 +95,47 @@ impl Outbox {
             .map(drop)
     }
 
+    /// Records what the server said about one sent operation and returns
+    /// the operation's new status: [`SendOutcome::Acknowledged`] as
+    /// [`Outbox::mark_done`]; [`SendOutcome::Failed`]: not `retryable`, or
+    /// its `attempt` was the policy's last, `Failed`, otherwise `Pending`
+    /// after the backoff (or `retry_after_ms`, when longer), `error` as
+    /// `last_error`; [`SendOutcome::Unanswered`]: `Pending`, no attempt used.
+    /// Durable on `Ok`.
+    ///
+    /// A late failure (the operation is no longer `InFlight`: its claim timed
+    /// out and it was requeued, or it is `Done` or `Failed` already) changes
+    /// nothing and returns the status the operation has: a stale answer never
+    /// undoes a newer state.
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
+    /// was never sent; [`OutboxError::Store`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, SendOutcome};
+    ///
+    /// let outbox = Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new()));
+    /// let id = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
+    /// let claim = outbox.claim(1, 10)?;
+    /// let busy = SendOutcome::Failed { error: "HTTP 429", retryable: true, retry_after_ms: Some(30_000) };
+    /// assert_eq!(outbox.record(&id, busy, 2)?, OperationStatus::Pending);
+    /// # drop(claim);
+    /// # Ok::<_, sync_outbox::OutboxError>(())
+    /// ```
+    pub fn record(
+        &self,
+        id: &str,
+        outcome: SendOutcome<'_>,
+        now_ms: i64,
+    ) -> Result<OperationStatus, OutboxError> {
+        self.record_one(id, outcome, now_ms)
+    }
+
     /// Records a failed send and returns the operation's new status.
     ///
     /// Not `retryable`, or its `attempt` was the policy's last: `Failed`.
@@ -111,6 +152,10 @@ impl Outbox {
     ///
     /// [`OutboxError::UnknownId`]; [`OutboxError::InvalidTransition`] if it
     /// was never sent; [`OutboxError::Store`].
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `Outbox::record(id, SendOutcome::Failed { error, retryable, retry_after_ms }, now)`: no positional flags"
+    )]
     pub fn mark_failed(
         &self,
         id: &str,
@@ -169,7 +214,7 @@ impl Outbox {
         results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
         now_ms: i64,
     ) -> Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError> {
-        self.record(results, now_ms, Write::Synced)
+        self.record_with(results, now_ms, Write::Synced)
     }
 
     /// Records results like [`Outbox::record_results`], but with the
@@ -192,7 +237,7 @@ impl Outbox {
         results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
         now_ms: i64,
     ) -> Result<Vec<Result<OperationStatus, OutboxError>>, OutboxError> {
-        self.record(results, now_ms, Write::Unsynced)
+        self.record_with(results, now_ms, Write::Unsynced)
     }
 
     /// Makes every change recorded so far as durable as the store's policy
@@ -207,7 +252,7 @@ impl Outbox {
         self.store.sync()
     }
 
-    fn record<'a>(
+    fn record_with<'a>(
         &self,
         results: impl IntoIterator<Item = (&'a str, SendOutcome<'a>)>,
         now_ms: i64,

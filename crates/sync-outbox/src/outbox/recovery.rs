@@ -14,7 +14,7 @@ impl Outbox {
     /// this outbox will record: at once for orphans (claims of a previous
     /// process, which the store's exclusive lock proves gone, and of dropped
     /// [`Claim`](crate::Claim)s), after `inflight_timeout_ms` for unheld
-    /// claims of [`Outbox::claim_ready`]. They become `Pending`, due at
+    /// detached claims ([`Claim::detach`](crate::Claim::detach)). They become `Pending`, due at
     /// `now_ms`, their attempt counted (`Failed` if that was their last
     /// attempt), with `last_error` saying so. Claims held by a live `Claim`
     /// are left alone. Finally brings pending operations scheduled more than

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::SendOutcome;
 use crate::memory_store::MemoryOutboxStore;
 
 type TestResult = Result<(), OutboxError>;
@@ -57,9 +58,20 @@ fn the_guides_scenario_has_exact_numbers() -> TestResult {
     );
     assert_eq!(enqueued.owner, "test");
 
-    assert_eq!(ids(&outbox.claim_ready(t0 + 1, 10)?), [id.as_str()]);
     assert_eq!(
-        outbox.mark_failed(&id, "network offline", true, None, t0 + 1)?,
+        ids(&outbox.claim(t0 + 1, 10).map(crate::Claim::detach)?),
+        [id.as_str()]
+    );
+    assert_eq!(
+        outbox.record(
+            &id,
+            SendOutcome::Failed {
+                error: "network offline",
+                retryable: true,
+                retry_after_ms: None
+            },
+            t0 + 1
+        )?,
         OperationStatus::Pending
     );
     let after = get(&store, &id)?;
@@ -68,16 +80,35 @@ fn the_guides_scenario_has_exact_numbers() -> TestResult {
     assert_eq!(after.next_retry_at_ms, t0 + 1 + 500);
 
     assert!(
-        outbox.claim_ready(t0 + 500, 10)?.is_empty(),
+        outbox
+            .claim(t0 + 500, 10)
+            .map(crate::Claim::detach)?
+            .is_empty(),
         "not due before next_retry_at_ms"
     );
-    outbox.claim_ready(t0 + 501, 10)?;
-    outbox.mark_failed(&id, "503", true, None, t0 + 501)?;
+    outbox.claim(t0 + 501, 10).map(crate::Claim::detach)?;
+    outbox.record(
+        &id,
+        SendOutcome::Failed {
+            error: "503",
+            retryable: true,
+            retry_after_ms: None,
+        },
+        t0 + 501,
+    )?;
     assert_eq!(get(&store, &id)?.next_retry_at_ms, t0 + 501 + 1000);
 
-    outbox.claim_ready(t0 + 1501, 10)?;
+    outbox.claim(t0 + 1501, 10).map(crate::Claim::detach)?;
     assert_eq!(
-        outbox.mark_failed(&id, "503", true, None, t0 + 1501)?,
+        outbox.record(
+            &id,
+            SendOutcome::Failed {
+                error: "503",
+                retryable: true,
+                retry_after_ms: None
+            },
+            t0 + 1501
+        )?,
         OperationStatus::Failed
     );
     let failed = get(&store, &id)?;
@@ -92,9 +123,17 @@ fn the_guides_scenario_has_exact_numbers() -> TestResult {
 fn success_after_a_retry_is_done() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
-    outbox.claim_ready(1, 10)?;
-    outbox.mark_failed(&id, "network offline", true, None, 1)?;
-    outbox.claim_ready(501, 10)?;
+    outbox.claim(1, 10).map(crate::Claim::detach)?;
+    outbox.record(
+        &id,
+        SendOutcome::Failed {
+            error: "network offline",
+            retryable: true,
+            retry_after_ms: None,
+        },
+        1,
+    )?;
+    outbox.claim(501, 10).map(crate::Claim::detach)?;
     outbox.mark_done(&id, 502)?;
     let done = get(&store, &id)?;
     assert_eq!(
@@ -108,13 +147,26 @@ fn success_after_a_retry_is_done() -> TestResult {
 fn permanent_failures_are_failed_at_once() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
-    outbox.claim_ready(0, 1)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
     assert_eq!(
-        outbox.mark_failed(&id, "400 bad request", false, None, 1)?,
+        outbox.record(
+            &id,
+            SendOutcome::Failed {
+                error: "400 bad request",
+                retryable: false,
+                retry_after_ms: None
+            },
+            1
+        )?,
         OperationStatus::Failed
     );
     assert_eq!(get(&store, &id)?.last_error, "400 bad request");
-    assert!(outbox.claim_ready(i64::MAX, 10)?.is_empty());
+    assert!(
+        outbox
+            .claim(i64::MAX, 10)
+            .map(crate::Claim::detach)?
+            .is_empty()
+    );
     Ok(())
 }
 
@@ -122,11 +174,27 @@ fn permanent_failures_are_failed_at_once() -> TestResult {
 fn a_longer_retry_after_wins_and_is_capped() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
-    outbox.claim_ready(0, 1)?;
-    outbox.mark_failed(&id, "429", true, Some(7_000), 10)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
+    outbox.record(
+        &id,
+        SendOutcome::Failed {
+            error: "429",
+            retryable: true,
+            retry_after_ms: Some(7_000),
+        },
+        10,
+    )?;
     assert_eq!(get(&store, &id)?.next_retry_at_ms, 7_010);
-    outbox.claim_ready(7_010, 1)?;
-    outbox.mark_failed(&id, "429", true, Some(10), 7_010)?;
+    outbox.claim(7_010, 1).map(crate::Claim::detach)?;
+    outbox.record(
+        &id,
+        SendOutcome::Failed {
+            error: "429",
+            retryable: true,
+            retry_after_ms: Some(10),
+        },
+        7_010,
+    )?;
     assert_eq!(
         get(&store, &id)?.next_retry_at_ms,
         7_010 + 1000,
@@ -138,8 +206,16 @@ fn a_longer_retry_after_wins_and_is_capped() -> TestResult {
         ..guide_retry()
     });
     let id = outbox.enqueue(op(None), 0)?;
-    outbox.claim_ready(0, 1)?;
-    outbox.mark_failed(&id, "429", true, Some(1_000_000), 0)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
+    outbox.record(
+        &id,
+        SendOutcome::Failed {
+            error: "429",
+            retryable: true,
+            retry_after_ms: Some(1_000_000),
+        },
+        0,
+    )?;
     assert_eq!(
         get(&store, &id)?.next_retry_at_ms,
         2_000,
@@ -176,7 +252,15 @@ fn illegal_transitions_unknown_and_duplicate_ids_are_errors() -> TestResult {
         })
     ));
     assert!(matches!(
-        outbox.mark_failed(&id, "x", true, None, 1),
+        outbox.record(
+            &id,
+            SendOutcome::Failed {
+                error: "x",
+                retryable: true,
+                retry_after_ms: None
+            },
+            1
+        ),
         Err(OutboxError::InvalidTransition { .. })
     ));
     assert!(matches!(
@@ -189,14 +273,22 @@ fn illegal_transitions_unknown_and_duplicate_ids_are_errors() -> TestResult {
         "a refused transition changes nothing"
     );
 
-    outbox.claim_ready(0, 1)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
     outbox.mark_done(&id, 1)?;
     let done = get(&store, &id)?;
     // A second result for a Done operation is a late answer: no error, and
     // it changes nothing.
     outbox.mark_done(&id, 2)?;
     assert_eq!(
-        outbox.mark_failed(&id, "x", false, None, 2)?,
+        outbox.record(
+            &id,
+            SendOutcome::Failed {
+                error: "x",
+                retryable: false,
+                retry_after_ms: None
+            },
+            2
+        )?,
         OperationStatus::Done
     );
     assert_eq!(get(&store, &id)?, done, "a late result changes nothing");
@@ -245,13 +337,19 @@ fn claim_orders_by_due_time_then_enqueue_order_and_limits() -> TestResult {
     let b = outbox.enqueue(op(None), 5)?;
     let c = outbox.enqueue(op(None), 5)?;
     let d = outbox.enqueue(op(None), 20)?;
-    assert_eq!(ids(&outbox.claim_ready(10, 2)?), [b.as_str(), c.as_str()]);
     assert_eq!(
-        ids(&outbox.claim_ready(10, 10)?),
+        ids(&outbox.claim(10, 2).map(crate::Claim::detach)?),
+        [b.as_str(), c.as_str()]
+    );
+    assert_eq!(
+        ids(&outbox.claim(10, 10).map(crate::Claim::detach)?),
         [a.as_str()],
         "claimed ops are not claimed twice"
     );
-    assert_eq!(ids(&outbox.claim_ready(20, 10)?), [d.as_str()]);
+    assert_eq!(
+        ids(&outbox.claim(20, 10).map(crate::Claim::detach)?),
+        [d.as_str()]
+    );
     Ok(())
 }
 
@@ -259,7 +357,7 @@ fn claim_orders_by_due_time_then_enqueue_order_and_limits() -> TestResult {
 fn attempt_is_persisted_with_the_claim() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
-    let claimed = outbox.claim_ready(0, 1)?;
+    let claimed = outbox.claim(0, 1).map(crate::Claim::detach)?;
     assert_eq!(claimed[0].attempt, 1);
     assert_eq!(
         get(&store, &id)?,
@@ -278,21 +376,43 @@ fn per_key_fifo_and_failed_ops_do_not_block() -> TestResult {
     let free = outbox.enqueue(op(None), 0)?;
     let other = outbox.enqueue(op(Some("other")), 0)?;
     assert_eq!(
-        ids(&outbox.claim_ready(0, 10)?),
+        ids(&outbox.claim(0, 10).map(crate::Claim::detach)?),
         [k1.as_str(), free.as_str(), other.as_str()]
     );
     assert!(
-        outbox.claim_ready(0, 10)?.is_empty(),
+        outbox.claim(0, 10).map(crate::Claim::detach)?.is_empty(),
         "k2 waits while k1 is in flight"
     );
 
     // A retry keeps k1 first: k2 still waits, even though it is due earlier.
-    outbox.mark_failed(&k1, "503", true, None, 0)?;
-    assert!(outbox.claim_ready(100, 10)?.is_empty());
-    assert_eq!(ids(&outbox.claim_ready(500, 10)?), [k1.as_str()]);
+    outbox.record(
+        &k1,
+        SendOutcome::Failed {
+            error: "503",
+            retryable: true,
+            retry_after_ms: None,
+        },
+        0,
+    )?;
+    assert!(outbox.claim(100, 10).map(crate::Claim::detach)?.is_empty());
+    assert_eq!(
+        ids(&outbox.claim(500, 10).map(crate::Claim::detach)?),
+        [k1.as_str()]
+    );
     // A permanent failure releases the key: no poison-message stall.
-    outbox.mark_failed(&k1, "400", false, None, 500)?;
-    assert_eq!(ids(&outbox.claim_ready(500, 10)?), [k2.as_str()]);
+    outbox.record(
+        &k1,
+        SendOutcome::Failed {
+            error: "400",
+            retryable: false,
+            retry_after_ms: None,
+        },
+        500,
+    )?;
+    assert_eq!(
+        ids(&outbox.claim(500, 10).map(crate::Claim::detach)?),
+        [k2.as_str()]
+    );
     Ok(())
 }
 
@@ -304,11 +424,11 @@ fn blocked_ops_do_not_starve_the_claim_window() -> TestResult {
     }
     let free = outbox.enqueue(op(None), 0)?;
     assert_eq!(
-        outbox.claim_ready(0, 2)?.len(),
+        outbox.claim(0, 2).map(crate::Claim::detach)?.len(),
         2,
         "the head of chat and the free op"
     );
-    let again = outbox.claim_ready(0, 2)?;
+    let again = outbox.claim(0, 2).map(crate::Claim::detach)?;
     assert!(again.is_empty(), "{:?}", ids(&again));
     assert!(
         outbox
@@ -323,7 +443,7 @@ fn blocked_ops_do_not_starve_the_claim_window() -> TestResult {
 fn stale_in_flight_ops_come_back() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
-    outbox.claim_ready(0, 1)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
     assert_eq!(
         outbox.recover(9_999)?,
         RecoveryReport::default(),
@@ -347,11 +467,24 @@ fn stale_in_flight_ops_come_back() -> TestResult {
     assert!(back.last_error.contains("interrupted"));
 
     // claim_ready's unheld claims time out; the last attempt's makes it Failed.
-    restarted.claim_ready(10_000, 1)?;
-    restarted.mark_failed(&id, "503", true, None, 10_000)?;
-    restarted.claim_ready(20_000, 1)?;
+    restarted.claim(10_000, 1).map(crate::Claim::detach)?;
+    restarted.record(
+        &id,
+        SendOutcome::Failed {
+            error: "503",
+            retryable: true,
+            retry_after_ms: None,
+        },
+        10_000,
+    )?;
+    restarted.claim(20_000, 1).map(crate::Claim::detach)?;
     assert_eq!(get(&store, &id)?.attempt, 3);
-    assert!(restarted.claim_ready(30_000, 1)?.is_empty());
+    assert!(
+        restarted
+            .claim(30_000, 1)
+            .map(crate::Claim::detach)?
+            .is_empty()
+    );
     let failed = get(&store, &id)?;
     assert_eq!(failed.status, OperationStatus::Failed);
     assert!(failed.attempt <= 3);
@@ -362,15 +495,25 @@ fn stale_in_flight_ops_come_back() -> TestResult {
 fn times_far_ahead_are_pulled_back() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
-    outbox.claim_ready(0, 1)?;
-    outbox.mark_failed(&id, "503", true, Some(200_000), 1_000_000_000)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
+    outbox.record(
+        &id,
+        SendOutcome::Failed {
+            error: "503",
+            retryable: true,
+            retry_after_ms: Some(200_000),
+        },
+        1_000_000_000,
+    )?;
     // The wall clock jumps back by a day.
     let now = 1_000_000_000 - 86_400_000;
     let restarted = Outbox::new(outbox.config().clone(), store.clone());
     assert_eq!(restarted.recover(now)?.rescheduled, 1);
     assert_eq!(get(&store, &id)?.next_retry_at_ms, now + 300_000);
     assert_eq!(
-        ids(&restarted.claim_ready(now + 300_000, 1)?),
+        ids(&restarted
+            .claim(now + 300_000, 1)
+            .map(crate::Claim::detach)?),
         [id.as_str()]
     );
     Ok(())
@@ -392,7 +535,7 @@ fn coalescing_replaces_only_never_claimed_ops() -> TestResult {
     assert_eq!(get(&store, &first)?.payload, r#"{"text":"ab"}"#);
     assert_eq!(store.load_all()?.len(), 1);
 
-    outbox.claim_ready(1, 1)?;
+    outbox.claim(1, 1).map(crate::Claim::detach)?;
     let second = outbox.enqueue(draft("abc"), 2)?;
     assert_ne!(
         second, first,
@@ -408,9 +551,17 @@ fn housekeeping_retry_discard_purge_list_stats() -> TestResult {
     let done = outbox.enqueue(op(None), 0)?;
     let failed = outbox.enqueue(op(None), 1)?;
     let pending = outbox.enqueue(op(None), 2)?;
-    outbox.claim_ready(1, 2)?;
+    outbox.claim(1, 2).map(crate::Claim::detach)?;
     outbox.mark_done(&done, 10)?;
-    outbox.mark_failed(&failed, "400", false, None, 10)?;
+    outbox.record(
+        &failed,
+        SendOutcome::Failed {
+            error: "400",
+            retryable: false,
+            retry_after_ms: None,
+        },
+        10,
+    )?;
 
     let stats = outbox.stats()?;
     assert_eq!(
@@ -440,7 +591,10 @@ fn housekeeping_retry_discard_purge_list_stats() -> TestResult {
     assert_eq!(store.get(&done)?, None);
     outbox.discard(&pending)?;
     assert_eq!(store.get(&pending)?, None);
-    assert_eq!(ids(&outbox.claim_ready(20, 10)?), [failed.as_str()]);
+    assert_eq!(
+        ids(&outbox.claim(20, 10).map(crate::Claim::detach)?),
+        [failed.as_str()]
+    );
     Ok(())
 }
 
@@ -448,18 +602,21 @@ fn housekeeping_retry_discard_purge_list_stats() -> TestResult {
 fn a_new_outbox_continues_seq_and_key_order_from_the_store() -> TestResult {
     let (outbox, store) = outbox();
     let k1 = outbox.enqueue(op(Some("k")), 0)?;
-    outbox.claim_ready(0, 1)?;
+    outbox.claim(0, 1).map(crate::Claim::detach)?;
     let restarted = Outbox::new(outbox.config().clone(), store.clone());
     let k2 = restarted.enqueue(op(Some("k")), 0)?;
     assert!(get(&store, &k2)?.seq > get(&store, &k1)?.seq);
     assert_eq!(
-        ids(&restarted.claim_ready(0, 10)?),
+        ids(&restarted.claim(0, 10).map(crate::Claim::detach)?),
         [k1.as_str()],
         "k1, orphaned by the restart, is sent again first; k2 waits behind it"
     );
     assert_eq!(get(&store, &k1)?.attempt, 2);
     restarted.mark_done(&k1, 1)?;
-    assert_eq!(ids(&restarted.claim_ready(1, 10)?), [k2.as_str()]);
+    assert_eq!(
+        ids(&restarted.claim(1, 10).map(crate::Claim::detach)?),
+        [k2.as_str()]
+    );
     Ok(())
 }
 
@@ -515,7 +672,7 @@ fn a_claim_half_stored_by_a_failing_store_comes_back() -> TestResult {
     let a = outbox.enqueue(op(None), 0)?;
     let b = outbox.enqueue(op(None), 0)?;
     assert!(matches!(
-        outbox.claim_ready(0, 2),
+        outbox.claim(0, 2).map(crate::Claim::detach),
         Err(OutboxError::Store { .. })
     ));
     assert_eq!(
@@ -524,7 +681,7 @@ fn a_claim_half_stored_by_a_failing_store_comes_back() -> TestResult {
     );
     // Without a recover call: the half-stored claim of `a` was never handed
     // out, so the next claim finds it orphaned and requeues it at once.
-    let again = outbox.claim_ready(50, 10)?;
+    let again = outbox.claim(50, 10).map(crate::Claim::detach)?;
     assert_eq!(ids(&again), [b.as_str(), a.as_str()]);
     assert_eq!(
         again[1].attempt, 2,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sync_outbox::{
     Correction, MemoryOutboxStore, Operation, OperationStatus, OrderingMode, Outbox, OutboxConfig,
-    OutboxError, OutboxStore,
+    OutboxError, OutboxStore, SendOutcome,
 };
 
 type TestResult = Result<(), OutboxError>;
@@ -51,7 +51,15 @@ fn failed_create(outbox: &Outbox) -> Result<String, OutboxError> {
     outbox.enqueue(note("edit-2"), 0)?;
     let claim = outbox.claim(1, 10)?;
     assert_eq!(claim.len(), 1, "per-key order: the create alone");
-    outbox.mark_failed(&create, REFUSED, false, None, 2)?;
+    outbox.record(
+        &create,
+        SendOutcome::Failed {
+            error: REFUSED,
+            retryable: false,
+            retry_after_ms: None,
+        },
+        2,
+    )?;
     drop(claim);
     Ok(create)
 }
@@ -105,7 +113,15 @@ fn an_operation_overrides_the_outbox_ordering_either_way() -> TestResult {
     )?;
     outbox.enqueue(note("edit-1"), 0)?;
     let claim = outbox.claim(1, 10)?;
-    outbox.mark_failed(&create, REFUSED, false, None, 2)?;
+    outbox.record(
+        &create,
+        SendOutcome::Failed {
+            error: REFUSED,
+            retryable: false,
+            retry_after_ms: None,
+        },
+        2,
+    )?;
     drop(claim);
     assert!(send_all(&outbox, 3)?.is_empty());
 
@@ -121,7 +137,15 @@ fn an_operation_overrides_the_outbox_ordering_either_way() -> TestResult {
     )?;
     outbox.enqueue(note("edit-1"), 0)?;
     let claim = outbox.claim(1, 10)?;
-    outbox.mark_failed(&create, REFUSED, false, None, 2)?;
+    outbox.record(
+        &create,
+        SendOutcome::Failed {
+            error: REFUSED,
+            retryable: false,
+            retry_after_ms: None,
+        },
+        2,
+    )?;
     drop(claim);
     assert_eq!(send_all(&outbox, 3)?, ["edit-1"]);
     Ok(())
@@ -166,7 +190,15 @@ fn a_corrected_dead_letter_goes_first_under_a_new_key_with_the_old_kept() -> Tes
     assert_eq!(sent.idempotency_key(), key);
     assert_eq!(sent.attempt, 1, "attempts start again");
     // Refused again, corrected again: the next key, both old ones kept.
-    outbox.mark_failed(&create, REFUSED, false, None, 5)?;
+    outbox.record(
+        &create,
+        SendOutcome::Failed {
+            error: REFUSED,
+            retryable: false,
+            retry_after_ms: None,
+        },
+        5,
+    )?;
     drop(claim);
     let key = outbox.correct(
         &create,
@@ -208,7 +240,15 @@ fn only_dead_letters_and_unsent_operations_can_be_corrected() -> TestResult {
             ..
         })
     ));
-    outbox.mark_failed(&unsent, "HTTP 503", true, None, 4)?;
+    outbox.record(
+        &unsent,
+        SendOutcome::Failed {
+            error: "HTTP 503",
+            retryable: true,
+            retry_after_ms: None,
+        },
+        4,
+    )?;
     drop(claim);
     // Sent and waiting for its retry: its result may still be stored under the old key.
     assert!(matches!(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sync_outbox::{
     Correction, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStats,
-    OutboxStore, RetryPolicy, StatsWatch,
+    OutboxStore, RetryPolicy, SendOutcome, StatsWatch,
 };
 
 fn outbox() -> Outbox {
@@ -68,7 +68,15 @@ fn every_write_that_changes_the_counts_is_seen_and_others_are_not()
     // A dead letter: failed, corrected, discarded.
     let bad = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 30)?;
     let claim = outbox.claim(31, 10)?;
-    outbox.mark_failed(&bad, "HTTP 422", false, None, 32)?;
+    outbox.record(
+        &bad,
+        SendOutcome::Failed {
+            error: "HTTP 422",
+            retryable: false,
+            retry_after_ms: None,
+        },
+        32,
+    )?;
     drop(claim);
     // Changes in between are merged: the watch sees the latest counts.
     assert_eq!(counts(next(&mut watch)?), (0, 0, 0, 1));

@@ -379,7 +379,8 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
             }
             Step::Claim { limit } => {
                 let got = outbox
-                    .claim_ready(now, *limit)
+                    .claim(now, *limit)
+                    .map(sync_outbox::Claim::detach)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 never_past_the_window(&got, now)?;
                 let got: Vec<String> = got.into_iter().map(|op| op.id).collect();
@@ -430,7 +431,15 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                             model_done(model_op);
                         } else {
                             let got = outbox
-                                .mark_failed(&op.id, "503", true, None, now)
+                                .record(
+                                    &op.id,
+                                    SendOutcome::Failed {
+                                        error: "503",
+                                        retryable: true,
+                                        retry_after_ms: None,
+                                    },
+                                    now,
+                                )
                                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
                             model_fail(model_op, true, None, now);
                             prop_assert_eq!(got, model_op.status);
@@ -471,7 +480,15 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                         model_done(model_op);
                     } else {
                         let got = outbox
-                            .mark_failed(&id, "late", false, None, now)
+                            .record(
+                                &id,
+                                SendOutcome::Failed {
+                                    error: "late",
+                                    retryable: false,
+                                    retry_after_ms: None,
+                                },
+                                now,
+                            )
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         prop_assert_eq!(got, model_op.status, "a late failure changes nothing");
                     }
@@ -520,7 +537,15 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
             } => {
                 if let Some(id) = pick(&model.unheld_in_flight(), *n) {
                     let got = outbox
-                        .mark_failed(&id, "boom", *retryable, *retry_after, now)
+                        .record(
+                            &id,
+                            SendOutcome::Failed {
+                                error: "boom",
+                                retryable: *retryable,
+                                retry_after_ms: *retry_after,
+                            },
+                            now,
+                        )
                         .map_err(|e| TestCaseError::fail(e.to_string()))?;
                     if let Some(op) = model.ops.get_mut(&id) {
                         model_fail(op, *retryable, *retry_after, now);

@@ -58,14 +58,16 @@ fn rows_and_operations_commit_together_and_the_outbox_knows_them() -> TestResult
     assert_eq!(store.load_all()?.len(), 2);
     // Per-key order: the second waits for the first.
     let claimed: Vec<String> = outbox
-        .claim_ready(1_001, 10)?
+        .claim(1_001, 10)
+        .map(sync_outbox::Claim::detach)?
         .into_iter()
         .map(|op| op.id)
         .collect();
     assert_eq!(claimed, std::slice::from_ref(&ids.0));
     outbox.mark_done(&ids.0, 1_002)?;
     let claimed: Vec<String> = outbox
-        .claim_ready(1_003, 10)?
+        .claim(1_003, 10)
+        .map(sync_outbox::Claim::detach)?
         .into_iter()
         .map(|op| op.id)
         .collect();
@@ -99,7 +101,8 @@ fn a_rollback_leaves_no_row_no_operation_and_the_indexes_as_they_were() -> TestR
     // The key is free: a plain enqueue on n1 is claimable at once.
     let id = outbox.enqueue(note_op("n1", "kept"), 1_000)?;
     let claimed: Vec<String> = outbox
-        .claim_ready(1_001, 10)?
+        .claim(1_001, 10)
+        .map(sync_outbox::Claim::detach)?
         .into_iter()
         .map(|op| op.id)
         .collect();
@@ -125,7 +128,7 @@ fn coalescing_inside_a_transaction_updates_the_unsent_operation() -> TestResult 
     let mut tx = store.transaction(&outbox)?;
     assert_eq!(tx.enqueue(draft("abc"), 2)?, first);
     drop(tx);
-    let sent = outbox.claim_ready(3, 10)?;
+    let sent = outbox.claim(3, 10).map(sync_outbox::Claim::detach)?;
     assert_eq!((sent.len(), sent[0].payload.as_str()), (1, "ab"));
     Ok(())
 }
@@ -153,7 +156,7 @@ fn the_app_can_read_its_queue_with_plain_sql() -> TestResult {
         tx.enqueue(Operation::new("k", "/t", "{}"), 0)?;
         tx.enqueue(Operation::new("k", "/t", "{}"), 0)
     })?;
-    let claimed = outbox.claim_ready(1, 1)?;
+    let claimed = outbox.claim(1, 1).map(sync_outbox::Claim::detach)?;
     outbox.mark_done(&claimed[0].id, 2)?;
     let conn = rusqlite::Connection::open(dir.path().join("app.db"))?;
     let pending: i64 = conn.query_row(

@@ -102,7 +102,7 @@ fn a_slow_server_gets_each_key_once_from_two_senders() -> TestResult {
     let engine = SyncEngine::new(
         SyncEngineConfig {
             worker_count: 2,
-            inflight_timeout_ms: 10,
+            detached_claim_recheck_ms: 10,
             ..SyncEngineConfig::default()
         },
         outbox.clone(),

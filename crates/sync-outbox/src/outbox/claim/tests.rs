@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use crate::memory_store::MemoryOutboxStore;
-use crate::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxError, OutboxStore};
+use crate::{
+    Operation, OperationStatus, Outbox, OutboxConfig, OutboxError, OutboxStore, SendOutcome,
+};
 
 type TestResult = Result<(), OutboxError>;
 
@@ -132,7 +134,7 @@ fn late_results_keep_the_ack_and_never_undo_a_newer_state() -> TestResult {
     // A late ack after the claim timed out and went back to Pending: Done.
     let acked = outbox.enqueue(op(Some("k")), 0)?;
     let queued = outbox.enqueue(op(Some("k")), 0)?;
-    let first = outbox.claim_ready(0, 10)?;
+    let first = outbox.claim(0, 10).map(crate::Claim::detach)?;
     assert_eq!(ids(&first), [acked.as_str()]);
     assert_eq!(outbox.recover(TIMEOUT_MS)?.requeued, 1);
     assert_eq!(status(&store, &acked), Some(OperationStatus::Pending));
@@ -140,18 +142,26 @@ fn late_results_keep_the_ack_and_never_undo_a_newer_state() -> TestResult {
     assert_eq!(status(&store, &acked), Some(OperationStatus::Done));
     // ... and the key moves on.
     assert_eq!(
-        ids(&outbox.claim_ready(TIMEOUT_MS + 1, 10)?),
+        ids(&outbox.claim(TIMEOUT_MS + 1, 10).map(crate::Claim::detach)?),
         [queued.as_str()]
     );
 
     // A late failure after the claim timed out and went back to Pending:
     // ignored, the op keeps its newer state.
     let late_fail = outbox.enqueue(op(None), 200)?;
-    outbox.claim_ready(200, 10)?;
+    outbox.claim(200, 10).map(crate::Claim::detach)?;
     outbox.recover(200 + TIMEOUT_MS)?;
     let pending = store.get(&late_fail)?;
     assert_eq!(
-        outbox.mark_failed(&late_fail, "503", false, None, 400)?,
+        outbox.record(
+            &late_fail,
+            SendOutcome::Failed {
+                error: "503",
+                retryable: false,
+                retry_after_ms: None
+            },
+            400
+        )?,
         OperationStatus::Pending,
         "a late failure reports the status it found"
     );
@@ -171,7 +181,7 @@ fn late_results_keep_the_ack_and_never_undo_a_newer_state() -> TestResult {
         store_last.clone(),
     );
     let id = last.enqueue(op(None), 0)?;
-    last.claim_ready(0, 1)?;
+    last.claim(0, 1).map(crate::Claim::detach)?;
     assert_eq!(last.recover(TIMEOUT_MS)?.failed, 1);
     last.mark_done(&id, TIMEOUT_MS + 1)?;
     assert_eq!(status(&store_last, &id), Some(OperationStatus::Done));
@@ -228,8 +238,24 @@ fn every_change_that_makes_work_claimable_notifies() -> TestResult {
     let [keyed, drafted] = ids_now.as_slice() else {
         panic!("expected two claims, got {ids_now:?}");
     };
-    outbox.mark_failed(keyed, "422", false, None, 2)?;
-    outbox.mark_failed(drafted, "503", true, None, 2)?;
+    outbox.record(
+        keyed,
+        SendOutcome::Failed {
+            error: "422",
+            retryable: false,
+            retry_after_ms: None,
+        },
+        2,
+    )?;
+    outbox.record(
+        drafted,
+        SendOutcome::Failed {
+            error: "503",
+            retryable: true,
+            retry_after_ms: None,
+        },
+        2,
+    )?;
     drop(claim);
     outbox.retry_failed(keyed, 3)?;
     let n = expect("retry_failed", n);
@@ -305,7 +331,10 @@ fn a_failed_reload_does_not_turn_live_claims_into_orphans() -> TestResult {
     };
     let outbox = Outbox::new(config, store.clone());
     let id = outbox.enqueue(op(None), 0)?;
-    assert_eq!(ids(&outbox.claim_ready(0, 1)?), [id.as_str()]);
+    assert_eq!(
+        ids(&outbox.claim(0, 1).map(crate::Claim::detach)?),
+        [id.as_str()]
+    );
     store.fail_loads.store(true, SeqCst);
     assert!(outbox.recover(1).is_err());
     store.fail_loads.store(false, SeqCst);
@@ -346,7 +375,7 @@ fn claim_ready_tells_sleepers_about_the_new_expiry() -> TestResult {
     outbox.enqueue(op(None), 0)?;
     let calls = counter(&outbox);
     let before = calls.load(SeqCst);
-    assert_eq!(outbox.claim_ready(0, 10)?.len(), 1);
+    assert_eq!(outbox.claim(0, 10).map(crate::Claim::detach)?.len(), 1);
     assert!(calls.load(SeqCst) > before);
     Ok(())
 }

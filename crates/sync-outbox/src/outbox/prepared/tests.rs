@@ -18,7 +18,8 @@ fn keyed(key: &str) -> Operation {
 
 fn claimed(outbox: &Outbox, now: i64) -> Result<Vec<String>, OutboxError> {
     Ok(outbox
-        .claim_ready(now, 10)?
+        .claim(now, 10)
+        .map(crate::Claim::detach)?
         .into_iter()
         .map(|op| op.id)
         .collect())
@@ -126,7 +127,7 @@ fn an_operation_being_coalesced_into_is_not_claimed_until_the_commit() -> Result
     );
     store.put(update.operation())?;
     let _ = update.committed();
-    let sent = outbox.claim_ready(3, 10)?;
+    let sent = outbox.claim(3, 10).map(crate::Claim::detach)?;
     assert_eq!(sent.len(), 1);
     assert_eq!(
         (sent[0].id.as_str(), sent[0].payload.as_str()),
@@ -149,7 +150,7 @@ fn an_operation_being_coalesced_into_is_not_claimed_until_the_commit() -> Result
         5,
     )?;
     drop(rolled_back);
-    let sent = outbox.claim_ready(6, 10)?;
+    let sent = outbox.claim(6, 10).map(crate::Claim::detach)?;
     assert_eq!(
         (sent[0].id.as_str(), sent[0].payload.as_str()),
         (other.as_str(), "x")
