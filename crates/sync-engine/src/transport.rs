@@ -2,7 +2,7 @@
 //! server, [`SendResult`], what one send came to, and [`ResultSink`], where
 //! a transport reports each result as it arrives.
 
-use sync_outbox::{Delivery, Operation};
+use sync_outbox::{Delivery, Operation, SendOutcome};
 
 /// What one send came to.
 ///
@@ -111,6 +111,40 @@ impl SendResult {
         Self {
             unanswered: Some(Delivery::Unknown),
             ..Self::retryable(error)
+        }
+    }
+
+    /// What this result means for the operation, as the outbox records it:
+    /// one of [`SendOutcome`]'s cases, where no impossible state (an `ok`
+    /// that is also a failure) can be said. The engine reads every result
+    /// through this.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_engine::SendResult;
+    /// use sync_outbox::{Delivery, SendOutcome};
+    ///
+    /// assert_eq!(SendResult::ok().outcome(), SendOutcome::Acknowledged);
+    /// assert!(matches!(
+    ///     SendResult::not_sent("refused").outcome(),
+    ///     SendOutcome::Unanswered { delivery: Delivery::NotSent, .. }
+    /// ));
+    /// ```
+    #[must_use]
+    pub fn outcome(&self) -> SendOutcome<'_> {
+        match (self.ok, self.unanswered) {
+            (true, _) => SendOutcome::Acknowledged,
+            (false, Some(delivery)) => SendOutcome::Unanswered {
+                error: &self.error,
+                delivery,
+                retry_after_ms: self.retry_after_ms,
+            },
+            (false, None) => SendOutcome::Failed {
+                error: &self.error,
+                retryable: self.retryable,
+                retry_after_ms: self.retry_after_ms,
+            },
         }
     }
 

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use sync_outbox::{Claim, Operation, OperationStatus, Outbox, OutboxError, SendOutcome};
+use sync_outbox::{Claim, Operation, OperationStatus, Outbox, OutboxError};
 
 use crate::error::{EngineError, SyncStep};
 use crate::observer::SyncObserver;
@@ -223,8 +223,7 @@ impl WorkerCore {
             return;
         }
         let outcomes = taken.iter().filter_map(|(index, result)| {
-            ops.get(*index)
-                .map(|op| (op.id.as_str(), outcome_of(result)))
+            ops.get(*index).map(|op| (op.id.as_str(), result.outcome()))
         });
         let recorded = self.outbox.record_results_unsynced(outcomes, now_ms);
         self.count(ops, &taken, recorded, &mut batch.first_error);
@@ -291,8 +290,7 @@ impl WorkerCore {
                 .collect();
             let ops = claim.ops();
             let outcomes = taken.iter().filter_map(|(index, result)| {
-                ops.get(*index)
-                    .map(|op| (op.id.as_str(), outcome_of(result)))
+                ops.get(*index).map(|op| (op.id.as_str(), result.outcome()))
             });
             let recorded = self.outbox.record_results(outcomes, now_ms);
             self.count(ops, &taken, recorded, &mut batch.first_error);
@@ -385,23 +383,6 @@ pub(crate) fn step_error(step: SyncStep, id: Option<&str>, source: OutboxError) 
         step,
         id: id.map(str::to_owned),
         source,
-    }
-}
-
-/// A transport's result as the outbox records it.
-fn outcome_of(result: &SendResult) -> SendOutcome<'_> {
-    match (result.ok, result.unanswered) {
-        (true, _) => SendOutcome::Acknowledged,
-        (false, Some(delivery)) => SendOutcome::Unanswered {
-            error: &result.error,
-            delivery,
-            retry_after_ms: result.retry_after_ms,
-        },
-        (false, None) => SendOutcome::Failed {
-            error: &result.error,
-            retryable: result.retryable,
-            retry_after_ms: result.retry_after_ms,
-        },
     }
 }
 
