@@ -15,7 +15,7 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 use sync_wal::SyncPolicy;
@@ -28,7 +28,7 @@ fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
     match kind {
         "baseline-memory" => Arc::new(MemoryOutboxStore::new()),
         "json" => Arc::new(
-            FileOutboxStore::open(FileOutboxStoreConfig {
+            JsonOutboxStore::open(JsonOutboxStoreConfig {
                 file_path: dir.join("outbox.json"),
                 pretty_json: false,
             })

@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new("./build/sync-example");
     reset_dir(dir)?;
 
-    let store = Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+    let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
         file_path: dir.join("outbox.json"),
         pretty_json: true,
     })?);
@@ -124,8 +124,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("[worker] processed: {processed_online}");
 
     if let Some(op) = store.get(&id)? {
-        // The status by name, with its index in `count_by_status` (0 pending,
-        // 1 in flight, 2 done, 3 failed).
+        // The status by name, with its index (0 pending, 1 in flight, 2 done,
+        // 3 failed).
         println!(
             "[outbox] final status: {:?} ({})",
             op.status,

@@ -12,7 +12,7 @@
 //! | [`wal_frames`] | `sync_wal::format::decode_frame` on a byte slice |
 //! | [`wal_log`] | a segment file read by `WalInspector` and recovered by `Wal::open` |
 //! | [`snapshot`] | `sync_store_file::snapshot::Snapshot::decode` |
-//! | [`json_store`] | a JSON store file loaded by `FileOutboxStore` |
+//! | [`json_store`] | a JSON store file loaded by `JsonOutboxStore` |
 //!
 //! A target panics (which libFuzzer reports as a crash) exactly when an
 //! invariant is broken.
@@ -24,7 +24,7 @@ use std::path::Path;
 
 use sync_outbox::{Operation, OutboxStore};
 use sync_store_file::snapshot::Snapshot;
-use sync_store_file::{FileOutboxStore, FileOutboxStoreConfig};
+use sync_store_file::{JsonOutboxStore, JsonOutboxStoreConfig};
 use sync_wal::format::{FRAME_HEADER_LEN, decode_frame, encode_frame};
 use sync_wal::{RecordType, Wal, WalConfig, WalInspector, WalRecord};
 
@@ -135,29 +135,29 @@ pub fn json_store(data: &[u8]) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("outbox.json");
     fs::write(&path, data).expect("write the store file");
-    let config = FileOutboxStoreConfig {
+    let config = JsonOutboxStoreConfig {
         file_path: path.clone(),
         pretty_json: false,
     };
-    let loaded = FileOutboxStore::load_read_only(&path);
+    let loaded = JsonOutboxStore::load_read_only(&path);
     assert_eq!(read(&path), data, "a read-only load changed the file");
     let Ok(loaded) = loaded else {
         assert!(
-            FileOutboxStore::open(config).is_err(),
+            JsonOutboxStore::open(config).is_err(),
             "open accepted what load refused"
         );
         assert_eq!(read(&path), data, "a refused file was changed");
         return;
     };
     let mut before = loaded.load_all().expect("memory store");
-    let store = FileOutboxStore::open(config.clone()).expect("open accepts what load accepted");
+    let store = JsonOutboxStore::open(config.clone()).expect("open accepts what load accepted");
     let mut op = Operation::new("fuzz", "/fuzz", "{}");
     op.id = "fuzz-added-op".into();
     // An id already in the file is replaced; otherwise the op is added.
     before.retain(|o| o.id != op.id);
     store.put(&op).expect("a change to a loaded store");
     drop(store);
-    let mut after = FileOutboxStore::open(config)
+    let mut after = JsonOutboxStore::open(config)
         .expect("the rewritten file reopens")
         .load_all()
         .expect("memory store");

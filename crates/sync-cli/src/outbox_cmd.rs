@@ -10,7 +10,7 @@ use sync_outbox::{
     MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
 };
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
@@ -88,7 +88,7 @@ fn open_read_only(path: &Path) -> Result<MemoryOutboxStore, Failure> {
     } else if is_sqlite(path) {
         SqliteOutboxStore::load_read_only(path)?
     } else {
-        FileOutboxStore::load_read_only(path)?
+        JsonOutboxStore::load_read_only(path)?
     })
 }
 
@@ -108,7 +108,7 @@ fn open_writable(path: &Path) -> Result<Outbox, Failure> {
     } else if is_sqlite(path) {
         Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(path))?)
     } else {
-        Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+        Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
             file_path: path.to_path_buf(),
             pretty_json: true,
         })?)

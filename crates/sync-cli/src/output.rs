@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 
 use sync_outbox::OutboxError;
-use sync_store_file::StoreError;
+use sync_store_file::FileStoreError;
 use sync_store_sqlite::SqliteStoreError;
 use sync_wal::WalError;
 
@@ -72,14 +72,14 @@ impl From<WalError> for Failure {
     }
 }
 
-impl From<StoreError> for Failure {
-    fn from(error: StoreError) -> Self {
+impl From<FileStoreError> for Failure {
+    fn from(error: FileStoreError) -> Self {
         match error {
-            StoreError::Locked { path, holder } => locked(&path, &holder),
-            StoreError::Wal(wal) => wal.into(),
-            e @ (StoreError::Corrupt { .. }
-            | StoreError::CorruptSnapshot { .. }
-            | StoreError::CorruptRecord { .. }) => Self::Corrupt(e.to_string()),
+            FileStoreError::Locked { path, holder } => locked(&path, &holder),
+            FileStoreError::Wal(wal) => wal.into(),
+            e @ (FileStoreError::Corrupt { .. }
+            | FileStoreError::CorruptSnapshot { .. }
+            | FileStoreError::CorruptRecord { .. }) => Self::Corrupt(e.to_string()),
             other => Self::Failed(chain(&other)),
         }
     }
@@ -100,7 +100,7 @@ impl From<SqliteStoreError> for Failure {
 impl From<OutboxError> for Failure {
     fn from(error: OutboxError) -> Self {
         match error {
-            OutboxError::Store { source } => match source.downcast::<StoreError>() {
+            OutboxError::Store { source } => match source.downcast::<FileStoreError>() {
                 Ok(store) => (*store).into(),
                 Err(other) => match other.downcast::<SqliteStoreError>() {
                     Ok(sqlite) => (*sqlite).into(),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 use sync_wal::SyncPolicy;
@@ -61,7 +61,7 @@ fn writer(kind: &str, path: &Path) -> Result<(), Error> {
             compact_ratio: 0.0,
             ..WalOutboxStoreConfig::new(path)
         })?),
-        "json" => Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+        "json" => Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
             file_path: path.to_path_buf(),
             pretty_json: false,
         })?),

@@ -147,10 +147,6 @@ impl OutboxStore for MemoryOutboxStore {
             .collect())
     }
 
-    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
-        Ok(self.lock().counts)
-    }
-
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {
         Ok(self.lock().pending.first().map(|(due, _, _)| *due))
     }

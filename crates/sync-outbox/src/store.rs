@@ -157,19 +157,18 @@ pub trait OutboxStore: Send + Sync + Debug {
     }
 
     /// How many operations have each status, as `[pending, in_flight, done,
-    /// failed]`. The default counts [`load_all`](Self::load_all).
+    /// failed]`, from [`stats`](Self::stats).
     ///
     /// # Errors
     ///
     /// [`OutboxError::Store`] if they cannot be read.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `stats()`: the same counts by name (`stats.pending`, `stats.unsent()`, ...)"
+    )]
     fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
-        let mut counts = [0; 4];
-        for op in self.load_all()? {
-            if let Some(count) = counts.get_mut(status_index(op.status)) {
-                *count += 1;
-            }
-        }
-        Ok(counts)
+        let stats = self.stats()?;
+        Ok([stats.pending, stats.in_flight, stats.done, stats.failed])
     }
 
     /// How many operations have each status, and when the oldest pending one
@@ -191,7 +190,9 @@ pub trait OutboxStore: Send + Sync + Debug {
     }
 }
 
-/// The index of `status` in [`OutboxStore::count_by_status`]'s array.
+/// The index of `status` in the deprecated `OutboxStore::count_by_status`'s
+/// array (and in `synctl`'s tables): 0 pending, 1 in flight, 2 done, 3
+/// failed.
 #[must_use]
 pub fn status_index(status: OperationStatus) -> usize {
     match status {

@@ -1,4 +1,4 @@
-//! [`StoreError`], the one error type of this crate.
+//! [`FileStoreError`], the one error type of this crate.
 
 use std::io;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use sync_outbox::OutboxError;
 /// Everything that can go wrong in a file store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum StoreError {
+pub enum FileStoreError {
     /// An I/O call failed.
     #[error("{op} {}", .path.display())]
     Io {
@@ -76,8 +76,8 @@ pub enum StoreError {
     Wal(#[from] sync_wal::WalError),
 }
 
-impl From<StoreError> for OutboxError {
-    fn from(error: StoreError) -> Self {
+impl From<FileStoreError> for OutboxError {
+    fn from(error: FileStoreError) -> Self {
         OutboxError::store(error)
     }
 }
@@ -86,8 +86,8 @@ pub(crate) fn io_error(
     op: &'static str,
     path: impl Into<PathBuf>,
     source: io::Error,
-) -> StoreError {
-    StoreError::Io {
+) -> FileStoreError {
+    FileStoreError::Io {
         op,
         path: path.into(),
         source,

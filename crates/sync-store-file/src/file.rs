@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use sync_wal::{LockedFile, Storage, WalError};
 
-use crate::error::{StoreError, io_error};
+use crate::error::{FileStoreError, io_error};
 
 /// Takes an exclusive lock on `lock_path` for as long as the returned guard
-/// lives; refused as `StoreError::Locked` naming `store_path` and the holder.
-pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<LockedFile, StoreError> {
+/// lives; refused as `FileStoreError::Locked` naming `store_path` and the holder.
+pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<LockedFile, FileStoreError> {
     LockedFile::exclusive(lock_path).map_err(|e| locked(e, store_path))
 }
 
@@ -20,18 +20,18 @@ pub(crate) fn lock_file(lock_path: &Path, store_path: &Path) -> Result<LockedFil
 pub(crate) fn lock_file_shared(
     lock_path: &Path,
     store_path: &Path,
-) -> Result<Option<LockedFile>, StoreError> {
+) -> Result<Option<LockedFile>, FileStoreError> {
     LockedFile::shared(lock_path).map_err(|e| locked(e, store_path))
 }
 
 /// A lock error said of the store.
-pub(crate) fn locked(error: WalError, store_path: &Path) -> StoreError {
+pub(crate) fn locked(error: WalError, store_path: &Path) -> FileStoreError {
     match error {
-        WalError::Locked { holder, .. } => StoreError::Locked {
+        WalError::Locked { holder, .. } => FileStoreError::Locked {
             path: store_path.to_path_buf(),
             holder,
         },
-        other => StoreError::Wal(other),
+        other => FileStoreError::Wal(other),
     }
 }
 
@@ -43,7 +43,7 @@ pub(crate) fn replace_atomically(
     storage: &dyn Storage,
     path: &Path,
     bytes: &[u8],
-) -> Result<(), StoreError> {
+) -> Result<(), FileStoreError> {
     let temp = temp_path(path);
     let file = storage
         .create(&temp)

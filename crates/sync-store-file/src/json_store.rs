@@ -1,4 +1,4 @@
-//! [`FileOutboxStore`]: the whole outbox as one JSON document a person can
+//! [`JsonOutboxStore`]: the whole outbox as one JSON document a person can
 //! `cat`, replaced atomically on every change.
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
 use sync_wal::{FileStorage, Storage};
 
-use crate::error::{StoreError, io_error, json_reason};
+use crate::error::{FileStoreError, io_error, json_reason};
 use crate::file::{lock_file, lock_file_shared, replace_atomically, sibling_path};
 
 /// The `format` field of every store file.
@@ -17,16 +17,16 @@ pub const JSON_FORMAT_NAME: &str = "sync-outbox";
 /// The `version` field this crate writes and reads.
 pub const JSON_FORMAT_VERSION: u32 = 1;
 
-/// Settings of a [`FileOutboxStore`].
+/// Settings of a [`JsonOutboxStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileOutboxStoreConfig {
+pub struct JsonOutboxStoreConfig {
     /// The JSON file. Its directory must exist. Default `outbox.json`.
     pub file_path: PathBuf,
     /// Indent the JSON for people. Default `true`.
     pub pretty_json: bool,
 }
 
-impl Default for FileOutboxStoreConfig {
+impl Default for JsonOutboxStoreConfig {
     fn default() -> Self {
         Self {
             file_path: PathBuf::from("outbox.json"),
@@ -61,10 +61,10 @@ struct Document {
 /// ```
 /// use std::sync::Arc;
 /// use sync_outbox::{Operation, Outbox, OutboxConfig};
-/// use sync_store_file::{FileOutboxStore, FileOutboxStoreConfig};
+/// use sync_store_file::{JsonOutboxStore, JsonOutboxStoreConfig};
 ///
 /// let dir = tempfile::tempdir().expect("a temp dir");
-/// let store = Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+/// let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
 ///     file_path: dir.path().join("outbox.json"),
 ///     pretty_json: true,
 /// })?);
@@ -75,8 +75,8 @@ struct Document {
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct FileOutboxStore {
-    config: FileOutboxStoreConfig,
+pub struct JsonOutboxStore {
+    config: JsonOutboxStoreConfig,
     /// The file's content, indexed for queries.
     index: MemoryOutboxStore,
     /// Serializes rewrites of the file.
@@ -87,33 +87,33 @@ pub struct FileOutboxStore {
     _lock: sync_wal::LockedFile,
 }
 
-impl FileOutboxStore {
+impl JsonOutboxStore {
     /// Opens the store, creating nothing until the first change. A missing
     /// file is an empty store.
     ///
     /// # Errors
     ///
-    /// - [`StoreError::Locked`] if another handle holds `<file>.lock`.
-    /// - [`StoreError::Corrupt`] (with line and column) if the file does not
+    /// - [`FileStoreError::Locked`] if another handle holds `<file>.lock`.
+    /// - [`FileStoreError::Corrupt`] (with line and column) if the file does not
     ///   parse, has another format or version, or repeats an id; the file is
     ///   left byte-for-byte untouched, and no store is opened over it.
-    /// - [`StoreError::Io`] if it cannot be read.
-    pub fn open(config: FileOutboxStoreConfig) -> Result<Self, StoreError> {
+    /// - [`FileStoreError::Io`] if it cannot be read.
+    pub fn open(config: JsonOutboxStoreConfig) -> Result<Self, FileStoreError> {
         Self::open_with_storage(config, Arc::new(FileStorage))
     }
 
-    /// [`FileOutboxStore::open`], with every rewrite (create, write, sync,
+    /// [`JsonOutboxStore::open`], with every rewrite (create, write, sync,
     /// rename, directory sync) going through `storage`: for fault injection
     /// and power-loss models in tests (see `sync_wal::testing`). Reads and
     /// the lock use the file system.
     ///
     /// # Errors
     ///
-    /// As [`FileOutboxStore::open`].
+    /// As [`JsonOutboxStore::open`].
     pub fn open_with_storage(
-        config: FileOutboxStoreConfig,
+        config: JsonOutboxStoreConfig,
         storage: Arc<dyn Storage>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, FileStoreError> {
         let path = config.file_path.clone();
         let lock = lock_file(&lock_path(&path), &path)?;
         let index = MemoryOutboxStore::new();
@@ -144,29 +144,29 @@ impl FileOutboxStore {
     ///
     /// # Errors
     ///
-    /// As [`FileOutboxStore::open`]: [`StoreError::Corrupt`] or
-    /// [`StoreError::Io`]; a missing file is an empty store.
+    /// As [`JsonOutboxStore::open`]: [`FileStoreError::Corrupt`] or
+    /// [`FileStoreError::Io`]; a missing file is an empty store.
     ///
     /// # Examples
     ///
     /// ```
     /// use sync_outbox::{Operation, OutboxStore};
-    /// use sync_store_file::{FileOutboxStore, FileOutboxStoreConfig};
+    /// use sync_store_file::{JsonOutboxStore, JsonOutboxStoreConfig};
     ///
     /// let dir = tempfile::tempdir().expect("a temp dir");
     /// let path = dir.path().join("outbox.json");
     /// let mut op = Operation::new("message.send", "/api/messages", "{}");
     /// op.id = "op_1".into();
-    /// FileOutboxStore::open(FileOutboxStoreConfig { file_path: path.clone(), pretty_json: true })?
+    /// JsonOutboxStore::open(JsonOutboxStoreConfig { file_path: path.clone(), pretty_json: true })?
     ///     .put(&op)?;
-    /// assert_eq!(FileOutboxStore::load_read_only(&path)?.load_all()?.len(), 1);
+    /// assert_eq!(JsonOutboxStore::load_read_only(&path)?.load_all()?.len(), 1);
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
-    pub fn load_read_only(path: impl AsRef<Path>) -> Result<MemoryOutboxStore, StoreError> {
+    pub fn load_read_only(path: impl AsRef<Path>) -> Result<MemoryOutboxStore, FileStoreError> {
         let path = path.as_ref();
         // Held if it can be: with no writer, nobody may open one meanwhile.
         let _lock = match lock_file_shared(&lock_path(path), path) {
-            Err(StoreError::Locked { .. }) => None,
+            Err(FileStoreError::Locked { .. }) => None,
             other => other?,
         };
         let index = MemoryOutboxStore::new();
@@ -188,12 +188,12 @@ impl FileOutboxStore {
 
     /// Rewrites the file with `change` applied, then applies it in memory:
     /// the file is the truth and memory follows it.
-    fn rewrite(&self, change: Change<'_>) -> Result<(), StoreError> {
+    fn rewrite(&self, change: Change<'_>) -> Result<(), FileStoreError> {
         // A file this store could not open again must never be written.
         if let Change::Put(batch) = change
             && batch.iter().any(|op| op.id.is_empty())
         {
-            return Err(StoreError::InvalidOperation {
+            return Err(FileStoreError::InvalidOperation {
                 reason: "empty operation id",
             });
         }
@@ -245,7 +245,7 @@ fn lock_path(path: &Path) -> PathBuf {
     sibling_path(path, ".lock")
 }
 
-fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, StoreError> {
+fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, FileStoreError> {
     let document: Document = serde_json::from_slice(bytes)
         .map_err(|e| corrupt(path, e.line(), e.column(), json_reason(&e)))?;
     if document.format != JSON_FORMAT_NAME {
@@ -278,8 +278,8 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, StoreError> {
     Ok(document.operations)
 }
 
-fn corrupt(path: &Path, line: usize, column: usize, reason: String) -> StoreError {
-    StoreError::Corrupt {
+fn corrupt(path: &Path, line: usize, column: usize, reason: String) -> FileStoreError {
+    FileStoreError::Corrupt {
         path: path.to_path_buf(),
         line,
         column,
@@ -291,7 +291,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl OutboxStore for FileOutboxStore {
+impl OutboxStore for JsonOutboxStore {
     /// Durable on `Ok`: the file was replaced and the directory fsynced.
     fn put(&self, op: &Operation) -> Result<(), OutboxError> {
         self.rewrite(Change::Put(std::slice::from_ref(op)))
@@ -322,10 +322,6 @@ impl OutboxStore for FileOutboxStore {
 
     fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
         self.index.ready(now_ms, limit)
-    }
-
-    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
-        self.index.count_by_status()
     }
 
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {

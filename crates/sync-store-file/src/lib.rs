@@ -1,6 +1,6 @@
 //! Durable [`OutboxStore`](sync_outbox::OutboxStore)s on files.
 //!
-//! - [`FileOutboxStore`]: the whole outbox in one JSON document a person can
+//! - [`JsonOutboxStore`]: the whole outbox in one JSON document a person can
 //!   read with `cat`, replaced atomically on every change. O(n) per change.
 //! - [`WalOutboxStore`]: every change is one record appended to a
 //!   [`sync_wal`] log, with snapshots and truncation. O(1) per change, group
@@ -43,11 +43,23 @@ mod json_store;
 pub mod snapshot;
 mod wal_store;
 
-pub use error::StoreError;
+pub use error::FileStoreError;
+
+/// The old name of [`FileStoreError`] (beside `sync_store_sqlite::SqliteStoreError`).
+#[deprecated(since = "0.1.0", note = "renamed `FileStoreError`")]
+pub type StoreError = FileStoreError;
 pub use json_store::{
-    FileOutboxStore, FileOutboxStoreConfig, JSON_FORMAT_NAME, JSON_FORMAT_VERSION,
+    JSON_FORMAT_NAME, JSON_FORMAT_VERSION, JsonOutboxStore, JsonOutboxStoreConfig,
 };
+
+/// The old name of [`JsonOutboxStore`]: the WAL store is a file store too.
+#[deprecated(since = "0.1.0", note = "renamed `JsonOutboxStore`")]
+pub type FileOutboxStore = JsonOutboxStore;
+
+/// The old name of [`JsonOutboxStoreConfig`].
+#[deprecated(since = "0.1.0", note = "renamed `JsonOutboxStoreConfig`")]
+pub type FileOutboxStoreConfig = JsonOutboxStoreConfig;
 pub use wal_store::{WalOutboxStore, WalOutboxStoreConfig};
 
 /// The result type of this crate.
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub type Result<T, E = FileStoreError> = std::result::Result<T, E>;

@@ -11,7 +11,7 @@ use sync_wal::{
     WalRecord,
 };
 
-use crate::error::{StoreError, io_error, json_reason};
+use crate::error::{FileStoreError, io_error, json_reason};
 use crate::file::{locked, replace_atomically, temp_path};
 use crate::snapshot::Snapshot;
 
@@ -104,15 +104,15 @@ impl WalOutboxStore {
     ///
     /// # Errors
     ///
-    /// - [`StoreError::Locked`] if another handle has the store.
-    /// - [`StoreError::Wal`] for a damaged log (nothing is changed then,
+    /// - [`FileStoreError::Locked`] if another handle has the store.
+    /// - [`FileStoreError::Wal`] for a damaged log (nothing is changed then,
     ///   beyond cutting a torn tail).
-    /// - [`StoreError::CorruptSnapshot`] if the snapshot fails its checks; it
+    /// - [`FileStoreError::CorruptSnapshot`] if the snapshot fails its checks; it
     ///   is left untouched.
-    /// - [`StoreError::CorruptRecord`] if a record holds no operation or the
+    /// - [`FileStoreError::CorruptRecord`] if a record holds no operation or the
     ///   log does not continue the snapshot.
-    /// - [`StoreError::Io`].
-    pub fn open(config: WalOutboxStoreConfig) -> Result<Self, StoreError> {
+    /// - [`FileStoreError::Io`].
+    pub fn open(config: WalOutboxStoreConfig) -> Result<Self, FileStoreError> {
         Self::open_with_storage(config, Arc::new(FileStorage))
     }
 
@@ -127,7 +127,7 @@ impl WalOutboxStore {
     pub fn open_with_storage(
         config: WalOutboxStoreConfig,
         storage: Arc<dyn Storage>,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, FileStoreError> {
         std::fs::create_dir_all(&config.dir)
             .map_err(|e| io_error("create directory", &config.dir, e))?;
         let mut wal_config = WalConfig::new(config.dir.join("log"));
@@ -196,7 +196,7 @@ impl WalOutboxStore {
     /// assert_eq!(contents.load_all()?.len(), 1);
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
-    pub fn load_read_only(dir: impl AsRef<Path>) -> Result<MemoryOutboxStore, StoreError> {
+    pub fn load_read_only(dir: impl AsRef<Path>) -> Result<MemoryOutboxStore, FileStoreError> {
         let dir = dir.as_ref();
         let inspector = WalInspector::open(dir.join("log")).map_err(|e| locked(e, dir))?;
         let index = MemoryOutboxStore::new();
@@ -245,9 +245,9 @@ impl WalOutboxStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Io`] or [`StoreError::Wal`]; the store stays consistent
+    /// [`FileStoreError::Io`] or [`FileStoreError::Wal`]; the store stays consistent
     /// (the old snapshot and the full log remain, or the new snapshot does).
-    pub fn compact(&self) -> Result<(), StoreError> {
+    pub fn compact(&self) -> Result<(), FileStoreError> {
         let snapshot = {
             let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             let operations = self
@@ -295,7 +295,7 @@ impl WalOutboxStore {
     ) -> Result<(), OutboxError> {
         {
             let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-            write(&self.wal, records).map_err(StoreError::from)?;
+            write(&self.wal, records).map_err(FileStoreError::from)?;
             change()?;
         }
         let n = self
@@ -309,7 +309,7 @@ impl WalOutboxStore {
         if records_since_snapshot < self.config.compact_min_records {
             return Ok(());
         }
-        let live: usize = self.index.count_by_status()?.iter().sum();
+        let live = self.index.stats()?.total();
         #[expect(
             clippy::cast_precision_loss,
             reason = "a threshold; precision does not matter"
@@ -335,11 +335,11 @@ fn load_snapshot(
     index: &MemoryOutboxStore,
     path: &Path,
     log_dir: &Path,
-) -> Result<u64, StoreError> {
+) -> Result<u64, FileStoreError> {
     match std::fs::read(path) {
         Ok(bytes) => {
             let snapshot = Snapshot::decode(&bytes).map_err(|(offset, reason)| {
-                StoreError::CorruptSnapshot {
+                FileStoreError::CorruptSnapshot {
                     path: path.to_path_buf(),
                     offset,
                     reason,
@@ -347,7 +347,7 @@ fn load_snapshot(
             })?;
             index
                 .put_batch(&snapshot.operations)
-                .map_err(|e| StoreError::CorruptRecord {
+                .map_err(|e| FileStoreError::CorruptRecord {
                     dir: log_dir.to_path_buf(),
                     lsn: snapshot.lsn,
                     reason: e.to_string(),
@@ -367,8 +367,8 @@ fn replay(
     log_first_lsn: u64,
     log_dir: &Path,
     records: WalIter,
-) -> Result<(), StoreError> {
-    let corrupt = |lsn, reason| StoreError::CorruptRecord {
+) -> Result<(), FileStoreError> {
+    let corrupt = |lsn, reason| FileStoreError::CorruptRecord {
         dir: log_dir.to_path_buf(),
         lsn,
         reason,
@@ -419,8 +419,8 @@ fn apply(index: &MemoryOutboxStore, record: &WalRecord) -> Result<(), String> {
     }
 }
 
-fn corrupt_record(wal: &Wal, lsn: u64, error: &OutboxError) -> StoreError {
-    StoreError::CorruptRecord {
+fn corrupt_record(wal: &Wal, lsn: u64, error: &OutboxError) -> FileStoreError {
+    FileStoreError::CorruptRecord {
         dir: wal.dir().to_path_buf(),
         lsn,
         reason: error.to_string(),
@@ -461,7 +461,7 @@ impl OutboxStore for WalOutboxStore {
     /// write either.
     fn sync(&self) -> Result<(), OutboxError> {
         if self.config.sync == SyncPolicy::Always {
-            self.wal.sync().map_err(StoreError::from)?;
+            self.wal.sync().map_err(FileStoreError::from)?;
         }
         Ok(())
     }
@@ -491,10 +491,6 @@ impl OutboxStore for WalOutboxStore {
 
     fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
         self.index.ready(now_ms, limit)
-    }
-
-    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
-        self.index.count_by_status()
     }
 
     fn next_due_ms(&self) -> Result<Option<i64>, OutboxError> {

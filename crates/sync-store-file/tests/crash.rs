@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 
 type Error = Box<dyn std::error::Error>;
@@ -76,7 +76,7 @@ fn now_ms() -> i64 {
 
 fn open(kind: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
     Ok(if kind == "json" {
-        Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+        Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
             file_path: dir.join("outbox.json"),
             pretty_json: false,
         })?)

@@ -3,7 +3,7 @@
 //! `EFBIG` instead of killing it), so files stop growing exactly as on a full
 //! disk. Three scenarios:
 //!
-//! - `json`: a `FileOutboxStore` rewrite whose temp file hits the limit;
+//! - `json`: a `JsonOutboxStore` rewrite whose temp file hits the limit;
 //! - `wal-append`: a `WalOutboxStore` append whose segment hits the limit;
 //! - `wal-snapshot`: small segments that fit, but a snapshot that does not,
 //!   so every compaction fails while changes go on.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 
 type Error = Box<dyn std::error::Error>;
@@ -65,7 +65,7 @@ fn main() -> Result<(), Error> {
 
 fn open(scenario: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
     Ok(match scenario {
-        "json" => Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+        "json" => Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
             file_path: dir.join("outbox.json"),
             pretty_json: true,
         })?),

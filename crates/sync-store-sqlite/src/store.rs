@@ -378,12 +378,6 @@ impl OutboxStore for SqliteOutboxStore {
             })
             .map_err(|e| OutboxError::from(sql("read the counts of", &self.path, e)))
     }
-
-    /// From [`stats`](OutboxStore::stats): the counts the triggers keep.
-    fn count_by_status(&self) -> Result<[usize; 4], OutboxError> {
-        let stats = self.stats()?;
-        Ok([stats.pending, stats.in_flight, stats.done, stats.failed])
-    }
 }
 
 /// Rows of the outbox table matching `filter` (SQL after `FROM`), as

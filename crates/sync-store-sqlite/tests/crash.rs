@@ -160,7 +160,7 @@ fn verify(dir: &Path, acked: &BTreeMap<String, u64>) -> Result<(), Error> {
     }
     // The reopened outbox sees the ones left in flight as orphans.
     outbox.recover(0)?;
-    let in_flight = store.count_by_status()?[1];
+    let in_flight = store.stats()?.in_flight;
     if in_flight != 0 {
         return Err(format!("{in_flight} operations still in flight after recover").into());
     }

@@ -36,7 +36,7 @@
 //! }
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+//! let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
 //!     file_path: dir.path().join("outbox.json"),
 //!     pretty_json: true,
 //! })?);
@@ -178,9 +178,13 @@ pub mod prelude {
     };
     #[cfg(feature = "sqlite")]
     pub use crate::sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
+    /// The old names of `JsonOutboxStore` and its config, deprecated.
+    #[cfg(feature = "store")]
+    #[expect(deprecated, reason = "the old names keep working for one release")]
+    pub use crate::store::{FileOutboxStore, FileOutboxStoreConfig};
     #[cfg(feature = "store")]
     pub use crate::store::{
-        FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+        JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
     };
     #[cfg(feature = "wal")]
     pub use crate::wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};

@@ -11,7 +11,7 @@ use sync_outbox::{
     Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome,
 };
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, StoreError, WalOutboxStore, WalOutboxStoreConfig,
+    FileStoreError, JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
@@ -85,7 +85,7 @@ fn fill(store: Arc<dyn OutboxStore>) -> Result<Fixture, Box<dyn std::error::Erro
 
 fn json_store(dir: &Path) -> Result<(PathBuf, Fixture), Box<dyn std::error::Error>> {
     let path = dir.join("outbox.json");
-    let store = Arc::new(FileOutboxStore::open(FileOutboxStoreConfig {
+    let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
         file_path: path.clone(),
         pretty_json: true,
     })?);
@@ -280,10 +280,12 @@ fn retry_all_or_by_kind_fixes_every_dead_letter_at_once() -> TestResult {
 }
 
 /// Opens with a few retries while the store looks locked (see `synctl`).
-fn retry_locked<T>(mut open: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+fn retry_locked<T>(
+    mut open: impl FnMut() -> Result<T, FileStoreError>,
+) -> Result<T, FileStoreError> {
     for _ in 0..20 {
         match open() {
-            Err(StoreError::Locked { .. }) => {
+            Err(FileStoreError::Locked { .. }) => {
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
             other => return other,
@@ -300,7 +302,7 @@ fn a_store_held_by_an_application_is_read_but_not_changed() -> TestResult {
     // Retried: a sibling test's child may hold a copy of the lock we just
     // released until its exec (see `synctl`).
     let _json_app = retry_locked(|| {
-        FileOutboxStore::open(FileOutboxStoreConfig {
+        JsonOutboxStore::open(JsonOutboxStoreConfig {
             file_path: json_path.clone(),
             pretty_json: true,
         })

@@ -178,11 +178,11 @@ fn a_crash_leaves_nothing_waiting_for_the_timeout_in_the_json_store() -> TestRes
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("outbox.json");
     resent_at_once_after_reopen(&|| {
-        let config = sync_store_file::FileOutboxStoreConfig {
+        let config = sync_store_file::JsonOutboxStoreConfig {
             file_path: path.clone(),
             pretty_json: false,
         };
-        Ok(Arc::new(sync_store_file::FileOutboxStore::open(config)?))
+        Ok(Arc::new(sync_store_file::JsonOutboxStore::open(config)?))
     })
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use sync_outbox::OutboxStore;
 use sync_outbox::testing::sample;
-use sync_store_file::StoreError;
+use sync_store_file::FileStoreError;
 
 use crate::{TestResult, open_json, open_wal};
 
@@ -16,7 +16,7 @@ fn assert_json_refused(dir: &Path, bytes: &[u8], want_line: Option<usize>) -> Te
     let path = dir.join("outbox.json");
     fs::write(&path, bytes)?;
     match open_json(dir) {
-        Err(StoreError::Corrupt {
+        Err(FileStoreError::Corrupt {
             path: p,
             line,
             column,
@@ -78,7 +78,7 @@ fn wal_store_refuses_a_corrupt_snapshot() -> TestResult {
     bytes[last] ^= 0x20;
     fs::write(&path, &bytes)?;
     match open_wal(dir.path()) {
-        Err(StoreError::CorruptSnapshot {
+        Err(FileStoreError::CorruptSnapshot {
             path: p, offset, ..
         }) => {
             assert_eq!(p, path);
@@ -90,7 +90,7 @@ fn wal_store_refuses_a_corrupt_snapshot() -> TestResult {
     fs::write(&path, b"junk")?;
     assert!(matches!(
         open_wal(dir.path()),
-        Err(StoreError::CorruptSnapshot { offset: 0, .. })
+        Err(FileStoreError::CorruptSnapshot { offset: 0, .. })
     ));
     Ok(())
 }
@@ -109,7 +109,7 @@ fn wal_store_refuses_a_corrupt_record_mid_log() -> TestResult {
     bytes[24 + 40] ^= 0xff; // inside the first record's body; four valid records follow
     fs::write(&segment, &bytes)?;
     match open_wal(dir.path()) {
-        Err(StoreError::Wal(sync_wal::WalError::Corrupt {
+        Err(FileStoreError::Wal(sync_wal::WalError::Corrupt {
             segment: s,
             offset: 24,
             ..

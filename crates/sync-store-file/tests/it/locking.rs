@@ -3,7 +3,7 @@
 
 use sync_outbox::OutboxStore;
 use sync_outbox::testing::sample;
-use sync_store_file::StoreError;
+use sync_store_file::FileStoreError;
 
 use crate::{TestResult, open_json, open_wal};
 
@@ -13,7 +13,7 @@ fn a_second_open_is_locked_until_the_first_is_dropped() -> TestResult {
     let json = open_json(dir.path())?;
     assert!(matches!(
         open_json(dir.path()),
-        Err(StoreError::Locked { .. })
+        Err(FileStoreError::Locked { .. })
     ));
     drop(json);
     open_json(dir.path())?;
@@ -21,7 +21,7 @@ fn a_second_open_is_locked_until_the_first_is_dropped() -> TestResult {
     let wal = open_wal(dir.path())?;
     assert!(matches!(
         open_wal(dir.path()),
-        Err(StoreError::Locked { path, .. }) if path == dir.path().join("outbox-wal")
+        Err(FileStoreError::Locked { path, .. }) if path == dir.path().join("outbox-wal")
     ));
     drop(wal);
     open_wal(dir.path())?;

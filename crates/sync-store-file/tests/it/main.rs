@@ -11,22 +11,22 @@ mod security;
 use std::path::Path;
 
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 
 pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-pub(crate) fn json_config(dir: &Path) -> FileOutboxStoreConfig {
-    FileOutboxStoreConfig {
+pub(crate) fn json_config(dir: &Path) -> JsonOutboxStoreConfig {
+    JsonOutboxStoreConfig {
         file_path: dir.join("outbox.json"),
         pretty_json: true,
     }
 }
 
-pub(crate) fn open_json(dir: &Path) -> Result<FileOutboxStore, sync_store_file::StoreError> {
-    FileOutboxStore::open(json_config(dir))
+pub(crate) fn open_json(dir: &Path) -> Result<JsonOutboxStore, sync_store_file::FileStoreError> {
+    JsonOutboxStore::open(json_config(dir))
 }
 
-pub(crate) fn open_wal(dir: &Path) -> Result<WalOutboxStore, sync_store_file::StoreError> {
+pub(crate) fn open_wal(dir: &Path) -> Result<WalOutboxStore, sync_store_file::FileStoreError> {
     WalOutboxStore::open(WalOutboxStoreConfig::new(dir.join("outbox-wal")))
 }

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use sync_outbox::testing::sample;
 use sync_outbox::{Operation, OutboxStore};
 use sync_store_file::{
-    FileOutboxStore, FileOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_wal::testing::CrashStorage;
 use sync_wal::{Storage, SyncPolicy};
@@ -84,7 +84,7 @@ fn open(
         Kind::Wal => WalOutboxStore::open_with_storage(wal_config(dir), storage)
             .ok()
             .map(|s| Arc::new(s) as Arc<dyn OutboxStore>),
-        Kind::Json => FileOutboxStore::open_with_storage(json_config(dir), storage)
+        Kind::Json => JsonOutboxStore::open_with_storage(json_config(dir), storage)
             .ok()
             .map(|s| Arc::new(s) as Arc<dyn OutboxStore>),
     }
@@ -95,7 +95,7 @@ fn reopened_state(kind: Kind, dir: &std::path::Path) -> Result<State, String> {
         Kind::Wal => WalOutboxStore::open(wal_config(dir))
             .map_err(|e| e.to_string())?
             .load_all(),
-        Kind::Json => FileOutboxStore::open(FileOutboxStoreConfig { ..json_config(dir) })
+        Kind::Json => JsonOutboxStore::open(JsonOutboxStoreConfig { ..json_config(dir) })
             .map_err(|e| e.to_string())?
             .load_all(),
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use sync_outbox::testing::sample;
 use sync_outbox::{Operation, OperationStatus, OutboxStore};
-use sync_store_file::{FileOutboxStore, StoreError, WalOutboxStore};
+use sync_store_file::{FileStoreError, JsonOutboxStore, WalOutboxStore};
 
 use crate::{TestResult, open_json, open_wal};
 
@@ -41,7 +41,7 @@ fn the_json_loader_sees_the_store_while_it_is_open_and_after() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("outbox.json");
     assert!(
-        FileOutboxStore::load_read_only(&path)?
+        JsonOutboxStore::load_read_only(&path)?
             .load_all()?
             .is_empty()
     );
@@ -51,7 +51,7 @@ fn the_json_loader_sees_the_store_while_it_is_open_and_after() -> TestResult {
     store.put(&sample("a", 1, 1))?;
     store.put(&sample("b", 2, 2))?;
     let expected = sorted(store.load_all()?);
-    let live = FileOutboxStore::load_read_only(&path)?;
+    let live = JsonOutboxStore::load_read_only(&path)?;
     assert_eq!(
         sorted(live.load_all()?),
         expected,
@@ -62,7 +62,7 @@ fn the_json_loader_sees_the_store_while_it_is_open_and_after() -> TestResult {
     drop(store);
 
     let before = files(dir.path())?;
-    let view = FileOutboxStore::load_read_only(&path)?;
+    let view = JsonOutboxStore::load_read_only(&path)?;
     assert_eq!(sorted(view.load_all()?), expected);
     assert_eq!(files(dir.path())?, before);
     Ok(())
@@ -76,8 +76,8 @@ fn the_json_loader_reports_a_corrupt_file_by_line() -> TestResult {
         &path,
         "{\"format\": \"sync-outbox\",\n \"version\": 1,\n \"operations\": [ }",
     )?;
-    match FileOutboxStore::load_read_only(&path) {
-        Err(StoreError::Corrupt { path: p, line, .. }) => {
+    match JsonOutboxStore::load_read_only(&path) {
+        Err(FileStoreError::Corrupt { path: p, line, .. }) => {
             assert_eq!(p, path);
             assert_eq!(line, 3);
         }
@@ -140,7 +140,7 @@ fn a_missing_wal_store_is_an_error_naming_the_log() {
     let missing = dir.as_ref().map(|d| d.path().join("nope"));
     let error = missing.map(WalOutboxStore::load_read_only);
     assert!(
-        matches!(&error, Some(Err(StoreError::Wal(e))) if e.to_string().contains("nope")),
+        matches!(&error, Some(Err(FileStoreError::Wal(e))) if e.to_string().contains("nope")),
         "{error:?}"
     );
 }

@@ -8,13 +8,13 @@ use std::path::Path;
 
 use sync_outbox::OutboxStore;
 use sync_outbox::testing::sample;
-use sync_store_file::StoreError;
+use sync_store_file::FileStoreError;
 use sync_wal::{RecordType, Wal, WalConfig, WalRecord};
 
 use crate::{TestResult, open_json, open_wal};
 
 /// The error, its `Debug` and its whole source chain, as one text.
-fn everything_said(error: &StoreError) -> String {
+fn everything_said(error: &FileStoreError) -> String {
     let mut text = format!("{error} {error:?}");
     let mut source = std::error::Error::source(error);
     while let Some(e) = source {
@@ -39,7 +39,7 @@ fn a_damaged_json_store_error_never_quotes_the_data() -> TestResult {
         let error = open_json(dir.path()).err().ok_or("a bad file opened")?;
         let said = everything_said(&error);
         assert!(
-            matches!(error, StoreError::Corrupt { line: 1, .. }),
+            matches!(error, FileStoreError::Corrupt { line: 1, .. }),
             "{said}"
         );
         assert!(!said.contains("SECRET") && !said.contains("4111"), "{said}");
@@ -64,7 +64,7 @@ fn a_damaged_wal_record_error_never_quotes_the_data() -> TestResult {
     let error = open_wal(dir.path()).err().ok_or("a bad record opened")?;
     let said = everything_said(&error);
     assert!(
-        matches!(error, StoreError::CorruptRecord { lsn: 0, .. }),
+        matches!(error, FileStoreError::CorruptRecord { lsn: 0, .. }),
         "{said}"
     );
     assert!(!said.contains("SECRET"), "{said}");
