@@ -3,7 +3,8 @@
 //!
 //! - `ci`: tidy, fmt check, clippy (all features) with `-D warnings`, the
 //!   facade's feature subsets, all tests, each library's docs alone with
-//!   default, no and all features (warnings denied), benches compiled.
+//!   default, no and all features (warnings denied), benches compiled, and
+//!   every publishable crate packaged and built alone (`cargo package`).
 //! - `bench [criterion args]`: runs the criterion benches and rewrites the
 //!   results table in `docs/benchmarks.md`.
 //! - `crash [--rounds N]`: the long crash test.
@@ -149,8 +150,21 @@ fn ci() -> Result<(), Error> {
     // unit and integration tests in release mode (they are `bench = true` by
     // default), which doubled the cold CI time for nothing.
     run(cargo(&["bench", "--package", "sync-benches", "--no-run"]))?;
+    package()?;
     println!("xtask ci: all steps passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// Packages every publishable crate as `cargo publish` would, and builds
+/// each package alone (workspace dependencies taken from the packages just
+/// made, not from paths): metadata, readme, license and dependency versions
+/// are checked before any release.
+fn package() -> Result<(), Error> {
+    let mut command = cargo(&["package", "--workspace", "--allow-dirty", "--quiet"]);
+    for unpublished in ["sync-benches", "sync-examples", "sync-fuzz", "xtask"] {
+        command.args(["--exclude", unpublished]);
+    }
+    run(command)
 }
 
 /// The library crates docs.rs documents, each on its own.
