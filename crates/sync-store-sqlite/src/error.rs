@@ -56,6 +56,11 @@ pub enum SqliteStoreError {
     /// `transaction` was given an `Outbox` over another store.
     #[error("the outbox does not use this store")]
     WrongOutbox,
+    /// The tokio runtime shut down before an async transaction's result came
+    /// back (`with_transaction_async`); the transaction ran to its end,
+    /// committed or not.
+    #[error("the runtime shut down before the transaction's result came back")]
+    RuntimeGone,
     /// A statement failed; `op` says which step.
     #[error("{op} {}", .path.display())]
     Sql {

@@ -126,7 +126,83 @@ impl SqliteOutboxStore {
     }
 }
 
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+impl SqliteOutboxStore {
+    /// [`with_transaction`](Self::with_transaction) as a future, for async
+    /// code: `work` runs on tokio's blocking pool (`spawn_blocking`), never
+    /// on a runtime worker, since it holds SQLite's write lock and commits
+    /// with an fsync. Commits if `work` returns `Ok`, rolls back if it
+    /// returns `Err` or panics (the panic is then resumed here). Durable on
+    /// `Ok` as the store's `SyncPolicy` promises. Feature `tokio`.
+    ///
+    /// Dropping the future does not stop `work`: the transaction runs to its
+    /// end on the pool, committed or rolled back.
+    ///
+    /// # Errors
+    ///
+    /// `work`'s error, or the store's as `E` (beginning or committing).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
+    /// use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
+    ///
+    /// type Error = Box<dyn std::error::Error + Send + Sync>;
+    ///
+    /// async fn add_note(store: &Arc<SqliteOutboxStore>, outbox: Arc<Outbox>) -> Result<String, Error> {
+    ///     // The note and its operation: one commit, off the runtime's threads.
+    ///     store.with_transaction_async(outbox, |tx| {
+    ///         tx.execute_batch("CREATE TABLE IF NOT EXISTS notes (id TEXT PRIMARY KEY, text TEXT)")?;
+    ///         tx.execute("INSERT INTO notes VALUES ('n1', 'buy milk')", [])?;
+    ///         Ok(tx.enqueue_now(Operation::new("note.create", "/notes", r#"{"id":"n1"}"#))?)
+    ///     }).await
+    /// }
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(dir.path().join("app.db")))?);
+    /// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), store.clone()));
+    /// let runtime = tokio::runtime::Builder::new_multi_thread().build()?;
+    /// let id = runtime.block_on(add_note(&store, outbox))?;
+    /// assert_eq!(store.get(&id)?.map(|op| op.kind), Some("note.create".to_owned()));
+    /// # Ok::<_, Error>(())
+    /// ```
+    pub async fn with_transaction_async<T, E>(
+        self: &Arc<Self>,
+        outbox: Arc<Outbox>,
+        work: impl FnOnce(&mut SqliteTransaction<'_>) -> Result<T, E> + Send + 'static,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<SqliteStoreError> + Send + 'static,
+    {
+        let store = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || store.with_transaction(&outbox, work)).await {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            // Only a runtime shutting down cancels a blocking task.
+            Err(_) => Err(E::from(SqliteStoreError::RuntimeGone)),
+        }
+    }
+}
+
 impl SqliteTransaction<'_> {
+    /// [`enqueue`](Self::enqueue) at the system clock's time (ms since the
+    /// Unix epoch): what an app that does not drive a clock of its own
+    /// wants.
+    ///
+    /// # Errors
+    ///
+    /// As [`enqueue`](Self::enqueue).
+    pub fn enqueue_now(&mut self, op: Operation) -> Result<String, SqliteStoreError> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.enqueue(op, now_ms)
+    }
+
     /// Enqueues `op` inside the transaction, as [`Outbox::enqueue`] would
     /// (an id if it has none, coalescing into a pending, never-sent operation
     /// with its `coalesce_key`), and returns its id. Nothing is sent, and the

@@ -207,3 +207,60 @@ fn an_open_transaction_makes_the_outbox_wait_not_fail() -> TestResult {
     assert_eq!(store.load_all()?.len(), 2);
     Ok(())
 }
+
+#[test]
+fn the_async_transaction_commits_or_rolls_back_off_the_runtime_thread() -> TestResult {
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    store
+        .with_transaction(&outbox, |tx| -> Result<(), Error> {
+            Ok(tx.execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, text TEXT)")?)
+        })
+        .map_err(|e| e.to_string())?;
+    // One runtime thread: the test's. The work must run on another.
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let runtime_thread = std::thread::current().id();
+    let committed: Result<(String, bool), Error> = runtime.block_on(store.with_transaction_async(
+        Arc::clone(&outbox),
+        move |tx| {
+            tx.execute("INSERT INTO notes VALUES ('n1', 'kept')", [])?;
+            let id = tx.enqueue_now(note_op("n1", "kept"))?;
+            Ok((id, std::thread::current().id() != runtime_thread))
+        },
+    ));
+    let (id, off_the_runtime) = committed.map_err(|e| e.to_string())?;
+    assert!(
+        off_the_runtime,
+        "the transaction ran on the runtime's thread"
+    );
+    assert!(
+        store.get(&id)?.is_some_and(|op| op.created_at_ms > 0),
+        "enqueued now"
+    );
+
+    let refused: Result<(), Error> =
+        runtime.block_on(store.with_transaction_async(Arc::clone(&outbox), |tx| {
+            tx.execute("INSERT INTO notes VALUES ('n2', 'dropped')", [])?;
+            tx.enqueue_now(note_op("n2", "dropped"))?;
+            Err("the app changed its mind".into())
+        }));
+    assert!(refused.is_err());
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(store.with_transaction_async(Arc::clone(&outbox), |tx| {
+            tx.execute("INSERT INTO notes VALUES ('n3', 'panicked')", [])?;
+            if tx.is_autocommit() {
+                return Ok::<(), Error>(());
+            }
+            panic!("a bug in the app's closure");
+        }))
+    }));
+    assert!(panicked.is_err(), "the panic is resumed in the caller");
+    assert_eq!(
+        notes(&rusqlite::Connection::open(dir.path().join("app.db"))?)?,
+        [("n1".to_owned(), "kept".to_owned())],
+        "only the committed row"
+    );
+    assert_eq!(store.load_all()?.len(), 1, "only the committed operation");
+    Ok(())
+}
