@@ -18,8 +18,9 @@
 //! neither, and the retry (after the dead request's lease) runs it once.
 //!
 //! Stores: [`MemoryIdempotencyStore`] (tests), `SqliteIdempotencyStore`
-//! (feature `sqlite`, default: one server process, on rusqlite) and
-//! `PostgresIdempotencyStore` (feature `postgres`: a fleet behind a load
+//! (feature `sqlite`, default; facade feature `server`: one server process,
+//! on rusqlite) and `PostgresIdempotencyStore` (feature `postgres`; facade
+//! `server-postgres`: a fleet behind a load
 //! balancer; the table's primary key is what dedupes across instances).
 //! [`BatchService`] serves the client's batch format, each element deduped
 //! on its own key by the same layer and handlers.

@@ -134,7 +134,8 @@ impl SqliteOutboxStore {
     /// on a runtime worker, since it holds SQLite's write lock and commits
     /// with an fsync. Commits if `work` returns `Ok`, rolls back if it
     /// returns `Err` or panics (the panic is then resumed here). Durable on
-    /// `Ok` as the store's `SyncPolicy` promises. Feature `tokio`.
+    /// `Ok` as the store's `SyncPolicy` promises. Feature `tokio` of this
+    /// crate; in the `sync` facade, on with `tokio` and `sqlite`.
     ///
     /// Dropping the future does not stop `work`: the transaction runs to its
     /// end on the pool, committed or rolled back.

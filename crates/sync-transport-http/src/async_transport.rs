@@ -15,7 +15,8 @@ use crate::request::{
 };
 
 /// An [`AsyncSyncTransport`] over HTTP(S) on `reqwest` (rustls), for
-/// [`AsyncSyncEngine`](sync_engine::AsyncSyncEngine). Feature `async`.
+/// [`AsyncSyncEngine`](sync_engine::AsyncSyncEngine). Feature `async` of
+/// this crate; `http-async` of the `sync` facade.
 ///
 /// The same requests, status table ([`map_status`](crate::map_status)), batch format,
 /// `Retry-After` handling, redaction and [`AuthProvider`] refresh as the

@@ -43,7 +43,8 @@ use crate::request::{
 /// once and send that request again at once.
 ///
 /// Connections are pooled and reused across sends and threads; share one
-/// transport as `Arc<HttpTransport>`. Feature `blocking` (on by default).
+/// transport as `Arc<HttpTransport>`. Feature `blocking` of this crate (on
+/// by default); `http` of the `sync` facade.
 ///
 /// # Examples
 ///

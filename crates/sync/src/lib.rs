@@ -90,16 +90,29 @@
 //! - `tracing`: `sync::engine::TracingObserver`, the worker's events as
 //!   `tracing` events.
 //! - `server`: `sync::server`, the receiving half (`sync-server`): the
-//!   `IdempotencyLayer` for axum / tower servers and exactly-once effects on
-//!   SQLite. Independent of the client layers; turns on `protocol`.
+//!   `IdempotencyLayer` for axum 0.8 / tower 0.3 servers on tokio 1, and
+//!   exactly-once effects on SQLite. Independent of the client layers;
+//!   turns on `protocol`.
 //! - `server-postgres`: `sync::server::PostgresIdempotencyStore`, for a
-//!   fleet of servers on one PostgreSQL database; turns on `server`.
+//!   fleet of servers on one PostgreSQL database (tokio-postgres 0.7,
+//!   deadpool-postgres 0.14); turns on `server`.
+//!
+//! The layers' own features, as the facade names them: `sync-transport-http`'s
+//! `blocking` is `http` and its `async` is `http-async`; `sync-engine`'s
+//! `tokio` and `tracing` are `tokio` and `tracing`; `sync-store-sqlite`'s
+//! `tokio` is on with `tokio` and `sqlite`; `sync-server`'s `sqlite` is
+//! `server` and its `postgres` is `server-postgres`.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 /// The write-ahead log: re-exports `sync-wal`.
+///
+/// The items' own examples name the layer's crate (`sync_wal::...`); through
+/// the facade the same items are `sync::wal::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "wal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wal")))]
 pub mod wal {
@@ -107,6 +120,11 @@ pub mod wal {
 }
 
 /// The wire both halves speak: re-exports `sync-protocol`.
+///
+/// The items' own examples name the layer's crate (`sync_protocol::...`); through
+/// the facade the same items are `sync::protocol::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "protocol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "protocol")))]
 pub mod protocol {
@@ -115,6 +133,11 @@ pub mod protocol {
 
 /// Operations, their state machine, the retry policy and the store trait:
 /// re-exports `sync-outbox`.
+///
+/// The items' own examples name the layer's crate (`sync_outbox::...`); through
+/// the facade the same items are `sync::outbox::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "outbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub mod outbox {
@@ -122,6 +145,11 @@ pub mod outbox {
 }
 
 /// The durable stores: re-exports `sync-store-file`.
+///
+/// The items' own examples name the layer's crate (`sync_store_file::...`); through
+/// the facade the same items are `sync::store::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub mod store {
@@ -129,6 +157,11 @@ pub mod store {
 }
 
 /// The SQLite store: re-exports `sync-store-sqlite`.
+///
+/// The items' own examples name the layer's crate (`sync_store_sqlite::...`); through
+/// the facade the same items are `sync::sqlite::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite {
@@ -136,6 +169,11 @@ pub mod sqlite {
 }
 
 /// The worker, transport trait and network probe: re-exports `sync-engine`.
+///
+/// The items' own examples name the layer's crate (`sync_engine::...`); through
+/// the facade the same items are `sync::engine::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "engine")]
 #[cfg_attr(docsrs, doc(cfg(feature = "engine")))]
 pub mod engine {
@@ -143,6 +181,11 @@ pub mod engine {
 }
 
 /// The HTTP transport: re-exports `sync-transport-http`.
+///
+/// The items' own examples name the layer's crate (`sync_transport_http::...`); through
+/// the facade the same items are `sync::http::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(any(feature = "http", feature = "http-async"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "http", feature = "http-async"))))]
 pub mod http {
@@ -150,6 +193,11 @@ pub mod http {
 }
 
 /// The receiving half, for servers: re-exports `sync-server`.
+///
+/// The items' own examples name the layer's crate (`sync_server::...`); through
+/// the facade the same items are `sync::server::...`. Where an item says
+/// it needs a feature of its crate, the facade's feature is in this crate's
+/// feature list.
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server {
