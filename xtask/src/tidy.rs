@@ -76,6 +76,7 @@ pub(crate) fn check(root: &Path) -> Result<(), Error> {
     }
     problems.extend(dependency_problems(root)?);
     problems.extend(readme_snippet_problem(root)?);
+    problems.extend(broken_doc_links(root)?);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -121,6 +122,46 @@ fn readme_snippet_problem(root: &Path) -> Result<Option<String>, Error> {
         ));
     }
     Ok(None)
+}
+
+/// Relative links in the README, ARCHITECTURE, CHANGELOG and `docs/` that
+/// point at no file: the front door and the guide must not lead nowhere.
+fn broken_doc_links(root: &Path) -> Result<Vec<String>, Error> {
+    let mut pages = vec![
+        root.join("README.md"),
+        root.join("ARCHITECTURE.md"),
+        root.join("CHANGELOG.md"),
+    ];
+    for entry in fs::read_dir(root.join("docs"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut problems = Vec::new();
+    for page in pages {
+        let text = fs::read_to_string(&page)?;
+        let dir = page.parent().unwrap_or(root);
+        for target in text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next())
+        {
+            let file = target.split('#').next().unwrap_or(target);
+            if file.is_empty() || file.contains("://") || file.starts_with("mailto:") {
+                continue;
+            }
+            if !dir.join(file).exists() {
+                let shown = page
+                    .strip_prefix(root)
+                    .unwrap_or(&page)
+                    .display()
+                    .to_string();
+                problems.push(format!("{shown}: link to {target}, which does not exist"));
+            }
+        }
+    }
+    Ok(problems)
 }
 
 fn dependency_problems(root: &Path) -> Result<Vec<String>, Error> {
