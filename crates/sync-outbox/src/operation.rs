@@ -50,8 +50,7 @@ fn serialize_error(op: &Operation) -> crate::OutboxError {
 /// let create = outbox.enqueue(keyed(), 0)?;
 /// let edit = outbox.enqueue(keyed(), 0)?;
 /// let claim = outbox.claim(1, 10)?;
-/// let refused = SendOutcome::Failed { error: "HTTP 422", retryable: false, retry_after_ms: None };
-/// outbox.record(&create, refused, 2)?;
+/// outbox.record(&create, SendOutcome::refused("HTTP 422"), 2)?;
 /// drop(claim);
 /// assert!(outbox.claim(3, 10)?.is_empty(), "the edit waits behind its failed create");
 /// outbox.retry_failed(&create, 4)?;

@@ -225,7 +225,7 @@ pub struct RecoveryReport {
 /// let id = outbox.enqueue(Operation::new("message.send", "/api/messages", r#"{"text":"hello"}"#), 1_000)?;
 /// let claim = outbox.claim(1_001, 10)?;                  // -> InFlight, attempt 1, held by this sender
 /// assert_eq!(claim.ops()[0].attempt, 1);
-/// let busy = SendOutcome::Failed { error: "HTTP 429", retryable: true, retry_after_ms: None };
+/// let busy = SendOutcome::retry_later("HTTP 429", None);
 /// assert_eq!(outbox.record(&id, busy, 1_002)?, OperationStatus::Pending);
 /// assert_eq!(store.get(&id)?.map(|op| op.next_retry_at_ms), Some(1_502));
 /// drop(claim);
@@ -557,8 +557,7 @@ impl Outbox {
     /// let outbox = Outbox::new(OutboxConfig::default(), store.clone());
     /// let id = outbox.enqueue(Operation::new("note.create", "/notes", r#"{"title":""}"#), 0)?;
     /// let claim = outbox.claim(1, 1)?;
-    /// let refused = SendOutcome::Failed { error: "HTTP 422: title must not be empty", retryable: false, retry_after_ms: None };
-    /// outbox.record(&id, refused, 2)?;
+    /// outbox.record(&id, SendOutcome::refused("HTTP 422: title must not be empty"), 2)?;
     /// drop(claim);
     ///
     /// let key = outbox.correct(&id, Correction::payload(r#"{"title":"Groceries"}"#), 3)?;

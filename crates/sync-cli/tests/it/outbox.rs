@@ -64,11 +64,7 @@ fn fill(store: Arc<dyn OutboxStore>) -> Result<Fixture, Box<dyn std::error::Erro
     outbox.claim(t_old, 1).map(sync_outbox::Claim::detach)?;
     outbox.record(
         &failed,
-        SendOutcome::Failed {
-            error: "HTTP 422 Unprocessable Entity",
-            retryable: false,
-            retry_after_ms: None,
-        },
+        SendOutcome::refused("HTTP 422 Unprocessable Entity"),
         t_old,
     )?;
     let new_done = enqueue("new", t_new)?;

@@ -65,6 +65,41 @@ enum Write {
     Unsynced,
 }
 
+impl<'a> SendOutcome<'a> {
+    /// The server refused the operation for good (a 422, a 400): it becomes
+    /// `Failed`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_outbox::SendOutcome;
+    ///
+    /// assert_eq!(
+    ///     SendOutcome::refused("HTTP 422"),
+    ///     SendOutcome::Failed { error: "HTTP 422", retryable: false, retry_after_ms: None }
+    /// );
+    /// ```
+    #[must_use]
+    pub const fn refused(error: &'a str) -> Self {
+        Self::Failed {
+            error,
+            retryable: false,
+            retry_after_ms: None,
+        }
+    }
+
+    /// The server answered "not now" (a 429, a 500): retried after the
+    /// backoff, or after `retry_after_ms` when longer; the attempt counts.
+    #[must_use]
+    pub const fn retry_later(error: &'a str, retry_after_ms: Option<i64>) -> Self {
+        Self::Failed {
+            error,
+            retryable: true,
+            retry_after_ms,
+        }
+    }
+}
+
 /// Up to this many changes, duplicates are found by a linear search.
 const SMALL_BATCH: usize = 16;
 
@@ -122,7 +157,7 @@ impl Outbox {
     /// let outbox = Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new()));
     /// let id = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 0)?;
     /// let claim = outbox.claim(1, 10)?;
-    /// let busy = SendOutcome::Failed { error: "HTTP 429", retryable: true, retry_after_ms: Some(30_000) };
+    /// let busy = SendOutcome::retry_later("HTTP 429", Some(30_000));
     /// assert_eq!(outbox.record(&id, busy, 2)?, OperationStatus::Pending);
     /// # drop(claim);
     /// # Ok::<_, sync_outbox::OutboxError>(())
@@ -154,7 +189,7 @@ impl Outbox {
     /// was never sent; [`OutboxError::Store`].
     #[deprecated(
         since = "0.1.0",
-        note = "use `Outbox::record(id, SendOutcome::Failed { error, retryable, retry_after_ms }, now)`: no positional flags"
+        note = "use `Outbox::record(id, SendOutcome::refused(error) or SendOutcome::retry_later(error, retry_after_ms), now)`: no positional flags"
     )]
     pub fn mark_failed(
         &self,

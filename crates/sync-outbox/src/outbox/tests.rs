@@ -87,15 +87,7 @@ fn the_guides_scenario_has_exact_numbers() -> TestResult {
         "not due before next_retry_at_ms"
     );
     outbox.claim(t0 + 501, 10).map(crate::Claim::detach)?;
-    outbox.record(
-        &id,
-        SendOutcome::Failed {
-            error: "503",
-            retryable: true,
-            retry_after_ms: None,
-        },
-        t0 + 501,
-    )?;
+    outbox.record(&id, SendOutcome::retry_later("503", None), t0 + 501)?;
     assert_eq!(get(&store, &id)?.next_retry_at_ms, t0 + 501 + 1000);
 
     outbox.claim(t0 + 1501, 10).map(crate::Claim::detach)?;
@@ -124,15 +116,7 @@ fn success_after_a_retry_is_done() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
     outbox.claim(1, 10).map(crate::Claim::detach)?;
-    outbox.record(
-        &id,
-        SendOutcome::Failed {
-            error: "network offline",
-            retryable: true,
-            retry_after_ms: None,
-        },
-        1,
-    )?;
+    outbox.record(&id, SendOutcome::retry_later("network offline", None), 1)?;
     outbox.claim(501, 10).map(crate::Claim::detach)?;
     outbox.mark_done(&id, 502)?;
     let done = get(&store, &id)?;
@@ -175,26 +159,10 @@ fn a_longer_retry_after_wins_and_is_capped() -> TestResult {
     let (outbox, store) = outbox();
     let id = outbox.enqueue(op(None), 0)?;
     outbox.claim(0, 1).map(crate::Claim::detach)?;
-    outbox.record(
-        &id,
-        SendOutcome::Failed {
-            error: "429",
-            retryable: true,
-            retry_after_ms: Some(7_000),
-        },
-        10,
-    )?;
+    outbox.record(&id, SendOutcome::retry_later("429", Some(7_000)), 10)?;
     assert_eq!(get(&store, &id)?.next_retry_at_ms, 7_010);
     outbox.claim(7_010, 1).map(crate::Claim::detach)?;
-    outbox.record(
-        &id,
-        SendOutcome::Failed {
-            error: "429",
-            retryable: true,
-            retry_after_ms: Some(10),
-        },
-        7_010,
-    )?;
+    outbox.record(&id, SendOutcome::retry_later("429", Some(10)), 7_010)?;
     assert_eq!(
         get(&store, &id)?.next_retry_at_ms,
         7_010 + 1000,
@@ -207,15 +175,7 @@ fn a_longer_retry_after_wins_and_is_capped() -> TestResult {
     });
     let id = outbox.enqueue(op(None), 0)?;
     outbox.claim(0, 1).map(crate::Claim::detach)?;
-    outbox.record(
-        &id,
-        SendOutcome::Failed {
-            error: "429",
-            retryable: true,
-            retry_after_ms: Some(1_000_000),
-        },
-        0,
-    )?;
+    outbox.record(&id, SendOutcome::retry_later("429", Some(1_000_000)), 0)?;
     assert_eq!(
         get(&store, &id)?.next_retry_at_ms,
         2_000,
@@ -385,30 +345,14 @@ fn per_key_fifo_and_failed_ops_do_not_block() -> TestResult {
     );
 
     // A retry keeps k1 first: k2 still waits, even though it is due earlier.
-    outbox.record(
-        &k1,
-        SendOutcome::Failed {
-            error: "503",
-            retryable: true,
-            retry_after_ms: None,
-        },
-        0,
-    )?;
+    outbox.record(&k1, SendOutcome::retry_later("503", None), 0)?;
     assert!(outbox.claim(100, 10).map(crate::Claim::detach)?.is_empty());
     assert_eq!(
         ids(&outbox.claim(500, 10).map(crate::Claim::detach)?),
         [k1.as_str()]
     );
     // A permanent failure releases the key: no poison-message stall.
-    outbox.record(
-        &k1,
-        SendOutcome::Failed {
-            error: "400",
-            retryable: false,
-            retry_after_ms: None,
-        },
-        500,
-    )?;
+    outbox.record(&k1, SendOutcome::refused("400"), 500)?;
     assert_eq!(
         ids(&outbox.claim(500, 10).map(crate::Claim::detach)?),
         [k2.as_str()]
@@ -468,15 +412,7 @@ fn stale_in_flight_ops_come_back() -> TestResult {
 
     // claim_ready's unheld claims time out; the last attempt's makes it Failed.
     restarted.claim(10_000, 1).map(crate::Claim::detach)?;
-    restarted.record(
-        &id,
-        SendOutcome::Failed {
-            error: "503",
-            retryable: true,
-            retry_after_ms: None,
-        },
-        10_000,
-    )?;
+    restarted.record(&id, SendOutcome::retry_later("503", None), 10_000)?;
     restarted.claim(20_000, 1).map(crate::Claim::detach)?;
     assert_eq!(get(&store, &id)?.attempt, 3);
     assert!(
@@ -498,11 +434,7 @@ fn times_far_ahead_are_pulled_back() -> TestResult {
     outbox.claim(0, 1).map(crate::Claim::detach)?;
     outbox.record(
         &id,
-        SendOutcome::Failed {
-            error: "503",
-            retryable: true,
-            retry_after_ms: Some(200_000),
-        },
+        SendOutcome::retry_later("503", Some(200_000)),
         1_000_000_000,
     )?;
     // The wall clock jumps back by a day.
@@ -553,15 +485,7 @@ fn housekeeping_retry_discard_purge_list_stats() -> TestResult {
     let pending = outbox.enqueue(op(None), 2)?;
     outbox.claim(1, 2).map(crate::Claim::detach)?;
     outbox.mark_done(&done, 10)?;
-    outbox.record(
-        &failed,
-        SendOutcome::Failed {
-            error: "400",
-            retryable: false,
-            retry_after_ms: None,
-        },
-        10,
-    )?;
+    outbox.record(&failed, SendOutcome::refused("400"), 10)?;
 
     let stats = outbox.stats()?;
     assert_eq!(

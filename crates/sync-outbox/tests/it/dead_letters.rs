@@ -51,15 +51,7 @@ fn failed_create(outbox: &Outbox) -> Result<String, OutboxError> {
     outbox.enqueue(note("edit-2"), 0)?;
     let claim = outbox.claim(1, 10)?;
     assert_eq!(claim.len(), 1, "per-key order: the create alone");
-    outbox.record(
-        &create,
-        SendOutcome::Failed {
-            error: REFUSED,
-            retryable: false,
-            retry_after_ms: None,
-        },
-        2,
-    )?;
+    outbox.record(&create, SendOutcome::refused(REFUSED), 2)?;
     drop(claim);
     Ok(create)
 }
@@ -113,15 +105,7 @@ fn an_operation_overrides_the_outbox_ordering_either_way() -> TestResult {
     )?;
     outbox.enqueue(note("edit-1"), 0)?;
     let claim = outbox.claim(1, 10)?;
-    outbox.record(
-        &create,
-        SendOutcome::Failed {
-            error: REFUSED,
-            retryable: false,
-            retry_after_ms: None,
-        },
-        2,
-    )?;
+    outbox.record(&create, SendOutcome::refused(REFUSED), 2)?;
     drop(claim);
     assert!(send_all(&outbox, 3)?.is_empty());
 
@@ -137,15 +121,7 @@ fn an_operation_overrides_the_outbox_ordering_either_way() -> TestResult {
     )?;
     outbox.enqueue(note("edit-1"), 0)?;
     let claim = outbox.claim(1, 10)?;
-    outbox.record(
-        &create,
-        SendOutcome::Failed {
-            error: REFUSED,
-            retryable: false,
-            retry_after_ms: None,
-        },
-        2,
-    )?;
+    outbox.record(&create, SendOutcome::refused(REFUSED), 2)?;
     drop(claim);
     assert_eq!(send_all(&outbox, 3)?, ["edit-1"]);
     Ok(())
@@ -190,15 +166,7 @@ fn a_corrected_dead_letter_goes_first_under_a_new_key_with_the_old_kept() -> Tes
     assert_eq!(sent.idempotency_key(), key);
     assert_eq!(sent.attempt, 1, "attempts start again");
     // Refused again, corrected again: the next key, both old ones kept.
-    outbox.record(
-        &create,
-        SendOutcome::Failed {
-            error: REFUSED,
-            retryable: false,
-            retry_after_ms: None,
-        },
-        5,
-    )?;
+    outbox.record(&create, SendOutcome::refused(REFUSED), 5)?;
     drop(claim);
     let key = outbox.correct(
         &create,
@@ -240,15 +208,7 @@ fn only_dead_letters_and_unsent_operations_can_be_corrected() -> TestResult {
             ..
         })
     ));
-    outbox.record(
-        &unsent,
-        SendOutcome::Failed {
-            error: "HTTP 503",
-            retryable: true,
-            retry_after_ms: None,
-        },
-        4,
-    )?;
+    outbox.record(&unsent, SendOutcome::retry_later("HTTP 503", None), 4)?;
     drop(claim);
     // Sent and waiting for its retry: its result may still be stored under the old key.
     assert!(matches!(

@@ -68,15 +68,7 @@ fn every_write_that_changes_the_counts_is_seen_and_others_are_not()
     // A dead letter: failed, corrected, discarded.
     let bad = outbox.enqueue(Operation::new("note.create", "/notes", "{}"), 30)?;
     let claim = outbox.claim(31, 10)?;
-    outbox.record(
-        &bad,
-        SendOutcome::Failed {
-            error: "HTTP 422",
-            retryable: false,
-            retry_after_ms: None,
-        },
-        32,
-    )?;
+    outbox.record(&bad, SendOutcome::refused("HTTP 422"), 32)?;
     drop(claim);
     // Changes in between are merged: the watch sees the latest counts.
     assert_eq!(counts(next(&mut watch)?), (0, 0, 0, 1));

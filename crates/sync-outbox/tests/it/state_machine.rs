@@ -431,15 +431,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                             model_done(model_op);
                         } else {
                             let got = outbox
-                                .record(
-                                    &op.id,
-                                    SendOutcome::Failed {
-                                        error: "503",
-                                        retryable: true,
-                                        retry_after_ms: None,
-                                    },
-                                    now,
-                                )
+                                .record(&op.id, SendOutcome::retry_later("503", None), now)
                                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
                             model_fail(model_op, true, None, now);
                             prop_assert_eq!(got, model_op.status);
@@ -480,15 +472,7 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                         model_done(model_op);
                     } else {
                         let got = outbox
-                            .record(
-                                &id,
-                                SendOutcome::Failed {
-                                    error: "late",
-                                    retryable: false,
-                                    retry_after_ms: None,
-                                },
-                                now,
-                            )
+                            .record(&id, SendOutcome::refused("late"), now)
                             .map_err(|e| TestCaseError::fail(e.to_string()))?;
                         prop_assert_eq!(got, model_op.status, "a late failure changes nothing");
                     }

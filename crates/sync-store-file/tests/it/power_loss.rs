@@ -234,11 +234,7 @@ fn run_outbox(
                 let outcome = if ok {
                     SendOutcome::Acknowledged
                 } else {
-                    SendOutcome::Failed {
-                        error: "HTTP 422",
-                        retryable: false,
-                        retry_after_ms: None,
-                    }
+                    sync_outbox::SendOutcome::refused("HTTP 422")
                 };
                 let all_ok = |results: Result<Vec<Result<_, _>>, _>| {
                     results.is_ok_and(|statuses| statuses.iter().all(Result::is_ok))

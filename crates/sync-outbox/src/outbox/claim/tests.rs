@@ -238,24 +238,8 @@ fn every_change_that_makes_work_claimable_notifies() -> TestResult {
     let [keyed, drafted] = ids_now.as_slice() else {
         panic!("expected two claims, got {ids_now:?}");
     };
-    outbox.record(
-        keyed,
-        SendOutcome::Failed {
-            error: "422",
-            retryable: false,
-            retry_after_ms: None,
-        },
-        2,
-    )?;
-    outbox.record(
-        drafted,
-        SendOutcome::Failed {
-            error: "503",
-            retryable: true,
-            retry_after_ms: None,
-        },
-        2,
-    )?;
+    outbox.record(keyed, SendOutcome::refused("422"), 2)?;
+    outbox.record(drafted, SendOutcome::retry_later("503", None), 2)?;
     drop(claim);
     outbox.retry_failed(keyed, 3)?;
     let n = expect("retry_failed", n);
