@@ -28,7 +28,7 @@ fn cycle(c: &mut Criterion) {
         // pulls in ops scheduled further than max_delay_ms ahead) leaves the
         // fillers alone.
         let retry = RetryPolicy {
-            max_delay_ms: FILLER_DUE * 2,
+            max_delay: std::time::Duration::from_millis(FILLER_DUE.unsigned_abs() * 2),
             ..RetryPolicy::default()
         };
         let outbox = Outbox::new(

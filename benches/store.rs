@@ -94,7 +94,7 @@ fn cycle(c: &mut Criterion) {
             fill(&*store, pending);
             // max_delay_ms beyond FILLER_DUE keeps the clock-jump guard off the fillers.
             let retry = RetryPolicy {
-                max_delay_ms: FILLER_DUE * 2,
+                max_delay: std::time::Duration::from_millis(FILLER_DUE.unsigned_abs() * 2),
                 ..RetryPolicy::default()
             };
             let outbox = Outbox::new(

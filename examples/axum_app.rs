@@ -144,7 +144,7 @@ async fn run() -> Result<(), BoxError> {
     }
     let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(&dir))?);
     let retry = RetryPolicy {
-        base_delay_ms: 200,
+        base_delay: std::time::Duration::from_millis(200),
         ..RetryPolicy::default()
     };
     let outbox = Arc::new(Outbox::new(

@@ -72,9 +72,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(dir))?);
     let retry = RetryPolicy {
         max_attempts: 5,
-        base_delay_ms: 20,
+        base_delay: std::time::Duration::from_millis(20),
         factor: 2.0,
-        max_delay_ms: 500,
+        max_delay: std::time::Duration::from_millis(500),
         ..RetryPolicy::default()
     };
     let outbox = Arc::new(Outbox::new(

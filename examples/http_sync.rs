@@ -123,9 +123,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(dir))?);
     let retry = RetryPolicy {
         max_attempts: 8,
-        base_delay_ms: 200,
+        base_delay: std::time::Duration::from_millis(200),
         factor: 2.0,
-        max_delay_ms: 2_000,
+        max_delay: std::time::Duration::from_secs(2),
         ..RetryPolicy::default()
     };
     let outbox = Arc::new(Outbox::new(

@@ -16,7 +16,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sync::outbox::status_index;
 use sync::prelude::*;
@@ -71,7 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let retry = RetryPolicy {
         max_attempts: 3,
-        base_delay_ms: 500,
+        base_delay: Duration::from_millis(500),
         factor: 2.0,
         ..RetryPolicy::default()
     };

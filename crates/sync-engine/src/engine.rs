@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use sync_outbox::Outbox;
 
@@ -26,16 +27,16 @@ pub struct SyncEngineConfig {
     pub batch_limit: usize,
     /// While detached claims are in flight (`Claim::detach`, made by code
     /// outside the engine; no live sender holds them), a sleeping sender
-    /// looks again at least this often (ms), besides at their own expiry, so
-    /// they are put back once the outbox's `inflight_timeout_ms` has passed.
-    /// The engine's own claims are held and never need it. Default 10,000.
-    pub detached_claim_recheck_ms: i64,
+    /// looks again at least this often, besides at their own expiry, so
+    /// they are put back once the outbox's `inflight_timeout` has passed.
+    /// The engine's own claims are held and never need it. Default 10 s.
+    pub detached_claim_recheck: Duration,
     /// The old name of
-    /// [`detached_claim_recheck_ms`](Self::detached_claim_recheck_ms); the
+    /// [`detached_claim_recheck`](Self::detached_claim_recheck), in ms; the
     /// engine uses the shorter of the two. Default 10,000.
     #[deprecated(
         since = "0.1.0",
-        note = "renamed `detached_claim_recheck_ms` (it is not a timeout; `OutboxConfig::inflight_timeout_ms` is)"
+        note = "use `detached_claim_recheck: Duration` (it is not a timeout; `OutboxConfig::inflight_timeout` is)"
     )]
     pub inflight_timeout_ms: i64,
 }
@@ -46,7 +47,9 @@ impl SyncEngineConfig {
     pub(crate) fn recheck_ms(&self) -> i64 {
         #[expect(deprecated, reason = "the old name is honoured for one release")]
         let old = self.inflight_timeout_ms;
-        self.detached_claim_recheck_ms.min(old).max(1)
+        crate::probe::millis(self.detached_claim_recheck)
+            .min(old)
+            .max(1)
     }
 }
 
@@ -56,7 +59,7 @@ impl Default for SyncEngineConfig {
         Self {
             worker_count: 1,
             batch_limit: 10,
-            detached_claim_recheck_ms: 10_000,
+            detached_claim_recheck: Duration::from_secs(10),
             inflight_timeout_ms: 10_000,
         }
     }

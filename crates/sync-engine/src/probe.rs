@@ -5,45 +5,87 @@
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 /// Settings of a [`NetworkProbe`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NetworkProbeConfig {
-    /// How long (ms) an "online" answer is trusted before the check runs again.
-    /// Default 1,000.
-    pub cache_ttl_ms: i64,
-    /// How long (ms) an "offline" answer is trusted before the check runs
-    /// again. Default 2,000.
-    pub offline_recheck_ms: i64,
+    /// How long an "online" answer is trusted before the check runs again.
+    /// Default 1 s.
+    pub cache_ttl: Duration,
+    /// How long an "offline" answer is trusted before the check runs again.
+    /// Default 2 s.
+    pub offline_recheck: Duration,
     /// When the network comes back, make operations waiting in backoff due at
     /// once, so the queue drains on reconnect rather than on the next local
     /// write or backoff expiry. Default `true`.
     pub drain_on_reconnect: bool,
     /// After a send got no answer (the server or the network unreachable:
-    /// [`SendResult::not_sent`], [`SendResult::no_answer`]), how long (ms)
+    /// [`SendResult::not_sent`], [`SendResult::no_answer`]), how long
     /// sending pauses before one operation is tried again; doubled after
     /// each try that gets no answer either, up to
-    /// [`unreachable_backoff_max_ms`](Self::unreachable_backoff_max_ms).
-    /// The first send that gets an answer ends the pause. Default 1,000.
+    /// [`unreachable_backoff_max`](Self::unreachable_backoff_max). The
+    /// first send that gets an answer ends the pause. Default 1 s.
     ///
     /// [`SendResult::not_sent`]: crate::SendResult::not_sent
     /// [`SendResult::no_answer`]: crate::SendResult::no_answer
-    pub unreachable_backoff_ms: i64,
+    pub unreachable_backoff: Duration,
     /// The longest pause between tries while the server is unreachable.
-    /// Default 60,000: a ten-minute outage costs about 20 requests.
-    pub unreachable_backoff_max_ms: i64,
+    /// Default 60 s: a ten-minute outage costs about 15 requests.
+    pub unreachable_backoff_max: Duration,
+    /// The old form of [`cache_ttl`](Self::cache_ttl), in ms: read only
+    /// while `cache_ttl` is at its default. Default 1,000.
+    #[deprecated(since = "0.1.0", note = "use `cache_ttl: Duration`")]
+    pub cache_ttl_ms: i64,
+    /// The old form of [`offline_recheck`](Self::offline_recheck), in ms:
+    /// read only while `offline_recheck` is at its default. Default 2,000.
+    #[deprecated(since = "0.1.0", note = "use `offline_recheck: Duration`")]
+    pub offline_recheck_ms: i64,
 }
 
+const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+const DEFAULT_OFFLINE_RECHECK: Duration = Duration::from_secs(2);
+
 impl Default for NetworkProbeConfig {
+    #[expect(
+        deprecated,
+        reason = "the old fields keep their defaults for one release"
+    )]
     fn default() -> Self {
         Self {
-            cache_ttl_ms: 1_000,
-            offline_recheck_ms: 2_000,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            offline_recheck: DEFAULT_OFFLINE_RECHECK,
             drain_on_reconnect: true,
-            unreachable_backoff_ms: 1_000,
-            unreachable_backoff_max_ms: 60_000,
+            unreachable_backoff: Duration::from_secs(1),
+            unreachable_backoff_max: Duration::from_secs(60),
+            cache_ttl_ms: millis(DEFAULT_CACHE_TTL),
+            offline_recheck_ms: millis(DEFAULT_OFFLINE_RECHECK),
         }
     }
+}
+
+impl NetworkProbeConfig {
+    /// How long an "online" or "offline" answer is trusted, in ms: the
+    /// `Duration` setting, or its deprecated `_ms` form when only that was
+    /// set.
+    #[expect(deprecated, reason = "the old fields are honoured for one release")]
+    fn trust_ms(&self, online: bool) -> i64 {
+        let (new, default, old) = if online {
+            (self.cache_ttl, DEFAULT_CACHE_TTL, self.cache_ttl_ms)
+        } else {
+            (
+                self.offline_recheck,
+                DEFAULT_OFFLINE_RECHECK,
+                self.offline_recheck_ms,
+            )
+        };
+        if new == default { old } else { millis(new) }
+    }
+}
+
+/// `duration` in whole milliseconds, saturating at `i64::MAX`.
+pub(crate) fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// How much a sender may send now, from [`NetworkProbe::permit`].
@@ -239,8 +281,8 @@ impl NetworkProbe {
             }) => streak.saturating_add(1),
             Some(Unreachable { trying: false, .. }) => return,
         };
-        let base = self.config.unreachable_backoff_ms.max(0);
-        let max = self.config.unreachable_backoff_max_ms.max(base);
+        let base = millis(self.config.unreachable_backoff);
+        let max = millis(self.config.unreachable_backoff_max).max(base);
         let pause = base
             .saturating_mul(1_i64 << (streak - 1).min(40))
             .min(max)
@@ -334,11 +376,7 @@ impl NetworkProbe {
             state.reconnects += 1;
         }
         state.online = Some(online);
-        let ttl = if online {
-            self.config.cache_ttl_ms
-        } else {
-            self.config.offline_recheck_ms
-        };
+        let ttl = self.config.trust_ms(online);
         state.next_check_at_ms = now_ms.saturating_add(ttl.max(0));
         reconnected
     }

@@ -19,7 +19,7 @@
 //! use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
 //!
 //! let store = Arc::new(MemoryOutboxStore::new());
-//! let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
+//! let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 //! let outbox = Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone());
 //!
 //! let mut op = Operation::default();

@@ -191,7 +191,7 @@ pub struct Operation {
     /// of its first send that was answered, got no answer after the request
     /// may have left ([`Delivery::Unknown`]), or was cut off by a crash.
     /// `None` while no send could have reached one. The resend window
-    /// ([`OutboxConfig::resend_window_ms`](crate::OutboxConfig::resend_window_ms))
+    /// ([`OutboxConfig::resend_window`](crate::OutboxConfig::resend_window))
     /// counts from here; [`Outbox::correct`](crate::Outbox::correct), which
     /// gives a new key, clears it.
     #[serde(skip_serializing_if = "Option::is_none")]

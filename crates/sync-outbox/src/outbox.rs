@@ -12,6 +12,7 @@ mod recovery;
 mod watch;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 pub use self::claim::Claim;
 use self::index::{State, claim_entry};
@@ -23,7 +24,7 @@ pub use self::watch::StatsWatch;
 use crate::error::OutboxError;
 use crate::id::IdGenerator;
 use crate::operation::{Operation, OperationStatus, OrderingMode};
-use crate::retry::RetryPolicy;
+use crate::retry::{RetryPolicy, millis};
 use crate::store::OutboxStore;
 use crate::transition::transition;
 
@@ -67,18 +68,17 @@ pub struct OutboxConfig {
     /// Backoff and attempt limit.
     pub retry: RetryPolicy,
     /// An `InFlight` operation that no live [`Claim`] holds and that was
-    /// claimed longer ago than this (ms) is taken to belong to a send whose
+    /// claimed longer ago than this is taken to belong to a send whose
     /// sender is gone: it goes back to `Pending` (or `Failed` if that was its
     /// last attempt). Only detached claims ([`Claim::detach`]) can time out:
-    /// a held claim never does, and claims of
-    /// a previous process or of a dropped `Claim` come back at once. Default
-    /// 30,000.
-    pub inflight_timeout_ms: i64,
+    /// a held claim never does, and claims of a previous process or of a
+    /// dropped `Claim` come back at once. Default 30 s.
+    pub inflight_timeout: Duration,
     /// What a `Failed` operation does to later operations of its
     /// `ordering_key`, unless the operation sets its own
     /// [`Operation::ordering`]. Default [`OrderingMode::SkipFailed`].
     pub ordering: OrderingMode,
-    /// How long (ms) after an operation's first send
+    /// How long after an operation's first send
     /// ([`Operation::first_sent_at_ms`]) it may still be sent again under
     /// the same key. A server remembers a key only so long (`sync-server`:
     /// `IdempotencyConfig::key_memory`, default 30 days); a resend after it
@@ -91,20 +91,47 @@ pub struct OutboxConfig {
     /// refused) does not start the window. Keep it below the server's key
     /// memory, with room for clock skew. Default 28 days
     /// ([`sync_protocol::DEFAULT_RESEND_WINDOW`], beside the server's
-    /// `DEFAULT_KEY_MEMORY`); `i64::MAX` never expires.
-    pub resend_window_ms: i64,
+    /// `DEFAULT_KEY_MEMORY`); `Duration::MAX` never expires.
+    pub resend_window: Duration,
+    /// The old form of [`inflight_timeout`](Self::inflight_timeout), in ms:
+    /// read only while `inflight_timeout` is at its default. Default 30,000.
+    #[deprecated(since = "0.1.0", note = "use `inflight_timeout: Duration`")]
+    pub inflight_timeout_ms: i64,
 }
 
+const DEFAULT_INFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl Default for OutboxConfig {
+    #[expect(deprecated, reason = "the old field keeps its default for one release")]
     fn default() -> Self {
         Self {
             owner: "outbox".into(),
             retry: RetryPolicy::default(),
-            inflight_timeout_ms: 30_000,
+            inflight_timeout: DEFAULT_INFLIGHT_TIMEOUT,
             ordering: OrderingMode::SkipFailed,
-            resend_window_ms: i64::try_from(sync_protocol::DEFAULT_RESEND_WINDOW.as_millis())
-                .unwrap_or(i64::MAX),
+            resend_window: sync_protocol::DEFAULT_RESEND_WINDOW,
+            inflight_timeout_ms: millis(DEFAULT_INFLIGHT_TIMEOUT),
         }
+    }
+}
+
+impl OutboxConfig {
+    /// How long an unheld claim lives, in ms: `inflight_timeout`, or the
+    /// deprecated `inflight_timeout_ms` when only that was set.
+    #[must_use]
+    pub fn inflight_timeout_in_ms(&self) -> i64 {
+        #[expect(deprecated, reason = "the old field is honoured for one release")]
+        let old = self.inflight_timeout_ms;
+        if self.inflight_timeout == DEFAULT_INFLIGHT_TIMEOUT {
+            old
+        } else {
+            millis(self.inflight_timeout)
+        }
+    }
+
+    /// The resend window in ms.
+    pub(crate) fn resend_window_in_ms(&self) -> i64 {
+        millis(self.resend_window)
     }
 }
 
@@ -218,7 +245,7 @@ pub struct RecoveryReport {
 /// use std::sync::Arc;
 /// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome};
 ///
-/// let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
+/// let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 /// let store = Arc::new(MemoryOutboxStore::new());
 /// let outbox = Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone());
 ///
@@ -410,12 +437,12 @@ impl Outbox {
     }
 
     /// When the earliest claim that no live [`Claim`] holds times out (see
-    /// [`OutboxConfig::inflight_timeout_ms`]); `None` if there is none. A
+    /// [`OutboxConfig::inflight_timeout`]); `None` if there is none. A
     /// background sender looks again then.
     #[must_use]
     pub fn next_expiry_at_ms(&self) -> Option<i64> {
         self.lock()
-            .next_expiry_at_ms(self.config.inflight_timeout_ms)
+            .next_expiry_at_ms(self.config.inflight_timeout_in_ms())
     }
 
     /// The configuration.
@@ -736,7 +763,7 @@ impl Outbox {
     /// Clamps pending operations due more than `max_delay_ms` after `now_ms`:
     /// no policy schedules that far, so the wall clock must have jumped back.
     fn reschedule_far_future(&self, state: &mut State, now_ms: i64) -> Result<usize, OutboxError> {
-        let horizon = now_ms.saturating_add(self.config.retry.max_delay_ms.max(0));
+        let horizon = now_ms.saturating_add(self.config.retry.max_delay_in_ms().max(0));
         if state.max_scheduled_at <= horizon {
             return Ok(0);
         }
@@ -773,7 +800,7 @@ impl Outbox {
     /// longer than the resend window ago.
     fn past_resend_window(&self, op: &Operation, now_ms: i64) -> bool {
         op.first_sent_at_ms
-            .is_some_and(|first| now_ms.saturating_sub(first) > self.config.resend_window_ms.max(0))
+            .is_some_and(|first| now_ms.saturating_sub(first) > self.config.resend_window_in_ms())
     }
 
     /// Whether `op`, `Failed`, keeps blocking later operations of its

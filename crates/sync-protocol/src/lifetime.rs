@@ -13,7 +13,7 @@ pub const DEFAULT_RESPONSE_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_KEY_MEMORY: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// How long after an operation's first send a client may still resend it
-/// under the same key by default (`sync_outbox::OutboxConfig::resend_window_ms`):
+/// under the same key by default (`sync_outbox::OutboxConfig::resend_window`):
 /// 28 days, two days below [`DEFAULT_KEY_MEMORY`] for clock skew between
 /// device and server. An operation past it becomes a dead letter for the
 /// app to check; one never sent is not affected by age.

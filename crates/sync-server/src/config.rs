@@ -56,7 +56,7 @@ pub struct IdempotencyConfig {
     /// an empty body and `Idempotent-Response-Expired: true`, never a second
     /// run. Default 30 days ([`sync_protocol::DEFAULT_KEY_MEMORY`]), above
     /// the client's default resend window of 28 days
-    /// (`OutboxConfig::resend_window_ms`,
+    /// (`OutboxConfig::resend_window`,
     /// [`sync_protocol::DEFAULT_RESEND_WINDOW`]): a client must never resend
     /// a key longer than its server remembers it. Never shorter than `ttl`.
     /// Costs one small row per key (scope, key, fingerprint, status).

@@ -298,9 +298,9 @@ fn drive(
             owner: "e2e".into(),
             retry: RetryPolicy {
                 max_attempts: 10_000,
-                base_delay_ms: 20,
+                base_delay: std::time::Duration::from_millis(20),
                 factor: 2.0,
-                max_delay_ms: 500,
+                max_delay: std::time::Duration::from_millis(500),
                 ..RetryPolicy::default()
             },
             ..OutboxConfig::default()

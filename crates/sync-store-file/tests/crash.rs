@@ -92,7 +92,7 @@ fn open(kind: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
 fn outbox(store: Arc<dyn OutboxStore>) -> Outbox {
     Outbox::new(
         OutboxConfig {
-            inflight_timeout_ms: 60_000,
+            inflight_timeout: std::time::Duration::from_secs(60),
             ..OutboxConfig::default()
         },
         store,

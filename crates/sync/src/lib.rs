@@ -40,7 +40,7 @@
 //!     file_path: dir.path().join("outbox.json"),
 //!     pretty_json: true,
 //! })?);
-//! let retry = RetryPolicy { max_attempts: 3, base_delay_ms: 500, factor: 2.0, ..RetryPolicy::default() };
+//! let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 //! let outbox = Arc::new(Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone()));
 //! let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
 //! let transport = Arc::new(MyTransport { online: AtomicBool::new(false) });

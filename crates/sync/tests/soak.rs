@@ -107,16 +107,16 @@ fn child(dir: &Path, generation: u64) -> Result<(), Error> {
     let store = Arc::new(WalOutboxStore::open(config)?);
     let retry = RetryPolicy {
         max_attempts: 8,
-        base_delay_ms: 5,
+        base_delay: std::time::Duration::from_millis(5),
         factor: 2.0,
-        max_delay_ms: 200,
+        max_delay: std::time::Duration::from_millis(200),
         ..RetryPolicy::default()
     };
     let outbox = Arc::new(Outbox::new(
         OutboxConfig {
             owner: "soak".into(),
             retry,
-            inflight_timeout_ms: 300,
+            inflight_timeout: std::time::Duration::from_millis(300),
             ..OutboxConfig::default()
         },
         store,
@@ -129,7 +129,7 @@ fn child(dir: &Path, generation: u64) -> Result<(), Error> {
         SyncEngineConfig {
             worker_count: 2,
             batch_limit: 16,
-            detached_claim_recheck_ms: 300,
+            detached_claim_recheck: std::time::Duration::from_millis(300),
             ..SyncEngineConfig::default()
         },
         Arc::clone(&outbox),

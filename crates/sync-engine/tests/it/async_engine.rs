@@ -132,8 +132,8 @@ async fn sync_now_sends_what_waits_in_a_long_backoff() -> TestResult {
         ..Upstream::default()
     });
     let hour = RetryPolicy {
-        base_delay_ms: 3_600_000,
-        max_delay_ms: 3_600_000,
+        base_delay: std::time::Duration::from_secs(3600),
+        max_delay: std::time::Duration::from_secs(3600),
         ..RetryPolicy::default()
     };
     let (engine, queue, clock) = engine(store.clone(), upstream, hour);
@@ -284,7 +284,7 @@ fn no_store_call_runs_on_the_runtime_thread() -> TestResult {
     });
     runtime.block_on(async {
         let retry = RetryPolicy {
-            base_delay_ms: 5,
+            base_delay: std::time::Duration::from_millis(5),
             ..RetryPolicy::default()
         };
         let (engine, queue, clock) = engine(store.clone(), upstream, retry);

@@ -116,9 +116,9 @@ impl AsyncSyncTransport for SimUpstream {
 fn outbox_over(store: &Arc<MemoryOutboxStore>) -> Arc<Outbox> {
     let retry = RetryPolicy {
         max_attempts: MAX_ATTEMPTS,
-        base_delay_ms: 100,
+        base_delay: std::time::Duration::from_millis(100),
         factor: 2.0,
-        max_delay_ms: 2_000,
+        max_delay: std::time::Duration::from_secs(2),
         ..RetryPolicy::default()
     };
     Arc::new(Outbox::new(
@@ -158,8 +158,8 @@ async fn world(seed: u64) -> Result<(), String> {
     let probe_online = Arc::clone(&online);
     let probe = Arc::new(NetworkProbe::new(
         NetworkProbeConfig {
-            cache_ttl_ms: 200,
-            offline_recheck_ms: 300,
+            cache_ttl: std::time::Duration::from_millis(200),
+            offline_recheck: std::time::Duration::from_millis(300),
             ..NetworkProbeConfig::default()
         },
         move || probe_online.load(std::sync::atomic::Ordering::SeqCst),

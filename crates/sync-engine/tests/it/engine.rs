@@ -208,7 +208,7 @@ fn a_sleeping_engine_wakes_for_a_key_head_in_backoff() -> TestResult {
     use sync_outbox::{MemoryOutboxStore, Outbox, OutboxConfig, RetryPolicy};
     let store = Arc::new(MemoryOutboxStore::new());
     let retry = RetryPolicy {
-        base_delay_ms: 20,
+        base_delay: std::time::Duration::from_millis(20),
         ..RetryPolicy::default()
     };
     let outbox = Arc::new(Outbox::new(

@@ -51,14 +51,14 @@ pub(crate) fn guide_outbox() -> (Arc<Outbox>, Arc<MemoryOutboxStore>) {
     let store = Arc::new(MemoryOutboxStore::new());
     let retry = RetryPolicy {
         max_attempts: 3,
-        base_delay_ms: 500,
+        base_delay: std::time::Duration::from_millis(500),
         factor: 2.0,
         ..RetryPolicy::default()
     };
     let config = OutboxConfig {
         owner: "test".into(),
         retry,
-        inflight_timeout_ms: 10_000,
+        inflight_timeout: std::time::Duration::from_secs(10),
         ..OutboxConfig::default()
     };
     (Arc::new(Outbox::new(config, store.clone())), store)

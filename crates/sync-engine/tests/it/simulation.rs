@@ -224,7 +224,7 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
     let probe_online = Arc::clone(&online);
     let probe = Arc::new(NetworkProbe::new(
         NetworkProbeConfig {
-            cache_ttl_ms: 0,
+            cache_ttl: std::time::Duration::from_millis(0),
             ..NetworkProbeConfig::default()
         },
         move || probe_online.load(SeqCst),
@@ -239,15 +239,15 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
     });
     let retry = RetryPolicy {
         max_attempts: MAX_ATTEMPTS,
-        base_delay_ms: 100,
+        base_delay: std::time::Duration::from_millis(100),
         factor: 2.0,
-        max_delay_ms: 2_000,
+        max_delay: std::time::Duration::from_secs(2),
         ..RetryPolicy::default()
     };
     let config = OutboxConfig {
         owner: "sim".into(),
         retry,
-        inflight_timeout_ms: 1_000,
+        inflight_timeout: std::time::Duration::from_secs(1),
         ordering: mode,
         ..OutboxConfig::default()
     };

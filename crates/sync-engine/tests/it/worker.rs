@@ -172,7 +172,7 @@ fn the_probe_caches_and_rechecks() {
     let counter = Arc::clone(&calls);
     let probe = NetworkProbe::new(
         NetworkProbeConfig {
-            cache_ttl_ms: 100,
+            cache_ttl: std::time::Duration::from_millis(100),
             ..NetworkProbeConfig::default()
         },
         move || {

@@ -163,7 +163,7 @@ impl Outbox {
     /// no later operation with the same key is claimed. First, orphans (and
     /// timed-out claims nobody holds) go back to `Pending` (see
     /// [`Outbox::recover`]). A due operation first sent longer than
-    /// [`OutboxConfig::resend_window_ms`](crate::OutboxConfig::resend_window_ms)
+    /// [`OutboxConfig::resend_window`](crate::OutboxConfig::resend_window)
     /// ago is not claimed but made `Failed` (durably, before the claim),
     /// its `last_error` saying why.
     ///
@@ -264,7 +264,7 @@ impl Outbox {
         }
         #[expect(clippy::cast_precision_loss, reason = "days, for a message")]
         let days = |ms: i64| ms as f64 / 86_400_000.0;
-        let window_days = days(self.config.resend_window_ms);
+        let window_days = days(self.config.resend_window_in_ms());
         for op in &mut expired {
             let first = op.first_sent_at_ms.unwrap_or(now_ms);
             let days = days(now_ms.saturating_sub(first));

@@ -426,7 +426,7 @@ impl Outbox {
                 let retry = &self.config.retry;
                 let hint = retry_after_ms
                     .unwrap_or(0)
-                    .clamp(0, retry.max_delay_ms.max(0));
+                    .clamp(0, retry.max_delay_in_ms().max(0));
                 let delay = retry.delay_ms(&op.id, op.unanswered_sends).max(hint);
                 op.next_retry_at_ms = now_ms.saturating_add(delay);
                 state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
@@ -457,7 +457,7 @@ impl Outbox {
                 if to == OperationStatus::Pending {
                     let hint = retry_after_ms
                         .unwrap_or(0)
-                        .clamp(0, retry.max_delay_ms.max(0));
+                        .clamp(0, retry.max_delay_in_ms().max(0));
                     let delay = retry.delay_ms(&op.id, op.attempt).max(hint);
                     op.next_retry_at_ms = now_ms.saturating_add(delay);
                     state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);

@@ -51,7 +51,7 @@ impl Outbox {
         state: &mut State,
         now_ms: i64,
     ) -> Result<(usize, usize), OutboxError> {
-        let deadline = now_ms.saturating_sub(self.config.inflight_timeout_ms);
+        let deadline = now_ms.saturating_sub(self.config.inflight_timeout_in_ms());
         let (mut requeued, mut failed) = (0, 0);
         for (entry, why) in state.abandoned_claims(deadline) {
             let stored = self.store.get(&entry.2)?;
@@ -84,7 +84,8 @@ impl Outbox {
                 ),
                 Abandoned::TimedOut => format!(
                     "no result for attempt {} within {} ms: the send was interrupted",
-                    op.attempt, self.config.inflight_timeout_ms
+                    op.attempt,
+                    self.config.inflight_timeout_in_ms()
                 ),
             };
             op.next_retry_at_ms = now_ms;

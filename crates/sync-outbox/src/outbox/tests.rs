@@ -12,7 +12,7 @@ type TestResult = Result<(), OutboxError>;
 fn guide_retry() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
-        base_delay_ms: 500,
+        base_delay: std::time::Duration::from_millis(500),
         factor: 2.0,
         ..RetryPolicy::default()
     }
@@ -23,7 +23,7 @@ fn outbox() -> (Outbox, Arc<MemoryOutboxStore>) {
     let config = OutboxConfig {
         owner: "test".into(),
         retry: guide_retry(),
-        inflight_timeout_ms: 10_000,
+        inflight_timeout: std::time::Duration::from_secs(10),
         ..OutboxConfig::default()
     };
     (Outbox::new(config, store.clone()), store)
@@ -170,7 +170,7 @@ fn a_longer_retry_after_wins_and_is_capped() -> TestResult {
     );
 
     let (outbox, store) = outbox_with(RetryPolicy {
-        max_delay_ms: 2_000,
+        max_delay: std::time::Duration::from_secs(2),
         ..guide_retry()
     });
     let id = outbox.enqueue(op(None), 0)?;
@@ -589,7 +589,7 @@ fn a_claim_half_stored_by_a_failing_store_comes_back() -> TestResult {
     let store = Arc::new(FailingBatchStore::default());
     let config = OutboxConfig {
         retry: guide_retry(),
-        inflight_timeout_ms: 100,
+        inflight_timeout: std::time::Duration::from_millis(100),
         ..OutboxConfig::default()
     };
     let outbox = Outbox::new(config, store.clone());

@@ -5,7 +5,7 @@ use super::*;
 fn guide() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
-        base_delay_ms: 500,
+        base_delay: Duration::from_millis(500),
         factor: 2.0,
         ..RetryPolicy::default()
     }
@@ -14,7 +14,7 @@ fn guide() -> RetryPolicy {
 #[test]
 fn backoff_follows_the_formula_and_caps() {
     let policy = RetryPolicy {
-        max_delay_ms: 3_000,
+        max_delay: Duration::from_secs(3),
         ..guide()
     };
     let delays: Vec<i64> = (1..=6).map(|n| policy.backoff_ms(n)).collect();
@@ -28,6 +28,27 @@ fn backoff_follows_the_formula_and_caps() {
 }
 
 #[test]
+#[expect(deprecated, reason = "the old ms fields are honoured for one release")]
+fn the_old_millisecond_fields_are_honoured_while_the_new_ones_are_at_their_defaults() {
+    let old = RetryPolicy {
+        base_delay_ms: 250,
+        max_delay_ms: 600,
+        ..RetryPolicy::default()
+    };
+    assert_eq!((old.base_delay_in_ms(), old.max_delay_in_ms()), (250, 600));
+    assert_eq!(old.backoff_ms(3), 600);
+    let both = RetryPolicy {
+        base_delay: Duration::from_millis(100),
+        ..old
+    };
+    assert_eq!(both.base_delay_in_ms(), 100, "the new field wins once set");
+}
+
+#[test]
+#[expect(
+    deprecated,
+    reason = "negative delays can only be said with the old fields"
+)]
 fn odd_policies_never_give_negative_or_nan_delays() {
     for (base, factor) in [
         (-5, 2.0),
@@ -44,7 +65,7 @@ fn odd_policies_never_give_negative_or_nan_delays() {
         for n in 1..5 {
             let d = policy.backoff_ms(n);
             assert!(
-                (0..=policy.max_delay_ms).contains(&d),
+                (0..=policy.max_delay_in_ms()).contains(&d),
                 "base {base} factor {factor} n {n}: {d}"
             );
         }

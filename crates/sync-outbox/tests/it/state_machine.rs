@@ -38,9 +38,9 @@ const RESEND_WINDOW_MS: i64 = 10_000;
 fn policy() -> RetryPolicy {
     RetryPolicy {
         max_attempts: 3,
-        base_delay_ms: 100,
+        base_delay: std::time::Duration::from_millis(100),
         factor: 2.0,
-        max_delay_ms: 1_000,
+        max_delay: std::time::Duration::from_secs(1),
         ..RetryPolicy::default()
     }
 }
@@ -335,9 +335,10 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
     let config = OutboxConfig {
         owner: "model".into(),
         retry: policy(),
-        inflight_timeout_ms: TIMEOUT_MS,
+        inflight_timeout: std::time::Duration::from_millis(TIMEOUT_MS.unsigned_abs()),
         ordering: mode,
-        resend_window_ms: RESEND_WINDOW_MS,
+        resend_window: std::time::Duration::from_millis(RESEND_WINDOW_MS.unsigned_abs()),
+        ..OutboxConfig::default()
     };
     let outbox = Outbox::new(config, store.clone());
     let mut model = Model::default();

@@ -200,7 +200,7 @@ fn reqwest_to_axum_with_a_token_refresh_through_the_async_engine() -> TestResult
             assert!(!format!("{transport:?}").contains("t1"));
             let store = Arc::new(MemoryOutboxStore::new());
             let retry = sync_outbox::RetryPolicy {
-                base_delay_ms: 10,
+                base_delay: std::time::Duration::from_millis(10),
                 ..sync_outbox::RetryPolicy::default()
             };
             let outbox = Arc::new(Outbox::new(

@@ -27,7 +27,7 @@ fn a_worker_delivers_everything_through_a_server_that_fails_at_first() -> TestRe
     let store = Arc::new(MemoryOutboxStore::new());
     let retry = RetryPolicy {
         max_attempts: 20,
-        base_delay_ms: 100,
+        base_delay: std::time::Duration::from_millis(100),
         ..RetryPolicy::default()
     };
     let outbox = Arc::new(Outbox::new(
@@ -93,7 +93,7 @@ fn a_slow_server_gets_each_key_once_from_two_senders() -> TestResult {
     let store = Arc::new(MemoryOutboxStore::new());
     let outbox = Arc::new(Outbox::new(
         OutboxConfig {
-            inflight_timeout_ms: 50,
+            inflight_timeout: std::time::Duration::from_millis(50),
             ..OutboxConfig::default()
         },
         store.clone(),
@@ -102,7 +102,7 @@ fn a_slow_server_gets_each_key_once_from_two_senders() -> TestResult {
     let engine = SyncEngine::new(
         SyncEngineConfig {
             worker_count: 2,
-            detached_claim_recheck_ms: 10,
+            detached_claim_recheck: std::time::Duration::from_millis(10),
             ..SyncEngineConfig::default()
         },
         outbox.clone(),

@@ -17,7 +17,7 @@ const TIMEOUT_MS: i64 = 100;
 fn outbox() -> (Outbox, Arc<MemoryOutboxStore>) {
     let store = Arc::new(MemoryOutboxStore::new());
     let config = OutboxConfig {
-        inflight_timeout_ms: TIMEOUT_MS,
+        inflight_timeout: std::time::Duration::from_millis(TIMEOUT_MS.unsigned_abs()),
         ..OutboxConfig::default()
     };
     (Outbox::new(config, store.clone()), store)
@@ -175,7 +175,7 @@ fn late_results_keep_the_ack_and_never_undo_a_newer_state() -> TestResult {
                 max_attempts: 1,
                 ..crate::RetryPolicy::default()
             },
-            inflight_timeout_ms: TIMEOUT_MS,
+            inflight_timeout: std::time::Duration::from_millis(TIMEOUT_MS.unsigned_abs()),
             ..OutboxConfig::default()
         },
         store_last.clone(),
@@ -310,7 +310,7 @@ impl OutboxStore for FlakyStore {
 fn a_failed_reload_does_not_turn_live_claims_into_orphans() -> TestResult {
     let store = Arc::new(FlakyStore::default());
     let config = OutboxConfig {
-        inflight_timeout_ms: TIMEOUT_MS,
+        inflight_timeout: std::time::Duration::from_millis(TIMEOUT_MS.unsigned_abs()),
         ..OutboxConfig::default()
     };
     let outbox = Outbox::new(config, store.clone());

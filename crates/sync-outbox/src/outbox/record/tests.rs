@@ -50,7 +50,7 @@ fn outbox() -> (Outbox, Arc<CountingStore>) {
     let config = OutboxConfig {
         retry: RetryPolicy {
             max_attempts: 3,
-            base_delay_ms: 100,
+            base_delay: std::time::Duration::from_millis(100),
             jitter: crate::Jitter::None,
             ..RetryPolicy::default()
         },
