@@ -91,8 +91,7 @@ impl Default for SyncEngineConfig {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine, SyncEngineConfig, SyncTransport, SystemClock};
-/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+/// use sync::prelude::*;
 ///
 /// struct AlwaysOk;
 /// impl SyncTransport for AlwaysOk {
@@ -112,7 +111,6 @@ impl Default for SyncEngineConfig {
 ///     std::thread::yield_now();
 /// }
 /// engine.stop()?;
-/// # use sync_engine::Clock;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "an engine sends nothing until it is started (`start`, or build it with `SyncEngine::started`)"]

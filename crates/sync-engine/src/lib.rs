@@ -12,8 +12,8 @@
 //! ```
 //! use std::sync::Arc;
 //! use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-//! use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig};
-//! use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+//! use std::time::Duration;
+//! use sync::prelude::*;
 //!
 //! struct Flaky {
 //!     online: AtomicBool,
@@ -25,7 +25,7 @@
 //! }
 //!
 //! let store = Arc::new(MemoryOutboxStore::new());
-//! let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
+//! let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 //! let outbox = Arc::new(Outbox::new(OutboxConfig { retry, ..OutboxConfig::default() }, store.clone()));
 //! let transport = Arc::new(Flaky { online: AtomicBool::new(false) });
 //! let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));

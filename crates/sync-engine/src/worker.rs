@@ -61,8 +61,7 @@ impl std::iter::Sum for WorkerStats {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sync_engine::{NetworkProbe, NetworkProbeConfig, SendResult, SyncTransport, SyncWorker, SyncWorkerConfig};
-/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
+/// use sync::prelude::*;
 ///
 /// struct AlwaysOk;
 /// impl SyncTransport for AlwaysOk {

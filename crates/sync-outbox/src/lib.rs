@@ -16,10 +16,11 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
+//! use std::time::Duration;
+//! use sync::outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
 //!
 //! let store = Arc::new(MemoryOutboxStore::new());
-//! let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
+//! let retry = RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 //! let outbox = Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone());
 //!
 //! let mut op = Operation::default();
@@ -31,7 +32,7 @@
 //! assert_eq!(claim.len(), 1);
 //! outbox.mark_done(&id, 2)?;
 //! assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
-//! # Ok::<_, sync_outbox::OutboxError>(())
+//! # Ok::<_, sync::outbox::OutboxError>(())
 //! ```
 //!
 //! # Crate features

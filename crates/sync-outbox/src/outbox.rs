@@ -243,7 +243,7 @@ pub struct RecoveryReport {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use sync_outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome};
+/// use sync::outbox::{MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome};
 ///
 /// let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 /// let store = Arc::new(MemoryOutboxStore::new());
@@ -261,7 +261,7 @@ pub struct RecoveryReport {
 /// let retry = outbox.claim(1_502, 10)?;                  // the retry
 /// outbox.mark_done(&retry.ops()[0].id, 1_503)?;
 /// assert_eq!(store.get(&id)?.map(|op| op.status), Some(OperationStatus::Done));
-/// # Ok::<_, sync_outbox::OutboxError>(())
+/// # Ok::<_, sync::outbox::OutboxError>(())
 /// ```
 pub struct Outbox {
     config: OutboxConfig,

@@ -15,8 +15,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sync_outbox::{Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore};
-//! use sync_store_file::{WalOutboxStore, WalOutboxStoreConfig};
+//! use sync::prelude::*;
 //!
 //! let dir = tempfile::tempdir().expect("a temp dir");
 //! let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(dir.path()))?);

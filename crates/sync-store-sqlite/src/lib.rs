@@ -20,8 +20,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use sync_outbox::{Operation, Outbox, OutboxConfig};
-//! use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
+//! use sync::prelude::*;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(dir.path().join("app.db")))?);
@@ -30,7 +29,7 @@
 //!     tx.execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, text TEXT)")?;
 //!     tx.execute("INSERT INTO notes VALUES ('n1', 'buy milk')", [])?;
 //!     tx.enqueue(Operation::new("note.create", "/notes", r#"{"id":"n1","text":"buy milk"}"#), 1_000)?;
-//!     Ok::<_, sync_store_sqlite::SqliteStoreError>(())
+//!     Ok::<_, sync::sqlite::SqliteStoreError>(())
 //! });
 //! assert!(ids.is_ok());
 //! assert_eq!(outbox.claim(1_001, 10)?.len(), 1);

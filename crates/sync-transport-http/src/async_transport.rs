@@ -27,9 +27,7 @@ use crate::request::{
 /// # Examples
 ///
 /// ```
-/// use sync_engine::AsyncSyncTransport;
-/// use sync_outbox::Operation;
-/// use sync_transport_http::{AsyncHttpTransport, HttpTransportConfig};
+/// use sync::prelude::*;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
 /// // Nothing listens on port 9 (discard) here: the send is retryable.
@@ -41,7 +39,7 @@ use crate::request::{
 /// op.id = "op_1".into();
 /// let result = transport.send(&op).await;
 /// assert!(!result.ok && result.retryable, "{}", result.error);
-/// # Ok::<_, sync_transport_http::HttpTransportError>(())
+/// # Ok::<_, sync::http::HttpTransportError>(())
 /// # })?;
 /// # Ok::<_, Box<dyn std::error::Error>>(())
 /// ```

@@ -27,7 +27,7 @@
 //! ```
 //! # #[cfg(feature = "blocking")] {
 //! use std::time::Duration;
-//! use sync_transport_http::{HttpMethod, HttpTransport, HttpTransportConfig};
+//! use sync::http::{HttpMethod, HttpTransport, HttpTransportConfig};
 //!
 //! let transport = HttpTransport::new(HttpTransportConfig {
 //!     base_url: "https://api.example.com".into(),
@@ -38,7 +38,7 @@
 //! .with_method("profile.update", HttpMethod::Put))?;
 //! assert!(!format!("{transport:?}").contains("secret-token"));
 //! # }
-//! # Ok::<_, sync_transport_http::HttpTransportError>(())
+//! # Ok::<_, sync::http::HttpTransportError>(())
 //! ```
 //!
 //! # Crate features

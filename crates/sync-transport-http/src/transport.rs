@@ -49,9 +49,7 @@ use crate::request::{
 /// # Examples
 ///
 /// ```
-/// use sync_engine::SyncTransport;
-/// use sync_outbox::Operation;
-/// use sync_transport_http::{HttpTransport, HttpTransportConfig};
+/// use sync::prelude::*;
 ///
 /// // Nothing listens on port 9 (discard) here: the send is retryable.
 /// let transport = HttpTransport::new(HttpTransportConfig {
@@ -62,7 +60,7 @@ use crate::request::{
 /// op.id = "op_1".into();
 /// let result = transport.send(&op);
 /// assert!(!result.ok && result.retryable, "{}", result.error);
-/// # Ok::<_, sync_transport_http::HttpTransportError>(())
+/// # Ok::<_, sync::http::HttpTransportError>(())
 /// ```
 pub struct HttpTransport {
     agent: ureq::Agent,

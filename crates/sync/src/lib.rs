@@ -109,10 +109,10 @@
 
 /// The write-ahead log: re-exports `sync-wal`.
 ///
-/// The items' own examples name the layer's crate (`sync_wal::...`); through
-/// the facade the same items are `sync::wal::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::wal::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_wal::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "wal")]
 #[cfg_attr(docsrs, doc(cfg(feature = "wal")))]
 pub mod wal {
@@ -121,10 +121,10 @@ pub mod wal {
 
 /// The wire both halves speak: re-exports `sync-protocol`.
 ///
-/// The items' own examples name the layer's crate (`sync_protocol::...`); through
-/// the facade the same items are `sync::protocol::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::protocol::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_protocol::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "protocol")]
 #[cfg_attr(docsrs, doc(cfg(feature = "protocol")))]
 pub mod protocol {
@@ -134,10 +134,10 @@ pub mod protocol {
 /// Operations, their state machine, the retry policy and the store trait:
 /// re-exports `sync-outbox`.
 ///
-/// The items' own examples name the layer's crate (`sync_outbox::...`); through
-/// the facade the same items are `sync::outbox::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::outbox::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_outbox::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "outbox")]
 #[cfg_attr(docsrs, doc(cfg(feature = "outbox")))]
 pub mod outbox {
@@ -146,10 +146,10 @@ pub mod outbox {
 
 /// The durable stores: re-exports `sync-store-file`.
 ///
-/// The items' own examples name the layer's crate (`sync_store_file::...`); through
-/// the facade the same items are `sync::store::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::store::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_store_file::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "store")]
 #[cfg_attr(docsrs, doc(cfg(feature = "store")))]
 pub mod store {
@@ -158,10 +158,10 @@ pub mod store {
 
 /// The SQLite store: re-exports `sync-store-sqlite`.
 ///
-/// The items' own examples name the layer's crate (`sync_store_sqlite::...`); through
-/// the facade the same items are `sync::sqlite::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::sqlite::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_store_sqlite::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite {
@@ -170,10 +170,10 @@ pub mod sqlite {
 
 /// The worker, transport trait and network probe: re-exports `sync-engine`.
 ///
-/// The items' own examples name the layer's crate (`sync_engine::...`); through
-/// the facade the same items are `sync::engine::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::engine::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_engine::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "engine")]
 #[cfg_attr(docsrs, doc(cfg(feature = "engine")))]
 pub mod engine {
@@ -182,10 +182,10 @@ pub mod engine {
 
 /// The HTTP transport: re-exports `sync-transport-http`.
 ///
-/// The items' own examples name the layer's crate (`sync_transport_http::...`); through
-/// the facade the same items are `sync::http::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::http::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_transport_http::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(any(feature = "http", feature = "http-async"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "http", feature = "http-async"))))]
 pub mod http {
@@ -194,10 +194,10 @@ pub mod http {
 
 /// The receiving half, for servers: re-exports `sync-server`.
 ///
-/// The items' own examples name the layer's crate (`sync_server::...`); through
-/// the facade the same items are `sync::server::...`. Where an item says
-/// it needs a feature of its crate, the facade's feature is in this crate's
-/// feature list.
+/// The main types' examples use these facade paths (`sync::server::...`,
+/// `sync::prelude::*`); the others name the layer's own crate
+/// (`sync_server::...`), the same items. Where an item needs a feature of
+/// its crate, the facade's name for it is in this crate's feature list.
 #[cfg(feature = "server")]
 #[cfg_attr(docsrs, doc(cfg(feature = "server")))]
 pub mod server {
