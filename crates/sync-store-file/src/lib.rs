@@ -33,6 +33,7 @@
 //! None.
 
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![doc(test(attr(deny(warnings))))]
 

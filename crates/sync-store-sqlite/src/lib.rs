@@ -38,10 +38,13 @@
 //!
 //! # Crate features
 //!
-//! None.
+//! - `tokio` (off by default; in the `sync` facade, on with `tokio` and
+//!   `sqlite`): `SqliteOutboxStore::with_transaction_async`, the
+//!   transactional enqueue as a future on tokio's blocking pool.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
 mod schema;
