@@ -376,10 +376,16 @@ struct Sender {
 
 impl Sender {
     fn run(&self, clock: &dyn Clock) {
-        while !self.stopping.load(Ordering::SeqCst) {
-            // Read the generation before looking for work: a notification
-            // after this point makes the sleep below return at once.
+        loop {
+            // Read the generation before looking for work *and* before the
+            // stop check: a notification after this point (including the
+            // one `stop` sends) makes the sleep below return at once. Read
+            // after the stop check, a stop landing in between was lost and
+            // the sender slept forever on a clock with no deadline.
             let seen = self.wakeup.generation();
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
             let now = clock.now_ms();
             let deadline = match self.worker.tick(now) {
                 Ok(0) => next_wake_at(&self.outbox, &self.probe, now, self.inflight_recheck_ms),
