@@ -1,13 +1,17 @@
 //! The wire both halves of `sync` speak: what the client sends, what the
 //! server answers, and what each answer means.
 //!
-//! A small leaf crate with no I/O, depending on serde alone, so a client
+//! A small leaf crate with no I/O (serde, `serde_json` and a query-string
+//! encoder), so a client
 //! (`sync-transport-http`) and a server (`sync-server`) agree on one
 //! definition, and a server in another crate (or, reading
 //! `docs/PROTOCOL.md`, in another language) can follow it:
 //!
 //! - the batch request and response types ([`BatchRequest`],
 //!   [`BatchResponse`]);
+//! - the change feed's pull ([`PullRequest`], [`PullResponse`], [`Change`],
+//!   [`PullError`]) and the version header on an operation's answer
+//!   ([`SYNC_VERSION`]);
 //! - the header names ([`IDEMPOTENCY_KEY`], [`IDEMPOTENT_REPLAYED`],
 //!   [`IDEMPOTENT_RESPONSE_EXPIRED`], [`RETRY_AFTER`]);
 //! - the status table ([`map_status`]: done, retried, unavailable,
@@ -37,11 +41,16 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod batch;
+mod feed;
 mod header;
 mod lifetime;
 mod status;
 
 pub use batch::{BatchOperation, BatchRequest, BatchResponse, BatchResult, WireOperation};
+pub use feed::{
+    Change, ChangeOp, DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, PullError, PullErrorCode, PullRequest,
+    PullResponse, RestartReason, SYNC_VERSION,
+};
 pub use header::{
     IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED, MAX_KEY_LEN, RETRY_AFTER,
 };

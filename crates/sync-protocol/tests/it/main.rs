@@ -1,4 +1,5 @@
 //! The protocol's integration tests: one binary, a module per behaviour.
 
 mod batch_format;
+mod pull_format;
 mod status_table;
