@@ -66,6 +66,7 @@
 mod batch;
 mod config;
 mod error;
+mod feed;
 mod fingerprint;
 mod handle;
 mod key;
@@ -84,6 +85,10 @@ mod store;
 pub use batch::BatchService;
 pub use config::{ClockFn, IdempotencyConfig, KeyRequirement, ScopeFn};
 pub use error::ServerError;
+pub use feed::{
+    ChangeFeed, Compaction, EntitledScopesFn, FeedChange, FeedKey, FeedPage, FeedQuery, Position,
+    PullConfig, PullService,
+};
 pub use fingerprint::Fingerprint;
 pub use handle::{Idempotency, MissingIdempotency};
 pub use layer::{IdempotencyLayer, IdempotencyService};
@@ -95,10 +100,12 @@ pub use response::StoredResponse;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteIdempotencyStore;
 pub use store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
+/// The feed's wire types, defined in `sync-protocol` and re-exported here.
+pub use sync_protocol::{Change, ChangeOp, PullError, PullErrorCode, PullResponse, RestartReason};
 /// The header names and key limit, defined in `sync-protocol` (shared with
 /// the client) and re-exported here.
 pub use sync_protocol::{
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED, MAX_KEY_LEN,
+    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED, MAX_KEY_LEN, SYNC_VERSION,
 };
 
 /// The SQLite binding the SQLite store uses, for the app's own SQL.

@@ -9,12 +9,17 @@ use deadpool_postgres::{Object, Pool};
 use tokio_postgres::Row;
 
 use crate::error::ServerError;
+use crate::feed::table::{
+    CREATE as CREATE_FEED, CREATE_POSTGRES as CREATE_FEED_POSTGRES, FEED_SCHEMA_VERSION,
+    FEED_TABLE, READ_VERSION as READ_FEED_VERSION,
+};
 use crate::fingerprint::Fingerprint;
 use crate::handle::Idempotency;
 use crate::key_table::{COMPLETE, CREATE, PURGE, UPGRADE_FROM_V1};
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
 use crate::store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
+use sync_protocol::SYNC_VERSION;
 
 const TABLE: &str = "sync_idempotency";
 /// 1: the first; 2 adds `remembered_until_ms` (the key memory). A version 1
@@ -111,9 +116,10 @@ impl PostgresIdempotencyStore {
     /// Creates the key table if it is missing (safe to run from every
     /// instance at once), upgrades a version 1 table (its completed keys
     /// are remembered 30 days from their start), or checks the version of
-    /// the one there. A database with another version, or with a
-    /// `sync_idempotency` table but no version, is refused and not written
-    /// to.
+    /// the one there; then the same for the change feed's tables
+    /// (`sync_feed`, `sync_feed_meta`, `sync_feed_seq`). A database with
+    /// another version of either, or with a table but no version, is
+    /// refused and not written to.
     ///
     /// # Errors
     ///
@@ -155,7 +161,7 @@ impl PostgresIdempotencyStore {
             found => found,
         };
         let ddl = match found {
-            Some(found) if found == SCHEMA_VERSION.to_string() => return Ok(()),
+            Some(found) if found == SCHEMA_VERSION.to_string() => "",
             Some(found) if found == "1" => UPGRADE_FROM_V1,
             Some(found) => {
                 return Err(ServerError::UnknownSchema {
@@ -172,6 +178,26 @@ impl PostgresIdempotencyStore {
         tx.batch_execute(&ddl)
             .await
             .map_err(pg("create the key table"))?;
+        // The change feed's tables, checked before anything is written to
+        // them and made if missing.
+        let feed = if has_table(&tx, "sync_feed_meta").await? {
+            tx.query_opt(READ_FEED_VERSION, &[])
+                .await
+                .map_err(pg("read the feed's version"))?
+                .map_or_else(|| "none".to_owned(), |row| row.get(0))
+        } else {
+            tx.batch_execute(&format!("{CREATE_FEED}{CREATE_FEED_POSTGRES}"))
+                .await
+                .map_err(pg("create the feed's tables"))?;
+            FEED_SCHEMA_VERSION.to_string()
+        };
+        if feed != FEED_SCHEMA_VERSION.to_string() {
+            return Err(ServerError::UnknownSchema {
+                table: FEED_TABLE,
+                found: feed,
+                expected: FEED_SCHEMA_VERSION,
+            });
+        }
         tx.commit().await.map_err(pg("commit the migration"))
     }
 
@@ -190,6 +216,7 @@ impl PostgresIdempotencyStore {
         let effect = PgEffect {
             client: Some(self.client().await?),
             idem: idem.clone(),
+            recorded: std::sync::atomic::AtomicI64::new(i64::MIN),
         };
         effect
             .client()
@@ -204,6 +231,8 @@ impl PostgresIdempotencyStore {
     }
 }
 
+mod feed;
+
 /// A transaction of the transactional form, from
 /// [`PostgresIdempotencyStore::transaction`]: the handler writes its effect
 /// through [`client`](Self::client), then [`commit`](Self::commit)s it with
@@ -212,6 +241,9 @@ pub struct PgEffect {
     /// `None` only once committed.
     client: Option<Object>,
     idem: Idempotency,
+    /// The version of the changes [`record`](Self::record)ed, `i64::MIN`
+    /// while none was.
+    recorded: std::sync::atomic::AtomicI64,
 }
 
 impl fmt::Debug for PgEffect {
@@ -251,7 +283,7 @@ impl PgEffect {
     /// effect is rolled back); [`ServerError::Postgres`] (rolled back, or,
     /// for an error of the commit itself, unknown: the key's retry shows
     /// which).
-    pub async fn commit(mut self, response: StoredResponse) -> Result<Response, ServerError> {
+    pub async fn commit(mut self, mut response: StoredResponse) -> Result<Response, ServerError> {
         if !response.is_storable() {
             // A status the client retries is not stored: roll the effect
             // back and let the layer release the key. A rolled-back
@@ -266,6 +298,12 @@ impl PgEffect {
         // error, and if this future is dropped at any await, Drop closes it
         // and the server rolls the transaction back. It never goes back to
         // the pool mid-transaction.
+        let recorded = self.recorded.load(std::sync::atomic::Ordering::Relaxed);
+        if recorded != i64::MIN {
+            // The answer (and every replay) says the version the recorded
+            // changes commit at.
+            response = response.with_header(SYNC_VERSION, &recorded.to_string());
+        }
         let claim = self.idem.claim.clone();
         let changed = complete_on(self.client(), &claim, &response, self.idem.expiry)
             .await

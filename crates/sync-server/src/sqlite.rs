@@ -16,6 +16,7 @@ use crate::key_table::{COMPLETE, CREATE, PURGE, UPGRADE_FROM_V1};
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
 use crate::response::StoredResponse;
 use crate::store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
+use sync_protocol::SYNC_VERSION;
 
 const TABLE: &str = "sync_idempotency";
 /// 1: the first; 2 adds `remembered_until_ms` (the key memory after the
@@ -70,8 +71,13 @@ const SCHEMA_VERSION: u32 = 2;
 #[derive(Debug, Clone)]
 pub struct SqliteIdempotencyStore {
     conn: Arc<Mutex<Connection>>,
+    /// The change feed's pulls read here, beside the writer (WAL mode lets
+    /// a reader and the writer run at once).
+    reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
 }
+
+mod feed;
 
 impl SqliteIdempotencyStore {
     /// Opens (creating if needed) the database at `path` and its key table.
@@ -125,11 +131,29 @@ impl SqliteIdempotencyStore {
                     expected: SCHEMA_VERSION,
                 });
             }
-            Ok(conn)
+            // The change feed's tables: checked before anything is written
+            // to them, made if missing.
+            let found = feed::read_feed_version(&conn).map_err(err("read the feed's version"))?;
+            feed::check_feed_version(found.clone())?;
+            if found.is_none() {
+                feed::check_feed_version(
+                    feed::create_feed(&conn).map_err(err("create the feed's tables"))?,
+                )?;
+            }
+            let reader = Connection::open(&shown).map_err(err("open a reader"))?;
+            reader
+                .busy_timeout(std::time::Duration::from_secs(30))
+                .map_err(err("set busy_timeout"))?;
+            reader
+                .pragma_update(None, "query_only", true)
+                .map_err(err("make the reader read-only"))?;
+            Ok((conn, reader))
         })
         .await?;
+        let (conn, reader) = conn;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
         })
     }
@@ -187,11 +211,21 @@ impl SqliteIdempotencyStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| this.error("begin a transaction", e))?;
-            let response = f(&tx).map_err(|e| this.error("run the handler's transaction", e))?;
+            let before =
+                feed::last_version(&tx).map_err(|e| this.error("read the feed's clock", e))?;
+            let mut response =
+                f(&tx).map_err(|e| this.error("run the handler's transaction", e))?;
             if !response.is_storable() {
                 // Dropping `tx` rolls the effect back; the layer releases
                 // the key.
                 return Ok((response, false));
+            }
+            // The handler recorded changes: its answer (and every replay)
+            // says the version they committed at.
+            let after =
+                feed::last_version(&tx).map_err(|e| this.error("read the feed's clock", e))?;
+            if after > before {
+                response = response.with_header(SYNC_VERSION, &after.to_string());
             }
             if !complete_in(&tx, &claim, &response, expiry)
                 .map_err(|e| this.error("store the response", e))?
@@ -211,6 +245,10 @@ impl SqliteIdempotencyStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_reader(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn error(&self, op: &'static str, source: rusqlite::Error) -> ServerError {
