@@ -5,7 +5,8 @@
 //! A device pulls `GET {pull_target}?cursor=..&limit=..` until `more` is
 //! false, applying each page's changes and keeping the answer's `cursor`
 //! for the next pull. Without a cursor it gets a snapshot of its scopes
-//! first (upserts only), then follows the feed from there.
+//! first (without the deletes from before it began), then follows the feed
+//! from there.
 
 use serde::{Deserialize, Serialize};
 
@@ -131,8 +132,10 @@ pub struct PullResponse {
     /// once `v < covers_below`.
     pub covers_below: i64,
     /// Whether this page is part of a snapshot (a download that began
-    /// without a cursor): it holds upserts only, and the device's copy is
-    /// the server's state once a page says `more: false`.
+    /// without a cursor): deletes from before it began are left out (the
+    /// device has nothing to delete), and the device's copy is the server's
+    /// state once a page says `more: false`; pages before that may mix
+    /// older and newer states.
     pub snapshot: bool,
 }
 

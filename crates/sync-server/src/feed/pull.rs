@@ -92,8 +92,9 @@ impl fmt::Debug for PullConfig {
 /// the store fails, `405` for another method).
 ///
 /// Without a cursor the caller gets a snapshot first: the current state of
-/// every entity in its scopes, upserts only, in pages; the page that says
-/// `more: false` ends it, and its cursor follows the feed from there. A
+/// every entity in its scopes, in pages, without the deletes from before it
+/// began; the page that says `more: false` ends it, and its cursor follows
+/// the feed from there. A
 /// cursor is bound to the scopes it was issued for: a request whose scopes
 /// differ (the user joined a team, or it is another user's cursor) is told
 /// to start again, since what it pulled so far does not cover the new set.

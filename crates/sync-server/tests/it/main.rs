@@ -1,6 +1,8 @@
 //! Integration tests of `sync-server`: one binary, a module per behaviour.
 
 mod batch;
+mod feed;
+mod feed_contract;
 mod key_memory;
 mod key_model;
 mod layer;
