@@ -46,6 +46,12 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 // The store contract, here run on the live PostgreSQL.
 #[path = "it/store_contract.rs"]
 mod store_contract;
+// The feed's contract and model, here run on the live PostgreSQL.
+#[path = "it/feed_contract.rs"]
+mod feed_contract;
+// The feed end to end: a follower through kills, the race.
+#[path = "end_to_end/feed.rs"]
+mod feed;
 
 /// The op number whose transaction the first instance is killed in.
 const KILL_AT: usize = 300;
@@ -99,6 +105,7 @@ struct Report {
     effects: i64,
     distinct_effects: i64,
     done: usize,
+    followed: String,
 }
 
 impl std::fmt::Display for Report {
@@ -107,7 +114,7 @@ impl std::fmt::Display for Report {
             f,
             "{} operations over {} instance(s), {} duplicate deliveries and {} dropped acks \
              injected, {} SIGKILLs (one inside an effect's transaction, one mid-traffic); {} effects \
-             applied ({} distinct), {} Done",
+             applied ({} distinct), {} Done; {}",
             self.operations,
             self.instances,
             self.duplicates_sent,
@@ -115,7 +122,8 @@ impl std::fmt::Display for Report {
             self.kills,
             self.effects,
             self.distinct_effects,
-            self.done
+            self.done,
+            self.followed
         )
     }
 }
@@ -127,8 +135,12 @@ fn sqlite_scenario(ops: usize) -> Result<Report, Error> {
     let (events, inbox) = mpsc::channel();
     let mut a = Instance::start("sqlite", &db, 0, Some(KILL_AT), events.clone(), 0)?;
     let urls = vec![a.url()];
+    let follower = feed::Follower::start(a.url(), "e2e");
     let mut report = drive(ops, &urls, &mut [&mut a], events, &inbox)?;
+    report.followed = follow_up(&follower.finish(ops)?, ops)?;
     a.stop();
+    let (effects, changes, unmatched) = feed::sqlite_rows(Path::new(&db))?;
+    feed::check_rows(effects, changes, unmatched)?;
     let (effects, distinct) = child::count_sqlite(Path::new(&db))?;
     report.effects = effects;
     report.distinct_effects = distinct;
@@ -145,15 +157,57 @@ fn postgres_scenario(ops: usize) -> Result<Report, Error> {
     let mut a = Instance::start("postgres", &conn, 0, Some(KILL_AT), events.clone(), 0)?;
     let mut b = Instance::start("postgres", &conn, 0, None, events.clone(), 1)?;
     let urls = vec![a.url(), b.url()];
+    let follower = feed::Follower::start(a.url(), "e2e");
     let mut report = drive(ops, &urls, &mut [&mut a, &mut b], events, &inbox)?;
+    report.followed = follow_up(&follower.finish(ops)?, ops)?;
     a.stop();
     b.stop();
+    let (effects, changes, unmatched) = feed::postgres_rows(&conn)?;
+    feed::check_rows(effects, changes, unmatched)?;
     let (effects, distinct) = postgres::count_effects(&conn)?;
     report.effects = effects;
     report.distinct_effects = distinct;
     report.instances = 2;
     check(&report, ops)?;
+    let started = Instant::now();
+    feed::check_contract(&conn, 32)?;
+    println!(
+        "  postgres feed contract and model (32 histories) ... ok ({:.1?})",
+        started.elapsed()
+    );
+    let race = feed::race(&conn)?;
+    println!("  postgres feed race: {race}");
+    if race.missed_by_feed != 0
+        || race.feed.duplicates() != 0
+        || race.feed.out_of_order != 0
+        || race.committed != race.writes
+    {
+        return Err(format!("the feed lost the race: {race}").into());
+    }
+    if race.missed_by_naive == 0 {
+        return Err(
+            format!("the naive reader missed nothing: the race tested nothing: {race}").into(),
+        );
+    }
     Ok(report)
+}
+
+/// A follower that pulled through the whole run (and the kills) must have
+/// every operation's note once, and never a refused cursor.
+fn follow_up(followed: &feed::Followed, ops: usize) -> Result<String, Error> {
+    if followed.seen.len() != ops || followed.duplicates() != 0 || followed.out_of_order != 0 {
+        return Err(format!(
+            "the feed follower saw {} notes of {ops}, {} twice, {} out of order",
+            followed.seen.len(),
+            followed.duplicates(),
+            followed.out_of_order
+        )
+        .into());
+    }
+    Ok(format!(
+        "a feed follower kept its cursor through the kills ({} pulls, {} while the server was down) and got all {ops} notes once",
+        followed.pulls, followed.unreachable
+    ))
 }
 
 fn check(report: &Report, ops: usize) -> Result<(), Error> {
@@ -505,12 +559,13 @@ mod child {
 
     use axum::Router;
     use axum::extract::State;
-    use axum::response::Response;
+    use axum::response::{IntoResponse, Response};
     use axum::routing::post;
     use http::StatusCode;
     use sync_server::{
-        BatchService, Idempotency, IdempotencyConfig, IdempotencyLayer, PostgresIdempotencyStore,
-        ServerError, SqliteIdempotencyStore, StoredResponse,
+        BatchService, FeedChange, Idempotency, IdempotencyConfig, IdempotencyLayer, PgEffect,
+        PostgresIdempotencyStore, PullConfig, PullService, ServerError, SqliteIdempotencyStore,
+        StoredResponse,
     };
 
     use super::Error;
@@ -544,7 +599,9 @@ mod child {
         // The lease is short so the test need not wait long for the
         // killed request's key to be taken over.
         let config = IdempotencyConfig::default().with_lease(Duration::from_secs(2));
-        let (db, layer) = if kind == "sqlite" {
+        // Every caller may read both test scopes.
+        let feed = PullConfig::new(|_| vec!["e2e".to_owned(), "race".to_owned()]);
+        let (db, layer, pull) = if kind == "sqlite" {
             let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
             store
                 .call(|c| {
@@ -554,7 +611,9 @@ mod child {
                 })
                 .await?;
             let layer = IdempotencyLayer::new(Arc::clone(&store), config);
-            (Db::Sqlite(store), layer)
+            let pull: Router =
+                Router::new().route_service("/sync/pull", PullService::new(store.clone(), feed));
+            (Db::Sqlite(store), layer, pull)
         } else {
             let store = Arc::new(PostgresIdempotencyStore::connect(db, 8)?);
             store.migrate().await?;
@@ -568,15 +627,19 @@ mod child {
                 )
                 .await?;
             let layer = IdempotencyLayer::new(Arc::clone(&store), config);
-            (Db::Postgres(store), layer)
+            let pull: Router =
+                Router::new().route_service("/sync/pull", PullService::new(store.clone(), feed));
+            (Db::Postgres(store), layer, pull)
         };
         let api: Router = Router::new()
             .route("/notes", post(create))
+            .route("/slow", post(hold))
             .layer(layer)
             .with_state(AppState { db, pause_at });
         let app: Router = Router::new()
             .route_service("/sync/batch", BatchService::new(api.clone()))
-            .merge(api);
+            .merge(api)
+            .merge(pull);
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.set_reuseaddr(true)?;
         socket.bind(([127, 0, 0, 1], port).into())?;
@@ -600,6 +663,9 @@ mod child {
         let key = idem.key().to_owned();
         let pause = state.pause_at == Some(n);
         let response = StoredResponse::json(StatusCode::CREATED, &serde_json::json!({ "n": n }));
+        // The note's change, in the effect's transaction: both commit, or
+        // (killed before the commit) neither.
+        let change = FeedChange::upsert("e2e", "note", &key, &serde_json::json!({ "n": n }));
         match state.db {
             Db::Sqlite(store) => {
                 store
@@ -608,6 +674,7 @@ mod child {
                             "INSERT INTO effects (op_key, n) VALUES (?1, ?2)",
                             sync_server::rusqlite::params![key, i64::try_from(n).unwrap_or(-1)],
                         )?;
+                        SqliteIdempotencyStore::record(tx, &change)?;
                         if pause {
                             announce_and_wait();
                         }
@@ -629,6 +696,7 @@ mod child {
                         op: "insert the effect",
                         source,
                     })?;
+                effect.record(&change).await?;
                 if pause {
                     tokio::task::spawn_blocking(announce_and_wait)
                         .await
@@ -637,6 +705,34 @@ mod child {
                 effect.commit(response).await
             }
         }
+    }
+
+    /// What `/slow` is asked to do.
+    #[derive(serde::Deserialize)]
+    struct Hold {
+        id: String,
+        hold_ms: u64,
+    }
+
+    /// `POST /slow`: records the item `id`'s change in the `race` scope,
+    /// then holds the transaction (and its version) open for `hold_ms`
+    /// before committing: the concurrency test's writer.
+    async fn hold(
+        State(state): State<AppState>,
+        idem: Idempotency,
+        body: String,
+    ) -> Result<Response, ServerError> {
+        let (Db::Postgres(store), Ok(hold)) = (state.db, serde_json::from_str::<Hold>(&body))
+        else {
+            return Ok(StatusCode::BAD_REQUEST.into_response());
+        };
+        let effect: PgEffect = store.transaction(&idem).await?;
+        let change = FeedChange::upsert("race", "item", &hold.id, &serde_json::json!({}));
+        effect.record(&change).await?;
+        tokio::time::sleep(Duration::from_millis(hold.hold_ms)).await;
+        effect
+            .commit(StoredResponse::new(StatusCode::CREATED))
+            .await
     }
 
     /// Tells the parent the effect is written but not committed, then

@@ -18,7 +18,7 @@ use sync_server::{
 };
 use tower_service::Service;
 
-use crate::feed_contract::{self, Backend, Error, Op, Pulled};
+use crate::feed_contract::{self, Backend, Error, Pulled};
 
 /// A SQLite store in a temp dir.
 pub(crate) struct Sqlite {
@@ -73,15 +73,6 @@ fn every_refusal_is_typed_and_reveals_nothing() -> Result<(), Error> {
     })
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        5 => prop::collection::vec((0..4usize, 0..6u8, prop::option::weighted(0.7, any::<u16>())), 1..4)
-            .prop_map(Op::Write),
-        1 => Just(Op::Compact),
-        5 => (0..4usize, 1..4u32).prop_map(|(reader, limit)| Op::Pull { reader, limit }),
-    ]
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -91,7 +82,7 @@ proptest! {
     /// restarts they force), pulls of any limit, pages cut by size.
     #[test]
     fn readers_end_with_the_servers_state_of_their_scopes(
-        ops in prop::collection::vec(op(), 1..60),
+        ops in prop::collection::vec(feed_contract::op(), 1..60),
         small_pages in any::<bool>(),
     ) {
         let result = runtime().and_then(|rt| rt.block_on(async {

@@ -302,6 +302,18 @@ pub(crate) enum Op {
     Pull { reader: usize, limit: u32 },
 }
 
+/// Any step: writes of one to three changes (30% deletes), compactions,
+/// pulls of one to three changes.
+pub(crate) fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        5 => prop::collection::vec((0..4usize, 0..6u8, prop::option::weighted(0.7, any::<u16>())), 1..4)
+            .prop_map(Op::Write),
+        1 => Just(Op::Compact),
+        5 => (0..4usize, 1..4u32).prop_map(|(reader, limit)| Op::Pull { reader, limit }),
+    ]
+}
+
 /// The readers of the model: a user, and the scope parameter it pulls with.
 pub(crate) const READERS: [(&str, &str); 4] = [
     ("alice", ""),
