@@ -3,7 +3,9 @@
 //! same SQLite transaction as their `Idempotency-Key`'s response
 //! (`./build/sync-server/server.db`), so a crash either applied a request
 //! and remembers it, or did neither. It serves single requests and the
-//! client's batch format (`POST /sync/batch`).
+//! client's batch format (`POST /sync/batch`). Each row's change is recorded
+//! in the change feed in the same transaction, and devices download it from
+//! `GET /sync/pull`.
 //!
 //! ```text
 //! cargo run --example server                      # listens on 127.0.0.1:8080
@@ -12,8 +14,9 @@
 //! cargo run --example server -- --self-test       # sends itself a duplicate, then exits
 //! ```
 //!
-//! `SYNC_SERVER_ADDR` changes the address. Keys are scoped by the
-//! `Authorization` header, so two users' keys never meet.
+//! `SYNC_SERVER_ADDR` changes the address. Keys and the feed are scoped by
+//! the `Authorization` header (standing in for the user an auth layer would
+//! find), so two users' keys never meet and neither pulls the other's rows.
 
 #![expect(
     clippy::print_stdout,
@@ -28,14 +31,17 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::post;
 use sync::server::{
-    BatchService, Idempotency, IdempotencyConfig, IdempotencyLayer, ServerError,
-    SqliteIdempotencyStore, StoredResponse,
+    BatchService, FeedChange, Idempotency, IdempotencyConfig, IdempotencyLayer, PullConfig,
+    PullService, ServerError, SqliteIdempotencyStore, StoredResponse,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `POST /notes` and `POST /api/messages`: stores the body as a row of
-/// `table`, and the key's `201` with the row's id, in one transaction.
+/// `table`, its change in the feed (in the caller's scope), and the key's
+/// `201` with the row's id, in one transaction. The answer carries
+/// `sync-version`: a device knows its note is in what it downloaded once a
+/// pull covers that version.
 async fn store_row(
     store: &SqliteIdempotencyStore,
     idem: &Idempotency,
@@ -43,6 +49,7 @@ async fn store_row(
     body: String,
 ) -> Result<Response, ServerError> {
     let key = idem.key().to_owned();
+    let scope = idem.scope().to_owned();
     store
         .transaction(idem, move |tx| {
             if serde_json::from_str::<serde_json::Value>(&body).is_err() {
@@ -57,6 +64,12 @@ async fn store_row(
                 [&key, &body],
             )?;
             let id = tx.last_insert_rowid();
+            let state: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let entity = table.trim_end_matches('s');
+            SqliteIdempotencyStore::record(
+                tx,
+                &FeedChange::upsert(&scope, entity, &id.to_string(), &state),
+            )?;
             println!("[server] {table} #{id} applied for key {key}");
             Ok(
                 StoredResponse::json(StatusCode::CREATED, &serde_json::json!({ "id": id }))
@@ -82,7 +95,18 @@ async fn messages(
     store_row(&store, &idem, "messages", body).await
 }
 
-/// The whole app: the layer on the API routes, the batch endpoint beside.
+/// The caller's scope: its `Authorization` header.
+fn caller(parts: &axum::http::request::Parts) -> String {
+    parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The whole app: the layer on the API routes, the batch and pull
+/// endpoints beside.
 async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
     let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
     store
@@ -93,14 +117,12 @@ async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
             )
         })
         .await?;
-    let config = IdempotencyConfig::default().with_scope(|parts| {
-        parts
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    });
+    let config = IdempotencyConfig::default().with_scope(caller);
+    // A caller reads its own scope; a real app reads its auth layer's user.
+    let pull = PullService::new(
+        Arc::clone(&store),
+        PullConfig::new(|parts| vec![caller(parts)]),
+    );
     let api: Router = Router::new()
         .route("/notes", post(notes))
         .route("/api/messages", post(messages))
@@ -108,27 +130,59 @@ async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
         .with_state(store);
     Ok(Router::new()
         .route_service("/sync/batch", BatchService::new(api.clone()))
+        .route_service("/sync/pull", pull)
         .merge(api))
 }
 
 /// Posts one note three times under one key (a resend after a lost
-/// answer): applied once, replayed twice.
+/// answer): applied once, replayed twice. Then downloads the feed as a new
+/// device would: the note once, and the version its answer carried covered.
 async fn self_test(url: &str) -> Result<(), BoxError> {
     let client = reqwest::Client::new();
+    let mut version = None;
     for attempt in 1..=3 {
         let response = client
             .post(format!("{url}/notes"))
+            .header("authorization", "alice")
             .header("idempotency-key", "self-test-note-1")
             .body(r#"{"text":"buy milk"}"#)
             .send()
             .await?;
         let replayed = response.headers().contains_key("idempotent-replayed");
+        version = response
+            .headers()
+            .get(sync::protocol::SYNC_VERSION)
+            .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
         println!(
             "[client] attempt {attempt}: {} {}{}",
             response.status(),
             response.text().await?,
             if replayed { " (replayed)" } else { "" }
         );
+    }
+    let page: sync::protocol::PullResponse = serde_json::from_str(
+        &client
+            .get(format!("{url}/sync/pull"))
+            .header("authorization", "alice")
+            .send()
+            .await?
+            .text()
+            .await?,
+    )?;
+    for change in &page.changes {
+        println!(
+            "[device] pulled {} {} at version {}: {:?}",
+            change.entity, change.id, change.version, change.op
+        );
+    }
+    let covered = version.is_some_and(|v| page.covers(v));
+    println!(
+        "[device] {} change(s), more: {}, our note's version {version:?} covered: {covered}",
+        page.changes.len(),
+        page.more
+    );
+    if page.changes.len() != 1 || !covered {
+        return Err("the feed did not bring the note back once".into());
     }
     Ok(())
 }

@@ -42,6 +42,7 @@ INSERT INTO sync_feed_meta VALUES ('compacted_below', '-9223372036854775808');
 
 /// SQLite: the version counter (writers are serialized, so the counter's
 /// order is the commit order) and a random identity.
+#[cfg(feature = "sqlite")]
 pub(crate) const CREATE_SQLITE: &str = "
 CREATE TABLE sync_feed_clock (last INTEGER NOT NULL);
 INSERT INTO sync_feed_clock VALUES (0);
@@ -52,6 +53,7 @@ INSERT INTO sync_feed_meta VALUES ('secret', lower(hex(randomblob(32))));
 /// PostgreSQL: the order of changes within a transaction, and a random
 /// identity (`gen_random_uuid` draws from the server's strong random
 /// source).
+#[cfg(feature = "postgres")]
 pub(crate) const CREATE_POSTGRES: &str = "
 CREATE SEQUENCE sync_feed_seq;
 INSERT INTO sync_feed_meta VALUES ('id', replace(gen_random_uuid()::text, '-', ''));
