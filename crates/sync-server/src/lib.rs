@@ -25,6 +25,14 @@
 //! [`BatchService`] serves the client's batch format, each element deduped
 //! on its own key by the same layer and handlers.
 //!
+//! The **change feed** is the download half: a handler records what it
+//! changed ([`FeedChange`]) in the same transaction as its effect, and
+//! [`PullService`] serves the changes, per scope, to every device, in
+//! pages no cursor can skip a change in, with a snapshot for a new device
+//! and a typed "start again" for a cursor that cannot be continued. The
+//! SQL stores implement [`ChangeFeed`] (`docs/PROTOCOL.md`, "Pulling
+//! changes").
+//!
 //! This crate knows nothing of the client: it depends only on the wire both
 //! halves share, `sync-protocol` (`docs/PROTOCOL.md`).
 //!

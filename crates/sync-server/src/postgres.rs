@@ -264,6 +264,11 @@ impl PgEffect {
     /// and `commit` consumes the value.
     #[must_use]
     pub fn client(&self) -> &tokio_postgres::Client {
+        self.pooled()
+    }
+
+    /// The pooled connection (with its statement cache).
+    fn pooled(&self) -> &Object {
         match &self.client {
             Some(client) => client,
             None => unreachable!("a PgEffect is consumed by its commit"),
@@ -271,7 +276,8 @@ impl PgEffect {
     }
 
     /// Stores `response` under the request's key and commits it together
-    /// with the effect. On `Ok`, PostgreSQL has committed both, except for a
+    /// with the effect (and the changes [`record`](Self::record)ed, whose
+    /// version the stored response then carries in `sync-version`). On `Ok`, PostgreSQL has committed both, except for a
     /// response the client retries (5xx, 408, 409, 425, 429): that one is
     /// returned but not stored, the effect is rolled back, and the layer
     /// releases the key so the retry runs again. Dropped before it returns

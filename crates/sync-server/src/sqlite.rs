@@ -186,6 +186,11 @@ impl SqliteIdempotencyStore {
     /// effect and the key's record survive any crash together, and a crash
     /// before leaves neither (the retry runs `f` again, once).
     ///
+    /// Changes `f` records in the feed ([`SqliteIdempotencyStore::record`])
+    /// commit with it, and the response (stored, and so replayed) carries
+    /// their version in `sync-version`; a response of an `f` that recorded
+    /// nothing has no such header.
+    ///
     /// `f` runs on the blocking pool, holding the store's one connection:
     /// it must not call the store itself (that would wait on itself). A 4xx
     /// it returns is stored and replayed like any response. A response the

@@ -72,12 +72,30 @@ pub(crate) const UPSERT: &str = "INSERT INTO sync_feed \
 pub(crate) const READ_META: &str =
     "SELECT key, value FROM sync_feed_meta WHERE key IN ('id', 'secret', 'compacted_below')";
 
-/// One page's rows after the scope filter: `$2`/`$3` the position after,
-/// `$4` the visible horizon, `$5` where deletes start, `$6` the limit.
-/// `{SCOPES}` is the scope filter.
-pub(crate) const READ_PAGE: &str = "SELECT scope, entity, id, version, seq, state FROM sync_feed \
-     WHERE {SCOPES} AND (version, seq) > ($2, $3) AND version < $4 \
-     AND (state IS NOT NULL OR version >= $5) ORDER BY version, seq LIMIT $6";
+/// One page's rows: for each scope its own ordered range of the
+/// `(scope, version, seq)` index, merged in position order, so the
+/// database reads at most `limit` rows per scope and sorts nothing (one
+/// `scope IN (...)` filter made PostgreSQL scan and sort every row of the
+/// scopes: 5.8 ms against 0.7 ms for a page of 1,000 of 20,000). `$1`/`$2`
+/// the position after, `$3` the visible horizon, `$4` where deletes start,
+/// `$5` the limit, `$6`.. the scopes.
+pub(crate) fn read_page(scopes: usize) -> String {
+    let ranges: Vec<String> = (0..scopes)
+        .map(|i| {
+            format!(
+                "SELECT * FROM (SELECT scope, entity, id, version, seq, state FROM sync_feed \
+                 WHERE scope = ${} AND (version, seq) > ($1, $2) AND version < $3 \
+                 AND (state IS NOT NULL OR version >= $4) ORDER BY version, seq LIMIT $5) AS s{i}",
+                i + 6
+            )
+        })
+        .collect();
+    format!(
+        "SELECT scope, entity, id, version, seq, state FROM ({}) AS page \
+         ORDER BY version, seq LIMIT $5",
+        ranges.join(" UNION ALL ")
+    )
+}
 
 /// Moves the compaction horizon to at least `$1`.
 pub(crate) const RAISE_COMPACTED_BELOW: &str = "UPDATE sync_feed_meta SET value = $1 \

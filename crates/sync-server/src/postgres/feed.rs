@@ -10,7 +10,7 @@ use tokio_postgres::{GenericClient, IsolationLevel};
 use super::{PgEffect, PostgresIdempotencyStore, pg};
 use crate::error::ServerError;
 use crate::feed::table::{
-    RAISE_COMPACTED_BELOW, READ_META, READ_PAGE, UPSERT, change_from_row, meta_from_rows,
+    RAISE_COMPACTED_BELOW, READ_META, UPSERT, change_from_row, meta_from_rows, read_page,
 };
 use crate::feed::{ChangeFeed, Compaction, FeedChange, FeedKey, FeedPage, FeedQuery, Position};
 
@@ -99,7 +99,21 @@ impl PgEffect {
     /// [`ServerError::Postgres`]; the transaction is then aborted, and its
     /// commit fails.
     pub async fn record(&self, change: &FeedChange) -> Result<i64, ServerError> {
-        let version = PostgresIdempotencyStore::record(self.client(), change).await?;
+        let client = self.pooled();
+        // Prepared once per pooled connection: one round trip per change.
+        let statement = client
+            .prepare_cached(&record_sql())
+            .await
+            .map_err(pg("prepare a change"))?;
+        let version: i64 = client
+            .query_one(
+                &statement,
+                &[&change.scope, &change.entity, &change.id, &change.state],
+            )
+            .await
+            .map_err(pg("record a change"))?
+            .try_get(0)
+            .map_err(pg("read a change's version"))?;
         self.recorded
             .store(version, std::sync::atomic::Ordering::Relaxed);
         Ok(version)
@@ -129,29 +143,42 @@ impl ChangeFeed for PostgresIdempotencyStore {
             .start()
             .await
             .map_err(pg("begin a feed read"))?;
+        // Prepared once per connection (deadpool's statement cache): a pull
+        // is then one round trip per statement.
+        let prepare = |sql: String| {
+            let tx = &tx;
+            async move {
+                tx.prepare_cached(&sql)
+                    .await
+                    .map_err(pg("prepare a feed read"))
+            }
+        };
         let horizon: i64 = tx
-            .query_one(HORIZON, &[])
+            .query_one(&prepare(HORIZON.to_owned()).await?, &[])
             .await
             .map_err(pg("read the feed's horizon"))?
             .get(0);
         let meta = tx
-            .query(READ_META, &[])
+            .query(&prepare(READ_META.to_owned()).await?, &[])
             .await
             .map_err(pg("read the feed's meta"))?;
         let (_, compacted_below) = meta_from_rows(meta.iter().map(|r| (r.get(0), r.get(1))))?;
         let fetch = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+            &query.after.version,
+            &query.after.seq,
+            &horizon,
+            &query.deletes_from,
+            &fetch,
+        ];
+        params.extend(
+            query
+                .scopes
+                .iter()
+                .map(|s| s as &(dyn tokio_postgres::types::ToSql + Sync)),
+        );
         let rows = tx
-            .query(
-                &READ_PAGE.replace("{SCOPES}", "scope = ANY($1)"),
-                &[
-                    &query.scopes,
-                    &query.after.version,
-                    &query.after.seq,
-                    &horizon,
-                    &query.deletes_from,
-                    &fetch,
-                ],
-            )
+            .query(&prepare(read_page(query.scopes.len())).await?, &params)
             .await
             .map_err(pg("read the feed"))?;
         tx.commit().await.map_err(pg("end a feed read"))?;

@@ -10,7 +10,7 @@ use super::{SqliteIdempotencyStore, blocking};
 use crate::error::ServerError;
 use crate::feed::table::{
     CREATE, CREATE_SQLITE, FEED_SCHEMA_VERSION, FEED_TABLE, RAISE_COMPACTED_BELOW, READ_META,
-    READ_PAGE, READ_VERSION, UPSERT, change_from_row, meta_from_rows,
+    READ_VERSION, UPSERT, change_from_row, meta_from_rows, read_page,
 };
 use crate::feed::{ChangeFeed, Compaction, FeedChange, FeedKey, FeedPage, FeedQuery, Position};
 
@@ -160,14 +160,9 @@ impl SqliteIdempotencyStore {
             })
             .map_err(err("read the feed's meta"))?;
         let (_, compacted_below) = meta_from_rows(meta)?;
-        let filter = (0..query.scopes.len())
-            .map(|i| format!("?{}", i + 7))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = sqlite(READ_PAGE).replace("{SCOPES}", &format!("scope IN ({filter})"));
+        let sql = sqlite(&read_page(query.scopes.len()));
         let fetch = i64::try_from(query.limit.saturating_add(1)).unwrap_or(i64::MAX);
         let mut values: Vec<Value> = vec![
-            Value::Null,
             Value::Integer(query.after.version),
             Value::Integer(query.after.seq),
             Value::Integer(horizon),
@@ -178,8 +173,6 @@ impl SqliteIdempotencyStore {
         let mut statement = tx
             .prepare_cached(&sql)
             .map_err(err("prepare a feed read"))?;
-        // ?1 is unused (PostgreSQL's scope array); SQLite wants every
-        // number bound, so it gets NULL.
         let mut rows = statement
             .query(params_from_iter(values))
             .map_err(err("read the feed"))?;

@@ -1,0 +1,350 @@
+//! The change feed, measured. Run with `cargo xtask bench`.
+//!
+//! - `feed/record`: one operation through the transactional form on SQLite
+//!   (`synchronous=FULL`, so every commit is an fsync): its key begun, the
+//!   note row inserted, the key's response stored, one commit.
+//!   `baseline-effect-without-change` is that handler; `effect-with-change`
+//!   also records the note's change in the feed; `effect-with-10-changes`
+//!   records ten. The ratio is what recording costs inside the effect.
+//! - `feed/pull`: one page of 1,000 changes (about 60 bytes of state each)
+//!   from a feed of 20,000 in two scopes, read through `PullService` as a
+//!   device's `GET` would be (cursor check, one read transaction, JSON
+//!   out). `baseline-sql-select` is a plain `SELECT` of the same rows on
+//!   the same database, without the horizon, the cursor or JSON: the floor
+//!   of what any pull could cost.
+//!
+//! With `SYNC_BENCH_POSTGRES` set to a connection string (`host=...
+//! dbname=...`, a database the bench may create tables in), the same groups
+//! run on PostgreSQL as `feed-pg/record` and `feed-pg/pull`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http::Request;
+use sync::server::{
+    Begin, FeedChange, Fingerprint, Idempotency, IdempotencyStore, KeyExpiry,
+    PostgresIdempotencyStore, PullConfig, PullService, SqliteIdempotencyStore, StoredResponse,
+};
+use tower_service::Service;
+
+const PAGE: usize = 1_000;
+const PAGE_ROWS: i64 = 1_000;
+const FEED: usize = 20_000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+static KEYS: AtomicU64 = AtomicU64::new(0);
+
+/// A new key's claim on `store`, as the layer would make it.
+async fn claim(store: &dyn IdempotencyStore) -> Idempotency {
+    let key = format!("k{}", KEYS.fetch_add(1, Ordering::Relaxed));
+    let print = Fingerprint::of("POST", "/notes", key.as_bytes());
+    match store.begin("bench", &key, print, 0, 60_000).await {
+        Ok(Begin::Started(claim)) => {
+            Idempotency::from_claim(claim, KeyExpiry::after(0, 86_400_000, 86_400_000))
+        }
+        other => panic!("a new key did not start: {other:?}"),
+    }
+}
+
+fn note(n: u64) -> serde_json::Value {
+    serde_json::json!({ "text": format!("note number {n}"), "done": false, "n": n })
+}
+
+fn sqlite_record(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = rt.block_on(async {
+        let store = Arc::new(
+            SqliteIdempotencyStore::open(dir.path().join("server.db"))
+                .await
+                .expect("open"),
+        );
+        store
+            .call(|db| db.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+            .await
+            .expect("schema");
+        store
+    });
+    let mut group = c.benchmark_group("feed/record");
+    group.throughput(Throughput::Elements(1));
+    for (name, changes) in [
+        ("baseline-effect-without-change", 0),
+        ("effect-with-change", 1),
+        ("effect-with-10-changes", 10),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let idem = claim(&*store).await;
+                    let n = KEYS.load(Ordering::Relaxed);
+                    let response = store
+                        .transaction(&idem, move |tx| {
+                            let body = note(n).to_string();
+                            tx.execute("INSERT INTO notes (body) VALUES (?1)", [&body])?;
+                            for i in 0..changes {
+                                SqliteIdempotencyStore::record(
+                                    tx,
+                                    &FeedChange::upsert(
+                                        "user:1",
+                                        "note",
+                                        &format!("{n}.{i}"),
+                                        &note(n),
+                                    ),
+                                )?;
+                            }
+                            Ok(StoredResponse::new(http::StatusCode::CREATED))
+                        })
+                        .await
+                        .expect("effect");
+                    black_box(response);
+                });
+            });
+        });
+    }
+    group.finish();
+}
+
+/// One page of `PAGE` changes through the service, from a cursor in the
+/// middle of the feed (taken once: every iteration reads the same page).
+fn pull_page<F: sync::server::ChangeFeed>(
+    rt: &tokio::runtime::Runtime,
+    service: &mut PullService<F>,
+    cursor: &str,
+) -> usize {
+    rt.block_on(async {
+        let request = Request::get(format!("/pull?limit={PAGE}&cursor={cursor}"))
+            .body(Body::empty())
+            .expect("request");
+        let Ok(answer) = service.call(request).await;
+        let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        bytes.len()
+    })
+}
+
+/// The cursor after the first page of `PAGE`.
+fn mid_cursor<F: sync::server::ChangeFeed>(
+    rt: &tokio::runtime::Runtime,
+    service: &mut PullService<F>,
+) -> String {
+    rt.block_on(async {
+        let request = Request::get(format!("/pull?limit={PAGE}"))
+            .body(Body::empty())
+            .expect("request");
+        let Ok(answer) = service.call(request).await;
+        let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        let page: sync::protocol::PullResponse = serde_json::from_slice(&bytes).expect("a page");
+        assert_eq!(page.changes.len(), PAGE);
+        page.cursor
+    })
+}
+
+fn sqlite_pull(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = rt.block_on(async {
+        let store = Arc::new(
+            SqliteIdempotencyStore::open(dir.path().join("server.db"))
+                .await
+                .expect("open"),
+        );
+        store
+            .call(|db| {
+                let tx = db.transaction()?;
+                for n in 0..FEED as u64 {
+                    let scope = if n % 2 == 0 { "user:1" } else { "user:2" };
+                    SqliteIdempotencyStore::record(
+                        &tx,
+                        &FeedChange::upsert(scope, "note", &n.to_string(), &note(n)),
+                    )?;
+                }
+                tx.commit()
+            })
+            .await
+            .expect("fill");
+        store
+    });
+    let mut service = PullService::new(
+        Arc::clone(&store),
+        PullConfig::new(|_| vec!["user:1".to_owned()]),
+    );
+    let cursor = mid_cursor(rt, &mut service);
+    let mut group = c.benchmark_group("feed/pull");
+    group.throughput(Throughput::Elements(PAGE as u64));
+    group.bench_function("pull-service", |b| {
+        b.iter(|| black_box(pull_page(rt, &mut service, &cursor)));
+    });
+    let plain = rusqlite::Connection::open(dir.path().join("server.db")).expect("open");
+    group.bench_function("baseline-sql-select", |b| {
+        b.iter(|| {
+            let mut statement = plain
+                .prepare_cached(
+                    "SELECT scope, entity, id, version, seq, state FROM sync_feed \
+                     WHERE scope = 'user:1' AND (version, seq) > (2000, 2000) \
+                     ORDER BY version, seq LIMIT ?1",
+                )
+                .expect("prepare");
+            let rows: Vec<(String, String, String, i64, i64, String)> = statement
+                .query_map([PAGE_ROWS], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .expect("query")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            assert_eq!(rows.len(), PAGE);
+            black_box(rows)
+        });
+    });
+    group.finish();
+}
+
+fn postgres(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let Ok(conn) = std::env::var("SYNC_BENCH_POSTGRES") else {
+        eprintln!("feed-pg: SYNC_BENCH_POSTGRES is not set, the PostgreSQL groups are skipped");
+        return;
+    };
+    let store = rt.block_on(async {
+        let store = Arc::new(PostgresIdempotencyStore::connect(&conn, 4).expect("connect"));
+        let client = store.pool().get().await.expect("a connection");
+        client
+            .batch_execute(
+                "DROP TABLE IF EXISTS sync_feed, sync_feed_meta, sync_idempotency, \
+                 sync_idempotency_meta, bench_notes; DROP SEQUENCE IF EXISTS sync_feed_seq;
+                 CREATE TABLE bench_notes (id BIGSERIAL PRIMARY KEY, body TEXT);",
+            )
+            .await
+            .expect("reset");
+        drop(client);
+        store.migrate().await.expect("migrate");
+        store
+    });
+    let mut group = c.benchmark_group("feed-pg/record");
+    group.throughput(Throughput::Elements(1));
+    for (name, changes) in [
+        ("baseline-effect-without-change", 0),
+        ("effect-with-change", 1),
+        ("effect-with-10-changes", 10),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let idem = claim(&*store).await;
+                    let n = KEYS.load(Ordering::Relaxed);
+                    let effect = store.transaction(&idem).await.expect("begin");
+                    effect
+                        .client()
+                        .execute(
+                            "INSERT INTO bench_notes (body) VALUES ($1)",
+                            &[&note(n).to_string()],
+                        )
+                        .await
+                        .expect("insert");
+                    for i in 0..changes {
+                        effect
+                            .record(&FeedChange::upsert(
+                                "user:1",
+                                "note",
+                                &format!("{n}.{i}"),
+                                &note(n),
+                            ))
+                            .await
+                            .expect("record");
+                    }
+                    black_box(
+                        effect
+                            .commit(StoredResponse::new(http::StatusCode::CREATED))
+                            .await
+                            .expect("commit"),
+                    );
+                });
+            });
+        });
+    }
+    group.finish();
+    postgres_pull(c, rt, &store);
+}
+
+fn postgres_pull(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<PostgresIdempotencyStore>,
+) {
+    rt.block_on(async {
+        let mut client = store.pool().get().await.expect("a connection");
+        client
+            .batch_execute("TRUNCATE sync_feed")
+            .await
+            .expect("truncate");
+        let tx = client.transaction().await.expect("begin");
+        for n in 0..FEED as u64 {
+            let scope = if n % 2 == 0 { "user:1" } else { "user:2" };
+            PostgresIdempotencyStore::record(
+                &*tx,
+                &FeedChange::upsert(scope, "note", &n.to_string(), &note(n)),
+            )
+            .await
+            .expect("fill");
+        }
+        tx.commit().await.expect("commit");
+    });
+    let mut service = PullService::new(
+        Arc::clone(store),
+        PullConfig::new(|_| vec!["user:1".to_owned()]),
+    );
+    let cursor = mid_cursor(rt, &mut service);
+    let mut group = c.benchmark_group("feed-pg/pull");
+    group.throughput(Throughput::Elements(PAGE as u64));
+    group.bench_function("pull-service", |b| {
+        b.iter(|| black_box(pull_page(rt, &mut service, &cursor)));
+    });
+    group.bench_function("baseline-sql-select", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let client = store.pool().get().await.expect("a connection");
+                let rows = client
+                    .query(
+                        "SELECT scope, entity, id, version, seq, state FROM sync_feed \
+                         WHERE scope = 'user:1' ORDER BY version, seq OFFSET 1000 LIMIT $1",
+                        &[&PAGE_ROWS],
+                    )
+                    .await
+                    .expect("query");
+                assert_eq!(rows.len(), PAGE);
+                black_box(rows)
+            })
+        });
+    });
+    group.finish();
+}
+
+fn feed(c: &mut Criterion) {
+    let rt = runtime();
+    sqlite_record(c, &rt);
+    sqlite_pull(c, &rt);
+    postgres(c, &rt);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20);
+    targets = feed
+}
+criterion_main!(benches);
