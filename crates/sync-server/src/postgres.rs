@@ -121,6 +121,14 @@ impl PostgresIdempotencyStore {
     /// another version of either, or with a table but no version, is
     /// refused and not written to.
     ///
+    /// A feed restored into another cluster (a `pg_dump` loaded elsewhere)
+    /// carries versions from the old cluster's transaction ids, which may
+    /// be far above the new one's: no reader would see those changes until
+    /// the new ids caught up. `migrate` notices (it keeps the last
+    /// transaction id it ran under) and moves every change to its own
+    /// version, in their order, and the compaction horizon with them, so
+    /// devices start again from a snapshot that has everything.
+    ///
     /// # Errors
     ///
     /// [`ServerError::UnknownSchema`]; [`ServerError::Postgres`];
@@ -198,6 +206,7 @@ impl PostgresIdempotencyStore {
                 expected: FEED_SCHEMA_VERSION,
             });
         }
+        feed::rebase_after_restore(&tx).await?;
         tx.commit().await.map_err(pg("commit the migration"))
     }
 

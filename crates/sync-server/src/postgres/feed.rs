@@ -262,3 +262,49 @@ impl ChangeFeed for PostgresIdempotencyStore {
         })
     }
 }
+
+/// Inside `migrate`'s transaction: if the feed's versions come from a
+/// cluster whose transaction ids ran ahead of this one's (the database was
+/// restored from a logical backup elsewhere), moves every change to this
+/// transaction's version, in their `seq` order, and the compaction horizon
+/// to it (every older cursor starts again). Then remembers this
+/// transaction's id for the next `migrate`.
+pub(super) async fn rebase_after_restore(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<(), ServerError> {
+    let now: i64 = tx
+        .query_one(&format!("SELECT {XACT_VERSION}"), &[])
+        .await
+        .map_err(pg("read the migration's transaction id"))?
+        .get(0);
+    let seen: Option<i64> = tx
+        .query_opt(
+            "SELECT value::bigint FROM sync_feed_meta WHERE key = 'xact_seen'",
+            &[],
+        )
+        .await
+        .map_err(pg("read the last transaction id seen"))?
+        .map(|row| row.get(0));
+    if seen.is_some_and(|seen| seen > now) {
+        tracing::warn!(
+            seen,
+            now,
+            "the change feed's versions are ahead of this cluster's transaction ids (restored \
+             from a backup?): moving them to the current one; devices start again"
+        );
+        tx.execute("UPDATE sync_feed SET version = $1", &[&now])
+            .await
+            .map_err(pg("rebase the feed's versions"))?;
+        tx.execute(RAISE_COMPACTED_BELOW, &[&now.to_string()])
+            .await
+            .map_err(pg("rebase the compaction horizon"))?;
+    }
+    tx.execute(
+        "INSERT INTO sync_feed_meta VALUES ('xact_seen', $1) \
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        &[&now.to_string()],
+    )
+    .await
+    .map_err(pg("remember the transaction id"))?;
+    Ok(())
+}

@@ -245,7 +245,8 @@ pub(super) fn check_contract(conn: &str, cases: u32) -> Result<(), Error> {
     runtime.block_on(async {
         let a = Pg::fresh(&admin, conn, "feed_a").await?;
         let b = Pg::fresh(&admin, conn, "feed_b").await?;
-        feed_contract::check_refusals(&a, &b).await
+        feed_contract::check_refusals(&a, &b).await?;
+        check_restored_elsewhere(&Pg::fresh(&admin, conn, "feed_restored").await?).await
     })?;
     let mut runner = TestRunner::new(Config {
         cases,
@@ -270,6 +271,50 @@ pub(super) fn check_contract(conn: &str, cases: u32) -> Result<(), Error> {
                 .map_err(|e| TestCaseError::fail(e.to_string()))
         })
         .map_err(|e| Error::from(format!("the feed model on PostgreSQL: {e}")))
+}
+
+/// A feed loaded into a cluster whose transaction ids are far behind the
+/// one it came from (a `pg_dump` restored elsewhere, here simulated by
+/// moving its versions 10^12 ahead): before `migrate`, a new device sees
+/// nothing (every version is above the horizon); after it, everything.
+async fn check_restored_elsewhere(pg: &Pg) -> Result<(), Error> {
+    pg.record(vec![
+        FeedChange::upsert("alice", "note", "1", &1),
+        FeedChange::upsert("alice", "note", "2", &2),
+    ])
+    .await?;
+    pg.store
+        .pool()
+        .get()
+        .await?
+        .batch_execute(
+            "UPDATE sync_feed SET version = version + 1000000000000;
+             UPDATE sync_feed_meta SET value = (value::bigint + 1000000000000)::text
+               WHERE key = 'xact_seen'",
+        )
+        .await?;
+    let snapshot = |pg: &Pg| {
+        let mut service = feed_contract::service(pg.feed(), 1 << 20);
+        async move {
+            match feed_contract::pull(&mut service, "alice", "").await? {
+                feed_contract::Pulled::Page(page) => Ok::<_, Error>(page.changes.len()),
+                feed_contract::Pulled::Refused(status, e) => {
+                    Err(format!("refused {status}: {e:?}").into())
+                }
+            }
+        }
+    };
+    let hidden = snapshot(pg).await?;
+    pg.store.migrate().await?;
+    let after = snapshot(pg).await?;
+    if (hidden, after) != (0, 2) {
+        return Err(format!(
+            "a feed restored elsewhere: {hidden} changes before migrate (the hazard: 0), \
+             {after} after (expected 2)"
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// What the race showed.
