@@ -160,11 +160,83 @@ fn ci() -> Result<(), Error> {
 /// made, not from paths): metadata, readme, license and dependency versions
 /// are checked before any release.
 fn package() -> Result<(), Error> {
+    forget_packaged_sources()?;
     let mut command = cargo(&["package", "--workspace", "--allow-dirty", "--quiet"]);
     for unpublished in ["sync-benches", "sync-examples", "sync-fuzz", "xtask"] {
         command.args(["--exclude", unpublished]);
     }
     run(command)
+}
+
+/// Makes the next `cargo package` verify the code as it is now. Cargo
+/// unpacks each packaged crate into a local registry
+/// (`$CARGO_HOME/registry/src/-<hash>/<crate>-<version>`) once per name and
+/// version, and builds it in `target/debug` as a registry crate, with the
+/// tarball's old timestamps: after a change to a lower crate (same version,
+/// new code) the next verification built its dependents against the old
+/// source and failed with "unresolved import" for everything added since.
+/// So: the unpacked sources of this workspace's crates under local
+/// registries (directory names starting with `-`; crates.io's start with
+/// its host) are removed, and so is every build of them from such a source
+/// (found by its `.d` file naming the local registry), so both are made
+/// again. Path builds (the tests') are left alone.
+fn forget_packaged_sources() -> Result<(), Error> {
+    let ours = |name: &str, separator: &str| {
+        LIBRARY_CRATES
+            .iter()
+            .chain(&["sync-cli"])
+            .find_map(|krate| {
+                let krate = if separator == "_" {
+                    krate.replace('-', "_")
+                } else {
+                    (*krate).to_owned()
+                };
+                name.strip_prefix(krate.as_str())
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .filter(|rest| rest.starts_with(|c: char| c.is_ascii_alphanumeric()))
+                    .map(|rest| (krate.replace('_', "-"), rest.to_owned()))
+            })
+    };
+    let home = std::env::var_os("CARGO_HOME").map_or_else(
+        || std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")),
+        |h| Some(PathBuf::from(h)),
+    );
+    if let Some(Ok(registries)) = home.map(|h| std::fs::read_dir(h.join("registry").join("src"))) {
+        for registry in registries.flatten() {
+            if !registry.file_name().to_string_lossy().starts_with('-') {
+                continue;
+            }
+            for unpacked in std::fs::read_dir(registry.path())?.flatten() {
+                let name = unpacked.file_name().to_string_lossy().into_owned();
+                if ours(&name, "-")
+                    .is_some_and(|(_, v)| v.starts_with(|c: char| c.is_ascii_digit()))
+                {
+                    std::fs::remove_dir_all(unpacked.path())?;
+                }
+            }
+        }
+    }
+    let debug = root().join("target").join("debug");
+    let Ok(deps) = std::fs::read_dir(debug.join("deps")) else {
+        return Ok(());
+    };
+    for dep in deps.flatten() {
+        let name = dep.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".d") else {
+            continue;
+        };
+        let Some((krate, hash)) = ours(stem, "_") else {
+            continue;
+        };
+        if std::fs::read_to_string(dep.path()).is_ok_and(|d| d.contains("registry/src/-")) {
+            let fingerprint = debug.join(".fingerprint").join(format!("{krate}-{hash}"));
+            if fingerprint.exists() {
+                std::fs::remove_dir_all(fingerprint)?;
+            }
+            std::fs::remove_file(dep.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// The library crates docs.rs documents, each on its own.
