@@ -147,19 +147,19 @@ pub(super) fn check_rows(effects: i64, changes: i64, unmatched: i64) -> Result<(
     Ok(())
 }
 
+/// `(effects, changes, unmatched)`: the effects, the notes' changes, and
+/// those of either without the other. The same SQL on both stores.
+const ROWS: &str = "SELECT (SELECT count(*) FROM effects),
+    (SELECT count(*) FROM sync_feed WHERE scope = 'e2e'),
+    (SELECT count(*) FROM effects e
+       WHERE NOT EXISTS (SELECT 1 FROM sync_feed f WHERE f.id = e.op_key))
+  + (SELECT count(*) FROM sync_feed f WHERE f.scope = 'e2e'
+       AND NOT EXISTS (SELECT 1 FROM effects e WHERE e.op_key = f.id))";
+
 /// `(effects, changes, unmatched)` in the SQLite database.
 pub(super) fn sqlite_rows(path: &std::path::Path) -> Result<(i64, i64, i64), Error> {
     let db = sync_server::rusqlite::Connection::open(path)?;
-    Ok(db.query_row(
-        "SELECT (SELECT count(*) FROM effects),
-                (SELECT count(*) FROM sync_feed WHERE scope = 'e2e'),
-                (SELECT count(*) FROM effects e
-                   WHERE NOT EXISTS (SELECT 1 FROM sync_feed f WHERE f.id = e.op_key))
-              + (SELECT count(*) FROM sync_feed f WHERE f.scope = 'e2e'
-                   AND NOT EXISTS (SELECT 1 FROM effects e WHERE e.op_key = f.id))",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?)
+    Ok(db.query_row(ROWS, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?)
 }
 
 /// The same on PostgreSQL.
@@ -169,20 +169,7 @@ pub(super) fn postgres_rows(conn: &str) -> Result<(i64, i64, i64), Error> {
         .build()?;
     runtime.block_on(async {
         let store = PostgresIdempotencyStore::connect(conn, 1)?;
-        let row = store
-            .pool()
-            .get()
-            .await?
-            .query_one(
-                "SELECT (SELECT count(*) FROM effects),
-                        (SELECT count(*) FROM sync_feed WHERE scope = 'e2e'),
-                        (SELECT count(*) FROM effects e
-                           WHERE NOT EXISTS (SELECT 1 FROM sync_feed f WHERE f.id = e.op_key))
-                      + (SELECT count(*) FROM sync_feed f WHERE f.scope = 'e2e'
-                           AND NOT EXISTS (SELECT 1 FROM effects e WHERE e.op_key = f.id))",
-                &[],
-            )
-            .await?;
+        let row = store.pool().get().await?.query_one(ROWS, &[]).await?;
         Ok((row.get(0), row.get(1), row.get(2)))
     })
 }
