@@ -87,19 +87,24 @@ fn record_group<Fut: Future<Output = ()>>(
     group.finish();
 }
 
+/// A store in `dir`.
+fn sqlite_store(
+    rt: &tokio::runtime::Runtime,
+    dir: &tempfile::TempDir,
+) -> Arc<SqliteIdempotencyStore> {
+    rt.block_on(SqliteIdempotencyStore::open(dir.path().join("server.db")))
+        .map(Arc::new)
+        .expect("open")
+}
+
 fn sqlite_record(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = rt.block_on(async {
-        let store = Arc::new(
-            SqliteIdempotencyStore::open(dir.path().join("server.db"))
-                .await
-                .expect("open"),
-        );
+    let store = sqlite_store(rt, &dir);
+    rt.block_on(async {
         store
             .call(|db| db.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
             .await
             .expect("schema");
-        store
     });
     record_group(c, rt, "feed/record", |changes| {
         let store = Arc::clone(&store);
@@ -162,12 +167,8 @@ fn mid_cursor<F: sync::server::ChangeFeed>(
 
 fn sqlite_pull(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = rt.block_on(async {
-        let store = Arc::new(
-            SqliteIdempotencyStore::open(dir.path().join("server.db"))
-                .await
-                .expect("open"),
-        );
+    let store = sqlite_store(rt, &dir);
+    rt.block_on(async {
         store
             .call(|db| {
                 let tx = db.transaction()?;
@@ -182,7 +183,6 @@ fn sqlite_pull(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             })
             .await
             .expect("fill");
-        store
     });
     let mut service = PullService::new(
         Arc::clone(&store),
