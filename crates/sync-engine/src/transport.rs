@@ -49,6 +49,10 @@ pub struct SendResult {
     /// network was unreachable), saying whether the request may have
     /// reached the server. `None` for an answer.
     pub unanswered: Option<Delivery>,
+    /// On success: the version the server's answer named for the
+    /// operation's changes in its change feed (the `sync-version` header),
+    /// kept as the operation's `server_version`.
+    pub server_version: Option<i64>,
 }
 
 impl SendResult {
@@ -58,6 +62,25 @@ impl SendResult {
         Self {
             ok: true,
             ..Self::default()
+        }
+    }
+
+    /// Accepted by the server, whose answer named `version` as where the
+    /// operation's changes are in its change feed (`sync-version`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_engine::SendResult;
+    /// use sync_outbox::SendOutcome;
+    ///
+    /// assert_eq!(SendResult::ok_at(42).outcome(), SendOutcome::AcknowledgedAt { version: 42 });
+    /// ```
+    #[must_use]
+    pub fn ok_at(version: i64) -> Self {
+        Self {
+            server_version: Some(version),
+            ..Self::ok()
         }
     }
 
@@ -134,7 +157,10 @@ impl SendResult {
     #[must_use]
     pub fn outcome(&self) -> SendOutcome<'_> {
         match (self.ok, self.unanswered) {
-            (true, _) => SendOutcome::Acknowledged,
+            (true, _) => match self.server_version {
+                Some(version) => SendOutcome::AcknowledgedAt { version },
+                None => SendOutcome::Acknowledged,
+            },
             (false, Some(delivery)) => SendOutcome::Unanswered {
                 error: &self.error,
                 delivery,

@@ -57,6 +57,23 @@ pub enum OutboxError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// A pulled page does not follow what was pulled before (versions out
+    /// of order, a cursor gone backwards, no cursor): nothing of it was
+    /// applied and the stored download state is unchanged.
+    #[error("pulled page refused: {problem}")]
+    BadPage {
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The app's apply of a pulled change failed; the page is not stored
+    /// (with the SQLite store, nothing of it is applied), and is pulled
+    /// again.
+    #[error("applying a pulled change failed")]
+    Apply {
+        /// The app's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The store failed; the source is the store's own error (with its file
     /// and offset).
     #[error("outbox store failed")]

@@ -44,6 +44,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod download;
 mod error;
 mod id;
 mod memory_store;

@@ -201,6 +201,15 @@ pub struct Operation {
     /// no attempt. Reset by an answer.
     #[serde(skip_serializing_if = "is_zero")]
     pub unanswered_sends: u32,
+    /// The version the server's answer named for the operation's changes in
+    /// its change feed (`sync-version`), once `Done`: its effect is in
+    /// downloaded data once a pull's `covers_below` is above it, and until
+    /// then a pulled change to its entity (its `ordering_key`) is held back
+    /// rather than written over the local edit. `None`: not acknowledged
+    /// yet, or the answer named no version (the operation changed nothing
+    /// the feed carries; nothing to wait for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<i64>,
 }
 
 /// Whether a request that got no answer may have reached the server, in

@@ -27,6 +27,16 @@ use crate::transition::transition;
 pub enum SendOutcome<'a> {
     /// The server has the operation: it becomes `Done`.
     Acknowledged,
+    /// The server has the operation, and its answer named the version its
+    /// changes committed at in the server's change feed (the `sync-version`
+    /// header): it becomes `Done`, with
+    /// [`Operation::server_version`](crate::Operation::server_version) set,
+    /// and its effect is in downloaded data once a pull covers that
+    /// version.
+    AcknowledgedAt {
+        /// The version.
+        version: i64,
+    },
     /// The server answered with a failure; see [`Outbox::mark_failed`] for
     /// what each field does.
     Failed {
@@ -392,8 +402,18 @@ impl Outbox {
         // For an `InFlight` operation, `updated_at_ms` is when its send began.
         let sent_at = (op.status == OperationStatus::InFlight).then_some(op.updated_at_ms);
         match outcome {
-            SendOutcome::Acknowledged => {
+            SendOutcome::Acknowledged | SendOutcome::AcknowledgedAt { .. } => {
+                let version = match outcome {
+                    SendOutcome::AcknowledgedAt { version } => Some(version),
+                    _ => None,
+                };
                 if op.status == OperationStatus::Done {
+                    // A repeated ack (a replay) names the same version; the
+                    // first one that named any is kept.
+                    if op.server_version.is_none() && version.is_some() {
+                        op.server_version = version;
+                        return Ok((OperationStatus::Done, Some(Change { op, entry })));
+                    }
                     return Ok((OperationStatus::Done, None));
                 }
                 if !op.was_sent() {
@@ -402,6 +422,7 @@ impl Outbox {
                 if op.first_sent_at_ms.is_none() {
                     op.first_sent_at_ms = sent_at;
                 }
+                op.server_version = version;
                 transition(&mut op, OperationStatus::Done, now_ms)?;
             }
             SendOutcome::Unanswered {

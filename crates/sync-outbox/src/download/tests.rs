@@ -1,0 +1,225 @@
+//! The download rule: what a page applies, holds and releases, and which
+//! pages are refused.
+
+use std::collections::HashSet;
+
+use sync_protocol::{Change, ChangeOp, PullResponse};
+
+use super::{DownloadState, default_ordering_key, plan_page, plan_release, unreflected_keys};
+use crate::error::OutboxError;
+use crate::operation::{Operation, OperationStatus};
+
+fn change(id: &str, version: i64, text: Option<&str>) -> Change {
+    Change {
+        scope: "u".into(),
+        entity: "note".into(),
+        id: id.into(),
+        version,
+        op: match text {
+            Some(t) => ChangeOp::Upsert {
+                state: serde_json::json!({ "text": t }),
+            },
+            None => ChangeOp::Delete,
+        },
+    }
+}
+
+fn page(changes: Vec<Change>, cursor: &str, covers_below: i64) -> PullResponse {
+    PullResponse {
+        changes,
+        cursor: cursor.into(),
+        more: false,
+        covers_below,
+        snapshot: false,
+    }
+}
+
+fn op(key: &str, status: OperationStatus, server_version: Option<i64>) -> Operation {
+    Operation {
+        ordering_key: Some(key.into()),
+        status,
+        server_version,
+        ..Operation::default()
+    }
+}
+
+fn keys(ops: &[Operation]) -> impl Fn(i64) -> Result<HashSet<String>, OutboxError> + '_ {
+    move |covers| Ok(unreflected_keys(ops, covers))
+}
+
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the shape plan_page takes: an app may say None"
+)]
+fn key_of(c: &Change) -> Option<String> {
+    Some(default_ordering_key(c))
+}
+
+fn ids(changes: &[Change]) -> Vec<&str> {
+    changes.iter().map(|c| c.id.as_str()).collect()
+}
+
+#[test]
+fn a_first_page_resets_keeping_the_entities_with_local_edits() -> Result<(), OutboxError> {
+    let ops = [op("note/2", OperationStatus::Pending, None)];
+    let plan = plan_page(
+        &DownloadState::default(),
+        &page(
+            vec![change("1", 5, Some("a")), change("2", 6, Some("b"))],
+            "c1",
+            7,
+        ),
+        keys(&ops),
+        key_of,
+    )?;
+    assert_eq!(plan.reset, Some(HashSet::from(["note/2".to_owned()])));
+    assert_eq!(ids(&plan.apply), ["1"], "note 2 has a pending edit: held");
+    assert_eq!(plan.next.held.len(), 1);
+    assert_eq!(plan.next.cursor.as_deref(), Some("c1"));
+    assert_eq!((plan.next.covers_below, plan.next.last_version), (7, 6));
+    Ok(())
+}
+
+#[test]
+fn a_done_edit_holds_until_its_version_is_covered_then_releases() -> Result<(), OutboxError> {
+    let state = DownloadState {
+        cursor: Some("c1".into()),
+        covers_below: 10,
+        last_version: 9,
+        held: Vec::new(),
+    };
+    // The edit is Done at version 12; this page covers below 12: not yet.
+    let ops = [op("note/1", OperationStatus::Done, Some(12))];
+    let plan = plan_page(
+        &state,
+        &page(vec![change("1", 11, Some("theirs"))], "c2", 12),
+        keys(&ops),
+        key_of,
+    )?;
+    assert!(plan.apply.is_empty());
+    assert_eq!(plan.next.held.len(), 1);
+    // Nothing else changes: no release yet.
+    assert_eq!(plan_release(&plan.next, &unreflected_keys(&ops, 12)), None);
+    // The next page covers 12 and brings the merged state: applied, the
+    // held one released first.
+    let plan = plan_page(
+        &plan.next,
+        &page(vec![change("1", 12, Some("merged"))], "c3", 13),
+        keys(&ops),
+        key_of,
+    )?;
+    assert_eq!(plan.released, 1);
+    let versions: Vec<i64> = plan.apply.iter().map(|c| c.version).collect();
+    assert_eq!(versions, [11, 12], "the newest is applied last");
+    assert!(plan.next.held.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_dead_letter_holds_its_entity_only_and_a_discard_releases_it() -> Result<(), OutboxError> {
+    let state = DownloadState {
+        cursor: Some("c1".into()),
+        covers_below: 10,
+        last_version: 9,
+        held: Vec::new(),
+    };
+    let dead = [op("note/1", OperationStatus::Failed, None)];
+    let plan = plan_page(
+        &state,
+        &page(
+            vec![change("1", 10, Some("x")), change("2", 11, Some("y"))],
+            "c2",
+            12,
+        ),
+        keys(&dead),
+        key_of,
+    )?;
+    assert_eq!(ids(&plan.apply), ["2"], "the other note is not frozen");
+    assert_eq!(plan.next.held.len(), 1);
+    // Discarded: no operation left, the held change goes.
+    let released = plan_release(&plan.next, &unreflected_keys(&[], 12))
+        .ok_or("released")
+        .map_err(|e| OutboxError::BadPage {
+            problem: e.to_owned(),
+        })?;
+    assert_eq!(ids(&released.apply), ["1"]);
+    assert!(released.next.held.is_empty());
+    assert_eq!(
+        released.next.cursor, plan.next.cursor,
+        "a release moves no cursor"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_done_answer_without_a_version_and_an_unkeyed_op_hold_nothing() -> Result<(), OutboxError> {
+    let ops = [
+        op("note/1", OperationStatus::Done, None),
+        Operation {
+            status: OperationStatus::Pending,
+            ..Operation::default()
+        },
+    ];
+    let plan = plan_page(
+        &DownloadState::default(),
+        &page(vec![change("1", 3, None)], "c1", 4),
+        keys(&ops),
+        key_of,
+    )?;
+    assert_eq!(ids(&plan.apply), ["1"]);
+    Ok(())
+}
+
+#[test]
+fn a_newer_change_replaces_the_held_one() -> Result<(), OutboxError> {
+    let ops = [op("note/1", OperationStatus::Pending, None)];
+    let first = plan_page(
+        &DownloadState::default(),
+        &page(vec![change("1", 3, Some("a"))], "c1", 4),
+        keys(&ops),
+        key_of,
+    )?;
+    let second = plan_page(
+        &first.next,
+        &page(vec![change("1", 5, None)], "c2", 6),
+        keys(&ops),
+        key_of,
+    )?;
+    assert_eq!(second.next.held.len(), 1);
+    assert_eq!(second.next.held[0].change.op, ChangeOp::Delete);
+    Ok(())
+}
+
+#[test]
+fn pages_that_do_not_follow_are_refused_whole() {
+    let state = DownloadState {
+        cursor: Some("c1".into()),
+        covers_below: 10,
+        last_version: 9,
+        held: Vec::new(),
+    };
+    let refused = |p: PullResponse| {
+        matches!(
+            plan_page(&state, &p, keys(&[]), key_of),
+            Err(OutboxError::BadPage { .. })
+        )
+    };
+    assert!(
+        refused(page(
+            vec![change("1", 11, None), change("2", 10, None)],
+            "c2",
+            12
+        )),
+        "out of order"
+    );
+    assert!(
+        refused(page(vec![change("1", 8, None)], "c2", 12)),
+        "below the last version"
+    );
+    assert!(refused(page(vec![], "c2", 9)), "covers_below went back");
+    assert!(refused(page(vec![], "", 12)), "no cursor");
+    assert!(
+        !refused(page(vec![change("1", 9, None)], "c2", 12)),
+        "the same version again is fine"
+    );
+}
