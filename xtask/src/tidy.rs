@@ -14,8 +14,11 @@ const ALLOWED_EDGES: &[(&str, &[&str])] = &[
     ("sync-protocol", &[]),
     ("sync-outbox", &["sync-protocol"]),
     ("sync-store-file", &["sync-wal", "sync-outbox"]),
-    ("sync-store-sqlite", &["sync-wal", "sync-outbox"]),
-    ("sync-engine", &["sync-outbox"]),
+    (
+        "sync-store-sqlite",
+        &["sync-wal", "sync-outbox", "sync-protocol"],
+    ),
+    ("sync-engine", &["sync-outbox", "sync-protocol"]),
     (
         "sync-transport-http",
         &["sync-engine", "sync-outbox", "sync-protocol"],

@@ -46,6 +46,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod download;
 mod error;
 mod schema;
 mod store;
@@ -55,6 +56,7 @@ mod transaction;
 /// database (so the versions always match).
 pub use rusqlite;
 
+pub use download::{ApplySqliteChanges, SqliteDownload};
 pub use error::SqliteStoreError;
 pub use store::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 pub use transaction::SqliteTransaction;

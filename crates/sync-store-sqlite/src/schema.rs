@@ -6,10 +6,15 @@
 //!             next_retry_at_ms, last_error, created_at_ms, updated_at_ms,
 //!             ordering_key, coalesce_key, owner, seq,
 //!             ordering, idempotency_key, replaced_keys,     -- since version 2
-//!             first_sent_at_ms, unanswered_sends)           -- since version 4
+//!             first_sent_at_ms, unanswered_sends,           -- since version 4
+//!             server_version)                               -- since version 5
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! sync_counts(status TEXT PRIMARY KEY, n INTEGER)   -- since version 3
 //! index sync_outbox_pending_age ON sync_outbox(created_at_ms) WHERE status = 'pending'
+//! sync_download(key TEXT PRIMARY KEY, value TEXT)   -- since version 5: the pull cursor,
+//!                                                   --   covers_below, last_version
+//! sync_held(scope, entity, id, ordering_key, version, state)  -- since version 5: pulled
+//!                                                   --   changes waiting for local operations
 //! ```
 //!
 //! Since version 3, triggers on `sync_outbox` keep `sync_counts` (one row
@@ -25,11 +30,11 @@
 //! so is `ordering` (NULL, `skip_failed`, `stop_on_failure`).
 //! `replaced_keys` holds the keys one per line ('' for none).
 //!
-//! Version 1, 2 and 3 databases are upgraded on open for writing (in one
+//! Version 1 to 4 databases are upgraded on open for writing (in one
 //! transaction: version 1 gets three `ALTER TABLE ... ADD COLUMN`s, 1 and 2
 //! get the counts table, filled by one scan, its triggers and the age
-//! index, and all get the two columns of version 4) and read as they are by
-//! `load_read_only`.
+//! index, 1 to 3 get the two columns of version 4, and all get version 5's
+//! column and download tables) and read as they are by `load_read_only`.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -40,27 +45,33 @@ use sync_outbox::{Operation, OperationStatus, OrderingMode};
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 4;
+pub(crate) const SCHEMA_VERSION: u32 = 5;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends";
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version";
+
+/// What [`COLUMNS`] selects from a version 4 table.
+const COLUMNS_V4: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL";
 
 /// What [`COLUMNS`] selects from a version 1 table; `first_sent_at_ms` as
 /// the upgrade sets it ([`SENT`]).
 const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0";
+     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL";
 
 /// What [`COLUMNS`] selects from a version 2 or 3 table.
 const COLUMNS_V2: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0";
+     ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0, \
+     NULL";
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
-    matches!(found, "1" | "2" | "3") || found == SCHEMA_VERSION.to_string()
+    matches!(found, "1" | "2" | "3" | "4") || found == SCHEMA_VERSION.to_string()
 }
 
 /// The select list that reads a table of schema `version` as [`COLUMNS`].
@@ -68,6 +79,7 @@ pub(crate) fn columns_of(version: &str) -> &'static str {
     match version {
         "1" => COLUMNS_V1,
         "2" | "3" => COLUMNS_V2,
+        "4" => COLUMNS_V4,
         _ => COLUMNS,
     }
 }
@@ -93,7 +105,8 @@ CREATE TABLE IF NOT EXISTS sync_outbox (
     idempotency_key TEXT NOT NULL DEFAULT '',
     replaced_keys TEXT NOT NULL DEFAULT '',
     first_sent_at_ms INTEGER,
-    unanswered_sends INTEGER NOT NULL DEFAULT 0
+    unanswered_sends INTEGER NOT NULL DEFAULT 0,
+    server_version INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sync_outbox_due ON sync_outbox (status, next_retry_at_ms, seq);
 ";
@@ -135,6 +148,26 @@ ALTER TABLE sync_outbox ADD COLUMN first_sent_at_ms INTEGER;
 ALTER TABLE sync_outbox ADD COLUMN unanswered_sends INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// What version 5 adds to a version 1 to 4 table: the version the
+/// server's answer named.
+const V5_COLUMN: &str = "ALTER TABLE sync_outbox ADD COLUMN server_version INTEGER;";
+
+/// What version 5 adds to every database: where the device is in the
+/// server's change feed, and the pulled changes held for local operations.
+const DOWNLOAD: &str = "
+CREATE TABLE IF NOT EXISTS sync_download (key TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL)
+    WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sync_held (
+    scope TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    id TEXT NOT NULL,
+    ordering_key TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    state TEXT,
+    PRIMARY KEY (scope, entity, id)
+) WITHOUT ROWID;
+";
+
 /// The counts and the oldest pending operation's age, from a version 3
 /// database: `(pending, in_flight, done, failed, oldest pending created_at_ms)`.
 ///
@@ -154,46 +187,43 @@ pub(crate) const STATS_QUERY: &str = "SELECT \
 /// first: a file that is not a database, or has a schema version this
 /// release does not know, is refused before anything is written.
 pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), SqliteStoreError> {
-    match read_version(conn, path)? {
-        Some(version) if version == SCHEMA_VERSION.to_string() => Ok(()),
-        Some(version) if version == "1" => conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE;
-                 ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
-                 ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
-                 ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
-                 {COUNTS} {V4_COLUMNS} {SENT}
-                 UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
-                 COMMIT;"
-            ))
-            .map_err(|e| sql("upgrade the outbox tables (schema 1 to 4) in", path, e)),
-        Some(version) if version == "2" => conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {COUNTS} {V4_COLUMNS} {SENT}
-                 UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
-                 COMMIT;"
-            ))
-            .map_err(|e| sql("upgrade the outbox tables (schema 2 to 4) in", path, e)),
-        Some(version) if version == "3" => conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {V4_COLUMNS} {SENT}
-                 UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
-                 COMMIT;"
-            ))
-            .map_err(|e| sql("upgrade the outbox tables (schema 3 to 4) in", path, e)),
-        Some(found) => Err(SqliteStoreError::ForeignSchema {
-            path: path.to_path_buf(),
-            found,
-            expected: SCHEMA_VERSION,
-        }),
-        None => conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {CREATE} {COUNTS}
-                 INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
-                 COMMIT;"
-            ))
-            .map_err(|e| sql("create the outbox tables in", path, e)),
-    }
+    // What each known version still lacks, in the order it was added.
+    let missing = match read_version(conn, path)? {
+        Some(version) if version == SCHEMA_VERSION.to_string() => return Ok(()),
+        Some(version) if version == "1" => format!(
+            "ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
+             ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
+             ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
+             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD}"
+        ),
+        Some(version) if version == "2" => {
+            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD}")
+        }
+        Some(version) if version == "3" => format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD}"),
+        Some(version) if version == "4" => format!("{V5_COLUMN} {DOWNLOAD}"),
+        Some(found) => {
+            return Err(SqliteStoreError::ForeignSchema {
+                path: path.to_path_buf(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        None => {
+            return conn
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD}
+                     INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+                     COMMIT;"
+                ))
+                .map_err(|e| sql("create the outbox tables in", path, e));
+        }
+    };
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {missing}
+         UPDATE sync_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version';
+         COMMIT;"
+    ))
+    .map_err(|e| sql("upgrade the outbox tables in", path, e))
 }
 
 /// The schema version, if the outbox tables exist. A `sync_outbox` table
@@ -304,6 +334,7 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     op.first_sent_at_ms = row.get(17).map_err(read)?;
     let unanswered: i64 = row.get(18).map_err(read)?;
     op.unanswered_sends = u32::try_from(unanswered).map_err(|_| invalid("unanswered_sends"))?;
+    op.server_version = row.get(19).map_err(read)?;
     op.id = id;
     Ok(op)
 }
@@ -320,7 +351,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sync_outbox ({COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19) \
+         ?18, ?19, ?20) \
          ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 });
@@ -357,6 +388,7 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
                 op.replaced_keys.join("\n"),
                 op.first_sent_at_ms,
                 i64::from(op.unanswered_sends),
+                op.server_version,
             ])
         })
         .map_err(|e| sql("write an operation to", path, e))?;

@@ -431,7 +431,7 @@ pub(crate) fn exists(conn: &Connection, path: &Path, id: &str) -> Result<bool, S
 /// with one (a crash left it), read-only, so its committed frames are read,
 /// which may create a missing `-shm` file. The database file itself is never
 /// written.
-fn read_only_connection(path: &Path) -> Result<Connection, SqliteStoreError> {
+pub(crate) fn read_only_connection(path: &Path) -> Result<Connection, SqliteStoreError> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     if Path::new(&wal).exists() {

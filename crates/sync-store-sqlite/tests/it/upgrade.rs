@@ -1,6 +1,7 @@
 //! Guards the schema upgrades: a database written by schema version 1 (no
 //! `ordering`, `idempotency_key`, `replaced_keys` columns), 2 (no counts
-//! table) or 3 (no `first_sent_at_ms`, `unanswered_sends`) is read as it is
+//! table), 3 (no `first_sent_at_ms`, `unanswered_sends`) or 4 (no
+//! `server_version`, no download tables) is read as it is
 //! by `load_read_only`, upgraded in place by `open`, and its operations keep
 //! every field, with the new ones at their defaults (a sent operation's
 //! resend window starting at its last change, the same in both reads); the
@@ -99,7 +100,7 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
         [],
         |row| row.get(0),
     )?;
-    assert_eq!(version, "4");
+    assert_eq!(version, "5");
     assert_eq!(open(&path)?.load_all()?, [corrected]);
     Ok(())
 }
@@ -168,7 +169,7 @@ fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     let app = rusqlite::Connection::open(&path)?;
     app.execute_batch(
         "INSERT INTO sync_outbox VALUES ('op_3', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
-             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0);
+             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL);
          UPDATE sync_outbox SET status = 'done' WHERE id = 'op_1';
          UPDATE sync_outbox SET payload = '{\"a\":1}' WHERE id = 'op_2';",
     )?;
@@ -177,5 +178,42 @@ fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     app.execute("DELETE FROM sync_outbox WHERE status = 'pending'", [])?;
     assert_eq!(store.stats()?, scan()?);
     assert_eq!((store.stats()?.pending, store.stats()?.done), (0, 1));
+    Ok(())
+}
+
+/// What version 4 adds to version 3, as the fourth release wrote it.
+const TO_VERSION_4: &str = "
+ALTER TABLE sync_outbox ADD COLUMN first_sent_at_ms INTEGER;
+ALTER TABLE sync_outbox ADD COLUMN unanswered_sends INTEGER NOT NULL DEFAULT 0;
+UPDATE sync_meta SET value = '4' WHERE key = 'schema_version';
+";
+
+#[test]
+fn a_version_4_database_gets_the_server_version_and_the_download_tables() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("app.db");
+    let version_4 = VERSION_1.replace("('schema_version', '1')", "('schema_version', '2')")
+        + TO_VERSION_2
+        + TO_VERSION_3
+        + TO_VERSION_4;
+    rusqlite::Connection::open(&path)?.execute_batch(&version_4)?;
+    let read = SqliteOutboxStore::load_read_only(&path)?.load_all()?;
+    assert!(read.iter().all(|op| op.server_version.is_none()));
+    let store = open(&path)?;
+    let mut done = store.get("op_2")?.ok_or("op_2")?;
+    done.status = OperationStatus::Done;
+    done.server_version = Some(41);
+    store.put(&done)?;
+    drop(store);
+    assert_eq!(
+        open(&path)?.get("op_2")?.and_then(|op| op.server_version),
+        Some(41)
+    );
+    let tables: i64 = rusqlite::Connection::open(&path)?.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE name IN ('sync_download', 'sync_held')",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(tables, 2);
     Ok(())
 }
