@@ -27,7 +27,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use sync_protocol::{Change, ChangeOp, PullResponse};
+/// The pulled change types, from `sync-protocol`, for apps and stores that
+/// implement the traits here.
+pub use sync_protocol::{Change, ChangeOp, PullResponse};
 
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};

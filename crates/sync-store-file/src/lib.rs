@@ -5,6 +5,9 @@
 //! - [`WalOutboxStore`]: every change is one record appended to a
 //!   [`sync_wal`] log, with snapshots and truncation. O(1) per change, group
 //!   commit under `SyncPolicy::Always`. The one for queues that grow.
+//! - [`FileDownloadState`]: where the device is in the server's change feed,
+//!   beside either store, for pulled changes the app applies to its own data
+//!   (`sync_outbox::download::AppDownload`).
 //!
 //! Both refuse to open a file they cannot parse (a typed error naming the
 //! file), never overwrite it, hold an exclusive lock for their lifetime, and
@@ -37,12 +40,14 @@
 #![deny(clippy::unwrap_used, clippy::indexing_slicing)]
 #![doc(test(attr(deny(warnings))))]
 
+mod download;
 mod error;
 mod file;
 mod json_store;
 pub mod snapshot;
 mod wal_store;
 
+pub use download::FileDownloadState;
 pub use error::FileStoreError;
 
 /// The old name of [`FileStoreError`] (beside `sync_store_sqlite::SqliteStoreError`).
