@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::async_outbox::run_blocking;
 use crate::async_transport::AsyncSyncTransport;
 use crate::clock::{Clock, TokioClock};
+use crate::download::{AsyncDownloader, PullSchedule, Reflection, Triggers};
 use crate::engine::SyncEngineConfig;
 use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
@@ -91,6 +92,8 @@ pub struct AsyncSyncEngine {
     hops: Arc<Hops>,
     last_error: Arc<LastError>,
     observer: OnceLock<Arc<dyn SyncObserver>>,
+    download: OnceLock<Arc<AsyncDownloader>>,
+    triggers: Arc<Triggers>,
 }
 
 struct Running {
@@ -147,7 +150,49 @@ impl AsyncSyncEngine {
             hops: Arc::new(Hops::default()),
             last_error: Arc::new(LastError::default()),
             observer: OnceLock::new(),
+            download: OnceLock::new(),
+            triggers: Arc::new(Triggers::default()),
         }
+    }
+
+    /// Gives the engine its download half, once, before
+    /// [`start`](Self::start); returns `false` if it has one already. A
+    /// started engine then also pulls the server's change feed, as one more
+    /// task, when [`SyncEngine::set_download`](crate::SyncEngine::set_download)
+    /// says, with every store call on the blocking pool.
+    pub fn set_download(&self, downloader: Arc<AsyncDownloader>) -> bool {
+        if self.download.get().is_some() {
+            return false;
+        }
+        let changed = Arc::clone(&self.triggers);
+        self.outbox
+            .on_change(move || changed.changed.store(true, Ordering::SeqCst));
+        let reconnect = Arc::clone(&self.triggers);
+        let wake = Arc::clone(&self.wake);
+        self.probe.on_reconnect(move || {
+            reconnect.pull.store(true, Ordering::SeqCst);
+            bump(&wake);
+        });
+        self.download.set(downloader).is_ok()
+    }
+
+    /// The download half, if [`set_download`](Self::set_download) gave one.
+    #[must_use]
+    pub fn download(&self) -> Option<&Arc<AsyncDownloader>> {
+        self.download.get()
+    }
+
+    /// Waits until operation `id`'s effect is visible in downloaded data, it
+    /// fails, or it is discarded (see [`AsyncDownloader::wait_reflected`]);
+    /// bound it with `tokio::time::timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NoDownload`] without a download half; as
+    /// [`AsyncDownloader::wait_reflected`].
+    pub async fn wait_reflected(&self, id: &str) -> Result<Reflection, EngineError> {
+        let downloader = Arc::clone(self.download.get().ok_or(EngineError::NoDownload)?);
+        downloader.wait_reflected(id).await
     }
 
     /// An engine already sending on the current runtime: [`new`](Self::new)
@@ -247,7 +292,24 @@ impl AsyncSyncEngine {
                 };
                 handle.spawn(sender.run())
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let mut tasks = tasks;
+        if let Some(downloader) = self.download.get() {
+            let puller = AsyncPuller {
+                schedule: PullSchedule::new(downloader.config()),
+                downloader: Arc::clone(downloader),
+                outbox: Arc::clone(&self.outbox),
+                probe: Arc::clone(&self.probe),
+                clock: Arc::clone(&clock),
+                wake: Arc::clone(&self.wake),
+                triggers: Arc::clone(&self.triggers),
+                stopping: Arc::clone(&self.stopping),
+                last_error: Arc::clone(&self.last_error),
+                observer: self.observer.get().cloned(),
+                hops: Arc::clone(&self.hops),
+            };
+            tasks.push(handle.spawn(puller.run()));
+        }
         if let Some(running) = running.as_mut() {
             running.tasks = tasks;
         }
@@ -269,11 +331,14 @@ impl AsyncSyncEngine {
     }
 
     /// The pull-to-refresh button: makes every operation waiting in backoff
-    /// due now (attempts unchanged), asks the probe to check again, and
-    /// wakes the senders.
+    /// due now (attempts unchanged), asks the probe to check again, wakes
+    /// the senders, and (with a download half) pulls now.
     pub fn sync_now(&self) {
         if let Some(core) = self.cores.first() {
             core.sync_now();
+        }
+        if self.download.get().is_some() {
+            self.triggers.pull.store(true, Ordering::SeqCst);
         }
         self.wake();
     }
@@ -623,5 +688,87 @@ async fn sleep_for(duration: Option<Duration>) {
     match duration {
         Some(duration) => tokio::time::sleep(duration).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The download loop of a started engine with a download half, as a task:
+/// the rules of the threaded `Puller`, every store call on the blocking
+/// pool, sleeps on tokio's timer.
+struct AsyncPuller {
+    downloader: Arc<AsyncDownloader>,
+    outbox: Arc<Outbox>,
+    probe: Arc<NetworkProbe>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<watch::Sender<u64>>,
+    triggers: Arc<Triggers>,
+    stopping: Arc<AtomicBool>,
+    last_error: Arc<LastError>,
+    observer: Option<Arc<dyn SyncObserver>>,
+    hops: Arc<Hops>,
+    schedule: PullSchedule,
+}
+
+impl AsyncPuller {
+    async fn run(mut self) {
+        let mut woken = self.wake.subscribe();
+        let mut changes = self.downloader.reflections().subscribe();
+        loop {
+            // Marked seen before the stop check (see `AsyncSender::run`).
+            woken.borrow_and_update();
+            changes.borrow_and_update();
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = self.clock.now_ms();
+            if self.schedule.take(&self.triggers) {
+                if let Err(e) = self.downloader.release().await {
+                    self.failed(e);
+                }
+                let outbox = Arc::clone(&self.outbox);
+                if let Ok(stats) = self.hops.run(move || outbox.stats()).await {
+                    self.schedule.outbox_changed(stats.unsent());
+                }
+            }
+            let mut deadline = self.schedule.next_wake();
+            if self.schedule.should_pull(now) {
+                let probe = Arc::clone(&self.probe);
+                if self.hops.run(move || probe.is_online(now)).await {
+                    let outcome = self.downloader.pull().await;
+                    self.schedule.pulled(self.clock.now_ms(), outcome.as_ref());
+                    match outcome {
+                        Ok(report) => {
+                            if let Some(observer) = &self.observer {
+                                observer.on_pull(&report);
+                            }
+                        }
+                        Err(e) => self.failed(e),
+                    }
+                    continue;
+                }
+                if let Some(at) = self.probe.next_check_at_ms() {
+                    deadline = Some(deadline.map_or(at, |d| d.min(at)).max(now + 1));
+                }
+            }
+            let sleep = deadline.map(|at| {
+                let left = at.saturating_sub(self.clock.now_ms());
+                Duration::from_millis(u64::try_from(left).unwrap_or(0))
+            });
+            tokio::select! {
+                woke = woken.changed() => {
+                    if woke.is_err() {
+                        break; // the engine is gone
+                    }
+                }
+                _ = changes.changed() => {}
+                () = sleep_for(sleep) => {}
+            }
+        }
+    }
+
+    fn failed(&self, error: EngineError) {
+        if let Some(observer) = &self.observer {
+            observer.on_pull_error(&error);
+        }
+        self.last_error.set(error);
     }
 }

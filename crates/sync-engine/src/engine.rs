@@ -9,6 +9,7 @@ use std::time::Duration;
 use sync_outbox::Outbox;
 
 use crate::clock::{Clock, Wakeup};
+use crate::download::{Downloader, PullSchedule, Reflection, Triggers};
 use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
@@ -124,6 +125,8 @@ pub struct SyncEngine {
     threads: Mutex<Vec<JoinHandle<()>>>,
     last_error: Arc<LastError>,
     observer: std::sync::OnceLock<Arc<dyn SyncObserver>>,
+    download: std::sync::OnceLock<Arc<Downloader>>,
+    triggers: Arc<Triggers>,
 }
 
 impl std::fmt::Debug for SyncEngine {
@@ -181,7 +184,60 @@ impl SyncEngine {
             threads: Mutex::new(Vec::new()),
             last_error: Arc::new(LastError::default()),
             observer: std::sync::OnceLock::new(),
+            download: std::sync::OnceLock::new(),
+            triggers: Arc::new(Triggers::default()),
         }
+    }
+
+    /// Gives the engine its download half, once, before
+    /// [`start`](Self::start); returns `false` if it has one already. A
+    /// started engine then also pulls the server's change feed into the
+    /// downloader's target, on one more thread: at start, after its queue
+    /// drains, on [`sync_now`](Self::sync_now), when the network comes
+    /// back, every `DownloadConfig::interval`, and again after a backoff
+    /// when a pull fails; held changes are released as soon as the outbox
+    /// says their operations are reflected. Observers see both directions
+    /// (`SyncObserver::on_pull`).
+    pub fn set_download(&self, downloader: Arc<Downloader>) -> bool {
+        if self.download.get().is_some() {
+            return false;
+        }
+        let changed = Arc::clone(&self.triggers);
+        self.outbox.on_change(move || {
+            changed
+                .changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let reconnect = Arc::clone(&self.triggers);
+        let wake = Arc::clone(&downloader.reflections().wakeup);
+        self.probe.on_reconnect(move || {
+            reconnect
+                .pull
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            wake.notify();
+        });
+        self.download.set(downloader).is_ok()
+    }
+
+    /// The download half, if [`set_download`](Self::set_download) gave one.
+    #[must_use]
+    pub fn download(&self) -> Option<&Arc<Downloader>> {
+        self.download.get()
+    }
+
+    /// Blocks until operation `id`'s effect is visible in downloaded data
+    /// ("saved, and you now see the server's version"), it fails, it is
+    /// discarded, or `timeout` passes (see [`Downloader::wait_reflected`]).
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NoDownload`] without a download half; as
+    /// [`Downloader::wait_reflected`].
+    pub fn wait_reflected(&self, id: &str, timeout: Duration) -> Result<Reflection, EngineError> {
+        self.download
+            .get()
+            .ok_or(EngineError::NoDownload)?
+            .wait_reflected(id, timeout)
     }
 
     /// An engine already sending in the background on `clock`:
@@ -281,6 +337,29 @@ impl SyncEngine {
                 }
             }
         }
+        if let Some(downloader) = self.download.get() {
+            let puller = Puller {
+                schedule: PullSchedule::new(downloader.config()),
+                downloader: Arc::clone(downloader),
+                outbox: Arc::clone(&self.outbox),
+                probe: Arc::clone(&self.probe),
+                triggers: Arc::clone(&self.triggers),
+                stopping: Arc::clone(&self.stopping),
+                last_error: Arc::clone(&self.last_error),
+                observer: self.observer.get().cloned(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name("sync-engine-pull".to_owned())
+                .spawn(move || puller.run(&*clock));
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    drop(threads);
+                    self.stop()?;
+                    return Err(EngineError::Spawn(e));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -304,6 +383,9 @@ impl SyncEngine {
     pub fn stop(&self) -> Result<(), EngineError> {
         self.stopping.store(true, Ordering::SeqCst);
         self.wakeup.notify();
+        if let Some(downloader) = self.download.get() {
+            downloader.reflections().wakeup.notify();
+        }
         let threads =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         let mut panicked = false;
@@ -326,14 +408,18 @@ impl SyncEngine {
     }
 
     /// The pull-to-refresh button: makes every operation waiting in backoff
-    /// due now (attempts unchanged), asks the probe to check again, and
-    /// wakes the senders. Also takes effect on the next [`tick`](Self::tick)
+    /// due now (attempts unchanged), asks the probe to check again, wakes
+    /// the senders, and (with a download half) pulls now. Also takes effect on the next [`tick`](Self::tick)
     /// of an engine that is not started.
     pub fn sync_now(&self) {
         if let Some(worker) = self.workers.first() {
             worker.sync_now();
         }
         self.wake();
+        if let Some(downloader) = self.download.get() {
+            self.triggers.pull.store(true, Ordering::SeqCst);
+            downloader.reflections().wakeup.notify();
+        }
     }
 
     /// The last error a background sender met (it keeps running), if any,
@@ -401,5 +487,71 @@ impl Sender {
             };
             clock.sleep_until(&self.wakeup, seen, deadline);
         }
+    }
+}
+
+/// The download loop of a started engine with a download half: pulls when
+/// [`PullSchedule`] says, releases held changes when the outbox changes, and
+/// sleeps on the downloader's wake-up (every outbox change and page) the
+/// rest of the time.
+struct Puller {
+    downloader: Arc<Downloader>,
+    outbox: Arc<Outbox>,
+    probe: Arc<NetworkProbe>,
+    triggers: Arc<Triggers>,
+    stopping: Arc<AtomicBool>,
+    last_error: Arc<LastError>,
+    observer: Option<Arc<dyn SyncObserver>>,
+    schedule: PullSchedule,
+}
+
+impl Puller {
+    fn run(mut self, clock: &dyn Clock) {
+        let wakeup = Arc::clone(&self.downloader.reflections().wakeup);
+        loop {
+            // The generation before the stop check (see `Sender::run`).
+            let seen = wakeup.generation();
+            if self.stopping.load(Ordering::SeqCst) {
+                break;
+            }
+            let now = clock.now_ms();
+            if self.schedule.take(&self.triggers) {
+                if let Err(e) = self.downloader.release() {
+                    self.failed(e);
+                }
+                if let Ok(stats) = self.outbox.stats() {
+                    self.schedule.outbox_changed(stats.unsent());
+                }
+            }
+            let mut deadline = self.schedule.next_wake();
+            if self.schedule.should_pull(now) {
+                if self.probe.is_online(now) {
+                    let outcome = self.downloader.pull();
+                    self.schedule.pulled(clock.now_ms(), outcome.as_ref());
+                    match outcome {
+                        Ok(report) => {
+                            if let Some(observer) = &self.observer {
+                                observer.on_pull(&report);
+                            }
+                        }
+                        Err(e) => self.failed(e),
+                    }
+                    continue;
+                }
+                // Offline: look again at the probe's next check (a reconnect
+                // wakes us sooner).
+                if let Some(at) = self.probe.next_check_at_ms() {
+                    deadline = Some(deadline.map_or(at, |d| d.min(at)).max(now + 1));
+                }
+            }
+            clock.sleep_until(&wakeup, seen, deadline);
+        }
+    }
+
+    fn failed(&self, error: EngineError) {
+        if let Some(observer) = &self.observer {
+            observer.on_pull_error(&error);
+        }
+        self.last_error.set(error);
     }
 }

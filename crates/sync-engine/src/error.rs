@@ -70,6 +70,23 @@ pub enum EngineError {
         /// Results reported, counting any out of range or repeated.
         got: usize,
     },
+    /// A pull of the server's change feed failed: the server answered with
+    /// a failure or a body that is not a page (`answered`), or did not
+    /// answer. Pages applied before it stay applied; the next pull starts
+    /// from the last one stored.
+    #[error("pulling changes failed: {error}")]
+    Pull {
+        /// A short description (never a body or a credential).
+        error: String,
+        /// The server's hint of how long to wait (ms).
+        retry_after_ms: Option<i64>,
+        /// Whether the server answered (`false`: unreachable).
+        answered: bool,
+    },
+    /// The engine has no download half: give it a `Downloader` first
+    /// (`SyncEngine::set_download`).
+    #[error("the engine has no downloader")]
+    NoDownload,
     /// [`SyncEngine::start`](crate::SyncEngine::start) was called while running.
     #[error("engine already running")]
     AlreadyRunning,
@@ -136,6 +153,14 @@ pub enum SyncStep {
     RecordFailure,
     /// Making a batch's results durable (`Outbox::sync`).
     SyncResults,
+    /// Reading where the device is in the server's change feed.
+    ReadDownloadState,
+    /// Applying a pulled page (and storing the cursor with it).
+    ApplyPage,
+    /// Applying pulled changes that were held for local operations.
+    ReleaseHeld,
+    /// Forgetting a cursor the server refused, to start a snapshot.
+    RestartDownload,
 }
 
 impl fmt::Display for SyncStep {
@@ -147,6 +172,10 @@ impl fmt::Display for SyncStep {
             Self::RecordDone => "recording the acknowledgement",
             Self::RecordFailure => "recording the failure",
             Self::SyncResults => "syncing the batch's results",
+            Self::ReadDownloadState => "reading the download state",
+            Self::ApplyPage => "applying a pulled page",
+            Self::ReleaseHeld => "applying held changes",
+            Self::RestartDownload => "restarting the download",
         })
     }
 }

@@ -61,6 +61,7 @@ mod async_outbox;
 #[cfg(feature = "tokio")]
 mod async_transport;
 mod clock;
+mod download;
 mod engine;
 mod error;
 mod observer;
@@ -86,6 +87,10 @@ pub use async_transport::{AsyncSyncTransport, BlockOnTransport, SpawnBlockingTra
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use clock::TokioClock;
 pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
+#[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
+pub use download::{AsyncDownloader, AsyncPullTransport};
+pub use download::{DownloadConfig, Downloader, PullReport, PullResult, PullTransport, Reflection};
 pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::{EngineError, SyncStep};
 pub use observer::SyncObserver;

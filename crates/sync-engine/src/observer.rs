@@ -2,6 +2,7 @@
 
 use sync_outbox::{Operation, OperationStatus, RecoveryReport};
 
+use crate::download::PullReport;
 use crate::error::EngineError;
 use crate::transport::SendResult;
 
@@ -45,6 +46,18 @@ pub trait SyncObserver: Send + Sync {
     /// the step and the operation; its cause is its `source()`, and
     /// [`EngineError::report`] gives the whole chain on one line.
     fn on_error(&self, error: &EngineError) {
+        let _ = error;
+    }
+
+    /// A run of pulls applied what the server's change feed had (the
+    /// download half, when the engine has a `Downloader`).
+    fn on_pull(&self, report: &PullReport) {
+        let _ = report;
+    }
+
+    /// A pull failed ([`EngineError::Pull`], or a page refused or not
+    /// applied); it is tried again after a backoff.
+    fn on_pull_error(&self, error: &EngineError) {
         let _ = error;
     }
 }
@@ -100,5 +113,17 @@ impl SyncObserver for TracingObserver {
 
     fn on_error(&self, error: &EngineError) {
         tracing::error!(target: "sync_engine", error = %error.report(), "sync pass failed");
+    }
+
+    fn on_pull(&self, report: &PullReport) {
+        tracing::debug!(
+            target: "sync_engine", pages = report.pages, applied = report.applied,
+            released = report.released, held = report.held, restarts = report.restarts,
+            covers_below = report.covers_below, "pulled"
+        );
+    }
+
+    fn on_pull_error(&self, error: &EngineError) {
+        tracing::warn!(target: "sync_engine", error = %error.report(), "pull failed");
     }
 }

@@ -282,6 +282,8 @@ struct Shared {
     on_enqueue: Mutex<Vec<Listener>>,
     /// Called after every change that may make an operation claimable sooner.
     on_claimable: Mutex<Vec<Listener>>,
+    /// Called after every write that changes an operation's status.
+    on_change: Mutex<Vec<Listener>>,
 }
 
 impl Shared {
@@ -292,9 +294,23 @@ impl Shared {
     /// Calls the claimable listeners. Never called with the state locked, so
     /// a listener may call into the outbox.
     fn notify_claimable(&self) {
-        self.stats.publish();
+        self.publish();
         for listener in self
             .on_claimable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            listener();
+        }
+    }
+
+    /// Publishes the stats and calls the change listeners. Never called
+    /// with the state locked.
+    fn publish(&self) {
+        self.stats.publish();
+        for listener in self
+            .on_change
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
@@ -341,6 +357,7 @@ impl Outbox {
             stats: Arc::new(StatsHub::new(&store)),
             on_enqueue: Mutex::default(),
             on_claimable: Mutex::default(),
+            on_change: Mutex::default(),
         });
         Self {
             config,
@@ -372,6 +389,19 @@ impl Outbox {
     pub fn on_claimable(&self, listener: impl Fn() + Send + Sync + 'static) {
         self.shared
             .on_claimable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Box::new(listener));
+    }
+
+    /// Calls `listener` after every write that changes an operation's
+    /// status or removes one (a recorded result, a claim, a discard, a
+    /// purge, an enqueue), on the thread that made it, never with the outbox
+    /// locked; keep it short and non-blocking. The download half wakes on
+    /// it: an operation that became `Done` may release pulled changes.
+    pub fn on_change(&self, listener: impl Fn() + Send + Sync + 'static) {
+        self.shared
+            .on_change
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Box::new(listener));
@@ -696,7 +726,7 @@ impl Outbox {
             }
         }
         if n_removed > 0 {
-            self.shared.stats.publish();
+            self.shared.publish();
         }
         Ok(n_removed)
     }

@@ -246,7 +246,7 @@ impl Outbox {
             // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
         } else if !claimed.is_empty() || requeued > 0 {
-            self.shared.stats.publish();
+            self.shared.publish();
         }
         Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))
     }

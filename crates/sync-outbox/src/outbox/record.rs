@@ -372,7 +372,7 @@ impl Outbox {
         if unblocked {
             self.shared.notify_claimable();
         } else if !changes.is_empty() {
-            self.shared.stats.publish();
+            self.shared.publish();
         }
         Ok(statuses)
     }
