@@ -108,6 +108,11 @@ pub struct BatchResult {
     /// failure, and only when asked to (`failure_body_limit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The `sync-version` a single request's answer would have carried
+    /// ([`SYNC_VERSION`](crate::SYNC_VERSION)): where the operation's
+    /// changes are in the server's change feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_version: Option<i64>,
 }
 
 impl BatchOperation {

@@ -12,7 +12,9 @@ use std::task::{Context, Poll};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, Request, StatusCode};
-use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult, IDEMPOTENCY_KEY};
+use sync_protocol::{
+    BatchOperation, BatchRequest, BatchResponse, BatchResult, IDEMPOTENCY_KEY, SYNC_VERSION,
+};
 use tower_service::Service;
 
 use crate::response::StoredResponse;
@@ -113,6 +115,7 @@ where
                 status: StatusCode::BAD_REQUEST.as_u16(),
                 retry_after: None,
                 body: None,
+                sync_version: None,
             });
             continue;
         };
@@ -126,6 +129,10 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let status = response.status().as_u16();
+        let sync_version = response
+            .headers()
+            .get(SYNC_VERSION)
+            .and_then(|v| v.to_str().ok()?.parse::<i64>().ok());
         // An element whose answer cannot be read whole gets no result: the
         // client retries it.
         let Ok(bytes) = axum::body::to_bytes(response.into_body(), MAX_BATCH_BYTES).await else {
@@ -136,6 +143,7 @@ where
             status,
             retry_after,
             body: (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned()),
+            sync_version,
         });
     }
     StoredResponse::json(StatusCode::OK, &BatchResponse { results }).into_response()

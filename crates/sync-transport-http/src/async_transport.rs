@@ -3,15 +3,17 @@
 use std::fmt;
 use std::sync::Arc;
 
-use sync_engine::{AsyncSyncTransport, ResultSink, SendResult};
+use sync_engine::{AsyncPullTransport, AsyncSyncTransport, PullResult, ResultSink, SendResult};
 use sync_outbox::Operation;
+use sync_protocol::PullRequest;
 
 use crate::auth::AuthProvider;
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
-    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, OneByOne, Prepared, batch_body,
-    batch_results, credentials, refresh_failed, refresh_on, retry_after, single_result,
+    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, OneByOne, PULL_RESPONSE_LIMIT_BYTES,
+    Prepared, batch_body, batch_results, credentials, pull_path, pull_result, refresh_failed,
+    refresh_on, retry_after, single_result, sync_version,
 };
 
 /// An [`AsyncSyncTransport`] over HTTP(S) on `reqwest` (rustls), for
@@ -117,6 +119,7 @@ impl AsyncHttpTransport {
                 .map_err(|error| unanswered(&error, &self.prepared.server))?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
+            let sync_version = sync_version(response.headers());
             let body = read_limited(&mut response, limit).await;
             if refresh_on(status, auth, refreshed) {
                 refreshed = true;
@@ -134,6 +137,7 @@ impl AsyncHttpTransport {
             return Ok(Answer {
                 status,
                 retry_after,
+                sync_version,
                 body,
             });
         }
@@ -165,6 +169,20 @@ async fn read_limited(response: &mut reqwest::Response, limit: u64) -> Result<Ve
         }
     }
     Ok(body)
+}
+
+/// Pulls as `HttpTransport` does (its `PullTransport` impl), on reqwest.
+#[sync_engine::async_trait]
+impl AsyncPullTransport for AsyncHttpTransport {
+    async fn pull(&self, request: &PullRequest) -> PullResult {
+        let path = pull_path(&self.config, request);
+        let answer = self
+            .exchange(PULL_RESPONSE_LIMIT_BYTES, |credentials| {
+                self.prepared.get(&path, credentials, Vec::new())
+            })
+            .await;
+        pull_result(answer, &self.config)
+    }
 }
 
 #[sync_engine::async_trait]

@@ -105,11 +105,17 @@ pub fn map_batch_response(
     }
     ops.iter()
         .map(|op| match by_key.get(op.idempotency_key()) {
-            Some(result) => with_failure_body(
-                map_status(result.status, result.retry_after.as_deref(), now, config),
-                result.body.as_deref().unwrap_or_default().as_bytes(),
-                config,
-            ),
+            Some(result) => {
+                let mut mapped = with_failure_body(
+                    map_status(result.status, result.retry_after.as_deref(), now, config),
+                    result.body.as_deref().unwrap_or_default().as_bytes(),
+                    config,
+                );
+                if mapped.ok {
+                    mapped.server_version = result.sync_version;
+                }
+                mapped
+            }
             None => SendResult::retryable("the batch response has no result for this operation"),
         })
         .collect()

@@ -83,6 +83,10 @@ pub struct HttpTransportConfig {
     /// operation back; [`send`](sync_engine::SyncTransport::send) still
     /// sends one request per operation.
     pub batch_target: Option<String>,
+    /// Where pulls of the server's change feed go (`GET
+    /// {base_url}{pull_target}?cursor=..&limit=..`, `docs/PROTOCOL.md`,
+    /// "Pulling changes"). Default `"/sync/pull"`.
+    pub pull_target: String,
     /// Why a server refused an operation: with a limit here, a permanent
     /// failure's error (`Operation::last_error`) gets up to this many bytes
     /// of the response body after the status line, as one line of text
@@ -122,6 +126,7 @@ impl Default for HttpTransportConfig {
             retry_auth_failures: false,
             max_retry_after: Duration::from_secs(300),
             batch_target: None,
+            pull_target: "/sync/pull".into(),
             failure_body_limit: 0,
         }
     }
@@ -143,6 +148,7 @@ impl fmt::Debug for HttpTransportConfig {
             .field("retry_auth_failures", &self.retry_auth_failures)
             .field("max_retry_after", &self.max_retry_after)
             .field("batch_target", &self.batch_target)
+            .field("pull_target", &self.pull_target)
             .field("failure_body_limit", &self.failure_body_limit)
             .finish()
     }

@@ -6,8 +6,9 @@
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
-use sync_engine::SendResult;
+use sync_engine::{PullResult, SendResult};
 use sync_outbox::Operation;
+use sync_protocol::{PullError, PullErrorCode, PullRequest, PullResponse};
 
 use crate::auth::AuthProvider;
 use crate::batch::map_batch_response;
@@ -18,6 +19,10 @@ use crate::status::{map_status, with_failure_body};
 /// Most bytes of a response body read (and dropped) so the connection can be
 /// reused; a longer body closes the connection instead.
 pub(crate) const DRAIN_LIMIT_BYTES: u64 = 64 * 1024;
+
+/// Most bytes of a pull answer read; a longer one is not a page (the server
+/// bounds a page's states to 4 MiB by default).
+pub(crate) const PULL_RESPONSE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Most bytes of a batch response read; a longer one is not a batch response
 /// (every operation of the batch is then retryable).
@@ -91,6 +96,23 @@ impl Prepared {
             .header("Idempotency-Key", key)
             .body(body)
             .map_err(|_| "invalid request")
+    }
+
+    /// `GET {base_url}{path_and_query}`: a pull.
+    pub(crate) fn get<B>(
+        &self,
+        path_and_query: &str,
+        credentials: &[(HeaderName, HeaderValue)],
+        body: B,
+    ) -> Result<Request<B>, &'static str> {
+        let uri: Uri = self
+            .url_for(path_and_query)
+            .parse()
+            .map_err(|_| "invalid pull URL")?;
+        let json = HeaderValue::from_static("application/json");
+        self.builder("GET", uri, json, credentials)
+            .body(body)
+            .map_err(|_| "invalid pull request")
     }
 
     /// `POST {base_url}{batch_target}` with a JSON body.
@@ -188,6 +210,9 @@ pub(crate) fn refresh_failed() -> SendResult {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     pub(crate) retry_after: Option<String>,
+    /// The `sync-version` header: where the operation's changes are in the
+    /// server's change feed.
+    pub(crate) sync_version: Option<i64>,
     pub(crate) body: Result<Vec<u8>, String>,
 }
 
@@ -199,12 +224,15 @@ pub(crate) fn single_result(
 ) -> SendResult {
     match answer {
         Ok(answer) => {
-            let result = map_status(
+            let mut result = map_status(
                 answer.status,
                 answer.retry_after.as_deref(),
                 SystemTime::now(),
                 config,
             );
+            if result.ok {
+                result.server_version = answer.sync_version;
+            }
             match &answer.body {
                 Ok(body) => with_failure_body(result, body, config),
                 Err(_) => result,
@@ -225,6 +253,7 @@ pub(crate) fn batch_results(
             status,
             retry_after,
             body: Ok(body),
+            ..
         }) => map_batch_response(
             ops,
             status,
@@ -247,6 +276,13 @@ pub(crate) fn batch_body(
 ) -> Result<Vec<u8>, Vec<SendResult>> {
     serde_json::to_vec(&crate::batch::batch_request(ops, config))
         .map_err(|_| vec![SendResult::permanent("cannot encode the batch"); ops.len()])
+}
+
+/// The response's `sync-version` header, if it is an integer.
+pub(crate) fn sync_version(headers: &HeaderMap) -> Option<i64> {
+    headers
+        .get(sync_protocol::SYNC_VERSION)
+        .and_then(|v| v.to_str().ok()?.trim().parse().ok())
 }
 
 /// The response's `Retry-After` header, if it is text.
@@ -309,4 +345,92 @@ fn header(name: &str, value: &str) -> Result<(HeaderName, HeaderValue), HttpTran
     let mut parsed_value = HeaderValue::from_str(value).map_err(|_| invalid("invalid value"))?;
     parsed_value.set_sensitive(true);
     Ok((parsed_name, parsed_value))
+}
+
+/// The path and query of a pull for `request`.
+pub(crate) fn pull_path(config: &HttpTransportConfig, request: &PullRequest) -> String {
+    let query = request.to_query();
+    if query.is_empty() {
+        config.pull_target.clone()
+    } else {
+        format!("{}?{query}", config.pull_target)
+    }
+}
+
+/// What a pull came to: its answer read as `docs/PROTOCOL.md` says
+/// ("Pulling changes"), or the result that stood for no usable answer.
+pub(crate) fn pull_result(
+    answer: Result<Answer, SendResult>,
+    config: &HttpTransportConfig,
+) -> PullResult {
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(result) if result.is_unanswered() => {
+            return PullResult::Unanswered {
+                error: result.error,
+            };
+        }
+        Err(result) => {
+            return PullResult::Failed {
+                error: result.error,
+                retry_after_ms: result.retry_after_ms,
+            };
+        }
+    };
+    let body = match answer.body {
+        Ok(body) => body,
+        // Cut mid-answer: as if none came.
+        Err(error) => return PullResult::Unanswered { error },
+    };
+    if (200..300).contains(&answer.status) {
+        return match serde_json::from_slice::<PullResponse>(&body) {
+            Ok(page) => PullResult::Page(page),
+            Err(_) => PullResult::Failed {
+                error: format!("HTTP {} with a body that is not a page", answer.status),
+                retry_after_ms: None,
+            },
+        };
+    }
+    let refusal = serde_json::from_slice::<PullError>(&body).ok();
+    match (answer.status, &refusal) {
+        (410, _) => {
+            return PullResult::Restart {
+                reason: refusal
+                    .and_then(|r| r.reason)
+                    .map_or_else(|| "HTTP 410 Gone".to_owned(), |r| format!("{r:?}")),
+            };
+        }
+        // A cursor this server never issued (a device restored from an
+        // old backup, another server): only a new start can help.
+        (
+            400,
+            Some(PullError {
+                error: PullErrorCode::BadCursor,
+                ..
+            }),
+        ) => {
+            return PullResult::Restart {
+                reason: "the server does not know the cursor (bad_cursor)".to_owned(),
+            };
+        }
+        _ => {}
+    }
+    let mapped = map_status(
+        answer.status,
+        answer.retry_after.as_deref(),
+        SystemTime::now(),
+        config,
+    );
+    let error = match refusal {
+        Some(refusal) => format!("{} ({})", mapped.error, refusal.error),
+        None => mapped.error.clone(),
+    };
+    if mapped.is_unanswered() {
+        PullResult::Unanswered { error }
+    } else {
+        PullResult::Failed {
+            error,
+            retry_after_ms: mapped.retry_after_ms,
+        }
+    }
 }

@@ -4,15 +4,17 @@ use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 
-use sync_engine::{ResultSink, SendResult, SyncTransport};
+use sync_engine::{PullResult, PullTransport, ResultSink, SendResult, SyncTransport};
 use sync_outbox::Operation;
+use sync_protocol::PullRequest;
 
 use crate::auth::AuthProvider;
 use crate::config::HttpTransportConfig;
 use crate::error::HttpTransportError;
 use crate::request::{
-    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, OneByOne, Prepared, batch_body,
-    batch_results, credentials, refresh_failed, refresh_on, retry_after, single_result,
+    Answer, BATCH_RESPONSE_LIMIT_BYTES, DRAIN_LIMIT_BYTES, OneByOne, PULL_RESPONSE_LIMIT_BYTES,
+    Prepared, batch_body, batch_results, credentials, pull_path, pull_result, refresh_failed,
+    refresh_on, retry_after, single_result, sync_version,
 };
 
 /// A [`SyncTransport`] that sends each operation as one HTTP request.
@@ -151,6 +153,7 @@ impl HttpTransport {
                 .map_err(|error| unanswered(&error, &self.prepared.server))?;
             let status = response.status().as_u16();
             let retry_after = retry_after(response.headers());
+            let sync_version = sync_version(response.headers());
             // Read the body (to the limit) so the connection goes back to
             // the pool; only a batch answer's is ever looked at.
             let mut body = Vec::new();
@@ -171,9 +174,26 @@ impl HttpTransport {
             return Ok(Answer {
                 status,
                 retry_after,
+                sync_version,
                 body: read,
             });
         }
+    }
+}
+
+/// Pulls the server's change feed: `GET {base_url}{pull_target}` with the
+/// request's cursor and limit, the same headers, credentials (and one
+/// refresh on `401`) and timeout as a send. A page is a page; `410`, and a
+/// `400 bad_cursor`, start again; a `502`/`503`/`504` or no connection is no
+/// answer; any other status, or a body that is not a page, is a failure
+/// (tried again after a backoff).
+impl PullTransport for HttpTransport {
+    fn pull(&self, request: &PullRequest) -> PullResult {
+        let path = pull_path(&self.config, request);
+        let answer = self.exchange(PULL_RESPONSE_LIMIT_BYTES, |credentials| {
+            self.prepared.get(&path, credentials, &[][..])
+        });
+        pull_result(answer, &self.config)
     }
 }
 

@@ -30,6 +30,7 @@ fn response_optional_fields_are_left_out_and_may_be_absent() -> Result<(), serde
         status: 201,
         retry_after: None,
         body: None,
+        sync_version: None,
     };
     assert_eq!(
         serde_json::to_string(&bare)?,
@@ -67,6 +68,7 @@ fn result() -> impl Strategy<Value = BatchResult> {
             status,
             retry_after,
             body,
+            sync_version: (status == 201).then_some(i64::from(status) * 7),
         })
 }
 

@@ -57,6 +57,7 @@ fn result(key: &str, status: u16, retry_after: Option<&str>) -> BatchResult {
         status,
         retry_after: retry_after.map(Into::into),
         body: None,
+        sync_version: None,
     }
 }
 

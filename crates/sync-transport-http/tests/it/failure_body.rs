@@ -96,6 +96,7 @@ fn a_batch_element_s_body_is_captured_for_its_permanent_failure_only() -> TestRe
             status,
             retry_after: None,
             body: Some(body.into()),
+            sync_version: None,
         };
         let results = vec![
             element("a", 422, r#"{"error":"title_required"}"#),

@@ -5,6 +5,7 @@ mod auth;
 mod batch;
 mod failure_body;
 mod mapping;
+mod pull;
 mod requests;
 mod unanswered;
 mod worker;
