@@ -220,6 +220,7 @@ impl Reflections {
 ///     fn upsert(&mut self, _: &Change, _: &serde_json::Value) -> Result<(), Error> { Ok(()) }
 ///     fn delete(&mut self, _: &Change) -> Result<(), Error> { Ok(()) }
 ///     fn reset(&mut self, _: &HashSet<String>) -> Result<(), Error> { Ok(()) }
+///     fn forget(&mut self, _: &str) -> Result<(), Error> { Ok(()) }
 /// }
 ///
 /// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));
@@ -603,6 +604,7 @@ impl PullSchedule {
 ///     fn upsert(&mut self, _: &Change, _: &serde_json::Value) -> Result<(), Error> { Ok(()) }
 ///     fn delete(&mut self, _: &Change) -> Result<(), Error> { Ok(()) }
 ///     fn reset(&mut self, _: &HashSet<String>) -> Result<(), Error> { Ok(()) }
+///     fn forget(&mut self, _: &str) -> Result<(), Error> { Ok(()) }
 /// }
 ///
 /// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));

@@ -22,7 +22,7 @@
 //! Per entity, not per queue: a dead letter holds its own entity's changes
 //! until it is retried or discarded, and nothing else.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -50,6 +50,15 @@ pub struct DownloadState {
     /// Pulled changes waiting for the device's own operations, one per
     /// entity (the newest), in `(scope, entity, id)` order.
     pub held: Vec<HeldChange>,
+    /// Between the first page of a snapshot and the page that ends it.
+    pub in_snapshot: bool,
+    /// Ordering keys the last snapshot's reset kept (the device had edits
+    /// of them the server had not reflected) and no pulled change has
+    /// mentioned since: once their operations are reflected and the
+    /// snapshot is complete, the server has no such entity (deleted while
+    /// the device was away), and the device's copy is forgotten
+    /// ([`ApplyChanges::forget`]).
+    pub verify: Vec<String>,
 }
 
 impl Default for DownloadState {
@@ -59,6 +68,8 @@ impl Default for DownloadState {
             covers_below: i64::MIN,
             last_version: i64::MIN,
             held: Vec::new(),
+            in_snapshot: false,
+            verify: Vec::new(),
         }
     }
 }
@@ -132,6 +143,9 @@ pub struct PagePlan {
     pub apply: Vec<Change>,
     /// How many of `apply` were held before.
     pub released: usize,
+    /// Ordering keys whose entities the server no longer has: the device
+    /// drops its copies ([`ApplyChanges::forget`]), after `apply`.
+    pub forget: Vec<String>,
     /// The state to store with them.
     pub next: DownloadState,
 }
@@ -174,11 +188,27 @@ pub fn plan_page(
             .map(|h| (entity_of(&h.change), h.clone()))
             .collect()
     };
-    let mut apply = release(&mut held, &unreflected);
+    // A released change the page brings a newer one of is not applied at
+    // all: applied first, a crash before the newer one would leave the
+    // device showing the older server state over its own edit.
+    let in_page: HashSet<(String, String, String)> = page.changes.iter().map(entity_of).collect();
+    let mut apply: Vec<Change> = release(&mut held, &unreflected)
+        .into_iter()
+        .filter(|c| !in_page.contains(&entity_of(c)))
+        .collect();
     let released = apply.len();
+    let mut verify: BTreeSet<String> = if starting {
+        unreflected.iter().cloned().collect()
+    } else {
+        state.verify.iter().cloned().collect()
+    };
     for change in &page.changes {
         let id = entity_of(change);
-        match key_of(change) {
+        let key = key_of(change);
+        if let Some(key) = &key {
+            verify.remove(key);
+        }
+        match key {
             Some(key) if unreflected.contains(&key) => {
                 held.insert(
                     id,
@@ -202,17 +232,40 @@ pub fn plan_page(
         },
         i64::max,
     );
+    let in_snapshot = (starting || state.in_snapshot) && page.more;
+    let forget = if in_snapshot {
+        Vec::new()
+    } else {
+        settle(&mut verify, &unreflected)
+    };
     Ok(PagePlan {
         reset: starting.then_some(unreflected),
         apply,
         released,
+        forget,
         next: DownloadState {
             cursor: Some(page.cursor.clone()),
             covers_below,
             last_version,
             held: held.into_values().collect(),
+            in_snapshot,
+            verify: verify.into_iter().collect(),
         },
     })
+}
+
+/// Takes the keys to verify whose operations are reflected now: the server
+/// has no entity for them.
+fn settle(verify: &mut BTreeSet<String>, unreflected: &HashSet<String>) -> Vec<String> {
+    let settled: Vec<String> = verify
+        .iter()
+        .filter(|key| !unreflected.contains(*key))
+        .cloned()
+        .collect();
+    for key in &settled {
+        verify.remove(key);
+    }
+    settled
 }
 
 /// Plans the release of held changes whose operations are reflected now
@@ -230,15 +283,23 @@ pub fn plan_release(state: &DownloadState, unreflected: &HashSet<String>) -> Opt
         .map(|h| (entity_of(&h.change), h.clone()))
         .collect();
     let apply = release(&mut held, unreflected);
-    if apply.is_empty() {
+    let mut verify: BTreeSet<String> = state.verify.iter().cloned().collect();
+    let forget = if state.in_snapshot {
+        Vec::new()
+    } else {
+        settle(&mut verify, unreflected)
+    };
+    if apply.is_empty() && forget.is_empty() {
         return None;
     }
     Some(PagePlan {
         reset: None,
         released: apply.len(),
         apply,
+        forget,
         next: DownloadState {
             held: held.into_values().collect(),
+            verify: verify.into_iter().collect(),
             ..state.clone()
         },
     })
@@ -350,6 +411,20 @@ pub trait ApplyChanges: Send {
     fn reset(
         &mut self,
         keep: &HashSet<String>,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+    /// The server has no entity under `ordering_key` any more: a snapshot's
+    /// reset kept the device's copy (it had edits the server had not
+    /// reflected), the snapshot did not bring it (deleted on the server
+    /// while the device was away), and those edits are settled now. Drop
+    /// the device's copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`upsert`](Self::upsert).
+    fn forget(
+        &mut self,
+        ordering_key: &str,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
     /// The ordering key the device's operations on `change`'s entity carry;
@@ -487,6 +562,10 @@ pub trait DownloadTarget: Send + Sync + fmt::Debug {
 ///         self.0.retain(|id, _| keep.contains(&format!("note/{id}")));
 ///         Ok(())
 ///     }
+///     fn forget(&mut self, key: &str) -> Result<(), Error> {
+///         if let Some(id) = key.strip_prefix("note/") { self.0.remove(id); }
+///         Ok(())
+///     }
 /// }
 ///
 /// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));
@@ -539,6 +618,9 @@ impl<A: ApplyChanges> AppDownload<A> {
                 ChangeOp::Delete => app.delete(change),
             }
             .map_err(apply_error)?;
+        }
+        for key in &plan.forget {
+            app.forget(key).map_err(apply_error)?;
         }
         self.state.save(&plan.next)
     }

@@ -53,6 +53,10 @@ use crate::store::SqliteOutboxStore;
 ///         }
 ///         Ok(())
 ///     }
+///     fn forget(&mut self, db: &Connection, key: &str) -> Result<()> {
+///         let id = key.strip_prefix("note/").unwrap_or(key);
+///         db.execute("DELETE FROM notes WHERE id = ?1", [id]).map(drop)
+///     }
 /// }
 /// # let _ = Notes;
 /// ```
@@ -84,6 +88,17 @@ pub trait ApplySqliteChanges: Send {
     ///
     /// As [`upsert`](Self::upsert).
     fn reset(&mut self, db: &Connection, keep: &HashSet<String>) -> rusqlite::Result<()>;
+
+    /// The server has no entity under `ordering_key` any more: a snapshot's
+    /// reset kept the device's copy (it had edits the server had not
+    /// reflected), the snapshot did not bring it (deleted on the server
+    /// while the device was away), and those edits are settled now. Drop
+    /// the device's copy.
+    ///
+    /// # Errors
+    ///
+    /// As [`upsert`](Self::upsert).
+    fn forget(&mut self, db: &Connection, ordering_key: &str) -> rusqlite::Result<()>;
 
     /// The ordering key the device's operations on `change`'s entity carry;
     /// `None`: its changes are never held. Default `"{entity}/{id}"`
@@ -119,6 +134,7 @@ pub trait ApplySqliteChanges: Send {
 /// #     }
 /// #     fn delete(&mut self, db: &Connection, c: &Change) -> Result<()> { db.execute("DELETE FROM notes WHERE id = ?1", [&c.id]).map(drop) }
 /// #     fn reset(&mut self, _db: &Connection, _keep: &HashSet<String>) -> Result<()> { Ok(()) }
+/// #     fn forget(&mut self, _db: &Connection, _key: &str) -> Result<()> { Ok(()) }
 /// # }
 /// use std::sync::Arc;
 /// use sync_outbox::{Outbox, OutboxConfig, download::DownloadTarget};
@@ -255,6 +271,9 @@ fn apply<A: ApplySqliteChanges + ?Sized>(
         }
         .map_err(apply_error)?;
     }
+    for key in &plan.forget {
+        app.forget(tx, key).map_err(apply_error)?;
+    }
     Ok(())
 }
 
@@ -339,11 +358,14 @@ pub(crate) fn read_state(
             },
         });
     }
+    let verify = value("verify")?.unwrap_or_default();
     Ok(DownloadState {
         cursor: value("cursor")?,
         covers_below: number("covers_below")?,
         last_version: number("last_version")?,
         held,
+        in_snapshot: value("in_snapshot")?.as_deref() == Some("1"),
+        verify: verify.lines().map(str::to_owned).collect(),
     })
 }
 
@@ -366,6 +388,15 @@ fn write_state(tx: &Connection, state: &DownloadState, path: &Path) -> Result<()
     set.execute(params!["covers_below", state.covers_below.to_string()])
         .map_err(write)?;
     set.execute(params!["last_version", state.last_version.to_string()])
+        .map_err(write)?;
+    set.execute(params![
+        "in_snapshot",
+        if state.in_snapshot { "1" } else { "0" }
+    ])
+    .map_err(write)?;
+    // One key per line: ordering keys the app makes have no line breaks
+    // (a key with one would be split; it is then verified as two).
+    set.execute(params!["verify", state.verify.join("\n")])
         .map_err(write)?;
     tx.execute("DELETE FROM sync_held", []).map_err(write)?;
     let mut insert = tx

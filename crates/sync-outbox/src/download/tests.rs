@@ -86,7 +86,7 @@ fn a_done_edit_holds_until_its_version_is_covered_then_releases() -> Result<(), 
         cursor: Some("c1".into()),
         covers_below: 10,
         last_version: 9,
-        held: Vec::new(),
+        ..DownloadState::default()
     };
     // The edit is Done at version 12; this page covers below 12: not yet.
     let ops = [op("note/1", OperationStatus::Done, Some(12))];
@@ -100,17 +100,17 @@ fn a_done_edit_holds_until_its_version_is_covered_then_releases() -> Result<(), 
     assert_eq!(plan.next.held.len(), 1);
     // Nothing else changes: no release yet.
     assert_eq!(plan_release(&plan.next, &unreflected_keys(&ops, 12)), None);
-    // The next page covers 12 and brings the merged state: applied, the
-    // held one released first.
+    // The next page covers 12 and brings the merged state: applied; the
+    // held one it supersedes is dropped, never shown over the own edit.
     let plan = plan_page(
         &plan.next,
         &page(vec![change("1", 12, Some("merged"))], "c3", 13),
         keys(&ops),
         key_of,
     )?;
-    assert_eq!(plan.released, 1);
+    assert_eq!(plan.released, 0);
     let versions: Vec<i64> = plan.apply.iter().map(|c| c.version).collect();
-    assert_eq!(versions, [11, 12], "the newest is applied last");
+    assert_eq!(versions, [12], "only the newest is applied");
     assert!(plan.next.held.is_empty());
     Ok(())
 }
@@ -121,7 +121,7 @@ fn a_dead_letter_holds_its_entity_only_and_a_discard_releases_it() -> Result<(),
         cursor: Some("c1".into()),
         covers_below: 10,
         last_version: 9,
-        held: Vec::new(),
+        ..DownloadState::default()
     };
     let dead = [op("note/1", OperationStatus::Failed, None)];
     let plan = plan_page(
@@ -196,7 +196,7 @@ fn pages_that_do_not_follow_are_refused_whole() {
         cursor: Some("c1".into()),
         covers_below: 10,
         last_version: 9,
-        held: Vec::new(),
+        ..DownloadState::default()
     };
     let refused = |p: PullResponse| {
         matches!(
@@ -222,4 +222,52 @@ fn pages_that_do_not_follow_are_refused_whole() {
         !refused(page(vec![change("1", 9, None)], "c2", 12)),
         "the same version again is fine"
     );
+}
+
+#[test]
+fn a_kept_entity_the_snapshot_never_brings_is_forgotten_once_settled() -> Result<(), OutboxError> {
+    // Snapshot of two pages; the device has a pending edit of note 9, which
+    // the server deleted while it was away: the snapshot never mentions it.
+    let pending = [op("note/9", OperationStatus::Pending, None)];
+    let mut first = page(vec![change("1", 5, Some("a"))], "c1", 10);
+    first.more = true;
+    first.snapshot = true;
+    let plan = plan_page(&DownloadState::default(), &first, keys(&pending), key_of)?;
+    assert_eq!(plan.reset, Some(HashSet::from(["note/9".to_owned()])));
+    assert!(plan.forget.is_empty());
+    assert!(plan.next.in_snapshot);
+    assert_eq!(plan.next.verify, ["note/9"]);
+    // The edit is answered (Done at 11) while the snapshot is still going:
+    // nothing is forgotten before the snapshot ends.
+    let done = [op("note/9", OperationStatus::Done, Some(11))];
+    assert_eq!(plan_release(&plan.next, &unreflected_keys(&done, 10)), None);
+    let mut last = page(vec![change("2", 6, Some("b"))], "c2", 12);
+    last.snapshot = true;
+    let plan = plan_page(&plan.next, &last, keys(&done), key_of)?;
+    assert!(!plan.next.in_snapshot);
+    assert_eq!(
+        plan.forget,
+        ["note/9"],
+        "reflected, and the server has none"
+    );
+    assert!(plan.next.verify.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_kept_entity_the_snapshot_brings_is_not_forgotten() -> Result<(), OutboxError> {
+    let pending = [op("note/1", OperationStatus::Pending, None)];
+    let mut snapshot = page(vec![change("1", 5, Some("theirs"))], "c1", 10);
+    snapshot.snapshot = true;
+    let plan = plan_page(&DownloadState::default(), &snapshot, keys(&pending), key_of)?;
+    assert!(plan.next.verify.is_empty(), "the server has note 1");
+    assert_eq!(plan.next.held.len(), 1);
+    let done = [op("note/1", OperationStatus::Done, Some(9))];
+    let release = plan_release(&plan.next, &unreflected_keys(&done, 10));
+    let release = release.ok_or(OutboxError::BadPage {
+        problem: "nothing released".into(),
+    })?;
+    assert!(release.forget.is_empty());
+    assert_eq!(ids(&release.apply), ["1"]);
+    Ok(())
 }

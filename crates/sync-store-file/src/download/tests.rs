@@ -26,6 +26,8 @@ fn the_state_survives_a_reopen() -> TestResult {
                 op: ChangeOp::Delete,
             },
         }],
+        in_snapshot: false,
+        verify: vec!["note/2".into()],
     };
     FileDownloadState::open(&path)?.save(&state)?;
     assert_eq!(FileDownloadState::open(&path)?.load()?, state);

@@ -44,6 +44,9 @@ impl ApplySqliteChanges for Counter {
     fn reset(&mut self, _db: &Connection, _keep: &HashSet<String>) -> rusqlite::Result<()> {
         Ok(())
     }
+    fn forget(&mut self, _db: &Connection, _key: &str) -> rusqlite::Result<()> {
+        Ok(())
+    }
 }
 
 fn page(json: &str) -> Result<PullResponse, serde_json::Error> {
