@@ -13,7 +13,7 @@ Exit codes:
   2  usage error
   3  the command could not run (a change to a store an application holds, not found, I/O error, unknown id)
 
-Reading commands (wal dump/verify/stats, outbox list/show/stats) work while an application has the
+Reading commands (wal dump/verify/stats, outbox list/show/stats, download show) work while an application has the
 store open: they read a consistent view of its complete records and never block or change it.
 Commands that change the queue (retry, discard, purge-done) need the application to have closed it.";
 
@@ -33,6 +33,28 @@ pub(crate) enum Command {
     /// Read or repair an outbox store: a WAL store directory, an SQLite database or a JSON store file.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Read the download state: the pull cursor and the pulled changes held
+    /// back for the device's own edits.
+    #[command(subcommand)]
+    Download(DownloadCommand),
+}
+
+/// `PATH` is the app's SQLite database (where `SqliteDownload` keeps the
+/// state) or the JSON file of a `FileDownloadState`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DownloadCommand {
+    /// The cursor, how far the pulled data reaches, and every held change
+    /// with the ordering key it waits for (read-only, beside a running app).
+    #[command(after_help = EXIT_CODES)]
+    Show {
+        /// An SQLite database (`app.db`) or a download state file
+        /// (`download.json`).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// The state as a JSON object, held changes included (stable for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

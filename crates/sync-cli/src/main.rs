@@ -1,11 +1,13 @@
 //! `synctl`: looks inside the write-ahead logs and outbox stores of `sync`,
-//! and repairs what an operator may repair (retry, discard, purge).
+//! and repairs what an operator may repair (retry, discard, purge); shows
+//! where a device's download stands.
 //!
 //! Read commands open stores read-only under a shared lock and change
 //! nothing; write commands take the store's exclusive lock. Either fails
 //! with a clear message while an application holds the store.
 
 mod cli;
+mod download_cmd;
 mod outbox_cmd;
 mod output;
 mod units;
@@ -26,6 +28,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Wal(command) => wal_cmd::run(command, &mut out),
         Command::Outbox(command) => outbox_cmd::run(command, &mut out),
+        Command::Download(command) => download_cmd::run(command, &mut out),
     };
     let _ = out.flush();
     match result {

@@ -93,7 +93,7 @@ fn open_read_only(path: &Path) -> Result<MemoryOutboxStore, Failure> {
 }
 
 /// Whether the file starts with SQLite's header.
-fn is_sqlite(path: &Path) -> bool {
+pub(crate) fn is_sqlite(path: &Path) -> bool {
     let mut header = [0u8; 16];
     std::fs::File::open(path)
         .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))

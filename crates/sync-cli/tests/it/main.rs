@@ -1,6 +1,7 @@
 //! Integration tests of `synctl`: the real binary, run against logs and
 //! stores made by the libraries in each test.
 
+mod download;
 mod outbox;
 mod wal;
 
@@ -88,6 +89,7 @@ fn every_command_has_help_and_bad_usage_exits_2() -> TestResult {
         &["outbox", "retry", "--help"],
         &["outbox", "discard", "--help"],
         &["outbox", "purge-done", "--help"],
+        &["download", "show", "--help"],
     ] {
         let run = synctl(command)?;
         assert_eq!(run.code, Some(0), "{command:?}: {run:?}");
