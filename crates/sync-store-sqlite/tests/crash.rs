@@ -8,6 +8,9 @@
 //! committed change without its operation, nothing from a rollback), and
 //! every acknowledged commit survived. `SYNC_CRASH_ROUNDS` (default 20) and
 //! `SYNC_CRASH_SEED` tune a run; `cargo xtask crash` runs 1,000.
+//!
+//! Then the same for the download half ([`download`]): a device killed
+//! mid-page applies no pulled change twice and skips none.
 
 #![expect(clippy::print_stdout, reason = "a harness-less test reports on stdout")]
 
@@ -20,6 +23,9 @@ use std::sync::Arc;
 use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig, SqliteStoreError};
 
+#[path = "crash/download.rs"]
+mod download;
+
 type Error = Box<dyn std::error::Error>;
 
 const NOTES: u64 = 6;
@@ -28,6 +34,10 @@ fn main() -> Result<(), Error> {
     if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_SQLITE") {
         let seed: u64 = std::env::var("SYNC_CRASH_ROUND_SEED")?.parse()?;
         return child(Path::new(&dir), seed);
+    }
+    if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_DOWNLOAD") {
+        let seed: u64 = std::env::var("SYNC_CRASH_ROUND_SEED")?.parse()?;
+        return download::child(Path::new(&dir), seed);
     }
     let rounds: u32 = std::env::var("SYNC_CRASH_ROUNDS")
         .ok()
@@ -53,6 +63,13 @@ fn main() -> Result<(), Error> {
     println!(
         "crash: sqlite: {rounds} kills, {commits} acknowledged commits, {} notes",
         acked.len()
+    );
+    let figures =
+        download::run(rounds, &mut rng).map_err(|e| format!("download, seed {seed}: {e}"))?;
+    println!(
+        "crash: sqlite download: {} kills ({} inside a page's transaction), {} page commits seen, \
+         nothing applied twice or skipped",
+        figures.kills, figures.mid_page, figures.pages
     );
     // The plain closing line CI reads.
     println!("crash: {rounds} passed, 0 failed");
