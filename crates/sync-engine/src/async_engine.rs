@@ -156,12 +156,18 @@ impl AsyncSyncEngine {
     }
 
     /// Gives the engine its download half, once, before
-    /// [`start`](Self::start); returns `false` if it has one already. A
-    /// started engine then also pulls the server's change feed, as one more
+    /// [`start`](Self::start); returns `false` (and changes nothing) if it
+    /// has one already or is started: the pull task starts with the
+    /// engine. A started engine then also pulls the server's change feed, as one more
     /// task, when [`SyncEngine::set_download`](crate::SyncEngine::set_download)
     /// says, with every store call on the blocking pool.
     pub fn set_download(&self, downloader: Arc<AsyncDownloader>) -> bool {
-        if self.download.get().is_some() {
+        let started = self
+            .running
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        if started || self.download.get().is_some() {
             return false;
         }
         let changed = Arc::clone(&self.triggers);

@@ -7,7 +7,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sync_outbox::download::{Committed, DownloadTarget};
+use sync_outbox::download::{Committed, DownloadState, DownloadTarget};
 use sync_outbox::{Operation, OperationStatus, Outbox, RetryPolicy};
 use sync_protocol::{PullRequest, PullResponse};
 
@@ -117,7 +117,8 @@ pub struct PullReport {
     pub released: usize,
     /// Changes held after the run.
     pub held: usize,
-    /// Snapshots started (a new device, or a cursor the server refused).
+    /// Cursors the server refused, each followed by a new snapshot (a new
+    /// device's first snapshot is not one).
     pub restarts: usize,
     /// The `covers_below` reached.
     pub covers_below: i64,
@@ -429,7 +430,9 @@ impl Run {
                 }
             }
             PullResult::Restart { reason } => {
-                // Twice in one run: the server refuses even a fresh start.
+                // A third refusal in one run: the server refuses even fresh
+                // starts. (The second may be honest: compaction passing a
+                // snapshot between two of its pages.)
                 if self.report.restarts >= 2 {
                     return Err(EngineError::Pull {
                         error: format!("the server refused a new snapshot too: {reason}"),
@@ -664,6 +667,26 @@ impl AsyncDownloader {
     #[must_use]
     pub fn config(&self) -> &DownloadConfig {
         &self.config
+    }
+
+    /// The target pages go to. Its calls block (they read and write the
+    /// store): from async code, use [`state`](Self::state).
+    #[must_use]
+    pub fn target(&self) -> &Arc<dyn DownloadTarget> {
+        &self.target
+    }
+
+    /// The stored download state (cursor, `covers_below`, held changes,
+    /// whether a snapshot is under way), read on the blocking pool.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::OutboxStep`] at [`SyncStep::ReadDownloadState`].
+    pub async fn state(&self) -> Result<DownloadState, EngineError> {
+        let target = Arc::clone(&self.target);
+        crate::async_outbox::run_blocking(move || target.state())
+            .await
+            .map_err(|e| step(SyncStep::ReadDownloadState, e))
     }
 
     pub(crate) fn reflections(&self) -> &Arc<Reflections> {

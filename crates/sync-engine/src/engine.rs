@@ -190,7 +190,9 @@ impl SyncEngine {
     }
 
     /// Gives the engine its download half, once, before
-    /// [`start`](Self::start); returns `false` if it has one already. A
+    /// [`start`](Self::start); returns `false` (and changes nothing) if it
+    /// has one already or is started: the pull thread starts with the
+    /// engine. A
     /// started engine then also pulls the server's change feed into the
     /// downloader's target, on one more thread: at start, after its queue
     /// drains, on [`sync_now`](Self::sync_now), when the network comes
@@ -199,7 +201,12 @@ impl SyncEngine {
     /// says their operations are reflected. Observers see both directions
     /// (`SyncObserver::on_pull`).
     pub fn set_download(&self, downloader: Arc<Downloader>) -> bool {
-        if self.download.get().is_some() {
+        let started = !self
+            .threads
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty();
+        if started || self.download.get().is_some() {
             return false;
         }
         let changed = Arc::clone(&self.triggers);

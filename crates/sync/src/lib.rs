@@ -207,11 +207,15 @@ pub mod server {
 /// The names most applications need, for `use sync::prelude::*;`.
 pub mod prelude {
     #[cfg(feature = "tokio")]
-    pub use crate::engine::{AsyncOutbox, AsyncSyncEngine, AsyncSyncTransport, TokioClock};
+    pub use crate::engine::{
+        AsyncDownloader, AsyncOutbox, AsyncPullTransport, AsyncSyncEngine, AsyncSyncTransport,
+        TokioClock,
+    };
     #[cfg(feature = "engine")]
     pub use crate::engine::{
-        Clock, ManualClock, NetworkProbe, NetworkProbeConfig, ResultSink, SendResult, SyncEngine,
-        SyncEngineConfig, SyncTransport, SyncWorker, SyncWorkerConfig, SystemClock,
+        Clock, DownloadConfig, Downloader, ManualClock, NetworkProbe, NetworkProbeConfig,
+        PullTransport, Reflection, ResultSink, SendResult, SyncEngine, SyncEngineConfig,
+        SyncTransport, SyncWorker, SyncWorkerConfig, SystemClock,
     };
     #[cfg(feature = "http-async")]
     pub use crate::http::AsyncHttpTransport;
@@ -220,20 +224,25 @@ pub mod prelude {
     #[cfg(any(feature = "http", feature = "http-async"))]
     pub use crate::http::{AuthProvider, HttpMethod, HttpTransportConfig};
     #[cfg(feature = "outbox")]
+    pub use crate::outbox::download::{AppDownload, ApplyChanges, Change};
+    #[cfg(feature = "outbox")]
     pub use crate::outbox::{
         MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
         RetryPolicy,
     };
     #[cfg(feature = "sqlite")]
-    pub use crate::sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
+    pub use crate::sqlite::{
+        ApplySqliteChanges, SqliteDownload, SqliteOutboxStore, SqliteOutboxStoreConfig,
+    };
+    #[cfg(feature = "store")]
+    pub use crate::store::{
+        FileDownloadState, JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore,
+        WalOutboxStoreConfig,
+    };
     /// The old names of `JsonOutboxStore` and its config, deprecated.
     #[cfg(feature = "store")]
     #[expect(deprecated, reason = "the old names keep working for one release")]
     pub use crate::store::{FileOutboxStore, FileOutboxStoreConfig};
-    #[cfg(feature = "store")]
-    pub use crate::store::{
-        JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
-    };
     #[cfg(feature = "wal")]
     pub use crate::wal::{RecordType, SyncPolicy, Wal, WalConfig, WalRecord};
 }
