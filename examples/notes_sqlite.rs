@@ -66,7 +66,8 @@ fn save_note(
     )?;
     let payload = format!(r#"{{"text":"{text}"}}"#);
     let op = Operation {
-        ordering_key: Some(id.to_owned()),
+        // The key a pulled change of this note is held under.
+        ordering_key: Some(format!("note/{id}")),
         // Unsent edits of one note collapse into the latest.
         coalesce_key: Some(format!("note-text:{id}")),
         ..Operation::new("note.save", format!("/notes/{id}"), payload)
@@ -78,7 +79,7 @@ fn save_note(
 fn delete_note(tx: &mut SqliteTransaction<'_>, id: &str, now: i64) -> Result<(), SqliteStoreError> {
     tx.execute("DELETE FROM notes WHERE id = ?1", [id])?;
     let op = Operation {
-        ordering_key: Some(id.to_owned()),
+        ordering_key: Some(format!("note/{id}")),
         ..Operation::new("note.delete", format!("/notes/{id}"), "")
     };
     tx.enqueue(op, now)?;

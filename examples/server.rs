@@ -5,12 +5,14 @@
 //! and remembers it, or did neither. It serves single requests and the
 //! client's batch format (`POST /sync/batch`). Each row's change is recorded
 //! in the change feed in the same transaction, and devices download it from
-//! `GET /sync/pull`.
+//! `GET /sync/pull`. `PUT /notes/{id}` and `DELETE /notes/{id}` keep notes
+//! named by the device (the last write wins), as `two_devices` edits them.
 //!
 //! ```text
 //! cargo run --example server                      # listens on 127.0.0.1:8080
 //! SYNC_SERVER_URL=http://127.0.0.1:8080 cargo run --example http_sync
 //! SYNC_SERVER_URL=http://127.0.0.1:8080 cargo run --example axum_app
+//! cargo run --example two_devices                 # starts this server in-process
 //! cargo run --example server -- --self-test       # sends itself a duplicate, then exits
 //! ```
 //!
@@ -26,10 +28,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::post;
+use axum::routing::{post, put};
 use sync::server::{
     BatchService, FeedChange, Idempotency, IdempotencyConfig, IdempotencyLayer, PullConfig,
     PullService, ServerError, SqliteIdempotencyStore, StoredResponse,
@@ -95,6 +97,63 @@ async fn messages(
     store_row(&store, &idem, "messages", body).await
 }
 
+/// `PUT /notes/{id}` (a note's whole state, the last write wins) and
+/// `DELETE /notes/{id}`: the row and its change in the feed, in the key's
+/// transaction; the answer's `sync-version` names the change.
+async fn named_note(
+    store: &SqliteIdempotencyStore,
+    idem: &Idempotency,
+    id: String,
+    body: Option<String>,
+) -> Result<Response, ServerError> {
+    let scope = idem.scope().to_owned();
+    store
+        .transaction(idem, move |tx| {
+            let change = if let Some(body) = &body {
+                let Ok(state) = serde_json::from_str::<serde_json::Value>(body) else {
+                    return Ok(StoredResponse::json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &serde_json::json!({ "error": "body_not_json" }),
+                    ));
+                };
+                tx.execute(
+                    "INSERT INTO named_notes (id, body) VALUES (?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    [&id, body],
+                )?;
+                println!("[server] note {id} = {body}");
+                FeedChange::upsert(&scope, "note", &id, &state)
+            } else {
+                tx.execute("DELETE FROM named_notes WHERE id = ?1", [&id])?;
+                println!("[server] note {id} deleted");
+                FeedChange::delete(&scope, "note", &id)
+            };
+            SqliteIdempotencyStore::record(tx, &change)?;
+            Ok(StoredResponse::json(
+                StatusCode::OK,
+                &serde_json::json!({ "id": id }),
+            ))
+        })
+        .await
+}
+
+async fn put_note(
+    State(store): State<Arc<SqliteIdempotencyStore>>,
+    Path(id): Path<String>,
+    idem: Idempotency,
+    body: String,
+) -> Result<Response, ServerError> {
+    named_note(&store, &idem, id, Some(body)).await
+}
+
+async fn delete_note(
+    State(store): State<Arc<SqliteIdempotencyStore>>,
+    Path(id): Path<String>,
+    idem: Idempotency,
+) -> Result<Response, ServerError> {
+    named_note(&store, &idem, id, None).await
+}
+
 /// The caller's scope: its `Authorization` header.
 fn caller(parts: &axum::http::request::Parts) -> String {
     parts
@@ -107,13 +166,14 @@ fn caller(parts: &axum::http::request::Parts) -> String {
 
 /// The whole app: the layer on the API routes, the batch and pull
 /// endpoints beside.
-async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
+pub(crate) async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
     let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
     store
         .call(|c| {
             c.execute_batch(
                 "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, op_key TEXT, body TEXT);
-                 CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, op_key TEXT, body TEXT);",
+                 CREATE TABLE IF NOT EXISTS messages (id INTEGER PRIMARY KEY, op_key TEXT, body TEXT);
+                 CREATE TABLE IF NOT EXISTS named_notes (id TEXT PRIMARY KEY, body TEXT);",
             )
         })
         .await?;
@@ -125,6 +185,7 @@ async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
     );
     let api: Router = Router::new()
         .route("/notes", post(notes))
+        .route("/notes/{id}", put(put_note).delete(delete_note))
         .route("/api/messages", post(messages))
         .layer(IdempotencyLayer::new(Arc::clone(&store), config))
         .with_state(store);

@@ -170,9 +170,15 @@ impl AsyncSyncEngine {
         if started || self.download.get().is_some() {
             return false;
         }
+        // The flag, then the wake-up: the downloader's own listener may run
+        // first and wake the puller before the flag is set, which would
+        // then sleep through this change (and miss a drained queue).
         let changed = Arc::clone(&self.triggers);
-        self.outbox
-            .on_change(move || changed.changed.store(true, Ordering::SeqCst));
+        let reflections = Arc::clone(downloader.reflections());
+        self.outbox.on_change(move || {
+            changed.changed.store(true, Ordering::SeqCst);
+            reflections.notify();
+        });
         let reconnect = Arc::clone(&self.triggers);
         let wake = Arc::clone(&self.wake);
         self.probe.on_reconnect(move || {
@@ -301,6 +307,13 @@ impl AsyncSyncEngine {
             .collect::<Vec<_>>();
         let mut tasks = tasks;
         if let Some(downloader) = self.download.get() {
+            // Count the queue before the first pull: a queue that drains
+            // later asks for a pull, and one that drained already is covered
+            // by the pull at start. (Counted from 0, a queue sent before the
+            // puller first looked would never be seen draining.)
+            self.triggers
+                .changed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             let puller = AsyncPuller {
                 schedule: PullSchedule::new(downloader.config()),
                 downloader: Arc::clone(downloader),
