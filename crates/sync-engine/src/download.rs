@@ -139,9 +139,11 @@ impl PullReport {
 /// Where an operation's effect is, for [`Downloader::wait_reflected`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reflection {
-    /// The server has it and the device has pulled past it: downloaded data
-    /// shows the server's version of it (or it changed nothing the feed
-    /// carries).
+    /// The server has it, the device has pulled past it, and no pulled
+    /// change of its entity is still held: downloaded data shows the
+    /// server's version of it (or it changed nothing the feed carries).
+    /// A later unreflected edit of the same entity keeps it `Pending`: the
+    /// device shows that edit, not the server's version.
     Visible,
     /// It is a dead letter: it will not be reflected until it is retried or
     /// corrected.
@@ -352,12 +354,11 @@ impl Downloader {
             .store()
             .get(id)
             .map_err(|e| step(SyncStep::ReadDownloadState, e))?;
-        let covers_below = self
+        let state = self
             .target
             .state()
-            .map_err(|e| step(SyncStep::ReadDownloadState, e))?
-            .covers_below;
-        Ok(reflection_of(op.as_ref(), covers_below))
+            .map_err(|e| step(SyncStep::ReadDownloadState, e))?;
+        Ok(reflection_of(op.as_ref(), &state))
     }
 
     /// Blocks until operation `id`'s effect is visible in downloaded data
@@ -384,15 +385,24 @@ impl Downloader {
     }
 }
 
-/// Where `op`'s effect is at `covers_below`.
-pub(crate) fn reflection_of(op: Option<&Operation>, covers_below: i64) -> Reflection {
+/// Where `op`'s effect is in `state`. Reflected is not yet visible while
+/// a pulled change of its entity is still held: the data shows the device's
+/// own edit until that change is released (at the next outbox change or
+/// page; later unreflected operations of the same key keep it held).
+pub(crate) fn reflection_of(op: Option<&Operation>, state: &DownloadState) -> Reflection {
     match op {
         None => Reflection::Unknown,
         Some(op) => match op.status {
             OperationStatus::Failed => Reflection::Failed {
                 error: op.last_error.clone(),
             },
-            OperationStatus::Done if !sync_outbox::download::is_unreflected(op, covers_below) => {
+            OperationStatus::Done
+                if !sync_outbox::download::is_unreflected(op, state.covers_below)
+                    && !state
+                        .held
+                        .iter()
+                        .any(|h| op.ordering_key.as_deref() == Some(h.ordering_key.as_str())) =>
+            {
                 Reflection::Visible
             }
             _ => Reflection::Pending,
@@ -762,11 +772,10 @@ impl AsyncDownloader {
                 .store()
                 .get(&id)
                 .map_err(|e| step(SyncStep::ReadDownloadState, e))?;
-            let covers_below = target
+            let state = target
                 .state()
-                .map_err(|e| step(SyncStep::ReadDownloadState, e))?
-                .covers_below;
-            Ok(reflection_of(op.as_ref(), covers_below))
+                .map_err(|e| step(SyncStep::ReadDownloadState, e))?;
+            Ok(reflection_of(op.as_ref(), &state))
         })
         .await
     }

@@ -2,6 +2,7 @@
 
 mod async_engine;
 mod async_simulation;
+mod download_engine;
 mod download_simulation;
 mod engine;
 mod guide;
