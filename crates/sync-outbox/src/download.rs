@@ -22,6 +22,7 @@
 //! Per entity, not per queue: a dead letter holds its own entity's changes
 //! until it is retried or discarded, and nothing else.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -132,15 +133,16 @@ pub fn default_ordering_key(change: &Change) -> String {
 }
 
 /// What to do with one page (or, with no page, with the held changes).
+/// It borrows the page's changes it applies, rather than copying them.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PagePlan {
+pub struct PagePlan<'page> {
     /// `Some(keep)` when this page starts a snapshot: drop every entity the
     /// server gave before, except those whose ordering key is in `keep`
     /// (the device has edits of them the server has not reflected yet).
     pub reset: Option<HashSet<String>>,
     /// The changes to apply, in order: released held changes first, then
     /// the page's changes that are not held.
-    pub apply: Vec<Change>,
+    pub apply: Vec<Cow<'page, Change>>,
     /// How many of `apply` were held before.
     pub released: usize,
     /// Ordering keys whose entities the server no longer has: the device
@@ -163,12 +165,12 @@ pub struct PagePlan {
 /// cursor, versions that go back within the page or below the last version
 /// pulled, a `covers_below` below the stored one (a cursor gone backwards).
 /// Nothing is planned; the stored state stays. `unreflected_at`'s error.
-pub fn plan_page(
+pub fn plan_page<'page>(
     state: &DownloadState,
-    page: &PullResponse,
+    page: &'page PullResponse,
     unreflected_at: impl FnOnce(i64) -> Result<HashSet<String>, OutboxError>,
     key_of: impl Fn(&Change) -> Option<String>,
-) -> Result<PagePlan, OutboxError> {
+) -> Result<PagePlan<'page>, OutboxError> {
     let starting = state.cursor.is_none();
     check_page(state, page, starting)?;
     let covers_below = if starting {
@@ -191,27 +193,34 @@ pub fn plan_page(
     // A released change the page brings a newer one of is not applied at
     // all: applied first, a crash before the newer one would leave the
     // device showing the older server state over its own edit.
-    let in_page: HashSet<(String, String, String)> = page.changes.iter().map(entity_of).collect();
-    let mut apply: Vec<Change> = release(&mut held, &unreflected)
+    let mut apply: Vec<Cow<'page, Change>> = release(&mut held, &unreflected)
         .into_iter()
-        .filter(|c| !in_page.contains(&entity_of(c)))
+        .map(Cow::Owned)
         .collect();
+    if !apply.is_empty() {
+        let in_page: HashSet<(String, String, String)> =
+            page.changes.iter().map(entity_of).collect();
+        apply.retain(|c| !in_page.contains(&entity_of(c)));
+    }
     let released = apply.len();
+    apply.reserve(page.changes.len());
     let mut verify: BTreeSet<String> = if starting {
         unreflected.iter().cloned().collect()
     } else {
         state.verify.iter().cloned().collect()
     };
+    // The common page (no own edits waiting, nothing held) costs no key
+    // and no lookup per change.
+    let keyed = !unreflected.is_empty() || !verify.is_empty();
     for change in &page.changes {
-        let id = entity_of(change);
-        let key = key_of(change);
+        let key = if keyed { key_of(change) } else { None };
         if let Some(key) = &key {
             verify.remove(key);
         }
         match key {
             Some(key) if unreflected.contains(&key) => {
                 held.insert(
-                    id,
+                    entity_of(change),
                     HeldChange {
                         ordering_key: key,
                         change: change.clone(),
@@ -219,8 +228,10 @@ pub fn plan_page(
                 );
             }
             _ => {
-                held.remove(&id);
-                apply.push(change.clone());
+                if !held.is_empty() {
+                    held.remove(&entity_of(change));
+                }
+                apply.push(Cow::Borrowed(change));
             }
         }
     }
@@ -276,13 +287,19 @@ fn settle(verify: &mut BTreeSet<String>, unreflected: &HashSet<String>) -> Vec<S
     clippy::implicit_hasher,
     reason = "the sets come from unreflected_keys, with the default hasher"
 )]
-pub fn plan_release(state: &DownloadState, unreflected: &HashSet<String>) -> Option<PagePlan> {
+pub fn plan_release(
+    state: &DownloadState,
+    unreflected: &HashSet<String>,
+) -> Option<PagePlan<'static>> {
     let mut held: BTreeMap<(String, String, String), HeldChange> = state
         .held
         .iter()
         .map(|h| (entity_of(&h.change), h.clone()))
         .collect();
-    let apply = release(&mut held, unreflected);
+    let apply: Vec<Cow<'static, Change>> = release(&mut held, unreflected)
+        .into_iter()
+        .map(Cow::Owned)
+        .collect();
     let mut verify: BTreeSet<String> = state.verify.iter().cloned().collect();
     let forget = if state.in_snapshot {
         Vec::new()
@@ -607,7 +624,7 @@ impl<A: ApplyChanges> AppDownload<A> {
         self.app.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn apply(&self, app: &mut A, plan: &PagePlan) -> Result<(), OutboxError> {
+    fn apply(&self, app: &mut A, plan: &PagePlan<'_>) -> Result<(), OutboxError> {
         let apply_error = |source| OutboxError::Apply { source };
         if let Some(keep) = &plan.reset {
             app.reset(keep).map_err(apply_error)?;
@@ -669,7 +686,7 @@ impl<A: ApplyChanges> DownloadTarget for AppDownload<A> {
 
 /// What `plan` did, as a [`Committed`].
 #[must_use]
-pub fn committed(plan: &PagePlan) -> Committed {
+pub fn committed(plan: &PagePlan<'_>) -> Committed {
     Committed {
         applied: plan.apply.len(),
         released: plan.released,

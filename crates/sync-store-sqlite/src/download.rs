@@ -182,9 +182,9 @@ impl<A: ApplySqliteChanges> SqliteDownload<A> {
     /// Runs `step` in one `BEGIN IMMEDIATE` transaction on the store's app
     /// connection, with the outbox held first (the order every writer of
     /// this database takes them in).
-    fn in_transaction<T>(
+    fn in_transaction<'page, T>(
         &self,
-        step: impl FnOnce(&Connection, &mut A) -> Result<(T, Option<PagePlan>), OutboxError>,
+        step: impl FnOnce(&Connection, &mut A) -> Result<(T, Option<PagePlan<'page>>), OutboxError>,
     ) -> Result<T, OutboxError> {
         let _held = self.outbox.lock_for_transaction()?;
         let path = self.store.path();
@@ -256,7 +256,7 @@ impl<A: ApplySqliteChanges> DownloadTarget for SqliteDownload<A> {
 fn apply<A: ApplySqliteChanges + ?Sized>(
     tx: &Connection,
     app: &mut A,
-    plan: &PagePlan,
+    plan: &PagePlan<'_>,
 ) -> Result<(), OutboxError> {
     let apply_error = |e: rusqlite::Error| OutboxError::Apply {
         source: Box::new(e),

@@ -34,6 +34,11 @@ fn page(changes: Vec<Change>, cursor: &str, covers_below: i64) -> PullResponse {
     }
 }
 
+/// A page that outlives the plan borrowing it.
+fn leak(page: PullResponse) -> &'static PullResponse {
+    Box::leak(Box::new(page))
+}
+
 fn op(key: &str, status: OperationStatus, server_version: Option<i64>) -> Operation {
     Operation {
         ordering_key: Some(key.into()),
@@ -55,7 +60,7 @@ fn key_of(c: &Change) -> Option<String> {
     Some(default_ordering_key(c))
 }
 
-fn ids(changes: &[Change]) -> Vec<&str> {
+fn ids<'a>(changes: &'a [std::borrow::Cow<'_, Change>]) -> Vec<&'a str> {
     changes.iter().map(|c| c.id.as_str()).collect()
 }
 
@@ -64,11 +69,11 @@ fn a_first_page_resets_keeping_the_entities_with_local_edits() -> Result<(), Out
     let ops = [op("note/2", OperationStatus::Pending, None)];
     let plan = plan_page(
         &DownloadState::default(),
-        &page(
+        leak(page(
             vec![change("1", 5, Some("a")), change("2", 6, Some("b"))],
             "c1",
             7,
-        ),
+        )),
         keys(&ops),
         key_of,
     )?;
@@ -92,7 +97,7 @@ fn a_done_edit_holds_until_its_version_is_covered_then_releases() -> Result<(), 
     let ops = [op("note/1", OperationStatus::Done, Some(12))];
     let plan = plan_page(
         &state,
-        &page(vec![change("1", 11, Some("theirs"))], "c2", 12),
+        leak(page(vec![change("1", 11, Some("theirs"))], "c2", 12)),
         keys(&ops),
         key_of,
     )?;
@@ -104,7 +109,7 @@ fn a_done_edit_holds_until_its_version_is_covered_then_releases() -> Result<(), 
     // held one it supersedes is dropped, never shown over the own edit.
     let plan = plan_page(
         &plan.next,
-        &page(vec![change("1", 12, Some("merged"))], "c3", 13),
+        leak(page(vec![change("1", 12, Some("merged"))], "c3", 13)),
         keys(&ops),
         key_of,
     )?;
@@ -126,11 +131,11 @@ fn a_dead_letter_holds_its_entity_only_and_a_discard_releases_it() -> Result<(),
     let dead = [op("note/1", OperationStatus::Failed, None)];
     let plan = plan_page(
         &state,
-        &page(
+        leak(page(
             vec![change("1", 10, Some("x")), change("2", 11, Some("y"))],
             "c2",
             12,
-        ),
+        )),
         keys(&dead),
         key_of,
     )?;
@@ -162,7 +167,7 @@ fn a_done_answer_without_a_version_and_an_unkeyed_op_hold_nothing() -> Result<()
     ];
     let plan = plan_page(
         &DownloadState::default(),
-        &page(vec![change("1", 3, None)], "c1", 4),
+        leak(page(vec![change("1", 3, None)], "c1", 4)),
         keys(&ops),
         key_of,
     )?;
@@ -175,13 +180,13 @@ fn a_newer_change_replaces_the_held_one() -> Result<(), OutboxError> {
     let ops = [op("note/1", OperationStatus::Pending, None)];
     let first = plan_page(
         &DownloadState::default(),
-        &page(vec![change("1", 3, Some("a"))], "c1", 4),
+        leak(page(vec![change("1", 3, Some("a"))], "c1", 4)),
         keys(&ops),
         key_of,
     )?;
     let second = plan_page(
         &first.next,
-        &page(vec![change("1", 5, None)], "c2", 6),
+        leak(page(vec![change("1", 5, None)], "c2", 6)),
         keys(&ops),
         key_of,
     )?;
