@@ -104,7 +104,7 @@ impl sync_engine::AsyncPullTransport for Server {
     }
 }
 
-/// The app's notes: id → text.
+/// The app's notes: id to text.
 #[derive(Clone, Default)]
 struct Notes(Arc<Mutex<BTreeMap<String, String>>>);
 
