@@ -34,29 +34,11 @@ use sync_outbox::{
 };
 use sync_protocol::PullRequest;
 
+use crate::rng::Rng;
+
 const DEVICES: usize = 3;
 const NOTES: u64 = 3;
 const STEPS: usize = 160;
-
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// The server: one row per note (its latest change), operations applied
 /// once per key, deletes compacted behind a horizon. The feed's rules as

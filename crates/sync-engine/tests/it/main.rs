@@ -7,6 +7,7 @@ mod download_simulation;
 mod engine;
 mod guide;
 mod outage;
+mod rng;
 mod send_path;
 mod simulation;
 mod wakeups;

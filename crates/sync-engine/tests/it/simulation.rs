@@ -31,23 +31,9 @@ use sync_outbox::{
     OutboxError, OutboxStore, RetryPolicy,
 };
 
+use crate::rng::Rng;
+
 const MAX_ATTEMPTS: u32 = 4;
-
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A store on disk that can be closed and reopened (a restart), and whose
 /// next write fails once armed (a crash between a send and recording it).
