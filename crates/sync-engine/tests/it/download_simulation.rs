@@ -34,7 +34,7 @@ use sync_outbox::{
 };
 use sync_protocol::PullRequest;
 
-use crate::rng::Rng;
+use crate::rng::{Rng, seeds};
 
 const DEVICES: usize = 3;
 const NOTES: u64 = 3;
@@ -595,16 +595,6 @@ fn world(seed: u64, gate: bool) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn seeds(n: u64) -> Vec<u64> {
-    match std::env::var("SYNC_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (1..=n).collect(),
-    }
 }
 
 #[test]

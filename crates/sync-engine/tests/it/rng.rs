@@ -26,3 +26,14 @@ impl Rng {
         self.below(100) < percent
     }
 }
+
+/// Seeds `1..=n`, or the one in `SYNC_SIM_SEED` (to replay a failure).
+pub(crate) fn seeds(n: u64) -> Vec<u64> {
+    match std::env::var("SYNC_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        Some(seed) => vec![seed],
+        None => (1..=n).collect(),
+    }
+}

@@ -31,7 +31,7 @@ use sync_outbox::{
     OutboxError, OutboxStore, RetryPolicy,
 };
 
-use crate::rng::Rng;
+use crate::rng::{Rng, seeds};
 
 const MAX_ATTEMPTS: u32 = 4;
 
@@ -504,17 +504,6 @@ fn stopped_lines_hold_through_crashes_and_fixes_in_three_hundred_worlds() {
         total.seeds < 2 || total.done > 0 && total.fixes > 0 && total.restarts > 0,
         "{total:?}"
     );
-}
-
-/// Seeds `1..=n`, or the one in `SYNC_SIM_SEED`.
-fn seeds(n: u64) -> Vec<u64> {
-    match std::env::var("SYNC_SIM_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => (1..=n).collect(),
-    }
 }
 
 /// Runs every seed in `mode`; panics with the first failing seed.
