@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use sync_outbox::{
-    Correction, Operation, OperationStatus, Outbox, OutboxError, OutboxStats, StatsWatch,
+    Completion, Correction, Operation, OperationStatus, Outbox, OutboxError, OutboxStats,
+    StatsWatch,
 };
 
 use crate::clock::{Clock, SystemClock};
@@ -192,6 +193,55 @@ impl AsyncOutbox {
     pub async fn discard(&self, id: &str) -> Result<(), OutboxError> {
         let id = id.to_owned();
         self.run(move |outbox, _| outbox.discard(&id)).await
+    }
+
+    /// Waits until operation `id` is done, a dead letter, or gone, and
+    /// returns which ([`Outbox::wait`] for async code): each look at the
+    /// operation is a store read off the runtime's threads, and between
+    /// looks it awaits the outbox's next status change, never blocking a
+    /// thread. Bound it with `tokio::time::timeout`; dropping it is safe.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// use std::sync::Arc;
+    /// use sync_engine::{AsyncOutbox, Clock, SystemClock};
+    /// use sync_outbox::{Completion, MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+    ///
+    /// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));
+    /// let queue = AsyncOutbox::new(Arc::clone(&outbox));
+    /// let id = queue.enqueue(Operation::new("note.save", "/notes/1", "{}")).await?;
+    /// // An engine would send it; here a task acknowledges it.
+    /// tokio::spawn(async move {
+    ///     let now = SystemClock.now_ms();
+    ///     for claimed in outbox.claim(now, 1)?.detach() {
+    ///         outbox.mark_done(&claimed.id, now)?;
+    ///     }
+    ///     Ok::<(), sync_outbox::OutboxError>(())
+    /// });
+    /// let ended = tokio::time::timeout(std::time::Duration::from_secs(5), queue.wait(&id)).await?;
+    /// assert!(matches!(ended?, Completion::Done(_)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`OutboxError::Store`].
+    pub async fn wait(&self, id: &str) -> Result<Completion, OutboxError> {
+        loop {
+            // The count before the read: a change landing in between is
+            // not slept through.
+            let seen = self.outbox.change_count();
+            let id = id.to_owned();
+            if let Some(ended) = self.run(move |outbox, _| outbox.completion(&id)).await? {
+                return Ok(ended);
+            }
+            // This handle keeps the outbox alive: the change will come.
+            self.outbox.changed_since(seen).await;
+        }
     }
 
     /// Runs `call` on the blocking pool with the clock's now. A panic in the

@@ -61,8 +61,8 @@ pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
 pub use operation::{Delivery, Operation, OperationStatus, OrderingMode};
 pub use outbox::{
-    Claim, Correction, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats, PreparedEnqueue,
-    RecoveryReport, SendOutcome, StatsWatch,
+    Claim, Completion, Correction, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats,
+    PreparedEnqueue, RecoveryReport, SendOutcome, StatsWatch,
 };
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};

@@ -5,6 +5,7 @@
 //! back in the queue in `recovery`, the in-memory indexes in `index`.
 
 mod claim;
+mod completion;
 mod index;
 mod prepared;
 mod record;
@@ -15,6 +16,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use self::claim::Claim;
+use self::completion::Changes;
+pub use self::completion::Completion;
 use self::index::{State, claim_entry};
 pub use self::prepared::{ExclusiveOutbox, PreparedEnqueue};
 pub use self::record::SendOutcome;
@@ -284,6 +287,9 @@ struct Shared {
     on_claimable: Mutex<Vec<Listener>>,
     /// Called after every write that changes an operation's status.
     on_change: Mutex<Vec<Listener>>,
+    /// Bumped after every write that changes an operation's status, for
+    /// [`Outbox::wait`].
+    changes: Arc<Changes>,
 }
 
 impl Shared {
@@ -309,6 +315,7 @@ impl Shared {
     /// with the state locked.
     fn publish(&self) {
         self.stats.publish();
+        self.changes.bump();
         for listener in self
             .on_change
             .lock()
@@ -336,6 +343,7 @@ impl Drop for Outbox {
     /// Ends the waits of every [`StatsWatch`]: no change will come.
     fn drop(&mut self) {
         self.shared.stats.close();
+        self.shared.changes.close();
     }
 }
 
@@ -358,6 +366,7 @@ impl Outbox {
             on_enqueue: Mutex::default(),
             on_claimable: Mutex::default(),
             on_change: Mutex::default(),
+            changes: Arc::default(),
         });
         Self {
             config,

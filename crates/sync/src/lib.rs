@@ -227,8 +227,8 @@ pub mod prelude {
     pub use crate::outbox::download::{AppDownload, ApplyChanges, Change};
     #[cfg(feature = "outbox")]
     pub use crate::outbox::{
-        MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
-        RetryPolicy,
+        Completion, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig,
+        OutboxStore, RetryPolicy,
     };
     #[cfg(feature = "sqlite")]
     pub use crate::sqlite::{

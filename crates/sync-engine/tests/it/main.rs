@@ -2,6 +2,7 @@
 
 mod async_engine;
 mod async_simulation;
+mod completion;
 mod download_engine;
 mod download_simulation;
 mod engine;
