@@ -224,6 +224,8 @@ struct StatsJson {
     failed: usize,
     oldest_pending_age_ms: Option<i64>,
     next_due_at_ms: Option<i64>,
+    /// Payload bytes of the operations not done (what the queue limits count).
+    queued_bytes: u64,
 }
 
 fn stats(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
@@ -239,6 +241,7 @@ fn stats(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
         failed,
         oldest_pending_age_ms: counts.oldest_pending_age_ms(now_ms()),
         next_due_at_ms: store.next_due_ms()?,
+        queued_bytes: counts.queued_bytes,
     };
     if json {
         serde_json::to_writer_pretty(&mut *out, &stats).map_err(std::io::Error::from)?;

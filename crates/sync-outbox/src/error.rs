@@ -57,6 +57,21 @@ pub enum OutboxError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// The queue is at its limit ([`OutboxConfig::max_queued`] or
+    /// [`max_queued_bytes`](crate::OutboxConfig::max_queued_bytes)):
+    /// nothing was enqueued. Backpressure to show the user; it clears as
+    /// operations are sent, or discarded.
+    ///
+    /// [`OutboxConfig::max_queued`]: crate::OutboxConfig::max_queued
+    #[error("the queue is full: {queued} {what} queued with this one, the limit is {limit}")]
+    QueueFull {
+        /// `"operations"` or `"payload bytes"`.
+        what: &'static str,
+        /// How many there would be with the refused operation.
+        queued: u64,
+        /// The configured limit.
+        limit: u64,
+    },
     /// A pulled page does not follow what was pulled before (versions out
     /// of order, a cursor gone backwards, no cursor): nothing of it was
     /// applied and the stored download state is unchanged.

@@ -6,7 +6,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::OutboxError;
 use crate::operation::{Operation, OperationStatus};
-use crate::outbox::OutboxStats;
+use crate::outbox::{OutboxStats, payload_bytes};
 use crate::store::{OutboxStore, status_index};
 
 /// An [`OutboxStore`] in memory. Nothing survives the process.
@@ -43,6 +43,8 @@ struct Inner {
     /// it (operations of other outboxes may), for the oldest pending one.
     pending_by_age: BTreeMap<(i64, u64), usize>,
     counts: [usize; 4],
+    /// Payload bytes of the operations not done.
+    queued_bytes: u64,
 }
 
 impl MemoryOutboxStore {
@@ -73,6 +75,9 @@ impl Inner {
         if let Some(count) = self.counts.get_mut(status_index(op.status)) {
             *count = count.saturating_sub(1);
         }
+        if op.status != OperationStatus::Done {
+            self.queued_bytes = self.queued_bytes.saturating_sub(payload_bytes(op));
+        }
     }
 
     fn index(&mut self, op: &Operation) {
@@ -86,6 +91,9 @@ impl Inner {
         }
         if let Some(count) = self.counts.get_mut(status_index(op.status)) {
             *count += 1;
+        }
+        if op.status != OperationStatus::Done {
+            self.queued_bytes += payload_bytes(op);
         }
     }
 
@@ -160,6 +168,7 @@ impl OutboxStore for MemoryOutboxStore {
             done,
             failed,
             oldest_pending_created_at_ms: inner.pending_by_age.keys().next().map(|(at, _)| *at),
+            queued_bytes: inner.queued_bytes,
         })
     }
 }

@@ -100,6 +100,23 @@ pub struct OutboxConfig {
     /// read only while `inflight_timeout` is at its default. Default 30,000.
     #[deprecated(since = "0.1.0", note = "use `inflight_timeout: Duration`")]
     pub inflight_timeout_ms: i64,
+    /// At most this many [queued](OutboxStats::queued) operations (pending,
+    /// in flight, failed): an enqueue past it fails at once with
+    /// [`OutboxError::QueueFull`], so a device that stays offline shows the
+    /// user a full queue instead of filling its disk. Done operations do
+    /// not count (purge them); an enqueue that coalesces into a pending
+    /// operation adds none. Counted from the store's live counts, never by
+    /// loading the queue. Default `None`: no limit.
+    pub max_queued: Option<usize>,
+    /// At most this many payload bytes of queued operations
+    /// ([`OutboxStats::queued_bytes`]), checked like
+    /// [`max_queued`](Self::max_queued). Default `None`: no limit.
+    pub max_queued_bytes: Option<u64>,
+}
+
+/// An operation's payload size, as the queue limits count it.
+pub(crate) fn payload_bytes(op: &Operation) -> u64 {
+    u64::try_from(op.payload.len()).unwrap_or(u64::MAX)
 }
 
 const DEFAULT_INFLIGHT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -114,6 +131,8 @@ impl Default for OutboxConfig {
             ordering: OrderingMode::SkipFailed,
             resend_window: sync_protocol::DEFAULT_RESEND_WINDOW,
             inflight_timeout_ms: millis(DEFAULT_INFLIGHT_TIMEOUT),
+            max_queued: None,
+            max_queued_bytes: None,
         }
     }
 }
@@ -167,6 +186,10 @@ pub struct OutboxStats {
     pub failed: usize,
     /// `created_at_ms` of the oldest pending operation.
     pub oldest_pending_created_at_ms: Option<i64>,
+    /// Payload bytes of the [`queued`](Self::queued) operations (pending,
+    /// in flight and failed): what the queue holds of the user's data until
+    /// the server has it or the app gives up on it.
+    pub queued_bytes: u64,
 }
 
 impl OutboxStats {
@@ -176,6 +199,14 @@ impl OutboxStats {
     #[must_use]
     pub fn unsent(&self) -> usize {
         self.pending + self.in_flight
+    }
+
+    /// Operations the server does not have yet and the app has not given
+    /// up on, dead letters included: `pending + in_flight + failed`. What
+    /// [`OutboxConfig::max_queued`] limits.
+    #[must_use]
+    pub fn queued(&self) -> usize {
+        self.pending + self.in_flight + self.failed
     }
 
     /// Every stored operation.
@@ -197,6 +228,9 @@ impl OutboxStats {
 
     /// Counts `op` in (for stores that count by scanning).
     pub fn add(&mut self, op: &Operation) {
+        if op.status != OperationStatus::Done {
+            self.queued_bytes += payload_bytes(op);
+        }
         match op.status {
             OperationStatus::Pending => {
                 self.pending += 1;
@@ -517,7 +551,9 @@ impl Outbox {
     /// sent ([`Operation::unsendable`]: an empty kind or target, a target
     /// that is not a path starting with `/`); [`OutboxError::DuplicateId`]
     /// if the id exists; [`OutboxError::Store`] if the store fails (nothing
-    /// is enqueued).
+    /// is enqueued); [`OutboxError::QueueFull`] past
+    /// [`OutboxConfig::max_queued`] or `max_queued_bytes` (nothing is
+    /// enqueued).
     pub fn enqueue(&self, mut op: Operation, now_ms: i64) -> Result<String, OutboxError> {
         refuse_unsendable(&op)?;
         let mut state = self.lock_loaded()?;
@@ -530,6 +566,7 @@ impl Outbox {
             && target.status == OperationStatus::Pending
             && !target.was_sent()
         {
+            self.admit(&state, &op, Some(&target))?;
             target.kind = op.kind;
             target.target = op.target;
             target.payload = op.payload;
@@ -545,6 +582,7 @@ impl Outbox {
         if state.enqueuing.contains_key(&op.id) || self.store.get(&op.id)?.is_some() {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
+        self.admit(&state, &op, None)?;
         self.fill_new(&mut state, &mut op, now_ms);
         state.add_to_indexes(&op);
         state.start_enqueue(&op);
@@ -553,7 +591,7 @@ impl Outbox {
         // Outside the lock, so concurrent enqueuers share the store's sync.
         let stored = self.store.put(&op);
         let mut state = self.lock();
-        state.enqueuing.remove(&op.id);
+        state.end_enqueue(&op);
         if let Err(e) = stored {
             let unblocked = state.remove_from_indexes(&op);
             drop(state);
@@ -566,6 +604,46 @@ impl Outbox {
         drop(state);
         self.shared.notify_enqueue();
         Ok(op.id)
+    }
+
+    /// Refuses `op` if the queue would pass a limit with it. `replacing`:
+    /// the pending operation it coalesces into (no new operation, only its
+    /// payload swapped). Operations being enqueued right now (their write
+    /// outside the lock, or in an open store transaction) count too, so
+    /// concurrent enqueuers cannot pass the limit together.
+    fn admit(
+        &self,
+        state: &State,
+        op: &Operation,
+        replacing: Option<&Operation>,
+    ) -> Result<(), OutboxError> {
+        if self.config.max_queued.is_none() && self.config.max_queued_bytes.is_none() {
+            return Ok(());
+        }
+        let counts = self.store.stats()?;
+        let bytes = (counts.queued_bytes + state.enqueuing_bytes + payload_bytes(op))
+            .saturating_sub(replacing.map_or(0, payload_bytes));
+        let count = counts.queued() + state.enqueuing.len() + usize::from(replacing.is_none());
+        let full = |what, queued: u64, limit: u64| {
+            Err(OutboxError::QueueFull {
+                what,
+                queued,
+                limit,
+            })
+        };
+        let as_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        if let Some(limit) = self.config.max_queued
+            && replacing.is_none()
+            && count > limit
+        {
+            return full("operations", as_u64(count), as_u64(limit));
+        }
+        if let Some(limit) = self.config.max_queued_bytes
+            && bytes > limit
+        {
+            return full("payload bytes", bytes, limit);
+        }
+        Ok(())
     }
 
     /// Puts a `Failed` operation back to `Pending`, due at `now_ms`, with its

@@ -9,7 +9,8 @@
 //!             first_sent_at_ms, unanswered_sends,           -- since version 4
 //!             server_version)                               -- since version 5
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
-//! sync_counts(status TEXT PRIMARY KEY, n INTEGER)   -- since version 3
+//! sync_counts(status TEXT PRIMARY KEY, n INTEGER,   -- since version 3
+//!             bytes INTEGER)                         -- since version 6: payload bytes
 //! index sync_outbox_pending_age ON sync_outbox(created_at_ms) WHERE status = 'pending'
 //! sync_download(key TEXT PRIMARY KEY, value TEXT)   -- since version 5: the pull cursor,
 //!                                                   --   covers_below, last_version
@@ -34,7 +35,8 @@
 //! transaction: version 1 gets three `ALTER TABLE ... ADD COLUMN`s, 1 and 2
 //! get the counts table, filled by one scan, its triggers and the age
 //! index, 1 to 3 get the two columns of version 4, and all get version 5's
-//! column and download tables) and read as they are by `load_read_only`.
+//! column and download tables, and version 6's payload byte counts) and
+//! read as they are by `load_read_only`.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -45,7 +47,7 @@ use sync_outbox::{Operation, OperationStatus, OrderingMode};
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 5;
+pub(crate) const SCHEMA_VERSION: u32 = 6;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
@@ -168,6 +170,34 @@ CREATE TABLE IF NOT EXISTS sync_held (
 ) WITHOUT ROWID;
 ";
 
+/// What version 6 adds: payload bytes per status beside the counts, for
+/// the queue limits, kept by the same triggers (which now also see a
+/// payload replaced in place: a coalesced edit, a correction). Filled by
+/// one scan.
+const BYTES: &str = "
+ALTER TABLE sync_counts ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE sync_counts SET bytes = (SELECT coalesce(sum(length(CAST(payload AS BLOB))), 0)
+    FROM sync_outbox WHERE sync_outbox.status = sync_counts.status);
+DROP TRIGGER IF EXISTS sync_outbox_count_insert;
+DROP TRIGGER IF EXISTS sync_outbox_count_delete;
+DROP TRIGGER IF EXISTS sync_outbox_count_update;
+CREATE TRIGGER sync_outbox_count_insert AFTER INSERT ON sync_outbox BEGIN
+    UPDATE sync_counts SET n = n + 1, bytes = bytes + length(CAST(NEW.payload AS BLOB))
+        WHERE status = NEW.status;
+END;
+CREATE TRIGGER sync_outbox_count_delete AFTER DELETE ON sync_outbox BEGIN
+    UPDATE sync_counts SET n = n - 1, bytes = bytes - length(CAST(OLD.payload AS BLOB))
+        WHERE status = OLD.status;
+END;
+CREATE TRIGGER sync_outbox_count_update AFTER UPDATE OF status, payload ON sync_outbox
+    WHEN OLD.status IS NOT NEW.status OR OLD.payload IS NOT NEW.payload BEGIN
+    UPDATE sync_counts SET n = n - 1, bytes = bytes - length(CAST(OLD.payload AS BLOB))
+        WHERE status = OLD.status;
+    UPDATE sync_counts SET n = n + 1, bytes = bytes + length(CAST(NEW.payload AS BLOB))
+        WHERE status = NEW.status;
+END;
+";
+
 /// The counts and the oldest pending operation's age, from a version 3
 /// database: `(pending, in_flight, done, failed, oldest pending created_at_ms)`.
 ///
@@ -181,7 +211,8 @@ pub(crate) const STATS_QUERY: &str = "SELECT \
     (SELECT n FROM sync_counts WHERE status = 'done'), \
     (SELECT n FROM sync_counts WHERE status = 'failed'), \
     (SELECT min(created_at_ms) FROM sync_outbox INDEXED BY sync_outbox_pending_age \
-     WHERE status = 'pending')";
+     WHERE status = 'pending'), \
+    (SELECT sum(bytes) FROM sync_counts WHERE status <> 'done')";
 
 /// Checks the schema, and creates it in a database that has none. Reads
 /// first: a file that is not a database, or has a schema version this
@@ -194,13 +225,16 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
             "ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
              ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
              ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
-             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD}"
+             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES}"
         ),
         Some(version) if version == "2" => {
-            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD}")
+            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES}")
         }
-        Some(version) if version == "3" => format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD}"),
-        Some(version) if version == "4" => format!("{V5_COLUMN} {DOWNLOAD}"),
+        Some(version) if version == "3" => {
+            format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES}")
+        }
+        Some(version) if version == "4" => format!("{V5_COLUMN} {DOWNLOAD} {BYTES}"),
+        Some(version) if version == "5" => BYTES.to_owned(),
         Some(found) => {
             return Err(SqliteStoreError::ForeignSchema {
                 path: path.to_path_buf(),
@@ -211,7 +245,7 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
         None => {
             return conn
                 .execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD}
+                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD} {BYTES}
                      INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
                      COMMIT;"
                 ))

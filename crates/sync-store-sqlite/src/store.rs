@@ -373,6 +373,7 @@ impl OutboxStore for SqliteOutboxStore {
                         done: count(row.get(2)?),
                         failed: count(row.get(3)?),
                         oldest_pending_created_at_ms: row.get(4)?,
+                        queued_bytes: u64::try_from(row.get::<_, i64>(5)?).unwrap_or(0),
                     })
                 })
             })

@@ -46,6 +46,8 @@ pub(super) struct State {
     /// ordering_key)`, so a reload of the indexes keeps their place in their
     /// key's queue and never hands their `seq` out again.
     pub(super) enqueuing: HashMap<String, (u64, Option<String>)>,
+    /// Payload bytes of `enqueuing`, for the queue limits.
+    pub(super) enqueuing_bytes: u64,
     /// Pending operations a prepared enqueue will coalesce into, in a store
     /// transaction still open: not claimable until it commits or rolls back,
     /// so a claim cannot write back their old payload over the new one.
@@ -67,6 +69,7 @@ impl State {
         *self = Self {
             held: std::mem::take(&mut self.held),
             enqueuing: std::mem::take(&mut self.enqueuing),
+            enqueuing_bytes: self.enqueuing_bytes,
             replacing: std::mem::take(&mut self.replacing),
             next_token: self.next_token,
             // Never hand out a seq twice, even one of a purged operation.
@@ -101,6 +104,16 @@ impl State {
     pub(super) fn start_enqueue(&mut self, op: &Operation) {
         self.enqueuing
             .insert(op.id.clone(), (op.seq, op.ordering_key.clone()));
+        self.enqueuing_bytes += crate::outbox::payload_bytes(op);
+    }
+
+    /// `op`'s write is over (stored, failed, committed or rolled back).
+    pub(super) fn end_enqueue(&mut self, op: &Operation) {
+        if self.enqueuing.remove(&op.id).is_some() {
+            self.enqueuing_bytes = self
+                .enqueuing_bytes
+                .saturating_sub(crate::outbox::payload_bytes(op));
+        }
     }
 
     /// Registers a `Pending` (or, on load, `InFlight`) operation's keys.

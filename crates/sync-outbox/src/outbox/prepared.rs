@@ -74,7 +74,7 @@ impl PreparedEnqueue {
         self.settled = true;
         {
             let mut state = self.shared.lock();
-            state.enqueuing.remove(&self.op.id);
+            state.end_enqueue(&self.op);
             state.replacing.remove(&self.op.id);
             if !self.replaces
                 && let Some(key) = &self.op.coalesce_key
@@ -100,7 +100,7 @@ impl Drop for PreparedEnqueue {
                 // The target is claimable again.
                 state.replacing.remove(&self.op.id)
             } else {
-                state.enqueuing.remove(&self.op.id);
+                state.end_enqueue(&self.op);
                 // Later operations of its key that waited behind it may go.
                 state.remove_from_indexes(&self.op)
             }
@@ -230,8 +230,9 @@ impl Outbox {
     ///
     /// [`OutboxError::InvalidOperation`] for an operation that can never be
     /// sent ([`Operation::unsendable`]); [`OutboxError::DuplicateId`] if the
-    /// id exists or is being enqueued; [`OutboxError::Store`] if the store
-    /// cannot be read.
+    /// id exists or is being enqueued; [`OutboxError::QueueFull`] past a
+    /// queue limit ([`OutboxConfig::max_queued`](crate::OutboxConfig::max_queued));
+    /// [`OutboxError::Store`] if the store cannot be read.
     pub fn prepare_enqueue(
         &self,
         op: Operation,
@@ -275,6 +276,7 @@ impl Outbox {
             && target.status == OperationStatus::Pending
             && !target.was_sent()
         {
+            self.admit(state, &op, Some(&target))?;
             state.replacing.insert(existing);
             target.kind = op.kind;
             target.target = op.target;
@@ -293,6 +295,7 @@ impl Outbox {
         if state.enqueuing.contains_key(&op.id) || self.store.get(&op.id)?.is_some() {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
+        self.admit(state, &op, None)?;
         self.fill_new(state, &mut op, now_ms);
         // Its place in the key's queue, held from now until commit or
         // rollback; coalescing waits for the commit.

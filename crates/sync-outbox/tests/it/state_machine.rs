@@ -22,6 +22,11 @@
 //! back until it is retried, corrected or discarded, and where every
 //! operation stops the line, first sends per key stay in enqueue order even
 //! through retries and corrections.
+//!
+//! The queue limits run too: runs in `SkipFailed` mode cap the queued
+//! operations at 10, runs in `StopOnFailure` mode the queued payload bytes
+//! at 14. An enqueue past the cap must get `QueueFull` and change nothing,
+//! one under it must succeed, and the live byte count must equal a scan.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +39,19 @@ use sync_outbox::{
 
 const TIMEOUT_MS: i64 = 5_000;
 const RESEND_WINDOW_MS: i64 = 10_000;
+const MAX_QUEUED: usize = 10;
+const MAX_QUEUED_BYTES: u64 = 14;
+
+/// Payload bytes of the stored operations not done, by a scan.
+fn queued_bytes(store: &dyn OutboxStore) -> Result<u64, TestCaseError> {
+    Ok(store
+        .load_all()
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .iter()
+        .filter(|op| op.status != OperationStatus::Done)
+        .map(|op| op.payload.len() as u64)
+        .sum())
+}
 
 fn policy() -> RetryPolicy {
     RetryPolicy {
@@ -338,8 +356,11 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
         inflight_timeout: std::time::Duration::from_millis(TIMEOUT_MS.unsigned_abs()),
         ordering: mode,
         resend_window: std::time::Duration::from_millis(RESEND_WINDOW_MS.unsigned_abs()),
+        max_queued: (mode == OrderingMode::SkipFailed).then_some(MAX_QUEUED),
+        max_queued_bytes: (mode == OrderingMode::StopOnFailure).then_some(MAX_QUEUED_BYTES),
         ..OutboxConfig::default()
     };
+    let limits = (config.max_queued, config.max_queued_bytes);
     let outbox = Outbox::new(config, store.clone());
     let mut model = Model::default();
     let mut now = 0i64;
@@ -355,9 +376,23 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                     ordering: *ordering,
                     ..Operation::new("k", "/t", "{}")
                 };
-                let id = outbox
-                    .enqueue(op, now)
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let queued = model
+                    .ops
+                    .values()
+                    .filter(|o| o.status != OperationStatus::Done)
+                    .count();
+                let bytes = queued_bytes(&*store)?;
+                let full = limits.0.is_some_and(|max| queued + 1 > max)
+                    || limits.1.is_some_and(|max| bytes + 2 > max);
+                let id = match outbox.enqueue(op, now) {
+                    Err(OutboxError::QueueFull { .. }) if full => continue,
+                    Ok(id) if !full => id,
+                    other => {
+                        return Err(TestCaseError::fail(format!(
+                            "{queued} queued, limits {limits:?}: enqueue gave {other:?}"
+                        )));
+                    }
+                };
                 let seq = model.next_seq;
                 model.next_seq += 1;
                 model.ops.insert(
@@ -617,6 +652,13 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
             .load_all()
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(stored.len(), model.ops.len());
+        prop_assert_eq!(
+            outbox
+                .stats()
+                .map_err(|e| TestCaseError::fail(e.to_string()))?
+                .queued_bytes,
+            queued_bytes(&*store)?
+        );
         for op in stored {
             let want = model
                 .ops

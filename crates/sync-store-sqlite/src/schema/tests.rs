@@ -2,13 +2,14 @@
 
 use rusqlite::Connection;
 
-use super::{COUNTS, CREATE, STATS_QUERY};
+use super::{BYTES, COUNTS, CREATE, STATS_QUERY};
 
 #[test]
 fn the_stats_query_looks_up_and_never_scans_the_operations() -> rusqlite::Result<()> {
     let conn = Connection::open_in_memory()?;
     conn.execute_batch(CREATE)?;
     conn.execute_batch(COUNTS)?;
+    conn.execute_batch(BYTES)?;
     let plan: Vec<String> = conn
         .prepare(&format!("EXPLAIN QUERY PLAN {STATS_QUERY}"))?
         .query_map([], |row| row.get::<_, String>(3))?

@@ -43,7 +43,7 @@ fn a_foreign_schema_version_is_refused_and_unchanged() -> TestResult {
         SqliteStoreError::ForeignSchema {
             found, expected, ..
         } => {
-            assert_eq!((found.as_str(), *expected), ("7", 5));
+            assert_eq!((found.as_str(), *expected), ("7", 6));
         }
         other => return Err(format!("unexpected {other}").into()),
     }

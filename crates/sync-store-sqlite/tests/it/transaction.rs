@@ -264,3 +264,54 @@ fn the_async_transaction_commits_or_rolls_back_off_the_runtime_thread() -> TestR
     assert_eq!(store.load_all()?.len(), 1, "only the committed operation");
     Ok(())
 }
+
+#[test]
+fn a_full_queue_refuses_the_enqueue_and_the_transaction_rolls_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = Arc::new(crate::open(&dir.path().join("app.db"))?);
+    let outbox = Arc::new(Outbox::new(
+        OutboxConfig {
+            max_queued: Some(2),
+            ..OutboxConfig::default()
+        },
+        store.clone(),
+    ));
+    store.with_transaction(&outbox, |tx| {
+        tx.execute_batch(NOTES)?;
+        Ok::<_, SqliteStoreError>(())
+    })?;
+    outbox.enqueue(note_op("n1", "first"), 1_000)?;
+    // The second fits; the third in the same transaction (the second not
+    // yet committed) does not, and the app's write goes with it.
+    let full: Result<(), SqliteStoreError> = store.with_transaction(&outbox, |tx| {
+        tx.execute("INSERT INTO notes VALUES ('n2', 'second')", [])?;
+        tx.enqueue(note_op("n2", "second"), 1_000)?;
+        tx.execute("INSERT INTO notes VALUES ('n3', 'third')", [])?;
+        tx.enqueue(note_op("n3", "third"), 1_000)?;
+        Ok(())
+    });
+    match full {
+        Err(SqliteStoreError::Outbox(sync_outbox::OutboxError::QueueFull {
+            what: "operations",
+            queued: 3,
+            limit: 2,
+        })) => {}
+        other => return Err(format!("expected a full queue, got {other:?}").into()),
+    }
+    let conn = rusqlite::Connection::open(dir.path().join("app.db"))?;
+    assert!(notes(&conn)?.is_empty());
+    assert_eq!(outbox.stats()?.queued(), 1);
+    // Done operations do not count: once the first is sent, two fit.
+    for op in outbox.claim(1_000, 1)?.detach() {
+        outbox.mark_done(&op.id, 1_001)?;
+    }
+    outbox.enqueue(note_op("n2", "second"), 1_002)?;
+    outbox.enqueue(note_op("n3", "third"), 1_002)?;
+    let stats = outbox.stats()?;
+    assert_eq!((stats.queued(), stats.done), (2, 1));
+    assert_eq!(
+        stats.queued_bytes,
+        2 * r#"{"text":"second"}"#.len() as u64 - 1
+    );
+    Ok(())
+}
