@@ -16,6 +16,7 @@ use crate::async_outbox::run_blocking;
 use crate::async_transport::AsyncSyncTransport;
 use crate::clock::{Clock, TokioClock};
 use crate::download::{AsyncDownloader, PullSchedule, Reflection, Triggers};
+use crate::drain::DrainReport;
 use crate::engine::SyncEngineConfig;
 use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
@@ -360,6 +361,39 @@ impl AsyncSyncEngine {
             self.triggers.pull.store(true, Ordering::SeqCst);
         }
         self.wake();
+    }
+
+    /// [`SyncEngine::drain`] for tokio: sends what it can within `within`
+    /// (on tokio's clock, so paused-time tests are exact), awaiting the
+    /// outbox's counts between looks, never blocking a runtime thread (the
+    /// counts are read on the blocking pool). Sends in flight at the
+    /// deadline finish the request they are in; they are reported as
+    /// `in_flight`. Dropping the future ends the drain, not the sends.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NotRunning`] if the engine is not started;
+    /// [`EngineError::Outbox`] if the counts cannot be read.
+    pub async fn drain(&self, within: Duration) -> Result<DrainReport, EngineError> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + within;
+        if self.lock_running().is_none() {
+            return Err(EngineError::NotRunning);
+        }
+        let outbox = Arc::clone(&self.outbox);
+        let mut watch = run_blocking(move || outbox.watch_stats()).await?;
+        let before = watch.current();
+        self.sync_now();
+        while watch.current().unsent() > 0 {
+            match tokio::time::timeout_at(deadline, watch.changed()).await {
+                Ok(Some(_)) => {}
+                // The deadline, or the outbox is gone.
+                Err(_) | Ok(None) => break,
+            }
+        }
+        let outbox = Arc::clone(&self.outbox);
+        let after = run_blocking(move || outbox.stats()).await?;
+        Ok(DrainReport::between(&before, &after, started.elapsed()))
     }
 
     /// Stops gracefully: each sender finishes the batch it is sending,

@@ -10,6 +10,7 @@ use sync_outbox::Outbox;
 
 use crate::clock::{Clock, Wakeup};
 use crate::download::{Downloader, PullSchedule, Reflection, Triggers};
+use crate::drain::DrainReport;
 use crate::error::{EngineError, LastError, SyncStep};
 use crate::observer::SyncObserver;
 use crate::probe::NetworkProbe;
@@ -424,6 +425,63 @@ impl SyncEngine {
     /// app-level event).
     pub fn wake(&self) {
         self.wakeup.notify();
+    }
+
+    /// Sends what it can within `within`, then reports what went and what
+    /// is left: for the background time a mobile OS grants (iOS: call it
+    /// from a background task with its ~25 s). Asks for a sync now
+    /// (operations in backoff become due), then blocks on the outbox's
+    /// counts, without polling, until nothing is left to send or `within`
+    /// passes. Sends in flight at the deadline are not cut (a blocking
+    /// request cannot be): they are reported as `in_flight`, finish if the
+    /// process lives on, and are requeued at the next start if it does not.
+    /// A retryable failure during the drain waits for its backoff. See
+    /// [`DrainReport`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use sync_engine::*;
+    /// use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+    ///
+    /// struct Server;
+    /// impl SyncTransport for Server {
+    ///     fn send(&self, _op: &Operation) -> SendResult { SendResult::ok() }
+    /// }
+    /// let outbox = Arc::new(Outbox::new(OutboxConfig::default(), Arc::new(MemoryOutboxStore::new())));
+    /// let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    /// let engine = SyncEngine::started(SyncEngineConfig::default(), outbox.clone(), probe,
+    ///     Arc::new(Server), SystemClock)?;
+    /// outbox.enqueue(Operation::new("note.save", "/notes/1", "{}"), SystemClock.now_ms())?;
+    /// let report = engine.drain(Duration::from_secs(25))?;
+    /// assert!(report.complete && report.sent == 1 && report.left == 0);
+    /// # engine.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::NotRunning`] if the engine is not started;
+    /// [`EngineError::Outbox`] if the counts cannot be read.
+    pub fn drain(&self, within: Duration) -> Result<DrainReport, EngineError> {
+        let started = std::time::Instant::now();
+        let deadline = started + within;
+        if !self.running() {
+            return Err(EngineError::NotRunning);
+        }
+        let mut watch = self.outbox.watch_stats()?;
+        let before = watch.current();
+        self.sync_now();
+        while watch.current().unsent() > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || watch.wait_changed_timeout(left).is_none() && watch.is_closed() {
+                break;
+            }
+        }
+        let after = self.outbox.stats()?;
+        Ok(DrainReport::between(&before, &after, started.elapsed()))
     }
 
     /// The pull-to-refresh button: makes every operation waiting in backoff

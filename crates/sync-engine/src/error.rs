@@ -99,6 +99,10 @@ pub enum EngineError {
     /// A background thread died of a panic outside the transport.
     #[error("an engine thread panicked")]
     SenderPanicked,
+    /// The call needs a started engine (`drain`: it waits for the engine's
+    /// senders).
+    #[error("the engine is not started")]
+    NotRunning,
 }
 
 impl EngineError {

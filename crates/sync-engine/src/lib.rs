@@ -62,6 +62,7 @@ mod async_outbox;
 mod async_transport;
 mod clock;
 mod download;
+mod drain;
 mod engine;
 mod error;
 mod observer;
@@ -91,6 +92,7 @@ pub use clock::{Clock, ManualClock, SystemClock, Wakeup};
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use download::{AsyncDownloader, AsyncPullTransport};
 pub use download::{DownloadConfig, Downloader, PullReport, PullResult, PullTransport, Reflection};
+pub use drain::DrainReport;
 pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::{EngineError, SyncStep};
 pub use observer::SyncObserver;

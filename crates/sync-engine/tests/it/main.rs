@@ -5,6 +5,7 @@ mod async_simulation;
 mod completion;
 mod download_engine;
 mod download_simulation;
+mod drain;
 mod engine;
 mod guide;
 mod outage;
