@@ -363,7 +363,7 @@ impl AsyncSyncEngine {
         self.wake();
     }
 
-    /// [`SyncEngine::drain`] for tokio: sends what it can within `within`
+    /// [`SyncEngine::drain`](crate::SyncEngine::drain) for tokio: sends what it can within `within`
     /// (on tokio's clock, so paused-time tests are exact), awaiting the
     /// outbox's counts between looks, never blocking a runtime thread (the
     /// counts are read on the blocking pool). Sends in flight at the
