@@ -62,7 +62,7 @@ pub use memory_store::MemoryOutboxStore;
 pub use operation::{Delivery, Operation, OperationStatus, OrderingMode};
 pub use outbox::{
     Claim, Completion, Correction, ExclusiveOutbox, Outbox, OutboxConfig, OutboxStats,
-    PreparedEnqueue, RecoveryReport, SendOutcome, StatsWatch,
+    PayloadUpgrade, PreparedEnqueue, RecoveryReport, SendOutcome, StatsWatch,
 };
 pub use retry::{Jitter, RetryPolicy};
 pub use store::{OutboxStore, status_index};

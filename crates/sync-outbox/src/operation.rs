@@ -210,6 +210,13 @@ pub struct Operation {
     /// the feed carries; nothing to wait for).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_version: Option<i64>,
+    /// The version of the payload's format, set by the app when it
+    /// enqueues (0: unversioned, and every operation stored before versions
+    /// existed). A release that changes the format upgrades the queued
+    /// operations of older versions with
+    /// [`Outbox::upgrade_payloads`](crate::Outbox::upgrade_payloads).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub payload_version: u32,
 }
 
 /// Whether a request that got no answer may have reached the server, in

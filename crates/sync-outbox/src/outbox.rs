@@ -7,6 +7,7 @@
 mod claim;
 mod completion;
 mod index;
+mod payload_version;
 mod prepared;
 mod record;
 mod recovery;
@@ -19,6 +20,7 @@ pub use self::claim::Claim;
 use self::completion::Changes;
 pub use self::completion::Completion;
 use self::index::{State, claim_entry};
+pub use self::payload_version::PayloadUpgrade;
 pub use self::prepared::{ExclusiveOutbox, PreparedEnqueue};
 pub use self::record::SendOutcome;
 use self::watch::StatsHub;

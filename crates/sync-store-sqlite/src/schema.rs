@@ -7,7 +7,8 @@
 //!             ordering_key, coalesce_key, owner, seq,
 //!             ordering, idempotency_key, replaced_keys,     -- since version 2
 //!             first_sent_at_ms, unanswered_sends,           -- since version 4
-//!             server_version)                               -- since version 5
+//!             server_version,                               -- since version 5
+//!             payload_version)                              -- since version 6
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! sync_counts(status TEXT PRIMARY KEY, n INTEGER,   -- since version 3
 //!             bytes INTEGER)                         -- since version 6: payload bytes
@@ -52,28 +53,35 @@ pub(crate) const SCHEMA_VERSION: u32 = 6;
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version";
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
+     payload_version";
+
+/// What [`COLUMNS`] selects from a version 5 table.
+const COLUMNS_V5: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
+     0";
 
 /// What [`COLUMNS`] selects from a version 4 table.
 const COLUMNS_V4: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL";
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL, 0";
 
 /// What [`COLUMNS`] selects from a version 1 table; `first_sent_at_ms` as
 /// the upgrade sets it ([`SENT`]).
 const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL";
+     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0";
 
 /// What [`COLUMNS`] selects from a version 2 or 3 table.
 const COLUMNS_V2: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0, \
-     NULL";
+     NULL, 0";
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
-    matches!(found, "1" | "2" | "3" | "4") || found == SCHEMA_VERSION.to_string()
+    matches!(found, "1" | "2" | "3" | "4" | "5") || found == SCHEMA_VERSION.to_string()
 }
 
 /// The select list that reads a table of schema `version` as [`COLUMNS`].
@@ -82,6 +90,7 @@ pub(crate) fn columns_of(version: &str) -> &'static str {
         "1" => COLUMNS_V1,
         "2" | "3" => COLUMNS_V2,
         "4" => COLUMNS_V4,
+        "5" => COLUMNS_V5,
         _ => COLUMNS,
     }
 }
@@ -170,11 +179,13 @@ CREATE TABLE IF NOT EXISTS sync_held (
 ) WITHOUT ROWID;
 ";
 
-/// What version 6 adds: payload bytes per status beside the counts, for
+/// What version 6 adds: each operation's payload format version, and
+/// payload bytes per status beside the counts, for
 /// the queue limits, kept by the same triggers (which now also see a
 /// payload replaced in place: a coalesced edit, a correction). Filled by
 /// one scan.
 const BYTES: &str = "
+ALTER TABLE sync_outbox ADD COLUMN payload_version INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE sync_counts ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE sync_counts SET bytes = (SELECT coalesce(sum(length(CAST(payload AS BLOB))), 0)
     FROM sync_outbox WHERE sync_outbox.status = sync_counts.status);
@@ -369,6 +380,8 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     let unanswered: i64 = row.get(18).map_err(read)?;
     op.unanswered_sends = u32::try_from(unanswered).map_err(|_| invalid("unanswered_sends"))?;
     op.server_version = row.get(19).map_err(read)?;
+    let payload_version: i64 = row.get(20).map_err(read)?;
+    op.payload_version = u32::try_from(payload_version).map_err(|_| invalid("payload_version"))?;
     op.id = id;
     Ok(op)
 }
@@ -385,7 +398,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sync_outbox ({COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20) \
+         ?18, ?19, ?20, ?21) \
          ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 });
@@ -423,6 +436,7 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
                 op.first_sent_at_ms,
                 i64::from(op.unanswered_sends),
                 op.server_version,
+                i64::from(op.payload_version),
             ])
         })
         .map_err(|e| sql("write an operation to", path, e))?;

@@ -10,7 +10,9 @@
 //! `SYNC_CRASH_SEED` tune a run; `cargo xtask crash` runs 1,000.
 //!
 //! Then the same for the download half ([`download`]): a device killed
-//! mid-page applies no pulled change twice and skips none.
+//! mid-page applies no pulled change twice and skips none; and for payload
+//! upgrades ([`upgrade`]): an upgrade killed midway leaves every operation
+//! whole and finishes on a later start.
 
 #![expect(clippy::print_stdout, reason = "a harness-less test reports on stdout")]
 
@@ -25,6 +27,8 @@ use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig, SqliteStoreE
 
 #[path = "crash/download.rs"]
 mod download;
+#[path = "crash/upgrade.rs"]
+mod upgrade;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -34,6 +38,9 @@ fn main() -> Result<(), Error> {
     if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_SQLITE") {
         let seed: u64 = std::env::var("SYNC_CRASH_ROUND_SEED")?.parse()?;
         return child(Path::new(&dir), seed);
+    }
+    if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_UPGRADE") {
+        return upgrade::child(Path::new(&dir));
     }
     if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_DOWNLOAD") {
         let seed: u64 = std::env::var("SYNC_CRASH_ROUND_SEED")?.parse()?;
@@ -70,6 +77,12 @@ fn main() -> Result<(), Error> {
         "crash: sqlite download: {} kills ({} inside a page's transaction), {} page commits seen, \
          nothing applied twice or skipped",
         figures.kills, figures.mid_page, figures.pages
+    );
+    let (kills, inside, lives) =
+        upgrade::run(rounds, &mut rng).map_err(|e| format!("upgrade, seed {seed}: {e}"))?;
+    println!(
+        "crash: sqlite payload upgrade: {kills} kills ({inside} inside the hook) over {lives} lives, \
+         every operation whole, none upgraded twice"
     );
     // The plain closing line CI reads.
     println!("crash: {rounds} passed, 0 failed");
