@@ -1,6 +1,6 @@
 //! Crash test of payload upgrades with real processes: 300 never-sent
 //! operations of payload version 1 (`{"text":..}`) are upgraded to version
-//! 2 (`{"body":..}`) by a child that is SIGKILLed at random, half the
+//! 2 (`{"body":..}`) by a child that is killed (`SIGKILL`) at random, half the
 //! time right after its hook says it is upgrading one, and restarted until
 //! a life finishes. After every kill each operation is whole: version 1
 //! with the old payload or version 2 with the new one, never a mix, none
