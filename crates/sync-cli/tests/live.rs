@@ -137,7 +137,15 @@ fn check(kind: &str, path: &Path) -> Result<String, Error> {
     let log = path.join("log");
     let mut k = 0;
     let mut first_k = None;
-    for _ in 0..READS_WHILE_WRITING {
+    // At least READS_WHILE_WRITING reads, and on until the application
+    // wrote something meanwhile (a slow store on a loaded machine may not
+    // in twelve); a bound keeps an application that is blocked a failure.
+    let mut reads = 0;
+    while reads < READS_WHILE_WRITING * 40 {
+        if reads >= READS_WHILE_WRITING && first_k.is_some_and(|first| k > first) {
+            break;
+        }
+        reads += 1;
         k = read_consistent(path_arg, k)?;
         first_k.get_or_insert(k);
         let stats = synctl(&["outbox", "stats", "--json", path_arg])?;
@@ -180,7 +188,7 @@ fn check(kind: &str, path: &Path) -> Result<String, Error> {
     app.0.wait()?;
     let after_kill = read_consistent(path_arg, k)?;
     Ok(format!(
-        "{READS_WHILE_WRITING} reads while writing (op-{:06}..op-{k:06} written meanwhile), \
+        "{reads} reads while writing (op-{:06}..op-{k:06} written meanwhile), \
          read op-0..=op-{after_kill:06} after the kill",
         first_k.unwrap_or(0)
     ))
