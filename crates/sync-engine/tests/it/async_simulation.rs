@@ -7,7 +7,10 @@
 //! drain: every operation ended `Done` or `Failed`, none was lost, `Done`
 //! only after an ok answer, no operation was ever on the wire twice at once,
 //! attempts stayed within the policy, and per key the first ok answers came
-//! in enqueue order. 200 seeds in `cargo test` (`SYNC_ASYNC_SIM_SEEDS=n` for
+//! in enqueue order. The first process ends with a bounded `drain` of a
+//! random length (its report must match its deadline), and the restarted
+//! one waits for every operation's end with `AsyncOutbox::wait`, woken by
+//! the outbox through the crash. 200 seeds in `cargo test` (`SYNC_ASYNC_SIM_SEEDS=n` for
 //! more); a failing seed prints itself and `SYNC_ASYNC_SIM_SEED=n` replays it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -19,7 +22,8 @@ use sync_engine::{
     SyncEngineConfig, TokioClock, async_trait,
 };
 use sync_outbox::{
-    MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore, RetryPolicy,
+    Completion, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
+    RetryPolicy,
 };
 
 use crate::rng::Rng;
@@ -181,7 +185,12 @@ async fn world(seed: u64) -> Result<(), String> {
         };
         ids.push(queue.enqueue(op).await.map_err(|e| e.to_string())?);
     }
-    tokio::time::sleep(Duration::from_millis(rng.below(2_000))).await;
+    // A bounded drain before the crash (a mobile app's background time).
+    let within = Duration::from_millis(rng.below(2_000));
+    let report = engine.drain(within).await.map_err(|e| e.to_string())?;
+    if report.elapsed > within || report.complete != (report.left + report.in_flight == 0) {
+        return Err(format!("drain of {within:?} reported {report:?}"));
+    }
 
     // The crash: cancel what is in flight at a random deadline.
     engine
@@ -202,23 +211,15 @@ async fn world(seed: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     tokio::time::sleep(Duration::from_millis(rng.below(1_000))).await;
     online.store(true, std::sync::atomic::Ordering::SeqCst);
-    let mut waited = 0;
-    loop {
-        let all_ended = ids.iter().all(|id| {
-            store
-                .get(id)
-                .ok()
-                .flatten()
-                .is_some_and(|op| op.status.is_terminal())
-        });
-        if all_ended {
-            break;
+    // The app waits for each operation's end, as a UI would for one item.
+    let queue = AsyncOutbox::with_clock(Arc::clone(&outbox), clock);
+    for id in &ids {
+        match tokio::time::timeout(Duration::from_secs(2_000), queue.wait(id)).await {
+            Ok(Ok(Completion::Done(_) | Completion::Failed(_))) => {}
+            Ok(Ok(Completion::Gone)) => return Err(format!("lost {id}")),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(_) => return Err(format!("{id} not ended after 2,000 s of virtual time")),
         }
-        waited += 1;
-        if waited > 20_000 {
-            return Err("operations still not ended after 2,000 s of virtual time".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     engine.stop().await.map_err(|e| e.to_string())?;
 

@@ -17,6 +17,11 @@
 //! operation through. A corrected operation always travels under its new
 //! idempotency key. All ends `Done` or discarded.
 //!
+//! Both runs also cap the queue (`max_queued`, 8, in every other world: an
+//! enqueue refused as full must find 8 queued, and no more than 8 are ever
+//! queued) and upgrade payload versions at every restart (each upgrade
+//! rewrites exactly the never-sent operations; a sent one keeps its bytes).
+//!
 //! A failing seed prints itself; `SYNC_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, HashSet};
@@ -230,11 +235,13 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
         max_delay: std::time::Duration::from_secs(2),
         ..RetryPolicy::default()
     };
+    let limit = seed.is_multiple_of(2).then_some(MAX_QUEUED);
     let config = OutboxConfig {
         owner: "sim".into(),
         retry,
         inflight_timeout: std::time::Duration::from_secs(1),
         ordering: mode,
+        max_queued: limit,
         ..OutboxConfig::default()
     };
     let start = |now: i64| -> Result<(Arc<Outbox>, SyncWorker), String> {
@@ -254,6 +261,7 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
     let mut enqueued: Vec<(String, Option<String>)> = Vec::new();
     let mut restarts = 0;
     let mut fixes = 0;
+    let (mut refused_full, mut upgraded) = (0, 0);
     let mut requeued_skippers = HashSet::new();
     for _ in 0..150 {
         match rng.below(100) {
@@ -274,8 +282,20 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
                     ..Operation::new("k", "/t", "{}")
                 };
                 // A failed enqueue (the flaky store) is the app's error to see; it is not enqueued.
-                if let Ok(id) = outbox.enqueue(op, now) {
-                    enqueued.push((id, key));
+                match outbox.enqueue(op, now) {
+                    Ok(id) => enqueued.push((id, key)),
+                    Err(OutboxError::QueueFull { queued, .. }) => {
+                        let stats = store.stats().map_err(|e| e.to_string())?;
+                        if Some(stats.queued()) != limit || queued != MAX_QUEUED as u64 + 1 {
+                            return Err(format!("refused as full with {stats:?}"));
+                        }
+                        refused_full += 1;
+                    }
+                    Err(_) => {}
+                }
+                let queued = store.stats().map_err(|e| e.to_string())?.queued();
+                if limit.is_some_and(|max| queued > max) {
+                    return Err(format!("{queued} queued past the limit"));
                 }
             }
             30..60 => {
@@ -300,6 +320,7 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
                 store.reopen()?;
                 (outbox, worker) = start(now)?;
                 restarts += 1;
+                upgraded += upgrade_payloads(&outbox, &store, restarts, now)?;
             }
         }
     }
@@ -390,6 +411,8 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
     let mut outcome = Outcome {
         restarts,
         fixes,
+        refused_full,
+        upgraded,
         ..Outcome::default()
     };
     for op in store.load_all().map_err(|e| e.to_string())? {
@@ -412,8 +435,52 @@ struct Outcome {
     resent: usize,
     /// Dead letters the app retried, corrected or discarded.
     fixes: usize,
+    /// Enqueues refused because the queue was full.
+    refused_full: usize,
+    /// Operations rewritten by a payload upgrade.
+    upgraded: usize,
     /// Worlds added up in this outcome.
     seeds: usize,
+}
+
+const MAX_QUEUED: usize = 8;
+
+/// A release with payload version `version` starts: the never-sent queued
+/// operations are upgraded, the sent ones keep their bytes. Checks the store
+/// says so; returns how many were upgraded. (A failing store write leaves
+/// the rest for the next start.)
+fn upgrade_payloads(
+    outbox: &Outbox,
+    store: &FlakyStore,
+    restarts: usize,
+    now: i64,
+) -> Result<usize, String> {
+    let version = u32::try_from(restarts).unwrap_or(u32::MAX);
+    let Ok(report) = outbox.upgrade_payloads(version, now, |op| {
+        op.payload = format!(r#"{{"v":{version}}}"#);
+        Ok(())
+    }) else {
+        return Ok(0);
+    };
+    if report.failed != 0 {
+        return Err(format!("an upgrade made {} dead letters", report.failed));
+    }
+    for op in store.load_all().map_err(|e| e.to_string())? {
+        let queued = matches!(
+            op.status,
+            OperationStatus::Pending | OperationStatus::Failed
+        );
+        if queued && !op.was_sent() && op.payload_version != version {
+            return Err(format!("{} was not upgraded to {version}: {op:?}", op.id));
+        }
+        if op.was_sent()
+            && op.payload_version == version
+            && op.payload != format!(r#"{{"v":{version}}}"#)
+        {
+            return Err(format!("{} is half upgraded", op.id));
+        }
+    }
+    Ok(report.upgraded)
 }
 
 /// The app fixes one dead letter, if there is one: retries it, corrects its
@@ -491,7 +558,9 @@ fn five_hundred_seeded_worlds_keep_every_promise() {
                 && total.failed > 0
                 && total.restarts > 0
                 && total.resent > 0
-                && total.fixes > 0,
+                && total.fixes > 0
+                && total.refused_full > 0
+                && total.upgraded > 0,
         "{total:?}"
     );
 }
@@ -518,6 +587,8 @@ fn run_seeds(seeds: &[u64], mode: OrderingMode) -> Outcome {
                 total.restarts += outcome.restarts;
                 total.resent += outcome.resent;
                 total.fixes += outcome.fixes;
+                total.refused_full += outcome.refused_full;
+                total.upgraded += outcome.upgraded;
             }
             Err(e) => panic!(
                 "simulation ({mode:?}) seed {seed} failed (replay with SYNC_SIM_SEED={seed}): {e}"
