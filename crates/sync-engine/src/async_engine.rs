@@ -384,7 +384,12 @@ impl AsyncSyncEngine {
         let mut watch = run_blocking(move || outbox.watch_stats()).await?;
         let before = watch.current();
         self.sync_now();
-        while watch.current().unsent() > 0 {
+        // The signed-in account's: another account's queue waits for it.
+        let unsent = || {
+            let outbox = Arc::clone(&self.outbox);
+            run_blocking(move || outbox.unsent_of_account())
+        };
+        while unsent().await? > 0 {
             match tokio::time::timeout_at(deadline, watch.changed()).await {
                 Ok(Some(_)) => {}
                 // The deadline, or the outbox is gone.
@@ -393,7 +398,9 @@ impl AsyncSyncEngine {
         }
         let outbox = Arc::clone(&self.outbox);
         let after = run_blocking(move || outbox.stats()).await?;
-        Ok(DrainReport::between(&before, &after, started.elapsed()))
+        let mut report = DrainReport::between(&before, &after, started.elapsed());
+        report.complete = unsent().await? == 0;
+        Ok(report)
     }
 
     /// Stops gracefully: each sender finishes the batch it is sending,

@@ -25,12 +25,15 @@ pub struct DrainReport {
     pub sent: usize,
     /// Operations that became dead letters during the drain.
     pub failed: usize,
-    /// Operations still waiting to be sent at the end (`Pending`).
+    /// Operations still waiting to be sent at the end (`Pending`), of every
+    /// account.
     pub left: usize,
     /// Operations still being sent at the end: their requests finish, and
     /// are recorded, if the process lives on.
     pub in_flight: usize,
-    /// Nothing was left to send: the queue drained before the deadline.
+    /// Nothing of the signed-in account was left to send
+    /// (`Outbox::unsent_of_account`): the queue drained before the
+    /// deadline. Other accounts' operations wait for their user.
     pub complete: bool,
     /// How long the drain took.
     pub elapsed: Duration,

@@ -474,14 +474,17 @@ impl SyncEngine {
         let mut watch = self.outbox.watch_stats()?;
         let before = watch.current();
         self.sync_now();
-        while watch.current().unsent() > 0 {
+        // The signed-in account's: another account's queue waits for it.
+        while self.outbox.unsent_of_account()? > 0 {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() || watch.wait_changed_timeout(left).is_none() && watch.is_closed() {
                 break;
             }
         }
         let after = self.outbox.stats()?;
-        Ok(DrainReport::between(&before, &after, started.elapsed()))
+        let mut report = DrainReport::between(&before, &after, started.elapsed());
+        report.complete = self.outbox.unsent_of_account()? == 0;
+        Ok(report)
     }
 
     /// The pull-to-refresh button: makes every operation waiting in backoff

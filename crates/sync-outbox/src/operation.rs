@@ -217,6 +217,12 @@ pub struct Operation {
     /// [`Outbox::upgrade_payloads`](crate::Outbox::upgrade_payloads).
     #[serde(skip_serializing_if = "is_zero")]
     pub payload_version: u32,
+    /// The account (user) it was made under: the outbox stamps its current
+    /// one ([`Outbox::set_account`](crate::Outbox::set_account)) on an
+    /// enqueue that gives none, and sends only the current account's
+    /// operations. `None`: made without accounts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 /// Whether a request that got no answer may have reached the server, in

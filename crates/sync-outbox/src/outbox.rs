@@ -4,6 +4,7 @@
 //! Claiming and recording results live in `claim`, putting abandoned claims
 //! back in the queue in `recovery`, the in-memory indexes in `index`.
 
+mod accounts;
 mod claim;
 mod completion;
 mod index;
@@ -559,14 +560,16 @@ impl Outbox {
     pub fn enqueue(&self, mut op: Operation, now_ms: i64) -> Result<String, OutboxError> {
         refuse_unsendable(&op)?;
         let mut state = self.lock_loaded()?;
-        if let Some(existing) = op
-            .coalesce_key
-            .as_ref()
-            .and_then(|key| state.coalescable.get(key))
+        if op.account.is_none() {
+            op.account.clone_from(&state.account);
+        }
+        if let Some(existing) = index::coalesce_slot(&op)
+            .and_then(|key| state.coalescable.get(key.as_ref()))
             .cloned()
             && let Some(mut target) = self.store.get(&existing)?
             && target.status == OperationStatus::Pending
             && !target.was_sent()
+            && target.account == op.account
         {
             self.admit(&state, &op, Some(&target))?;
             target.kind = op.kind;
@@ -764,10 +767,10 @@ impl Outbox {
     ) -> Result<(), OutboxError> {
         self.store.put(op)?;
         state.max_scheduled_at = state.max_scheduled_at.max(op.next_retry_at_ms);
-        if let Some(key) = &op.ordering_key {
+        if let Some(key) = index::queue_key(op) {
             state
                 .keys
-                .entry(key.clone())
+                .entry(key.into_owned())
                 .or_default()
                 .insert((op.seq, op.id.clone()));
         }

@@ -8,7 +8,7 @@
 //!             ordering, idempotency_key, replaced_keys,     -- since version 2
 //!             first_sent_at_ms, unanswered_sends,           -- since version 4
 //!             server_version,                               -- since version 5
-//!             payload_version)                              -- since version 6
+//!             payload_version, account)                     -- since version 6
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! sync_counts(status TEXT PRIMARY KEY, n INTEGER,   -- since version 3
 //!             bytes INTEGER)                         -- since version 6: payload bytes
@@ -54,30 +54,30 @@ pub(crate) const SCHEMA_VERSION: u32 = 6;
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     payload_version";
+     payload_version, account";
 
 /// What [`COLUMNS`] selects from a version 5 table.
 const COLUMNS_V5: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     0";
+     0, NULL";
 
 /// What [`COLUMNS`] selects from a version 4 table.
 const COLUMNS_V4: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL, 0";
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL, 0, NULL";
 
 /// What [`COLUMNS`] selects from a version 1 table; `first_sent_at_ms` as
 /// the upgrade sets it ([`SENT`]).
 const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0";
+     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0, NULL";
 
 /// What [`COLUMNS`] selects from a version 2 or 3 table.
 const COLUMNS_V2: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0, \
-     NULL, 0";
+     NULL, 0, NULL";
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
@@ -179,13 +179,15 @@ CREATE TABLE IF NOT EXISTS sync_held (
 ) WITHOUT ROWID;
 ";
 
-/// What version 6 adds: each operation's payload format version, and
+/// What version 6 adds: each operation's payload format version and
+/// account, and
 /// payload bytes per status beside the counts, for
 /// the queue limits, kept by the same triggers (which now also see a
 /// payload replaced in place: a coalesced edit, a correction). Filled by
 /// one scan.
 const BYTES: &str = "
 ALTER TABLE sync_outbox ADD COLUMN payload_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_outbox ADD COLUMN account TEXT;
 ALTER TABLE sync_counts ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
 UPDATE sync_counts SET bytes = (SELECT coalesce(sum(length(CAST(payload AS BLOB))), 0)
     FROM sync_outbox WHERE sync_outbox.status = sync_counts.status);
@@ -382,6 +384,7 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     op.server_version = row.get(19).map_err(read)?;
     let payload_version: i64 = row.get(20).map_err(read)?;
     op.payload_version = u32::try_from(payload_version).map_err(|_| invalid("payload_version"))?;
+    op.account = row.get(21).map_err(read)?;
     op.id = id;
     Ok(op)
 }
@@ -398,7 +401,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sync_outbox ({COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21) \
+         ?18, ?19, ?20, ?21, ?22) \
          ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 });
@@ -437,6 +440,7 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
                 i64::from(op.unanswered_sends),
                 op.server_version,
                 i64::from(op.payload_version),
+                op.account,
             ])
         })
         .map_err(|e| sql("write an operation to", path, e))?;

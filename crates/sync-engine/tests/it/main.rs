@@ -1,5 +1,6 @@
 //! Integration tests of `sync-engine`: one binary, one module per behaviour.
 
+mod accounts;
 mod async_engine;
 mod async_simulation;
 mod completion;

@@ -199,7 +199,9 @@ impl Outbox {
                 if claimable.len() >= limit {
                     break;
                 }
-                if !state.is_head_of_key(&op) {
+                // Another account's operations wait for it to sign in
+                // again: never sent with this one's credentials.
+                if op.account != state.account || !state.is_head_of_key(&op) {
                     continue;
                 }
                 if self.past_resend_window(&op, now_ms) {
@@ -232,10 +234,10 @@ impl Outbox {
         let token = state.next_token;
         state.next_token += 1;
         for op in &claimed {
-            if let Some(key) = &op.coalesce_key
-                && state.coalescable.get(key) == Some(&op.id)
+            if let Some(key) = super::index::coalesce_slot(op)
+                && state.coalescable.get(key.as_ref()) == Some(&op.id)
             {
-                state.coalescable.remove(key);
+                state.coalescable.remove(key.as_ref());
             }
             state.in_flight.insert(claim_entry(op));
             state.held.insert(op.id.clone(), token);

@@ -1,6 +1,7 @@
 //! The outbox's in-memory indexes of its store: per-key queues, coalescable
 //! operations, and which `InFlight` operations have a live sender.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::operation::{Operation, OperationStatus};
@@ -13,6 +14,26 @@ pub(super) type ClaimEntry = (i64, u64, String);
 /// claim time).
 pub(super) fn claim_entry(op: &Operation) -> ClaimEntry {
     (op.updated_at_ms, op.seq, op.id.clone())
+}
+
+/// The queue `op`'s ordering key names: per account, so one account's
+/// operations never wait behind another's (a signed-out user's pending
+/// edit of `note/1` does not hold the next user's).
+pub(super) fn queue_key(op: &Operation) -> Option<Cow<'_, str>> {
+    Some(per_account(op, op.ordering_key.as_deref()?))
+}
+
+/// The slot `op`'s coalesce key names: per account, so two users' edits
+/// never merge.
+pub(super) fn coalesce_slot(op: &Operation) -> Option<Cow<'_, str>> {
+    Some(per_account(op, op.coalesce_key.as_deref()?))
+}
+
+fn per_account<'a>(op: &'a Operation, key: &'a str) -> Cow<'a, str> {
+    match &op.account {
+        None => Cow::Borrowed(key),
+        Some(account) => Cow::Owned(format!("{account}\u{1f}{key}")),
+    }
 }
 
 /// In-memory indexes of the store, rebuilt from it on first use.
@@ -52,6 +73,11 @@ pub(super) struct State {
     /// transaction still open: not claimable until it commits or rolls back,
     /// so a claim cannot write back their old payload over the new one.
     pub(super) replacing: HashSet<String>,
+    /// The account whose operations are sent ([`Outbox::set_account`]);
+    /// `None`: operations made without an account.
+    ///
+    /// [`Outbox::set_account`]: crate::Outbox::set_account
+    pub(super) account: Option<String>,
     /// The latest `next_retry_at_ms` of any pending operation: if it is more
     /// than `max_delay_ms` past `now`, the clock jumped back and a rescan is due.
     pub(super) max_scheduled_at: i64,
@@ -70,6 +96,7 @@ impl State {
             held: std::mem::take(&mut self.held),
             enqueuing: std::mem::take(&mut self.enqueuing),
             enqueuing_bytes: self.enqueuing_bytes,
+            account: self.account.take(),
             replacing: std::mem::take(&mut self.replacing),
             next_token: self.next_token,
             // Never hand out a seq twice, even one of a purged operation.
@@ -103,7 +130,7 @@ impl State {
     /// Marks `op` as being enqueued (see `enqueuing`).
     pub(super) fn start_enqueue(&mut self, op: &Operation) {
         self.enqueuing
-            .insert(op.id.clone(), (op.seq, op.ordering_key.clone()));
+            .insert(op.id.clone(), (op.seq, queue_key(op).map(Cow::into_owned)));
         self.enqueuing_bytes += crate::outbox::payload_bytes(op);
     }
 
@@ -118,17 +145,17 @@ impl State {
 
     /// Registers a `Pending` (or, on load, `InFlight`) operation's keys.
     pub(super) fn add_to_indexes(&mut self, op: &Operation) {
-        if let Some(key) = &op.ordering_key {
+        if let Some(key) = queue_key(op) {
             self.keys
-                .entry(key.clone())
+                .entry(key.into_owned())
                 .or_default()
                 .insert((op.seq, op.id.clone()));
         }
-        if let Some(key) = &op.coalesce_key
+        if let Some(key) = coalesce_slot(op)
             && op.status == OperationStatus::Pending
             && !op.was_sent()
         {
-            self.coalescable.insert(key.clone(), op.id.clone());
+            self.coalescable.insert(key.into_owned(), op.id.clone());
         }
     }
 
@@ -137,20 +164,20 @@ impl State {
     /// have just become claimable.
     pub(super) fn remove_from_indexes(&mut self, op: &Operation) -> bool {
         let mut unblocked = false;
-        if let Some(key) = &op.ordering_key
-            && let Some(queue) = self.keys.get_mut(key)
+        if let Some(key) = queue_key(op)
+            && let Some(queue) = self.keys.get_mut(key.as_ref())
         {
             queue.remove(&(op.seq, op.id.clone()));
             if queue.is_empty() {
-                self.keys.remove(key);
+                self.keys.remove(key.as_ref());
             } else {
                 unblocked = true;
             }
         }
-        if let Some(key) = &op.coalesce_key
-            && self.coalescable.get(key) == Some(&op.id)
+        if let Some(key) = coalesce_slot(op)
+            && self.coalescable.get(key.as_ref()) == Some(&op.id)
         {
-            self.coalescable.remove(key);
+            self.coalescable.remove(key.as_ref());
         }
         unblocked
     }
@@ -163,10 +190,10 @@ impl State {
         if !holds_key {
             return self.remove_from_indexes(op);
         }
-        if let Some(key) = &op.coalesce_key
-            && self.coalescable.get(key) == Some(&op.id)
+        if let Some(key) = coalesce_slot(op)
+            && self.coalescable.get(key.as_ref()) == Some(&op.id)
         {
-            self.coalescable.remove(key);
+            self.coalescable.remove(key.as_ref());
         }
         false
     }
@@ -186,11 +213,11 @@ impl State {
         if self.replacing.contains(&op.id) {
             return false;
         }
-        let Some(key) = &op.ordering_key else {
+        let Some(key) = queue_key(op) else {
             return true;
         };
         self.keys
-            .get(key)
+            .get(key.as_ref())
             .and_then(BTreeSet::first)
             .is_none_or(|(seq, id)| *seq == op.seq && *id == op.id)
     }

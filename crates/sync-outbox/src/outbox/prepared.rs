@@ -77,10 +77,12 @@ impl PreparedEnqueue {
             state.end_enqueue(&self.op);
             state.replacing.remove(&self.op.id);
             if !self.replaces
-                && let Some(key) = &self.op.coalesce_key
+                && let Some(key) = super::index::coalesce_slot(&self.op)
                 && self.op.attempt == 0
             {
-                state.coalescable.insert(key.clone(), self.op.id.clone());
+                state
+                    .coalescable
+                    .insert(key.into_owned(), self.op.id.clone());
             }
         }
         self.shared.notify_enqueue();
@@ -265,16 +267,18 @@ impl Outbox {
         coalesce: bool,
     ) -> Result<PreparedEnqueue, OutboxError> {
         refuse_unsendable(&op)?;
+        if op.account.is_none() {
+            op.account.clone_from(&state.account);
+        }
         if coalesce
-            && let Some(existing) = op
-                .coalesce_key
-                .as_ref()
-                .and_then(|key| state.coalescable.get(key))
+            && let Some(existing) = super::index::coalesce_slot(&op)
+                .and_then(|key| state.coalescable.get(key.as_ref()))
                 .cloned()
             && !state.replacing.contains(&existing)
             && let Some(mut target) = self.store.get(&existing)?
             && target.status == OperationStatus::Pending
             && !target.was_sent()
+            && target.account == op.account
         {
             self.admit(state, &op, Some(&target))?;
             state.replacing.insert(existing);

@@ -23,6 +23,10 @@
 //! operation stops the line, first sends per key stay in enqueue order even
 //! through retries and corrections.
 //!
+//! Users sign in and out (`set_account`): only the signed-in user's
+//! operations are claimed, every operation keeps the account it was made
+//! under, and keys order sends per account.
+//!
 //! The queue limits run too: runs in `SkipFailed` mode cap the queued
 //! operations at 10, runs in `StopOnFailure` mode the queued payload bytes
 //! at 14. An enqueue past the cap must get `QueueFull` and change nothing,
@@ -122,6 +126,10 @@ enum Step {
     Advance {
         ms: i64,
     },
+    /// `Outbox::set_account`: another user signs in (or none).
+    SignIn {
+        user: Option<u8>,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -129,6 +137,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => (prop::option::of(0u8..3), prop::option::weighted(0.2, ordering_mode()))
             .prop_map(|(key, ordering)| Step::Enqueue { key, ordering }),
         3 => (0usize..4).prop_map(|limit| Step::Claim { limit }),
+        1 => prop::option::of(0u8..2).prop_map(|user| Step::SignIn { user }),
         2 => any::<usize>().prop_map(|pick| Step::Done { pick }),
         2 => (any::<usize>(), any::<bool>(), prop::option::of(0i64..3_000))
             .prop_map(|(pick, retryable, retry_after)| Step::Fail { pick, retryable, retry_after }),
@@ -157,7 +166,10 @@ fn ordering_mode() -> impl Strategy<Value = OrderingMode> {
 #[derive(Clone, Debug)]
 struct ModelOp {
     seq: u64,
+    /// Its ordering key, made per account: `k + 10 * (account + 1)`.
     key: Option<u8>,
+    /// The user signed in when it was enqueued.
+    account: Option<u8>,
     status: OperationStatus,
     attempt: u32,
     due: i64,
@@ -188,6 +200,8 @@ impl ModelOp {
 struct Model {
     ops: BTreeMap<String, ModelOp>,
     next_seq: u64,
+    /// The signed-in user: only their operations are claimed.
+    account: Option<u8>,
 }
 
 impl Model {
@@ -230,7 +244,10 @@ impl Model {
             .ops
             .iter()
             .filter(|(id, op)| {
-                op.status == OperationStatus::Pending && op.due <= now && self.is_head(id, op)
+                op.status == OperationStatus::Pending
+                    && op.due <= now
+                    && op.account == self.account
+                    && self.is_head(id, op)
             })
             .map(|(id, op)| (op.due, op.seq, id.clone()))
             .collect();
@@ -399,7 +416,8 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                     id,
                     ModelOp {
                         seq,
-                        key: *key,
+                        key: key.map(|k| k + 10 * model.account.map_or(0, |a| a + 1)),
+                        account: model.account,
                         status: OperationStatus::Pending,
                         attempt: 0,
                         due: now,
@@ -646,6 +664,10 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                 prop_assert_eq!(purged, before - model.ops.len());
             }
             Step::Advance { ms } => now += ms,
+            Step::SignIn { user } => {
+                outbox.set_account(user.map(|u| format!("u{u}")).as_deref());
+                model.account = *user;
+            }
         }
         // After every step the store is the model: nothing lost, nothing extra.
         let stored = store
@@ -665,6 +687,12 @@ fn run(steps: &[Step], mode: OrderingMode) -> Result<(), TestCaseError> {
                 .get(&op.id)
                 .ok_or_else(|| TestCaseError::fail(format!("invented {}", op.id)))?;
             prop_assert_eq!(op.status, want.status, "status of {}", op.id);
+            prop_assert_eq!(
+                op.account.clone(),
+                want.account.map(|a| format!("u{a}")),
+                "account of {}",
+                op.id
+            );
             prop_assert_eq!(op.attempt, want.attempt, "attempt of {}", op.id);
             prop_assert_eq!(
                 op.first_sent_at_ms,

@@ -315,3 +315,30 @@ fn a_full_queue_refuses_the_enqueue_and_the_transaction_rolls_back() -> TestResu
     );
     Ok(())
 }
+
+#[test]
+fn an_operations_account_and_payload_version_survive_a_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let id = {
+        let (_store, outbox) = store_and_outbox(dir.path())?;
+        outbox.set_account(Some("ann"));
+        outbox.enqueue(
+            Operation {
+                payload_version: 3,
+                ..note_op("n1", "versioned")
+            },
+            1_000,
+        )?
+    };
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    let op = store.get(&id)?.ok_or("lost")?;
+    assert_eq!(
+        (op.account.as_deref(), op.payload_version),
+        (Some("ann"), 3)
+    );
+    // Not signed in as Ann: not sent; as Ann: sent.
+    assert!(outbox.claim(2_000, 10)?.is_empty());
+    outbox.set_account(Some("ann"));
+    assert_eq!(outbox.claim(2_000, 10)?.len(), 1);
+    Ok(())
+}

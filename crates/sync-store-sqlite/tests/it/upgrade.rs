@@ -172,7 +172,7 @@ fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     let app = rusqlite::Connection::open(&path)?;
     app.execute_batch(
         "INSERT INTO sync_outbox VALUES ('op_3', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
-             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL, 0);
+             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL, 0, NULL);
          UPDATE sync_outbox SET status = 'done' WHERE id = 'op_1';
          UPDATE sync_outbox SET payload = '{\"a\":1}' WHERE id = 'op_2';",
     )?;
