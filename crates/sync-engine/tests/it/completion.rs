@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sync_engine::{
-    AsyncOutbox, AsyncSyncEngine, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
-    SyncEngineConfig, SyncTransport, SystemClock,
+    AsyncOutbox, AsyncSyncEngine, SendResult, SyncEngine, SyncEngineConfig, SyncTransport,
+    SystemClock,
 };
-use sync_outbox::{Completion, MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+use sync_outbox::{Completion, Operation};
+
+use crate::{memory_outbox as outbox, online_probe as probe};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -30,17 +32,6 @@ impl sync_engine::AsyncSyncTransport for Picky {
     async fn send(&self, op: &Operation) -> SendResult {
         SyncTransport::send(self, op)
     }
-}
-
-fn outbox() -> Arc<Outbox> {
-    Arc::new(Outbox::new(
-        OutboxConfig::default(),
-        Arc::new(MemoryOutboxStore::new()),
-    ))
-}
-
-fn probe() -> Arc<NetworkProbe> {
-    Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true))
 }
 
 #[test]

@@ -12,15 +12,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sync_engine::{
-    DownloadConfig, Downloader, EngineError, NetworkProbe, NetworkProbeConfig, PullReport,
-    PullResult, PullTransport, Reflection, SendResult, SyncEngine, SyncEngineConfig, SyncObserver,
-    SyncTransport, SystemClock,
+    DownloadConfig, Downloader, EngineError, PullReport, PullResult, PullTransport, Reflection,
+    SendResult, SyncEngine, SyncEngineConfig, SyncObserver, SyncTransport, SystemClock,
 };
 use sync_outbox::download::{
     AppDownload, ApplyChanges, Change, DownloadTarget, MemoryDownloadState, PullResponse,
 };
 use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxError};
 use sync_protocol::PullRequest;
+
+use crate::online_probe as probe;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 type AppError = Box<dyn std::error::Error + Send + Sync>;
@@ -186,10 +187,6 @@ fn edit(outbox: &Outbox, id: &str, text: &str) -> Result<String, OutboxError> {
         },
         0,
     )
-}
-
-fn probe() -> Arc<NetworkProbe> {
-    Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true))
 }
 
 /// Sends each pull's report down a channel.

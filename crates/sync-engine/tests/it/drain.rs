@@ -9,23 +9,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sync_engine::{
-    AsyncSyncEngine, Clock, EngineError, NetworkProbe, NetworkProbeConfig, SendResult, SyncEngine,
-    SyncEngineConfig, SyncTransport, SystemClock,
+    AsyncSyncEngine, Clock, EngineError, SendResult, SyncEngine, SyncEngineConfig, SyncTransport,
+    SystemClock,
 };
-use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig};
+use sync_outbox::{Operation, Outbox};
+
+use crate::{memory_outbox as outbox, online_probe as probe};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
-
-fn outbox() -> Arc<Outbox> {
-    Arc::new(Outbox::new(
-        OutboxConfig::default(),
-        Arc::new(MemoryOutboxStore::new()),
-    ))
-}
-
-fn probe() -> Arc<NetworkProbe> {
-    Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true))
-}
 
 fn one_at_a_time() -> SyncEngineConfig {
     SyncEngineConfig {

@@ -83,3 +83,19 @@ pub(crate) fn eventually(what: &str, mut done: impl FnMut() -> bool) {
         std::thread::yield_now();
     }
 }
+
+/// An outbox over a fresh memory store, default settings.
+pub(crate) fn memory_outbox() -> std::sync::Arc<sync_outbox::Outbox> {
+    std::sync::Arc::new(sync_outbox::Outbox::new(
+        sync_outbox::OutboxConfig::default(),
+        std::sync::Arc::new(sync_outbox::MemoryOutboxStore::new()),
+    ))
+}
+
+/// A probe that always says online.
+pub(crate) fn online_probe() -> std::sync::Arc<sync_engine::NetworkProbe> {
+    std::sync::Arc::new(sync_engine::NetworkProbe::new(
+        sync_engine::NetworkProbeConfig::default(),
+        || true,
+    ))
+}
