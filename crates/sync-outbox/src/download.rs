@@ -444,6 +444,20 @@ pub trait ApplyChanges: Send {
         ordering_key: &str,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+    /// Called once after a page's (or a release's) changes are applied,
+    /// before the cursor is stored: the place to make the app's writes
+    /// durable once per page (an fsync, a commit) rather than per change.
+    /// The cursor is stored only if this returns `Ok`, so a page whose
+    /// writes may not have reached the disk is pulled and applied again.
+    /// Default: nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`upsert`](Self::upsert).
+    fn finish_page(&mut self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
+
     /// The ordering key the device's operations on `change`'s entity carry;
     /// `None`: its changes are never held. Default
     /// [`default_ordering_key`].
@@ -639,6 +653,7 @@ impl<A: ApplyChanges> AppDownload<A> {
         for key in &plan.forget {
             app.forget(key).map_err(apply_error)?;
         }
+        app.finish_page().map_err(apply_error)?;
         self.state.save(&plan.next)
     }
 }

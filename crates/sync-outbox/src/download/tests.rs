@@ -276,3 +276,71 @@ fn a_kept_entity_the_snapshot_brings_is_not_forgotten() -> Result<(), OutboxErro
     assert_eq!(ids(&release.apply), ["1"]);
     Ok(())
 }
+
+/// Counts pages finished; fails the finish when told to.
+#[derive(Default)]
+struct Finishing {
+    finished: usize,
+    fail_finish: bool,
+    upserts: usize,
+}
+
+type AppError = Box<dyn std::error::Error + Send + Sync>;
+
+impl super::ApplyChanges for Finishing {
+    fn upsert(&mut self, _: &Change, _: &serde_json::Value) -> Result<(), AppError> {
+        self.upserts += 1;
+        Ok(())
+    }
+    fn delete(&mut self, _: &Change) -> Result<(), AppError> {
+        Ok(())
+    }
+    fn reset(&mut self, _: &HashSet<String>) -> Result<(), AppError> {
+        Ok(())
+    }
+    fn forget(&mut self, _: &str) -> Result<(), AppError> {
+        Ok(())
+    }
+    fn finish_page(&mut self) -> Result<(), AppError> {
+        if self.fail_finish {
+            return Err("the disk said no".into());
+        }
+        self.finished += 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_page_is_finished_once_and_its_cursor_waits_for_the_finish() -> Result<(), OutboxError> {
+    use super::{AppDownload, DownloadTarget, MemoryDownloadState};
+    let outbox = std::sync::Arc::new(crate::Outbox::new(
+        crate::OutboxConfig::default(),
+        std::sync::Arc::new(crate::MemoryOutboxStore::new()),
+    ));
+    let target = AppDownload::new(
+        outbox,
+        Finishing::default(),
+        std::sync::Arc::new(MemoryDownloadState::default()),
+    );
+    target.commit_page(&page(
+        vec![change("1", 1, Some("a")), change("2", 2, Some("b"))],
+        "c1",
+        3,
+    ))?;
+    {
+        let app = target.app();
+        assert_eq!((app.upserts, app.finished), (2, 1));
+    }
+    target.app().fail_finish = true;
+    let refused = target.commit_page(&page(vec![change("3", 3, Some("c"))], "c2", 4));
+    assert!(
+        matches!(refused, Err(OutboxError::Apply { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(
+        target.state()?.cursor.as_deref(),
+        Some("c1"),
+        "not finished: the page is pulled again"
+    );
+    Ok(())
+}
