@@ -53,6 +53,11 @@ pub struct SendResult {
     /// operation's changes in its change feed (the `sync-version` header),
     /// kept as the operation's `server_version`.
     pub server_version: Option<i64>,
+    /// On success: the body of the server's answer, kept by an operation
+    /// that [keeps its answer](sync_outbox::Operation::keep_answer) (the
+    /// real id a later operation [needs](sync_outbox::Need)). A transport
+    /// sets it for such operations only.
+    pub answer: Option<String>,
 }
 
 impl SendResult {
@@ -82,6 +87,27 @@ impl SendResult {
             server_version: Some(version),
             ..Self::ok()
         }
+    }
+
+    /// This success, with the body of the server's answer (see
+    /// [`answer`](Self::answer)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_engine::SendResult;
+    /// use sync_outbox::SendOutcome;
+    ///
+    /// let created = SendResult::ok().with_answer(r#"{"id":"n42"}"#);
+    /// assert_eq!(
+    ///     created.outcome(),
+    ///     SendOutcome::AcknowledgedWith { version: None, answer: r#"{"id":"n42"}"# }
+    /// );
+    /// ```
+    #[must_use]
+    pub fn with_answer(mut self, answer: impl Into<String>) -> Self {
+        self.answer = Some(answer.into());
+        self
     }
 
     /// The server answered with a temporary failure: try again after the
@@ -157,9 +183,10 @@ impl SendResult {
     #[must_use]
     pub fn outcome(&self) -> SendOutcome<'_> {
         match (self.ok, self.unanswered) {
-            (true, _) => match self.server_version {
-                Some(version) => SendOutcome::AcknowledgedAt { version },
-                None => SendOutcome::Acknowledged,
+            (true, _) => match (&self.answer, self.server_version) {
+                (Some(answer), version) => SendOutcome::AcknowledgedWith { version, answer },
+                (None, Some(version)) => SendOutcome::AcknowledgedAt { version },
+                (None, None) => SendOutcome::Acknowledged,
             },
             (false, Some(delivery)) => SendOutcome::Unanswered {
                 error: &self.error,

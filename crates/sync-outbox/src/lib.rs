@@ -44,6 +44,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod dependency;
 pub mod download;
 mod error;
 mod id;
@@ -57,6 +58,7 @@ mod store;
 pub mod testing;
 mod transition;
 
+pub use dependency::Need;
 pub use error::OutboxError;
 pub use memory_store::MemoryOutboxStore;
 pub use operation::{Delivery, Operation, OperationStatus, OrderingMode};

@@ -223,6 +223,26 @@ pub struct Operation {
     /// operations. `None`: made without accounts.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// Whether the body of the server's success answer is kept in
+    /// [`answer`](Self::answer) (up to
+    /// [`OutboxConfig::max_answer_bytes`](crate::OutboxConfig::max_answer_bytes)),
+    /// for [`Completion::Done`](crate::Completion::Done) and for later
+    /// operations that [need](Self::needs) it. Set it with
+    /// [`keeping_answer`](Self::keeping_answer), or for every operation of a
+    /// kind with [`OutboxConfig::keep_answers_of`](crate::OutboxConfig::keep_answers_of).
+    #[serde(skip_serializing_if = "is_false")]
+    pub keep_answer: bool,
+    /// The body of the server's success answer, once `Done`, if
+    /// [`keep_answer`](Self::keep_answer) asked for it and it fitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// What it needs from earlier operations' kept answers before it can be
+    /// sent (a temporary id to be replaced by the real one): not claimed
+    /// until each of them is `Done`, then filled in, durably, and emptied.
+    /// See [`Need`](crate::Need) for the rule and what happens when a
+    /// dependency becomes a dead letter.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<crate::Need>,
 }
 
 /// Whether a request that got no answer may have reached the server, in
@@ -255,6 +275,14 @@ pub enum Delivery {
 )]
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Operation {
@@ -318,6 +346,39 @@ impl Operation {
         let mut op = Self::new(kind, target, String::new());
         op.payload = serde_json::to_string(value).map_err(|_| serialize_error(&op))?;
         Ok(op)
+    }
+
+    /// This operation, with the body of the server's success answer kept
+    /// in [`answer`](Self::answer) (see [`keep_answer`](Self::keep_answer)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let create = sync_outbox::Operation::new("note.create", "/notes", "{}").keeping_answer();
+    /// assert!(create.keep_answer);
+    /// ```
+    #[must_use]
+    pub fn keeping_answer(mut self) -> Self {
+        self.keep_answer = true;
+        self
+    }
+
+    /// This operation, needing `need` from an earlier operation's kept
+    /// answer before it is sent (see [`Need`](crate::Need)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_outbox::{Need, Operation};
+    ///
+    /// let item = Operation::new("item.add", "/notes/tmp-1/items", r#"{"text":"milk"}"#)
+    ///     .needing(Need::new("op_create", "/id", "tmp-1"));
+    /// assert_eq!(item.needs.len(), 1);
+    /// ```
+    #[must_use]
+    pub fn needing(mut self, need: crate::Need) -> Self {
+        self.needs.push(need);
+        self
     }
 
     /// The payload read as JSON into `T`.

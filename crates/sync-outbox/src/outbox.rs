@@ -7,6 +7,7 @@
 mod accounts;
 mod claim;
 mod completion;
+mod dependency;
 mod index;
 mod payload_version;
 mod prepared;
@@ -115,6 +116,16 @@ pub struct OutboxConfig {
     /// ([`OutboxStats::queued_bytes`]), checked like
     /// [`max_queued`](Self::max_queued). Default `None`: no limit.
     pub max_queued_bytes: Option<u64>,
+    /// Kinds whose operations keep the body of their success answer, as if
+    /// each were enqueued with [`Operation::keeping_answer`]: set at
+    /// enqueue. Default none.
+    pub keep_answers_of: Vec<String>,
+    /// The longest answer body kept ([`Operation::answer`]); a longer one is
+    /// not kept (the operation is `Done` all the same, its `last_error`
+    /// saying so), and a later operation that needs it becomes a dead
+    /// letter. The HTTP transports read at most 64 KiB of a single answer.
+    /// Default 16 KiB.
+    pub max_answer_bytes: usize,
 }
 
 /// An operation's payload size, as the queue limits count it.
@@ -136,6 +147,8 @@ impl Default for OutboxConfig {
             inflight_timeout_ms: millis(DEFAULT_INFLIGHT_TIMEOUT),
             max_queued: None,
             max_queued_bytes: None,
+            keep_answers_of: Vec::new(),
+            max_answer_bytes: 16 * 1024,
         }
     }
 }
@@ -479,7 +492,8 @@ impl Outbox {
     /// first `Pending` operation that no earlier operation of its key blocks,
     /// or the claim time of an orphan waiting to be requeued (both may be in
     /// the past). `None` if nothing is pending or everything pending waits
-    /// behind an `InFlight` key. A background sender sleeps until then.
+    /// behind an `InFlight` key or for an operation it
+    /// [needs](crate::Need). A background sender sleeps until then.
     ///
     /// # Errors
     ///
@@ -491,8 +505,15 @@ impl Outbox {
         let pending_at = loop {
             // Every pending op, earliest due first.
             let candidates = self.store.ready(i64::MAX, window)?;
-            if let Some(op) = candidates.iter().find(|op| state.is_head_of_key(op)) {
-                break Some(op.next_retry_at_ms);
+            let mut first = None;
+            for op in &candidates {
+                if state.is_head_of_key(op) && !self.waits_for_needs(op)? {
+                    first = Some(op.next_retry_at_ms);
+                    break;
+                }
+            }
+            if first.is_some() {
+                break first;
             }
             if candidates.len() < window {
                 break None;
@@ -572,9 +593,12 @@ impl Outbox {
             && target.account == op.account
         {
             self.admit(&state, &op, Some(&target))?;
+            self.refuse_unmeetable_needs(&state, &op)?;
             target.kind = op.kind;
             target.target = op.target;
             target.payload = op.payload;
+            target.needs = op.needs;
+            target.keep_answer |= op.keep_answer;
             target.updated_at_ms = now_ms;
             self.store.put(&target)?;
             drop(state);
@@ -588,6 +612,7 @@ impl Outbox {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
         self.admit(&state, &op, None)?;
+        self.refuse_unmeetable_needs(&state, &op)?;
         self.fill_new(&mut state, &mut op, now_ms);
         state.add_to_indexes(&op);
         state.start_enqueue(&op);
@@ -800,7 +825,8 @@ impl Outbox {
     }
 
     /// Removes `Done` operations last updated before `older_than_ms` (a
-    /// timestamp) and returns how many. Durable on `Ok`. Costs one
+    /// timestamp) and returns how many, except those whose answer a queued
+    /// operation still [needs](crate::Need). Durable on `Ok`. Costs one
     /// [`OutboxStore::load_all`].
     ///
     /// # Errors
@@ -808,10 +834,16 @@ impl Outbox {
     /// [`OutboxError::Store`]; operations removed before the failure stay removed.
     pub fn purge_done(&self, older_than_ms: i64) -> Result<usize, OutboxError> {
         let _state = self.lock_loaded()?;
+        let ops = self.store.load_all()?;
+        let needed: std::collections::HashSet<&str> = ops
+            .iter()
+            .flat_map(|op| op.needs.iter().map(|need| need.op.as_str()))
+            .collect();
         let mut n_removed = 0;
-        for op in self.store.load_all()? {
+        for op in &ops {
             if op.status == OperationStatus::Done
                 && op.updated_at_ms < older_than_ms
+                && !needed.contains(op.id.as_str())
                 && self.store.remove(&op.id)?
             {
                 n_removed += 1;
@@ -913,6 +945,8 @@ impl Outbox {
         if op.owner.is_empty() {
             op.owner.clone_from(&self.config.owner);
         }
+        op.keep_answer |= self.config.keep_answers_of.contains(&op.kind);
+        op.answer = None;
         op.seq = state.next_seq;
         state.next_seq += 1;
         state.max_scheduled_at = state.max_scheduled_at.max(now_ms);

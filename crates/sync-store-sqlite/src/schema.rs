@@ -8,7 +8,8 @@
 //!             ordering, idempotency_key, replaced_keys,     -- since version 2
 //!             first_sent_at_ms, unanswered_sends,           -- since version 4
 //!             server_version,                               -- since version 5
-//!             payload_version, account)                     -- since version 6
+//!             payload_version, account,                     -- since version 6
+//!             keep_answer, answer, needs)                   -- since version 7
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! sync_counts(status TEXT PRIMARY KEY, n INTEGER,   -- since version 3
 //!             bytes INTEGER)                         -- since version 6: payload bytes
@@ -30,14 +31,15 @@
 //! `status` is stored as text (`pending`, `in_flight`, `done`, `failed`),
 //! the names of the JSON form, so an app can read its queue with plain SQL;
 //! so is `ordering` (NULL, `skip_failed`, `stop_on_failure`).
-//! `replaced_keys` holds the keys one per line ('' for none).
+//! `replaced_keys` holds the keys one per line ('' for none); `needs` the
+//! operation's needs as a JSON array ('' for none).
 //!
 //! Version 1 to 4 databases are upgraded on open for writing (in one
 //! transaction: version 1 gets three `ALTER TABLE ... ADD COLUMN`s, 1 and 2
 //! get the counts table, filled by one scan, its triggers and the age
 //! index, 1 to 3 get the two columns of version 4, and all get version 5's
-//! column and download tables, and version 6's payload byte counts) and
-//! read as they are by `load_read_only`.
+//! column and download tables, version 6's payload byte counts and
+//! version 7's answer columns) and read as they are by `load_read_only`.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -48,40 +50,47 @@ use sync_outbox::{Operation, OperationStatus, OrderingMode};
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 6;
+pub(crate) const SCHEMA_VERSION: u32 = 7;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     payload_version, account";
+     payload_version, account, keep_answer, answer, needs";
+
+/// What [`COLUMNS`] selects from a version 6 table.
+const COLUMNS_V6: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
+     payload_version, account, 0, NULL, ''";
 
 /// What [`COLUMNS`] selects from a version 5 table.
 const COLUMNS_V5: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     0, NULL";
+     0, NULL, 0, NULL, ''";
 
 /// What [`COLUMNS`] selects from a version 4 table.
 const COLUMNS_V4: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL, 0, NULL";
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL, 0, NULL, \
+     0, NULL, ''";
 
 /// What [`COLUMNS`] selects from a version 1 table; `first_sent_at_ms` as
 /// the upgrade sets it ([`SENT`]).
 const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0, NULL";
+     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0, NULL, 0, NULL, ''";
 
 /// What [`COLUMNS`] selects from a version 2 or 3 table.
 const COLUMNS_V2: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0, \
-     NULL, 0, NULL";
+     NULL, 0, NULL, 0, NULL, ''";
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
-    matches!(found, "1" | "2" | "3" | "4" | "5") || found == SCHEMA_VERSION.to_string()
+    matches!(found, "1" | "2" | "3" | "4" | "5" | "6") || found == SCHEMA_VERSION.to_string()
 }
 
 /// The select list that reads a table of schema `version` as [`COLUMNS`].
@@ -91,6 +100,7 @@ pub(crate) fn columns_of(version: &str) -> &'static str {
         "2" | "3" => COLUMNS_V2,
         "4" => COLUMNS_V4,
         "5" => COLUMNS_V5,
+        "6" => COLUMNS_V6,
         _ => COLUMNS,
     }
 }
@@ -211,6 +221,14 @@ CREATE TRIGGER sync_outbox_count_update AFTER UPDATE OF status, payload ON sync_
 END;
 ";
 
+/// What version 7 adds: whether an operation keeps its success answer, the
+/// answer, and what it needs from earlier operations' answers.
+const ANSWERS: &str = "
+ALTER TABLE sync_outbox ADD COLUMN keep_answer INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sync_outbox ADD COLUMN answer TEXT;
+ALTER TABLE sync_outbox ADD COLUMN needs TEXT NOT NULL DEFAULT '';
+";
+
 /// The counts and the oldest pending operation's age, from a version 3
 /// database: `(pending, in_flight, done, failed, oldest pending created_at_ms)`.
 ///
@@ -238,16 +256,17 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
             "ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
              ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
              ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
-             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES}"
+             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}"
         ),
         Some(version) if version == "2" => {
-            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES}")
+            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}")
         }
         Some(version) if version == "3" => {
-            format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES}")
+            format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}")
         }
-        Some(version) if version == "4" => format!("{V5_COLUMN} {DOWNLOAD} {BYTES}"),
-        Some(version) if version == "5" => BYTES.to_owned(),
+        Some(version) if version == "4" => format!("{V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}"),
+        Some(version) if version == "5" => format!("{BYTES} {ANSWERS}"),
+        Some(version) if version == "6" => ANSWERS.to_owned(),
         Some(found) => {
             return Err(SqliteStoreError::ForeignSchema {
                 path: path.to_path_buf(),
@@ -258,7 +277,7 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
         None => {
             return conn
                 .execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD} {BYTES}
+                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD} {BYTES} {ANSWERS}
                      INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
                      COMMIT;"
                 ))
@@ -385,6 +404,12 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     let payload_version: i64 = row.get(20).map_err(read)?;
     op.payload_version = u32::try_from(payload_version).map_err(|_| invalid("payload_version"))?;
     op.account = row.get(21).map_err(read)?;
+    op.keep_answer = row.get(22).map_err(read)?;
+    op.answer = row.get(23).map_err(read)?;
+    let needs: String = row.get(24).map_err(read)?;
+    if !needs.is_empty() {
+        op.needs = serde_json::from_str(&needs).map_err(|_| invalid("needs"))?;
+    }
     op.id = id;
     Ok(op)
 }
@@ -401,7 +426,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sync_outbox ({COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22) \
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) \
          ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 });
@@ -416,6 +441,13 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
     let seq = i64::try_from(op.seq).map_err(|_| SqliteStoreError::InvalidOperation {
         reason: "seq is beyond what SQLite stores",
     })?;
+    let needs = if op.needs.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(&op.needs).map_err(|_| SqliteStoreError::InvalidOperation {
+            reason: "its needs cannot be written as JSON",
+        })?
+    };
     conn.prepare_cached(&UPSERT)
         .and_then(|mut statement| {
             statement.execute(params![
@@ -441,6 +473,9 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
                 op.server_version,
                 i64::from(op.payload_version),
                 op.account,
+                op.keep_answer,
+                op.answer,
+                needs,
             ])
         })
         .map_err(|e| sql("write an operation to", path, e))?;

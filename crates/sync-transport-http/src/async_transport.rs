@@ -194,7 +194,7 @@ impl AsyncSyncTransport for AsyncHttpTransport {
                 self.prepared.single(&self.config, op, credentials, body)
             })
             .await;
-        single_result(answer, &self.config)
+        single_result(answer, &self.config, op.keep_answer)
     }
 
     async fn send_batch(&self, ops: &[Operation]) -> Vec<SendResult> {

@@ -113,6 +113,9 @@ pub fn map_batch_response(
                 );
                 if mapped.ok {
                     mapped.server_version = result.sync_version;
+                    if op.keep_answer {
+                        mapped.answer.clone_from(&result.body);
+                    }
                 }
                 mapped
             }

@@ -217,10 +217,13 @@ pub(crate) struct Answer {
 }
 
 /// What a single send came to: its answer's status through `map_status`,
-/// or the result that stood for no usable answer.
+/// or the result that stood for no usable answer. `keep_answer`: the
+/// operation keeps its success answer's body (read up to
+/// `DRAIN_LIMIT_BYTES`; one not UTF-8 is not kept).
 pub(crate) fn single_result(
     answer: Result<Answer, SendResult>,
     config: &HttpTransportConfig,
+    keep_answer: bool,
 ) -> SendResult {
     match answer {
         Ok(answer) => {
@@ -232,6 +235,9 @@ pub(crate) fn single_result(
             );
             if result.ok {
                 result.server_version = answer.sync_version;
+                if keep_answer && let Ok(body) = &answer.body {
+                    result.answer = String::from_utf8(body.clone()).ok();
+                }
             }
             match &answer.body {
                 Ok(body) => with_failure_body(result, body, config),

@@ -229,7 +229,7 @@ impl SyncTransport for HttpTransport {
             self.prepared
                 .single(&self.config, op, credentials, op.payload.as_bytes())
         });
-        single_result(answer, &self.config)
+        single_result(answer, &self.config, op.keep_answer)
     }
 }
 

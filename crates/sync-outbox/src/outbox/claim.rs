@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::dependency::Needs;
 use super::index::claim_entry;
 use super::{Outbox, Shared};
 use crate::error::OutboxError;
@@ -165,7 +166,10 @@ impl Outbox {
     /// [`Outbox::recover`]). A due operation first sent longer than
     /// [`OutboxConfig::resend_window`](crate::OutboxConfig::resend_window)
     /// ago is not claimed but made `Failed` (durably, before the claim),
-    /// its `last_error` saying why.
+    /// its `last_error` saying why. An operation that [needs](crate::Need)
+    /// an earlier one's answer waits until that one is `Done`; then it is
+    /// filled in and stored (synced) before it is claimed, or made `Failed`
+    /// if it never can be.
     ///
     /// While the `Claim` lives its operations belong to its owner alone,
     /// however long the send takes. Dropping it with operations unrecorded
@@ -189,10 +193,14 @@ impl Outbox {
         let rescheduled = self.reschedule_far_future(&mut state, now_ms)?;
         let mut window = limit;
         let mut expired: Vec<Operation> = Vec::new();
-        let mut claimed = loop {
+        let mut broken: Vec<Operation> = Vec::new();
+        let (mut claimed, filled) = loop {
             let candidates = self.store.ready(now_ms, window)?;
             let exhausted = candidates.len() < window;
             let mut claimable = Vec::new();
+            // Dependents filled in from their dependencies' answers: stored
+            // before they are claimed.
+            let mut filled = Vec::new();
             for op in candidates {
                 // Expired operations are failed only up to the last one
                 // claimed, so what a claim does depends on the order alone.
@@ -208,18 +216,40 @@ impl Outbox {
                     if !expired.iter().any(|e| e.id == op.id) {
                         expired.push(op);
                     }
-                } else {
+                } else if op.needs.is_empty() {
                     claimable.push(op);
+                } else {
+                    match self.resolve_needs(&op)? {
+                        Needs::Ready(op) => {
+                            filled.push(op.clone());
+                            claimable.push(op);
+                        }
+                        Needs::Waiting => {}
+                        Needs::Broken(why) => {
+                            if !broken.iter().any(|b| b.id == op.id) {
+                                let mut op = op;
+                                op.last_error = why;
+                                broken.push(op);
+                            }
+                        }
+                    }
                 }
             }
             if claimable.len() == limit || exhausted {
-                break claimable;
+                break (claimable, filled);
             }
             // Blocked or expired operations took places in the window: look
             // further.
             window = window.saturating_mul(2);
         };
         let expired_unblocked = self.fail_expired(&mut state, expired, now_ms)?;
+        let broken_unblocked = self.fail_broken(&mut state, broken, now_ms)?;
+        if !filled.is_empty() {
+            // The rewrite is durable before any send: a crash after it
+            // finds the filled operation, a crash before it fills it in
+            // again from the same stored answers.
+            self.store.put_batch(&filled)?;
+        }
         for op in &mut claimed {
             transition(op, OperationStatus::InFlight, now_ms)?;
             op.attempt = op.attempt.saturating_add(1);
@@ -243,7 +273,11 @@ impl Outbox {
             state.held.insert(op.id.clone(), token);
         }
         drop(state);
-        if requeued > claimed.len() || failed + rescheduled > 0 || expired_unblocked {
+        if requeued > claimed.len()
+            || failed + rescheduled > 0
+            || expired_unblocked
+            || broken_unblocked
+        {
             // Requeued operations this claim had no room for, a key unblocked
             // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
@@ -281,6 +315,29 @@ impl Outbox {
         self.store.put_batch(&expired)?;
         let mut unblocked = false;
         for op in &expired {
+            unblocked |= state.finish(op, self.holds_key(op));
+        }
+        Ok(unblocked)
+    }
+
+    /// Makes dependents that can never be filled in dead letters, durably
+    /// (their `last_error` already says why), and returns whether that
+    /// unblocked a key.
+    fn fail_broken(
+        &self,
+        state: &mut super::index::State,
+        mut broken: Vec<Operation>,
+        now_ms: i64,
+    ) -> Result<bool, OutboxError> {
+        if broken.is_empty() {
+            return Ok(false);
+        }
+        for op in &mut broken {
+            transition(op, OperationStatus::Failed, now_ms)?;
+        }
+        self.store.put_batch(&broken)?;
+        let mut unblocked = false;
+        for op in &broken {
             unblocked |= state.finish(op, self.holds_key(op));
         }
         Ok(unblocked)

@@ -281,10 +281,13 @@ impl Outbox {
             && target.account == op.account
         {
             self.admit(state, &op, Some(&target))?;
+            self.refuse_unmeetable_needs(state, &op)?;
             state.replacing.insert(existing);
             target.kind = op.kind;
             target.target = op.target;
             target.payload = op.payload;
+            target.needs = op.needs;
+            target.keep_answer |= op.keep_answer;
             target.updated_at_ms = now_ms;
             return Ok(PreparedEnqueue {
                 op: target,
@@ -300,6 +303,7 @@ impl Outbox {
             return Err(OutboxError::DuplicateId { id: op.id });
         }
         self.admit(state, &op, None)?;
+        self.refuse_unmeetable_needs(state, &op)?;
         self.fill_new(state, &mut op, now_ms);
         // Its place in the key's queue, held from now until commit or
         // rollback; coalescing waits for the commit.

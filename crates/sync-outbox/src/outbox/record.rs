@@ -37,6 +37,20 @@ pub enum SendOutcome<'a> {
         /// The version.
         version: i64,
     },
+    /// The server has the operation and answered with `answer` (the body of
+    /// its success answer), and perhaps a version as in
+    /// [`AcknowledgedAt`](Self::AcknowledgedAt): it becomes `Done`, and an
+    /// operation that [keeps its answer](crate::Operation::keep_answer)
+    /// stores it in [`Operation::answer`](crate::Operation::answer), for
+    /// [`Completion::Done`](crate::Completion::Done) and for later
+    /// operations that [need](crate::Need) it. One that keeps none ignores
+    /// it.
+    AcknowledgedWith {
+        /// The version, if the answer named one.
+        version: Option<i64>,
+        /// The answer's body.
+        answer: &'a str,
+    },
     /// The server answered with a failure; see [`Outbox::mark_failed`] for
     /// what each field does.
     Failed {
@@ -367,6 +381,8 @@ impl Outbox {
             if op.status != OperationStatus::Pending {
                 unblocked |= state.finish(op, self.holds_key(op));
             }
+            // Operations that need its answer may go now.
+            unblocked |= op.status == OperationStatus::Done && op.keep_answer;
         }
         drop(state);
         if unblocked {
@@ -402,19 +418,27 @@ impl Outbox {
         // For an `InFlight` operation, `updated_at_ms` is when its send began.
         let sent_at = (op.status == OperationStatus::InFlight).then_some(op.updated_at_ms);
         match outcome {
-            SendOutcome::Acknowledged | SendOutcome::AcknowledgedAt { .. } => {
-                let version = match outcome {
-                    SendOutcome::AcknowledgedAt { version } => Some(version),
-                    _ => None,
+            SendOutcome::Acknowledged
+            | SendOutcome::AcknowledgedAt { .. }
+            | SendOutcome::AcknowledgedWith { .. } => {
+                let (version, answer) = match outcome {
+                    SendOutcome::AcknowledgedAt { version } => (Some(version), None),
+                    SendOutcome::AcknowledgedWith { version, answer } => (version, Some(answer)),
+                    _ => (None, None),
                 };
                 if op.status == OperationStatus::Done {
-                    // A repeated ack (a replay) names the same version; the
-                    // first one that named any is kept.
+                    // A repeated ack (a replay) names the same version and
+                    // answer; the first one that named any is kept.
+                    let mut changed = false;
                     if op.server_version.is_none() && version.is_some() {
                         op.server_version = version;
-                        return Ok((OperationStatus::Done, Some(Change { op, entry })));
+                        changed = true;
                     }
-                    return Ok((OperationStatus::Done, None));
+                    if op.keep_answer && op.answer.is_none() && answer.is_some() {
+                        changed |= self.keep_answer(&mut op, answer);
+                    }
+                    let change = changed.then_some(Change { op, entry });
+                    return Ok((OperationStatus::Done, change));
                 }
                 if !op.was_sent() {
                     return Err(never_claimed(op, OperationStatus::Done));
@@ -424,6 +448,9 @@ impl Outbox {
                 }
                 op.server_version = version;
                 transition(&mut op, OperationStatus::Done, now_ms)?;
+                if op.keep_answer {
+                    self.keep_answer(&mut op, answer);
+                }
             }
             SendOutcome::Unanswered {
                 error,
@@ -486,6 +513,31 @@ impl Outbox {
             }
         }
         Ok((op.status, Some(Change { op, entry })))
+    }
+}
+
+impl Outbox {
+    /// Keeps `answer` in `op` if it fits [`OutboxConfig::max_answer_bytes`];
+    /// otherwise says in `last_error` why it was not kept. Returns whether
+    /// `op` changed.
+    ///
+    /// [`OutboxConfig::max_answer_bytes`]: crate::OutboxConfig::max_answer_bytes
+    fn keep_answer(&self, op: &mut Operation, answer: Option<&str>) -> bool {
+        let Some(answer) = answer else {
+            "its acknowledgement carried no answer to keep".clone_into(&mut op.last_error);
+            return true;
+        };
+        let limit = self.config.max_answer_bytes;
+        if answer.len() <= limit {
+            op.answer = Some(answer.to_owned());
+            op.last_error.clear();
+        } else {
+            op.last_error = format!(
+                "its answer of {} bytes was not kept: longer than max_answer_bytes ({limit})",
+                answer.len()
+            );
+        }
+        true
     }
 }
 

@@ -33,7 +33,7 @@ fn a_foreign_schema_version_is_refused_and_unchanged() -> TestResult {
         let conn = rusqlite::Connection::open(&path)?;
         conn.execute_batch(
             "CREATE TABLE sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             INSERT INTO sync_meta VALUES ('schema_version', '7');
+             INSERT INTO sync_meta VALUES ('schema_version', '8');
              CREATE TABLE notes (id TEXT);",
         )?;
     }
@@ -43,7 +43,7 @@ fn a_foreign_schema_version_is_refused_and_unchanged() -> TestResult {
         SqliteStoreError::ForeignSchema {
             found, expected, ..
         } => {
-            assert_eq!((found.as_str(), *expected), ("7", 6));
+            assert_eq!((found.as_str(), *expected), ("8", 7));
         }
         other => return Err(format!("unexpected {other}").into()),
     }

@@ -100,7 +100,7 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
         [],
         |row| row.get(0),
     )?;
-    assert_eq!(version, "6");
+    assert_eq!(version, "7");
     assert_eq!(open(&path)?.load_all()?, [corrected]);
     Ok(())
 }
@@ -172,7 +172,7 @@ fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     let app = rusqlite::Connection::open(&path)?;
     app.execute_batch(
         "INSERT INTO sync_outbox VALUES ('op_3', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
-             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL, 0, NULL);
+             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL, 0, NULL, 0, NULL, '');
          UPDATE sync_outbox SET status = 'done' WHERE id = 'op_1';
          UPDATE sync_outbox SET payload = '{\"a\":1}' WHERE id = 'op_2';",
     )?;
@@ -218,5 +218,45 @@ fn a_version_4_database_gets_the_server_version_and_the_download_tables() -> Tes
         |row| row.get(0),
     )?;
     assert_eq!(tables, 2);
+    Ok(())
+}
+
+#[test]
+fn a_version_6_database_gets_the_answer_columns_and_keeps_needs_and_answers_after() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("app.db");
+    let mut op = Operation::new("item.add", "/notes/tmp-1/items", "{}");
+    op.id = "op_2".into();
+    op.seq = 2;
+    op.account = Some("ada".into());
+    op.payload_version = 3;
+    drop(open(&path)?);
+    {
+        // Schema 6 is schema 7 without the three answer columns.
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(
+            "ALTER TABLE sync_outbox DROP COLUMN keep_answer;
+             ALTER TABLE sync_outbox DROP COLUMN answer;
+             ALTER TABLE sync_outbox DROP COLUMN needs;
+             UPDATE sync_meta SET value = '6' WHERE key = 'schema_version';
+             INSERT INTO sync_outbox (id, kind, target, payload, status, attempt, next_retry_at_ms,
+                 last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq,
+                 payload_version, account)
+             VALUES ('op_2', 'item.add', '/notes/tmp-1/items', '{}', 'pending', 0, 0, '', 0, 0,
+                 NULL, NULL, '', 2, 3, 'ada');",
+        )?;
+    }
+    assert_eq!(
+        SqliteOutboxStore::load_read_only(&path)?.load_all()?,
+        [op.clone()]
+    );
+    let store = open(&path)?;
+    assert_eq!(store.load_all()?, [op.clone()]);
+    op = op.needing(sync_outbox::Need::new("op_1", "/id", "tmp-1"));
+    op.keep_answer = true;
+    op.answer = Some(r#"{"id":"n1"}"#.into());
+    store.put(&op)?;
+    drop(store);
+    assert_eq!(open(&path)?.load_all()?, [op]);
     Ok(())
 }
