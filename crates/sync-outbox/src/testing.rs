@@ -69,6 +69,15 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     op.coalesce_key = Some("draft".into());
     op.first_sent_at_ms = Some(-5);
     op.unanswered_sends = 3;
+    op.server_version = Some(9);
+    op.payload_version = 2;
+    op.account = Some("ada".into());
+    op.keep_answer = true;
+    op.answer = Some(r#"{"id":"n\u00e9 \"1\""}"#.into());
+    op.needs = vec![
+        crate::Need::new("op_create", "/id", "tmp-1"),
+        crate::Need::new("op_other", "", "tmp-2"),
+    ];
     store.put(&op)?;
     assert_eq!(store.get("a")?, Some(op.clone()));
 
@@ -212,6 +221,9 @@ pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     expected[7].ordering = Some(crate::OrderingMode::SkipFailed);
     expected[7].first_sent_at_ms = Some(1_007);
     expected[7].unanswered_sends = 2;
+    expected[7].keep_answer = true;
+    expected[7].answer = Some(r#"{"id":42}"#.into());
+    expected[6].needs = vec![crate::Need::new("op7", "/id", "tmp")];
     store.put_batch(&expected[6..8])?;
     // Unsynced writes followed by a sync survive a reopen too.
     expected[8].status = OperationStatus::Done;

@@ -103,3 +103,6 @@ impl Outbox {
         Ok(matches!(self.resolve_needs(op)?, Needs::Waiting))
     }
 }
+
+#[cfg(test)]
+mod tests;

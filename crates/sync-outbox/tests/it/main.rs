@@ -3,5 +3,6 @@
 mod bad_operations;
 mod conformance;
 mod dead_letters;
+mod dependencies;
 mod live_view;
 mod state_machine;
