@@ -12,7 +12,9 @@
 //! Then the same for the download half ([`download`]): a device killed
 //! mid-page applies no pulled change twice and skips none; and for payload
 //! upgrades ([`upgrade`]): an upgrade killed midway leaves every operation
-//! whole and finishes on a later start.
+//! whole and finishes on a later start; and for dependent operations
+//! ([`dependent`]): items that name a note's temporary id go out with its
+//! real id, filled in durably, never half, whatever the kill.
 
 #![expect(clippy::print_stdout, reason = "a harness-less test reports on stdout")]
 
@@ -25,6 +27,8 @@ use std::sync::Arc;
 use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore};
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig, SqliteStoreError};
 
+#[path = "crash/dependent.rs"]
+mod dependent;
 #[path = "crash/download.rs"]
 mod download;
 #[path = "crash/upgrade.rs"]
@@ -41,6 +45,9 @@ fn main() -> Result<(), Error> {
     }
     if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_UPGRADE") {
         return upgrade::child(Path::new(&dir));
+    }
+    if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_DEPENDENT") {
+        return dependent::child(Path::new(&dir));
     }
     if let Ok(dir) = std::env::var("SYNC_CRASH_CHILD_DOWNLOAD") {
         let seed: u64 = std::env::var("SYNC_CRASH_ROUND_SEED")?.parse()?;
@@ -83,6 +90,14 @@ fn main() -> Result<(), Error> {
     println!(
         "crash: sqlite payload upgrade: {kills} kills ({inside} inside the hook) over {lives} lives, \
          every operation whole, none upgraded twice"
+    );
+    let figures =
+        dependent::run(rounds, &mut rng).map_err(|e| format!("dependent, seed {seed}: {e}"))?;
+    println!(
+        "crash: sqlite dependent operations: {} kills ({} right after a send) over {} lives, \
+         {} item sends, each with its note's real id, none before its create's answer, \
+         no item ever half filled",
+        figures.kills, figures.after_send, figures.lives, figures.item_sends
     );
     // The plain closing line CI reads.
     println!("crash: {rounds} passed, 0 failed");
