@@ -10,7 +10,11 @@
 //! in enqueue order. The first process ends with a bounded `drain` of a
 //! random length (its report must match its deadline), and the restarted
 //! one waits for every operation's end with `AsyncOutbox::wait`, woken by
-//! the outbox through the crash. 200 seeds in `cargo test` (`SYNC_ASYNC_SIM_SEEDS=n` for
+//! the outbox through the crash. Some operations create notes (keeping
+//! the server's real id) and later ones add items under the note's
+//! temporary id: an item always goes out with the real id; a create's
+//! completion carries its answer; when a create ends a dead letter the app
+//! discards it, and its unsent items end `Failed` too. 200 seeds in `cargo test` (`SYNC_ASYNC_SIM_SEEDS=n` for
 //! more); a failing seed prints itself and `SYNC_ASYNC_SIM_SEED=n` replays it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -39,6 +43,13 @@ struct Seen {
     ok: HashSet<String>,
     /// `(ordering_key, seq)` of each first ok answer, in order.
     first_ok_order: Vec<(String, u64)>,
+    /// Items that went out without their note's real id.
+    unfilled: Vec<String>,
+}
+
+/// The id the server gives the note created by operation `create`.
+fn real_id(create: &str) -> String {
+    format!("real-{create}")
 }
 
 #[derive(Debug)]
@@ -76,6 +87,9 @@ impl AsyncSyncTransport for SimUpstream {
             if !seen.in_progress.insert(op.id.clone()) {
                 seen.overlaps.push(op.id.clone());
             }
+            if op.kind == "item.add" && (op.target.contains("tmp-") || !op.needs.is_empty()) {
+                seen.unfilled.push(format!("{} as {}", op.id, op.target));
+            }
             OnTheWire {
                 seen: Arc::clone(&self.seen),
                 id: op.id.clone(),
@@ -83,6 +97,9 @@ impl AsyncSyncTransport for SimUpstream {
         };
         tokio::time::sleep(Duration::from_millis(latency_ms)).await;
         let result = match roll {
+            0..=54 if op.kind == "note.create" => {
+                SendResult::ok().with_answer(format!(r#"{{"id":"{}"}}"#, real_id(&op.id)))
+            }
             0..=54 => SendResult::ok(),
             55..=74 => SendResult::retryable("503"),
             75..=84 => SendResult::retry_after(1_500, "429"),
@@ -167,6 +184,7 @@ async fn world(seed: u64) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let queue = AsyncOutbox::with_clock(Arc::clone(&outbox), clock);
     let mut ids = Vec::new();
+    let mut last_create: Option<String> = None;
     for n in 0..N_OPS {
         tokio::time::sleep(Duration::from_millis(rng.below(80))).await;
         match rng.below(10) {
@@ -179,11 +197,25 @@ async fn world(seed: u64) -> Result<(), String> {
             0 => None,
             k => Some(format!("k{k}")),
         };
-        let op = Operation {
+        let mut op = Operation {
             ordering_key: key,
             ..Operation::new("sim", "/sim", format!("{n}"))
         };
-        ids.push(queue.enqueue(op).await.map_err(|e| e.to_string())?);
+        match (rng.below(4), &last_create) {
+            (0, _) => op = Operation::new("note.create", "/notes", "{}").keeping_answer(),
+            (1, Some(create)) => {
+                let tmp = format!("tmp-{n}");
+                op = Operation::new("item.add", format!("/notes/{tmp}/items"), "{}")
+                    .needing(sync_outbox::Need::new(create, "/id", &tmp));
+            }
+            _ => {}
+        }
+        let is_create = op.kind == "note.create";
+        let id = queue.enqueue(op).await.map_err(|e| e.to_string())?;
+        if is_create {
+            last_create = Some(id.clone());
+        }
+        ids.push(id);
     }
     // A bounded drain before the crash (a mobile app's background time).
     let within = Duration::from_millis(rng.below(2_000));
@@ -213,9 +245,27 @@ async fn world(seed: u64) -> Result<(), String> {
     online.store(true, std::sync::atomic::Ordering::SeqCst);
     // The app waits for each operation's end, as a UI would for one item.
     let queue = AsyncOutbox::with_clock(Arc::clone(&outbox), clock);
+    let mut discarded = HashSet::new();
     for id in &ids {
+        if discarded.contains(id) {
+            continue;
+        }
         match tokio::time::timeout(Duration::from_secs(2_000), queue.wait(id)).await {
-            Ok(Ok(Completion::Done(_) | Completion::Failed(_))) => {}
+            Ok(Ok(Completion::Done(op))) => {
+                if op.kind == "note.create"
+                    && op.answer != Some(format!(r#"{{"id":"{}"}}"#, real_id(id)))
+                {
+                    return Err(format!("{id} done without its answer: {op:?}"));
+                }
+            }
+            Ok(Ok(Completion::Failed(op))) => {
+                // A note that will never be created: the app gives up on
+                // it, and its unsent items fail.
+                if op.kind == "note.create" {
+                    outbox.discard(id).map_err(|e| e.to_string())?;
+                    discarded.insert(id.clone());
+                }
+            }
             Ok(Ok(Completion::Gone)) => return Err(format!("lost {id}")),
             Ok(Err(e)) => return Err(e.to_string()),
             Err(_) => return Err(format!("{id} not ended after 2,000 s of virtual time")),
@@ -227,20 +277,26 @@ async fn world(seed: u64) -> Result<(), String> {
     if !log.overlaps.is_empty() {
         return Err(format!("on the wire twice at once: {:?}", log.overlaps));
     }
+    if !log.unfilled.is_empty() {
+        return Err(format!(
+            "items sent without the real id: {:?}",
+            log.unfilled
+        ));
+    }
     let stored: HashMap<String, Operation> = store
         .load_all()
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|op| (op.id.clone(), op))
         .collect();
-    if stored.len() != ids.len() {
+    if stored.len() + discarded.len() != ids.len() {
         return Err(format!(
             "{} stored for {} enqueued",
             stored.len(),
             ids.len()
         ));
     }
-    for id in &ids {
+    for id in ids.iter().filter(|id| !discarded.contains(*id)) {
         let op = stored.get(id).ok_or_else(|| format!("lost {id}"))?;
         if op.status == OperationStatus::Done && !log.ok.contains(id) {
             return Err(format!("{id} Done without an ok answer"));

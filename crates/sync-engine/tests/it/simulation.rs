@@ -22,6 +22,12 @@
 //! queued) and upgrade payload versions at every restart (each upgrade
 //! rewrites exactly the never-sent operations; a sent one keeps its bytes).
 //!
+//! Notes are created offline (keeping their answer, the server's real id)
+//! and items added under the note's temporary id, needing that answer: at
+//! every send an item names its note's real id, never the temporary one,
+//! and its note is `Done`. The app retries a failed create and discards an
+//! item whose note it discarded (the item's dead letter says so).
+//!
 //! A failing seed prints itself; `SYNC_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, HashSet};
@@ -130,6 +136,13 @@ struct SimTransport {
     mode: OrderingMode,
     /// Broken promises seen at a send.
     violations: Mutex<Vec<String>>,
+    /// item id -> the create whose real id it needs.
+    items: Mutex<BTreeMap<String, String>>,
+}
+
+/// The id the server gives the note created by operation `create`.
+fn real_id(create: &str) -> String {
+    format!("real-{create}")
 }
 
 impl SimTransport {
@@ -146,6 +159,26 @@ impl SimTransport {
                 op.id,
                 op.idempotency_key()
             ));
+        }
+        let create = self
+            .items
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&op.id)
+            .cloned();
+        if let Some(create) = create {
+            let done = self
+                .store
+                .get(&create)
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.status == OperationStatus::Done);
+            if op.target != format!("/notes/{}/items", real_id(&create)) || !done {
+                broken.push(format!(
+                    "{} sent as {} while its note {create} is done: {done}",
+                    op.id, op.target
+                ));
+            }
         }
         if op.ordering_key.is_some() {
             for earlier in self.store.load_all().unwrap_or_default() {
@@ -192,7 +225,11 @@ impl SyncTransport for SimTransport {
                 if roll < 6 && !self.always_ok.load(SeqCst) {
                     self.store.fail_next_put.store(true, SeqCst);
                 }
-                SendResult::ok()
+                if op.kind == "note.create" {
+                    SendResult::ok().with_answer(format!(r#"{{"id":"{}"}}"#, real_id(&op.id)))
+                } else {
+                    SendResult::ok()
+                }
             }
             50..75 => SendResult::retryable("timeout"),
             75..92 => SendResult::retry_after(
@@ -227,6 +264,7 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
         ok_sends: Mutex::new(Vec::new()),
         mode,
         violations: Mutex::new(Vec::new()),
+        items: Mutex::new(BTreeMap::new()),
     });
     let retry = RetryPolicy {
         max_attempts: MAX_ATTEMPTS,
@@ -263,6 +301,8 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
     let mut fixes = 0;
     let (mut refused_full, mut upgraded) = (0, 0);
     let mut requeued_skippers = HashSet::new();
+    let mut creates: Vec<String> = Vec::new();
+    let mut items = 0;
     for _ in 0..150 {
         match rng.below(100) {
             0..30 => {
@@ -276,14 +316,53 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
                     1 => Some(OrderingMode::StopOnFailure),
                     _ => None,
                 };
-                let op = Operation {
+                let mut op = Operation {
                     ordering_key: key.clone(),
                     ordering,
                     ..Operation::new("k", "/t", "{}")
                 };
+                // One in five creates a note, one in five adds an item to a
+                // note created earlier, under its temporary id.
+                let mut item_of = None;
+                match rng.below(5) {
+                    0 => {
+                        op = Operation::new("note.create", "/notes", "{}").keeping_answer();
+                        key.clone_into(&mut op.ordering_key);
+                    }
+                    1 if !creates.is_empty() => {
+                        let n = usize::try_from(rng.below(creates.len() as u64)).unwrap_or(0);
+                        let create: String = creates[n].clone();
+                        let tmp = format!("tmp-{create}");
+                        op = Operation::new(
+                            "item.add",
+                            format!("/notes/{tmp}/items"),
+                            format!(r#"{{"note":"{tmp}"}}"#),
+                        )
+                        .needing(sync_outbox::Need::new(&create, "/id", &tmp));
+                        item_of = Some(create);
+                    }
+                    _ => {}
+                }
+                let is_create = op.kind == "note.create";
+                let key = op.ordering_key.clone();
                 // A failed enqueue (the flaky store) is the app's error to see; it is not enqueued.
                 match outbox.enqueue(op, now) {
-                    Ok(id) => enqueued.push((id, key)),
+                    Ok(id) => {
+                        if is_create {
+                            creates.push(id.clone());
+                        }
+                        if let Some(create) = item_of {
+                            items += 1;
+                            transport
+                                .items
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(id.clone(), create);
+                        }
+                        enqueued.push((id, key));
+                    }
+                    // The note was discarded meanwhile: refused at once.
+                    Err(OutboxError::InvalidOperation { .. }) if item_of.is_some() => {}
                     Err(OutboxError::QueueFull { queued, .. }) => {
                         let stats = store.stats().map_err(|e| e.to_string())?;
                         if Some(stats.queued()) != limit || queued != MAX_QUEUED as u64 + 1 {
@@ -337,7 +416,19 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
         for op in store.load_all().map_err(|e| e.to_string())? {
             let stops = op.ordering.unwrap_or(mode) == OrderingMode::StopOnFailure;
             if op.status == OperationStatus::Failed
-                && (stops || mode == OrderingMode::StopOnFailure)
+                && op.last_error.starts_with("not sent: it needs")
+            {
+                // Its note was discarded: it can never go; the app drops it.
+                outbox
+                    .discard(&op.id)
+                    .map_err(|e| format!("discard {}: {e}", op.id))?;
+                enqueued.retain(|(id, _)| *id != op.id);
+                retried += 1;
+                continue;
+            }
+            // A failed note holds its items back: the app retries it.
+            if op.status == OperationStatus::Failed
+                && (stops || mode == OrderingMode::StopOnFailure || op.kind == "note.create")
             {
                 outbox
                     .retry_failed(&op.id, now)
@@ -413,6 +504,7 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
         fixes,
         refused_full,
         upgraded,
+        items,
         ..Outcome::default()
     };
     for op in store.load_all().map_err(|e| e.to_string())? {
@@ -439,6 +531,8 @@ struct Outcome {
     refused_full: usize,
     /// Operations rewritten by a payload upgrade.
     upgraded: usize,
+    /// Items enqueued that needed a note's real id.
+    items: usize,
     /// Worlds added up in this outcome.
     seeds: usize,
 }
@@ -560,7 +654,8 @@ fn five_hundred_seeded_worlds_keep_every_promise() {
                 && total.resent > 0
                 && total.fixes > 0
                 && total.refused_full > 0
-                && total.upgraded > 0,
+                && total.upgraded > 0
+                && total.items > 0,
         "{total:?}"
     );
 }
@@ -589,6 +684,7 @@ fn run_seeds(seeds: &[u64], mode: OrderingMode) -> Outcome {
                 total.fixes += outcome.fixes;
                 total.refused_full += outcome.refused_full;
                 total.upgraded += outcome.upgraded;
+                total.items += outcome.items;
             }
             Err(e) => panic!(
                 "simulation ({mode:?}) seed {seed} failed (replay with SYNC_SIM_SEED={seed}): {e}"

@@ -242,6 +242,8 @@ impl Outbox {
             // further.
             window = window.saturating_mul(2);
         };
+        // Dead letters made here end their operations: waiters must hear.
+        let made_dead = !expired.is_empty() || !broken.is_empty();
         let expired_unblocked = self.fail_expired(&mut state, expired, now_ms)?;
         let broken_unblocked = self.fail_broken(&mut state, broken, now_ms)?;
         if !filled.is_empty() {
@@ -281,7 +283,7 @@ impl Outbox {
             // Requeued operations this claim had no room for, a key unblocked
             // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
-        } else if !claimed.is_empty() || requeued > 0 {
+        } else if !claimed.is_empty() || requeued > 0 || made_dead {
             self.shared.publish();
         }
         Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))

@@ -221,3 +221,20 @@ fn kinds_in_keep_answers_of_keep_theirs_and_a_replayed_answer_fills_in_late() ->
     assert!(op.last_error.is_empty());
     Ok(())
 }
+
+#[test]
+fn a_claim_that_makes_a_dependent_a_dead_letter_wakes_waiters() -> TestResult {
+    let (outbox, _) = outbox(OutboxConfig::default());
+    let create = outbox.enqueue(create(), 0)?;
+    let item = outbox.enqueue(item(&create), 0)?;
+    outbox.discard(&create)?;
+    let before = outbox.change_count();
+    assert!(outbox.claim(1, 10)?.is_empty());
+    assert!(outbox.change_count() > before, "waiters were not told");
+    let ended = outbox.wait(&item, std::time::Duration::ZERO)?;
+    assert!(
+        matches!(&ended, Some(crate::Completion::Failed(op)) if op.last_error.contains("discarded")),
+        "{ended:?}"
+    );
+    Ok(())
+}
