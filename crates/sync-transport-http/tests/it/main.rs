@@ -1,6 +1,7 @@
 //! Integration tests of `sync-transport-http` against a real HTTP server
 //! (`tiny_http`) on 127.0.0.1 with an ephemeral port.
 
+mod answers;
 mod auth;
 mod batch;
 mod failure_body;
