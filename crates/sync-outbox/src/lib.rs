@@ -47,6 +47,7 @@
 mod dependency;
 pub mod download;
 mod error;
+mod group;
 mod id;
 mod memory_store;
 mod operation;
@@ -71,6 +72,9 @@ pub use store::{OutboxStore, status_index};
 /// The batch wire types, defined in `sync-protocol` (shared with
 /// `sync-server`) and re-exported here.
 pub use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult};
+/// The group wire types ([`Operation::group`]), defined in `sync-protocol`
+/// and re-exported here.
+pub use sync_protocol::{GROUP_TARGET, GroupOperation, GroupRequest, GroupResponse};
 pub use transition::{is_allowed, transition};
 
 /// The result type of this crate.

@@ -9,6 +9,8 @@
 //!
 //! - the batch request and response types ([`BatchRequest`],
 //!   [`BatchResponse`]);
+//! - all-or-nothing groups, one request under one key ([`GroupRequest`],
+//!   [`GroupResponse`], [`GROUP_TARGET`]);
 //! - the change feed's pull ([`PullRequest`], [`PullResponse`], [`Change`],
 //!   [`PullError`]) and the version header on an operation's answer
 //!   ([`SYNC_VERSION`]);
@@ -42,6 +44,7 @@
 
 mod batch;
 mod feed;
+mod group;
 mod header;
 mod lifetime;
 mod status;
@@ -51,6 +54,7 @@ pub use feed::{
     Change, ChangeOp, DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, PullError, PullErrorCode, PullRequest,
     PullResponse, RestartReason, SYNC_VERSION,
 };
+pub use group::{GROUP_TARGET, GroupOperation, GroupRequest, GroupResponse};
 pub use header::{
     IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED, MAX_KEY_LEN, RETRY_AFTER,
 };

@@ -23,7 +23,9 @@
 //! `server-postgres`: a fleet behind a load
 //! balancer; the table's primary key is what dedupes across instances).
 //! [`BatchService`] serves the client's batch format, each element deduped
-//! on its own key by the same layer and handlers.
+//! on its own key by the same layer and handlers. An all-or-nothing group
+//! ([`GroupRequest`]) is one request under one key, applied in the key's
+//! transaction: a refused member undoes the group ([`Member`]).
 //!
 //! The **change feed** is the download half: a handler records what it
 //! changed ([`FeedChange`]) in the same transaction as its effect, and
@@ -76,6 +78,7 @@ mod config;
 mod error;
 mod feed;
 mod fingerprint;
+mod group;
 mod handle;
 mod key;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -98,6 +101,7 @@ pub use feed::{
     PullConfig, PullService,
 };
 pub use fingerprint::Fingerprint;
+pub use group::{Member, group_applied};
 pub use handle::{Idempotency, MissingIdempotency};
 pub use layer::{IdempotencyLayer, IdempotencyService};
 pub use memory::MemoryIdempotencyStore;
@@ -110,6 +114,8 @@ pub use sqlite::SqliteIdempotencyStore;
 pub use store::{Begin, IdempotencyStore, KeyClaim, KeyExpiry};
 /// The feed's wire types, defined in `sync-protocol` and re-exported here.
 pub use sync_protocol::{Change, ChangeOp, PullError, PullErrorCode, PullResponse, RestartReason};
+/// The group wire types, defined in `sync-protocol` and re-exported here.
+pub use sync_protocol::{GROUP_TARGET, GroupOperation, GroupRequest, GroupResponse};
 /// The header names and key limit, defined in `sync-protocol` (shared with
 /// the client) and re-exported here.
 pub use sync_protocol::{

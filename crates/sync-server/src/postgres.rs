@@ -335,6 +335,72 @@ impl PgEffect {
         self.idem.mark_committed();
         Ok(response.into_response())
     }
+
+    /// Undoes every statement run in the transaction so far (the effect,
+    /// changes [`record`](Self::record)ed) and then stores `refusal` under
+    /// the request's key and commits that alone, as
+    /// [`commit`](Self::commit) would: for a handler that finds, part-way
+    /// through, that it must refuse — a group member refused
+    /// ([`Member::Refused`](crate::Member::Refused)) must undo the members
+    /// applied before it, so the group is all or nothing
+    /// (`docs/PROTOCOL.md`, "Groups"). A refusal the client retries (5xx,
+    /// 408, 409, 425, 429) is not stored, as with `commit`.
+    ///
+    /// # Errors
+    ///
+    /// As [`commit`](Self::commit); [`ServerError::Postgres`] if the undo
+    /// fails (nothing is committed then).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use http::StatusCode;
+    /// use sync_server::{GroupRequest, Idempotency, PostgresIdempotencyStore, ServerError, StoredResponse};
+    ///
+    /// async fn group(
+    ///     store: &PostgresIdempotencyStore,
+    ///     idem: Idempotency,
+    ///     group: GroupRequest, // parsed from the body (axum's `Json` does it)
+    /// ) -> Result<axum::response::Response, ServerError> {
+    ///     let effect = store.transaction(&idem).await?;
+    ///     let mut results = Vec::new();
+    ///     for op in &group.operations {
+    ///         let row = effect
+    ///             .client()
+    ///             .query_one(
+    ///                 "UPDATE accounts SET balance = balance + $1 WHERE path = $2 RETURNING balance",
+    ///                 &[&if op.kind == "account.debit" { -500_i64 } else { 500 }, &op.target],
+    ///             )
+    ///             .await
+    ///             .map_err(|source| ServerError::Postgres { op: "apply a member", source })?;
+    ///         let balance: i64 = row.get(0);
+    ///         if balance < 0 {
+    ///             let refusal = serde_json::json!({ "error": "insufficient_funds" });
+    ///             return effect.refuse(StoredResponse::json(StatusCode::UNPROCESSABLE_ENTITY, &refusal)).await;
+    ///         }
+    ///         results.push(serde_json::json!({ "balance": balance }));
+    ///     }
+    ///     effect.commit(sync_server::group_applied(results)).await
+    /// }
+    /// # let _ = group;
+    /// ```
+    pub async fn refuse(self, refusal: StoredResponse) -> Result<Response, ServerError> {
+        // ROLLBACK and a new BEGIN: the key's claim was committed by the
+        // layer before the handler ran, so storing the refusal needs
+        // nothing of what is undone. If this future is dropped in between,
+        // Drop closes the connection.
+        self.client()
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(pg("undo the refused effect"))?;
+        self.recorded
+            .store(i64::MIN, std::sync::atomic::Ordering::Relaxed);
+        self.client()
+            .batch_execute("BEGIN")
+            .await
+            .map_err(pg("begin a transaction"))?;
+        self.commit(refusal).await
+    }
 }
 
 impl Drop for PgEffect {

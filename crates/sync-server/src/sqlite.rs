@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::error::ServerError;
 use crate::fingerprint::Fingerprint;
+use crate::group::Member;
 use crate::handle::Idempotency;
 use crate::key_table::{COMPLETE, CREATE, PURGE, UPGRADE_FROM_V1};
 use crate::record::{KEY_COLUMNS, KeyRow, decide};
@@ -246,6 +247,101 @@ impl SqliteIdempotencyStore {
             idem.mark_committed();
         }
         Ok(response.into_response())
+    }
+
+    /// Applies a group's members with `apply`, in order, inside `tx` (the
+    /// transactional form's, from [`SqliteIdempotencyStore::transaction`]),
+    /// all or none: under a savepoint, so a member `apply` refuses
+    /// ([`Member::Refused`]) undoes every member applied before it, feed
+    /// changes included, and its refusal is the group's response (stored
+    /// under the key with nothing applied). All applied: `200` with the
+    /// [`GroupResponse`](sync_protocol::GroupResponse) of their results,
+    /// committed with them by `transaction`. An empty group is refused
+    /// (`422`, `empty_group`).
+    ///
+    /// # Errors
+    ///
+    /// `apply`'s error (every member undone; `transaction` then rolls back
+    /// and the key is released, so the retry runs the group again), or the
+    /// savepoint's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// use http::StatusCode;
+    /// use sync_server::{GroupRequest, Idempotency, Member, ServerError, SqliteIdempotencyStore, StoredResponse};
+    ///
+    /// /// `POST /sync/group`: a transfer's debit and credit, together or not at all.
+    /// async fn group(
+    ///     store: SqliteIdempotencyStore,
+    ///     idem: Idempotency,
+    ///     group: GroupRequest, // parsed from the body (axum's `Json` does it)
+    /// ) -> Result<axum::response::Response, ServerError> {
+    ///     store
+    ///         .transaction(&idem, move |tx| {
+    ///             SqliteIdempotencyStore::apply_group(tx, &group, |tx, op| {
+    ///                 let cents: i64 = serde_json::from_str::<serde_json::Value>(&op.payload)
+    ///                     .ok()
+    ///                     .and_then(|v| v["cents"].as_i64())
+    ///                     .unwrap_or(0);
+    ///                 let delta = if op.kind == "account.debit" { -cents } else { cents };
+    ///                 let balance: i64 = tx.query_row(
+    ///                     "UPDATE accounts SET balance = balance + ?1 WHERE path = ?2 RETURNING balance",
+    ///                     sync_server::rusqlite::params![delta, op.target],
+    ///                     |row| row.get(0),
+    ///                 )?;
+    ///                 if balance < 0 {
+    ///                     let refusal = serde_json::json!({ "error": "insufficient_funds" });
+    ///                     return Ok(Member::Refused(StoredResponse::json(StatusCode::UNPROCESSABLE_ENTITY, &refusal)));
+    ///                 }
+    ///                 Ok(Member::Applied(serde_json::json!({ "balance": balance })))
+    ///             })
+    ///         })
+    ///         .await
+    /// }
+    /// # let _ = group;
+    /// # });
+    /// # Ok::<_, std::io::Error>(())
+    /// ```
+    #[expect(
+        clippy::missing_panics_doc,
+        reason = "no panic: the savepoint statements are fixed"
+    )]
+    pub fn apply_group<F>(
+        tx: &rusqlite::Transaction<'_>,
+        group: &sync_protocol::GroupRequest,
+        mut apply: F,
+    ) -> rusqlite::Result<StoredResponse>
+    where
+        F: FnMut(
+            &rusqlite::Transaction<'_>,
+            &sync_protocol::GroupOperation,
+        ) -> rusqlite::Result<Member>,
+    {
+        if group.operations.is_empty() {
+            return Ok(crate::group::empty_group());
+        }
+        tx.execute_batch("SAVEPOINT sync_group")?;
+        let undo = || tx.execute_batch("ROLLBACK TO sync_group; RELEASE sync_group");
+        let mut results = Vec::with_capacity(group.operations.len());
+        for op in &group.operations {
+            match apply(tx, op) {
+                Ok(Member::Applied(result)) => results.push(result),
+                Ok(Member::Refused(refusal)) => {
+                    undo()?;
+                    return Ok(refusal);
+                }
+                Err(e) => {
+                    // The transaction rolls back anyway; undo so nothing
+                    // of the group stays even for a caller that commits.
+                    let _ = undo();
+                    return Err(e);
+                }
+            }
+        }
+        tx.execute_batch("RELEASE sync_group")?;
+        Ok(crate::group::group_applied(results))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
