@@ -3,6 +3,7 @@
 mod batch;
 mod feed;
 mod feed_contract;
+mod group;
 mod key_memory;
 mod key_model;
 mod layer;
