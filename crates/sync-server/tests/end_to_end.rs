@@ -6,7 +6,10 @@
 //! transaction and restarted, and one is killed again, at whatever it is
 //! doing, when 60% of the operations are done. At the end every operation's
 //! effect is in the app's table exactly once and the client has every
-//! operation `Done`.
+//! operation `Done`. Among the operations go 100 all-or-nothing transfer
+//! groups ([`groups`]), the first instance killed once inside a group's
+//! transaction between its debit and its credit: every group ends with
+//! both its ledger rows or neither, once, and no money made or lost.
 //!
 //! - SQLite: one server instance.
 //! - PostgreSQL: a server this test starts itself (`initdb` and `pg_ctl` in a
@@ -52,6 +55,9 @@ mod feed_contract;
 // The feed end to end: a follower through kills, the race.
 #[path = "end_to_end/feed.rs"]
 mod feed;
+// All-or-nothing groups among the operations, one killed mid-group.
+#[path = "end_to_end/groups.rs"]
+mod groups;
 
 /// The op number whose transaction the first instance is killed in.
 const KILL_AT: usize = 300;
@@ -106,6 +112,8 @@ struct Report {
     distinct_effects: i64,
     done: usize,
     followed: String,
+    groups: usize,
+    ledger: String,
 }
 
 impl std::fmt::Display for Report {
@@ -113,8 +121,9 @@ impl std::fmt::Display for Report {
         write!(
             f,
             "{} operations over {} instance(s), {} duplicate deliveries and {} dropped acks \
-             injected, {} SIGKILLs (one inside an effect's transaction, one mid-traffic); {} effects \
-             applied ({} distinct), {} Done; {}",
+             injected, {} SIGKILLs (inside a note's transaction, inside a group's between its members, \
+             mid-traffic); {} effects \
+             applied ({} distinct), {} Done; {}; {}",
             self.operations,
             self.instances,
             self.duplicates_sent,
@@ -123,7 +132,8 @@ impl std::fmt::Display for Report {
             self.effects,
             self.distinct_effects,
             self.done,
-            self.followed
+            self.followed,
+            self.ledger
         )
     }
 }
@@ -133,7 +143,7 @@ fn sqlite_scenario(ops: usize) -> Result<Report, Error> {
     let db = dir.path().join("server.db");
     let db = db.to_str().ok_or("temp path is not UTF-8")?.to_owned();
     let (events, inbox) = mpsc::channel();
-    let mut a = Instance::start("sqlite", &db, 0, Some(KILL_AT), events.clone(), 0)?;
+    let mut a = Instance::start("sqlite", &db, 0, &pauses(), events.clone(), 0)?;
     let urls = vec![a.url()];
     let follower = feed::Follower::start(a.url(), "e2e");
     let mut report = drive(ops, &urls, &mut [&mut a], events, &inbox)?;
@@ -145,6 +155,7 @@ fn sqlite_scenario(ops: usize) -> Result<Report, Error> {
     report.effects = effects;
     report.distinct_effects = distinct;
     report.instances = 1;
+    report.ledger = groups::sqlite_ledger(Path::new(&db))?.check(report.groups)?;
     check(&report, ops)?;
     Ok(report)
 }
@@ -154,8 +165,8 @@ fn postgres_scenario(ops: usize) -> Result<Report, Error> {
     let conn = pg.connection_string();
     postgres::check_contract(&conn)?;
     let (events, inbox) = mpsc::channel();
-    let mut a = Instance::start("postgres", &conn, 0, Some(KILL_AT), events.clone(), 0)?;
-    let mut b = Instance::start("postgres", &conn, 0, None, events.clone(), 1)?;
+    let mut a = Instance::start("postgres", &conn, 0, &pauses(), events.clone(), 0)?;
+    let mut b = Instance::start("postgres", &conn, 0, &[], events.clone(), 1)?;
     let urls = vec![a.url(), b.url()];
     let follower = feed::Follower::start(a.url(), "e2e");
     let mut report = drive(ops, &urls, &mut [&mut a, &mut b], events, &inbox)?;
@@ -168,6 +179,7 @@ fn postgres_scenario(ops: usize) -> Result<Report, Error> {
     report.effects = effects;
     report.distinct_effects = distinct;
     report.instances = 2;
+    report.ledger = groups::postgres_ledger(&conn)?.check(report.groups)?;
     check(&report, ops)?;
     let started = Instant::now();
     feed::check_contract(&conn, 32)?;
@@ -212,10 +224,13 @@ fn follow_up(followed: &feed::Followed, ops: usize) -> Result<String, Error> {
 
 fn check(report: &Report, ops: usize) -> Result<(), Error> {
     let want = i64::try_from(ops)?;
-    if report.effects != want || report.distinct_effects != want || report.done != ops {
+    if report.effects != want
+        || report.distinct_effects != want
+        || report.done != ops + report.groups
+    {
         return Err(format!("not exactly once: {report}").into());
     }
-    if report.kills != 2 {
+    if report.kills != 3 {
         return Err(format!("the kills did not happen: {report}").into());
     }
     Ok(())
@@ -223,8 +238,9 @@ fn check(report: &Report, ops: usize) -> Result<(), Error> {
 
 /// What the parent waits for: no polling, no sleeps.
 enum Event {
-    /// Instance `n` is inside an effect's transaction, waiting to be killed.
-    KillPoint(usize),
+    /// Instance `n` is inside an effect's transaction (a note's or a
+    /// group's, as named), waiting to be killed.
+    KillPoint(usize, String),
     /// The engine recorded a result.
     Recorded,
 }
@@ -250,6 +266,19 @@ struct Instance {
     child: Option<Child>,
     events: Sender<Event>,
     index: usize,
+    /// Where it stops inside a transaction to be killed, not yet reached:
+    /// `("note", n)` (`SYNC_SERVER_PAUSE_AT`), `("group", g)`
+    /// (`SYNC_SERVER_GROUP_PAUSE_AT`).
+    pauses: Vec<(String, usize)>,
+}
+
+/// The kill points of the first instance: a note's transaction, a group's
+/// between its two members.
+fn pauses() -> Vec<(String, usize)> {
+    vec![
+        ("note".to_owned(), KILL_AT),
+        ("group".to_owned(), groups::KILL_AT),
+    ]
 }
 
 impl Instance {
@@ -257,7 +286,7 @@ impl Instance {
         kind: &str,
         db: &str,
         port: u16,
-        kill_at: Option<usize>,
+        pauses: &[(String, usize)],
         events: Sender<Event>,
         index: usize,
     ) -> Result<Self, Error> {
@@ -268,8 +297,13 @@ impl Instance {
             .env("SYNC_SERVER_PORT", port.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        if let Some(n) = kill_at {
-            command.env("SYNC_SERVER_PAUSE_AT", n.to_string());
+        for (what, n) in pauses {
+            let var = if what == "group" {
+                "SYNC_SERVER_GROUP_PAUSE_AT"
+            } else {
+                "SYNC_SERVER_PAUSE_AT"
+            };
+            command.env(var, n.to_string());
         }
         let mut child = command.spawn()?;
         let stdout = child.stdout.take().ok_or("no child stdout")?;
@@ -284,8 +318,8 @@ impl Instance {
         let announce = events.clone();
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
-                if line.starts_with("in-transaction") {
-                    let _ = announce.send(Event::KillPoint(index));
+                if let Some(what) = line.strip_prefix("in-transaction ") {
+                    let _ = announce.send(Event::KillPoint(index, what.to_owned()));
                 }
             }
         });
@@ -296,6 +330,7 @@ impl Instance {
             child: Some(child),
             events,
             index,
+            pauses: pauses.to_vec(),
         })
     }
 
@@ -303,17 +338,20 @@ impl Instance {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// SIGKILLs the process and starts a new one on the same port.
-    fn kill_and_restart(&mut self) -> Result<(), Error> {
+    /// SIGKILLs the process and starts a new one on the same port, with
+    /// the kill points not reached yet (`reached`: the one it stopped at).
+    fn kill_and_restart(&mut self, reached: Option<&str>) -> Result<(), Error> {
         if let Some(mut child) = self.child.take() {
             child.kill()?;
             child.wait()?;
         }
+        self.pauses
+            .retain(|(what, _)| Some(what.as_str()) != reached);
         let restarted = Self::start(
             &self.kind,
             &self.db,
             self.port,
-            None,
+            &self.pauses,
             self.events.clone(),
             self.index,
         )?;
@@ -375,9 +413,16 @@ fn drive(
     );
     engine.set_observer(Arc::new(Recorded(Mutex::new(events))));
     let mut ids = Vec::with_capacity(ops);
+    let mut n_groups = 0;
     for n in 0..ops {
         let op = Operation::new("note.create", "/notes", format!(r#"{{"n":{n}}}"#));
         ids.push(outbox.enqueue(op, SystemClock.now_ms())?);
+        if n % groups::EVERY == 0 {
+            // Numbered after the notes, so the faults fall on groups too.
+            let group = groups::transfer(n_groups, ops + n_groups)?;
+            ids.push(outbox.enqueue(group, SystemClock.now_ms())?);
+            n_groups += 1;
+        }
     }
     engine.start(SystemClock)?;
     let mut kills = 0;
@@ -386,10 +431,10 @@ fn drive(
     let result = loop {
         // A recorded result or the deadline falls through to the check.
         let event = inbox.recv_timeout(deadline.saturating_duration_since(Instant::now()));
-        if let Ok(Event::KillPoint(n)) = event
+        if let Ok(Event::KillPoint(n, what)) = event
             && let Some(instance) = instances.get_mut(n)
         {
-            instance.kill_and_restart()?;
+            instance.kill_and_restart(Some(&what))?;
             kills += 1;
         }
         let stats = store.stats()?;
@@ -399,11 +444,11 @@ fn drive(
             && stats.done >= ops * 6 / 10
             && let Some(instance) = instances.last_mut()
         {
-            instance.kill_and_restart()?;
+            instance.kill_and_restart(None)?;
             kills += 1;
             killed_in_traffic = true;
         }
-        if stats.done == ops {
+        if stats.done == ops + n_groups {
             break Ok(stats.done);
         }
         if stats.failed > 0 {
@@ -424,6 +469,7 @@ fn drive(
         acks_dropped: transport.acks_dropped.load(SeqCst),
         kills,
         done,
+        groups: n_groups,
         ..Report::default()
     })
 }
@@ -469,8 +515,14 @@ impl Spread {
         })
     }
 
+    /// The operation's number: a note's, or a group's first member's.
     fn n(op: &Operation) -> usize {
-        serde_json::from_str::<serde_json::Value>(&op.payload)
+        let payload = op
+            .group_members()
+            .ok()
+            .and_then(|members| members.into_iter().next())
+            .map_or_else(|| op.payload.clone(), |first| first.payload);
+        serde_json::from_str::<serde_json::Value>(&payload)
             .ok()
             .and_then(|v| v["n"].as_u64())
             .and_then(|n| usize::try_from(n).ok())
@@ -563,9 +615,9 @@ mod child {
     use axum::routing::post;
     use http::StatusCode;
     use sync_server::{
-        BatchService, FeedChange, Idempotency, IdempotencyConfig, IdempotencyLayer, PgEffect,
-        PostgresIdempotencyStore, PullConfig, PullService, ServerError, SqliteIdempotencyStore,
-        StoredResponse,
+        BatchService, FeedChange, GroupRequest, Idempotency, IdempotencyConfig, IdempotencyLayer,
+        Member, PgEffect, PostgresIdempotencyStore, PullConfig, PullService, ServerError,
+        SqliteIdempotencyStore, StoredResponse,
     };
 
     use super::Error;
@@ -580,6 +632,8 @@ mod child {
     struct AppState {
         db: Db,
         pause_at: Option<u64>,
+        /// The group to stop in, between its debit and its credit.
+        group_pause_at: Option<u64>,
     }
 
     pub(super) fn run(kind: &str) -> Result<(), Error> {
@@ -592,10 +646,23 @@ mod child {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        runtime.block_on(serve(kind, &db, port, pause_at))
+        let group_pause_at = std::env::var("SYNC_SERVER_GROUP_PAUSE_AT")
+            .ok()
+            .and_then(|n| n.parse().ok());
+        let state = |db| AppState {
+            db,
+            pause_at,
+            group_pause_at,
+        };
+        runtime.block_on(serve(kind, &db, port, state))
     }
 
-    async fn serve(kind: &str, db: &str, port: u16, pause_at: Option<u64>) -> Result<(), Error> {
+    async fn serve(
+        kind: &str,
+        db: &str,
+        port: u16,
+        state: impl FnOnce(Db) -> AppState,
+    ) -> Result<(), Error> {
         // The lease is short so the test need not wait long for the
         // killed request's key to be taken over.
         let config = IdempotencyConfig::default().with_lease(Duration::from_secs(2));
@@ -605,9 +672,10 @@ mod child {
             let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
             store
                 .call(|c| {
-                    c.execute_batch(
-                        "CREATE TABLE IF NOT EXISTS effects (op_key TEXT NOT NULL, n INTEGER)",
-                    )
+                    c.execute_batch(&format!(
+                        "CREATE TABLE IF NOT EXISTS effects (op_key TEXT NOT NULL, n INTEGER); {}",
+                        super::groups::SCHEMA
+                    ))
                 })
                 .await?;
             let layer = IdempotencyLayer::new(Arc::clone(&store), config);
@@ -620,11 +688,13 @@ mod child {
             let client = store.pool().get().await?;
             // No unique constraint: dedupe must come from the keys.
             client
-                .batch_execute(
+                .batch_execute(&format!(
                     "SELECT pg_advisory_lock(1);
                          CREATE TABLE IF NOT EXISTS effects (op_key TEXT NOT NULL, n BIGINT);
+                         {}
                          SELECT pg_advisory_unlock(1);",
-                )
+                    super::groups::SCHEMA
+                ))
                 .await?;
             let layer = IdempotencyLayer::new(Arc::clone(&store), config);
             let pull: Router =
@@ -634,8 +704,9 @@ mod child {
         let api: Router = Router::new()
             .route("/notes", post(create))
             .route("/slow", post(hold))
+            .route("/sync/group", post(group))
             .layer(layer)
-            .with_state(AppState { db, pause_at });
+            .with_state(state(db));
         let app: Router = Router::new()
             .route_service("/sync/batch", BatchService::new(api.clone()))
             .merge(api)
@@ -676,7 +747,7 @@ mod child {
                         )?;
                         SqliteIdempotencyStore::record(tx, &change)?;
                         if pause {
-                            announce_and_wait();
+                            announce_and_wait("note");
                         }
                         Ok(response)
                     })
@@ -698,7 +769,7 @@ mod child {
                     })?;
                 effect.record(&change).await?;
                 if pause {
-                    tokio::task::spawn_blocking(announce_and_wait)
+                    tokio::task::spawn_blocking(|| announce_and_wait("note"))
                         .await
                         .map_err(ServerError::Blocking)?;
                 }
@@ -735,10 +806,78 @@ mod child {
             .await
     }
 
-    /// Tells the parent the effect is written but not committed, then
-    /// waits to be killed (the parent's SIGKILL ends the process).
-    fn announce_and_wait() {
-        println!("in-transaction");
+    /// `POST /sync/group`: a transfer's members, each moving its cents and
+    /// writing a ledger row, in the key's transaction, all or nothing. The
+    /// group `group_pause_at` stops between its debit and its credit.
+    async fn group(
+        State(state): State<AppState>,
+        idem: Idempotency,
+        body: String,
+    ) -> Result<Response, ServerError> {
+        let Ok(group) = serde_json::from_str::<GroupRequest>(&body) else {
+            return Ok(StatusCode::BAD_REQUEST.into_response());
+        };
+        let key = idem.key().to_owned();
+        let pause_at = state.group_pause_at;
+        match state.db {
+            Db::Sqlite(store) => store
+                .transaction(&idem, move |tx| {
+                    let mut first = true;
+                    SqliteIdempotencyStore::apply_group(tx, &group, |tx, op| {
+                        let (account, delta, g) = super::groups::member(op);
+                        tx.execute(
+                            "UPDATE accounts SET balance = balance + ?1 WHERE name = ?2",
+                            sync_server::rusqlite::params![delta, account],
+                        )?;
+                        tx.execute(
+                            "INSERT INTO ledger (group_key, account, delta) VALUES (?1, ?2, ?3)",
+                            sync_server::rusqlite::params![key, account, delta],
+                        )?;
+                        if std::mem::take(&mut first) && pause_at == Some(g) {
+                            announce_and_wait("group");
+                        }
+                        Ok(Member::Applied(serde_json::Value::Null))
+                    })
+                })
+                .await,
+            Db::Postgres(store) => {
+                let effect = store.transaction(&idem).await?;
+                let pg = |op| move |source| ServerError::Postgres { op, source };
+                for (i, op) in group.operations.iter().enumerate() {
+                    let (account, delta, g) = super::groups::member(op);
+                    effect
+                        .client()
+                        .execute(
+                            "UPDATE accounts SET balance = balance + $1 WHERE name = $2",
+                            &[&delta, &account],
+                        )
+                        .await
+                        .map_err(pg("move the cents"))?;
+                    effect
+                        .client()
+                        .execute(
+                            "INSERT INTO ledger (group_key, account, delta) VALUES ($1, $2, $3)",
+                            &[&key, &account, &delta],
+                        )
+                        .await
+                        .map_err(pg("write the ledger"))?;
+                    if i == 0 && pause_at == Some(g) {
+                        tokio::task::spawn_blocking(|| announce_and_wait("group"))
+                            .await
+                            .map_err(ServerError::Blocking)?;
+                    }
+                }
+                let results = vec![serde_json::Value::Null; group.operations.len()];
+                effect.commit(sync_server::group_applied(results)).await
+            }
+        }
+    }
+
+    /// Tells the parent the effect (`what`'s) is written but not
+    /// committed, then waits to be killed (the parent's SIGKILL ends the
+    /// process).
+    fn announce_and_wait(what: &str) {
+        println!("in-transaction {what}");
         let _ = std::io::stdout().flush();
         loop {
             std::thread::park();

@@ -359,8 +359,8 @@ pub(super) fn race(conn: &str) -> Result<Race, Error> {
     drop(admin);
     let race_conn = conn.replace("dbname=postgres", "dbname=race");
     let (events, _inbox) = mpsc::channel();
-    let a = Instance::start("postgres", &race_conn, 0, None, events.clone(), 0)?;
-    let b = Instance::start("postgres", &race_conn, 0, None, events, 1)?;
+    let a = Instance::start("postgres", &race_conn, 0, &[], events.clone(), 0)?;
+    let b = Instance::start("postgres", &race_conn, 0, &[], events, 1)?;
     let urls = [a.url(), b.url()];
     let started = Instant::now();
     let follower = Follower::start(urls[0].clone(), "race");
