@@ -820,26 +820,28 @@ mod child {
         let key = idem.key().to_owned();
         let pause_at = state.group_pause_at;
         match state.db {
-            Db::Sqlite(store) => store
-                .transaction(&idem, move |tx| {
-                    let mut first = true;
-                    SqliteIdempotencyStore::apply_group(tx, &group, |tx, op| {
-                        let (account, delta, g) = super::groups::member(op);
-                        tx.execute(
-                            "UPDATE accounts SET balance = balance + ?1 WHERE name = ?2",
-                            sync_server::rusqlite::params![delta, account],
-                        )?;
-                        tx.execute(
+            Db::Sqlite(store) => {
+                store
+                    .transaction(&idem, move |tx| {
+                        let mut first = true;
+                        SqliteIdempotencyStore::apply_group(tx, &group, |tx, op| {
+                            let (account, delta, g) = super::groups::member(op);
+                            tx.execute(
+                                "UPDATE accounts SET balance = balance + ?1 WHERE name = ?2",
+                                sync_server::rusqlite::params![delta, account],
+                            )?;
+                            tx.execute(
                             "INSERT INTO ledger (group_key, account, delta) VALUES (?1, ?2, ?3)",
                             sync_server::rusqlite::params![key, account, delta],
                         )?;
-                        if std::mem::take(&mut first) && pause_at == Some(g) {
-                            announce_and_wait("group");
-                        }
-                        Ok(Member::Applied(serde_json::Value::Null))
+                            if std::mem::take(&mut first) && pause_at == Some(g) {
+                                announce_and_wait("group");
+                            }
+                            Ok(Member::Applied(serde_json::Value::Null))
+                        })
                     })
-                })
-                .await,
+                    .await
+            }
             Db::Postgres(store) => {
                 let effect = store.transaction(&idem).await?;
                 let pg = |op| move |source| ServerError::Postgres { op, source };

@@ -28,6 +28,9 @@
 //! and its note is `Done`. The app retries a failed create and discards an
 //! item whose note it discarded (the item's dead letter says so).
 //!
+//! Transfers are enqueued as all-or-nothing groups: at every send a group
+//! carries both its members.
+//!
 //! A failing seed prints itself; `SYNC_SIM_SEED=n` replays one.
 
 use std::collections::{BTreeMap, HashSet};
@@ -178,6 +181,17 @@ impl SimTransport {
                     "{} sent as {} while its note {create} is done: {done}",
                     op.id, op.target
                 ));
+            }
+        }
+        // (A dead letter the app corrected carries the fixed payload.)
+        if op.kind == "transfer" && op.payload != r#"{"fixed":true}"# {
+            // A group travels whole: both members, in one request.
+            let kinds: Vec<String> = op
+                .group_members()
+                .map(|members| members.into_iter().map(|m| m.kind).collect())
+                .unwrap_or_default();
+            if kinds != ["debit", "credit"] {
+                broken.push(format!("{} sent as a group of {kinds:?}", op.id));
             }
         }
         if op.ordering_key.is_some() {
@@ -340,6 +354,21 @@ fn run(seed: u64, mode: OrderingMode) -> Result<Outcome, String> {
                         )
                         .needing(sync_outbox::Need::new(&create, "/id", &tmp));
                         item_of = Some(create);
+                    }
+                    // A transfer: two members, one operation, one key.
+                    2 => {
+                        let group = Operation::group(
+                            "transfer",
+                            [
+                                Operation::new("debit", "/accounts/a", "{}"),
+                                Operation::new("credit", "/accounts/b", "{}"),
+                            ],
+                        )
+                        .map_err(|e| e.to_string())?;
+                        op = Operation {
+                            ordering_key: key.clone(),
+                            ..group
+                        };
                     }
                     _ => {}
                 }
@@ -551,7 +580,10 @@ fn upgrade_payloads(
 ) -> Result<usize, String> {
     let version = u32::try_from(restarts).unwrap_or(u32::MAX);
     let Ok(report) = outbox.upgrade_payloads(version, now, |op| {
-        op.payload = format!(r#"{{"v":{version}}}"#);
+        // A group's payload is its members: this release keeps it.
+        if op.kind != "transfer" {
+            op.payload = format!(r#"{{"v":{version}}}"#);
+        }
         Ok(())
     }) else {
         return Ok(0);
@@ -568,6 +600,7 @@ fn upgrade_payloads(
             return Err(format!("{} was not upgraded to {version}: {op:?}", op.id));
         }
         if op.was_sent()
+            && op.kind != "transfer"
             && op.payload_version == version
             && op.payload != format!(r#"{{"v":{version}}}"#)
         {
