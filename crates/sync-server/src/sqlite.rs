@@ -304,10 +304,6 @@ impl SqliteIdempotencyStore {
     /// # });
     /// # Ok::<_, std::io::Error>(())
     /// ```
-    #[expect(
-        clippy::missing_panics_doc,
-        reason = "no panic: the savepoint statements are fixed"
-    )]
     pub fn apply_group<F>(
         tx: &rusqlite::Transaction<'_>,
         group: &sync_protocol::GroupRequest,

@@ -221,8 +221,8 @@ impl Outbox {
                 } else {
                     match self.resolve_needs(&op)? {
                         Needs::Ready(op) => {
-                            filled.push(op.clone());
-                            claimable.push(op);
+                            filled.push((*op).clone());
+                            claimable.push(*op);
                         }
                         Needs::Waiting => {}
                         Needs::Broken(why) => {
@@ -243,9 +243,10 @@ impl Outbox {
             window = window.saturating_mul(2);
         };
         // Dead letters made here end their operations: waiters must hear.
-        let made_dead = !expired.is_empty() || !broken.is_empty();
-        let expired_unblocked = self.fail_expired(&mut state, expired, now_ms)?;
-        let broken_unblocked = self.fail_broken(&mut state, broken, now_ms)?;
+        self.explain_expired(&mut expired, now_ms);
+        expired.append(&mut broken);
+        let made_dead = !expired.is_empty();
+        let dead_unblocked = self.fail_durably(&mut state, expired, now_ms)?;
         if !filled.is_empty() {
             // The rewrite is durable before any send: a crash after it
             // finds the filled operation, a crash before it fills it in
@@ -275,11 +276,7 @@ impl Outbox {
             state.held.insert(op.id.clone(), token);
         }
         drop(state);
-        if requeued > claimed.len()
-            || failed + rescheduled > 0
-            || expired_unblocked
-            || broken_unblocked
-        {
+        if requeued > claimed.len() || failed + rescheduled > 0 || dead_unblocked {
             // Requeued operations this claim had no room for, a key unblocked
             // by a failed one, or new due times: tell the others.
             self.shared.notify_claimable();
@@ -289,24 +286,15 @@ impl Outbox {
         Ok(Claim::new(claimed, token, Arc::clone(&self.shared)))
     }
 
-    /// Makes operations past the resend window dead letters, durably, and
-    /// returns whether that unblocked a key.
-    fn fail_expired(
-        &self,
-        state: &mut super::index::State,
-        mut expired: Vec<Operation>,
-        now_ms: i64,
-    ) -> Result<bool, OutboxError> {
-        if expired.is_empty() {
-            return Ok(false);
-        }
+    /// Says in `last_error` why each operation past the resend window
+    /// becomes a dead letter (made so by [`Outbox::fail_durably`]).
+    fn explain_expired(&self, expired: &mut [Operation], now_ms: i64) {
         #[expect(clippy::cast_precision_loss, reason = "days, for a message")]
         let days = |ms: i64| ms as f64 / 86_400_000.0;
         let window_days = days(self.config.resend_window_in_ms());
-        for op in &mut expired {
+        for op in expired {
             let first = op.first_sent_at_ms.unwrap_or(now_ms);
             let days = days(now_ms.saturating_sub(first));
-            transition(op, OperationStatus::Failed, now_ms)?;
             op.last_error = format!(
                 "not resent: first sent {days:.1} days ago, past the resend window of \
                  {window_days:.1} days, so the server may have forgotten its key and would \
@@ -314,32 +302,26 @@ impl Outbox {
                  or discard it"
             );
         }
-        self.store.put_batch(&expired)?;
-        let mut unblocked = false;
-        for op in &expired {
-            unblocked |= state.finish(op, self.holds_key(op));
-        }
-        Ok(unblocked)
     }
 
-    /// Makes dependents that can never be filled in dead letters, durably
-    /// (their `last_error` already says why), and returns whether that
-    /// unblocked a key.
-    fn fail_broken(
+    /// Makes `ops` (pending, their `last_error` saying why) dead letters,
+    /// durably, in one write, and returns whether that unblocked a key: the
+    /// expired and the dependents that can never be filled in.
+    fn fail_durably(
         &self,
         state: &mut super::index::State,
-        mut broken: Vec<Operation>,
+        mut ops: Vec<Operation>,
         now_ms: i64,
     ) -> Result<bool, OutboxError> {
-        if broken.is_empty() {
+        if ops.is_empty() {
             return Ok(false);
         }
-        for op in &mut broken {
+        for op in &mut ops {
             transition(op, OperationStatus::Failed, now_ms)?;
         }
-        self.store.put_batch(&broken)?;
+        self.store.put_batch(&ops)?;
         let mut unblocked = false;
-        for op in &broken {
+        for op in &ops {
             unblocked |= state.finish(op, self.holds_key(op));
         }
         Ok(unblocked)

@@ -13,7 +13,7 @@ use crate::operation::{Operation, OperationStatus};
 pub(super) enum Needs {
     /// Every needed operation is `Done` with its answer: the operation
     /// filled in from them, its `needs` empty (not stored yet).
-    Ready(Operation),
+    Ready(Box<Operation>),
     /// A needed operation is not `Done` yet (pending, in flight, or a dead
     /// letter that may still be retried).
     Waiting,
@@ -72,25 +72,23 @@ impl Outbox {
             if dependency.status != OperationStatus::Done {
                 return Ok(Needs::Waiting);
             }
-            match dependency.answer {
-                Some(answer) => answers.push(answer),
-                None => {
-                    let why = if dependency.last_error.is_empty() {
-                        "it did not ask to keep it".to_owned()
-                    } else {
-                        dependency.last_error
-                    };
-                    return Ok(Needs::Broken(format!(
-                        "not sent: it needs the answer of {}, which was not kept: {why}",
-                        need.op
-                    )));
-                }
-            }
+            let Some(answer) = dependency.answer else {
+                let why = if dependency.last_error.is_empty() {
+                    "it did not ask to keep it".to_owned()
+                } else {
+                    dependency.last_error
+                };
+                return Ok(Needs::Broken(format!(
+                    "not sent: it needs the answer of {}, which was not kept: {why}",
+                    need.op
+                )));
+            };
+            answers.push(answer);
         }
         let mut filled = op.clone();
         let answers: Vec<&str> = answers.iter().map(String::as_str).collect();
         Ok(match fill(&mut filled, &answers) {
-            Ok(()) => Needs::Ready(filled),
+            Ok(()) => Needs::Ready(Box::new(filled)),
             Err(why) => Needs::Broken(why),
         })
     }
