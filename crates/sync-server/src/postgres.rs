@@ -340,7 +340,7 @@ impl PgEffect {
     /// changes [`record`](Self::record)ed) and then stores `refusal` under
     /// the request's key and commits that alone, as
     /// [`commit`](Self::commit) would: for a handler that finds, part-way
-    /// through, that it must refuse — a group member refused
+    /// through, that it must refuse: a group member refused
     /// ([`Member::Refused`](crate::Member::Refused)) must undo the members
     /// applied before it, so the group is all or nothing
     /// (`docs/PROTOCOL.md`, "Groups"). A refusal the client retries (5xx,
