@@ -54,6 +54,26 @@ impl MemoryOutboxStore {
         Self::default()
     }
 
+    /// Runs `f` on the stored operation with `id`, without copying it;
+    /// `None` if there is none. `f` runs under the store's lock: keep it
+    /// short, and do not call the store from it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use sync_outbox::{MemoryOutboxStore, Operation, OutboxStore};
+    ///
+    /// let store = MemoryOutboxStore::new();
+    /// let mut op = Operation::new("note.create", "/notes", "{}");
+    /// op.id = "op_1".into();
+    /// store.put(&op)?;
+    /// assert_eq!(store.inspect("op_1", |op| op.payload.len()), Some(2));
+    /// # Ok::<_, sync_outbox::OutboxError>(())
+    /// ```
+    pub fn inspect<R>(&self, id: &str, f: impl FnOnce(&Operation) -> R) -> Option<R> {
+        self.lock().ops.get(id).map(f)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }

@@ -45,6 +45,7 @@ mod error;
 mod file;
 mod json_store;
 pub mod snapshot;
+mod transition;
 mod wal_store;
 
 pub use download::FileDownloadState;

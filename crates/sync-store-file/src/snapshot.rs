@@ -36,17 +36,26 @@ impl Snapshot {
     ///
     /// The JSON encoder's error (it has none for `Operation` in practice).
     pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let body = serde_json::to_vec(&self.operations)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+        // The body is written in place after a header whose length and CRC
+        // are filled in last: one buffer, no copy of a body that can be
+        // tens of megabytes.
+        let mut out = Vec::with_capacity(HEADER_LEN + 512 * self.operations.len());
         out.extend_from_slice(&SNAPSHOT_MAGIC);
         out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
         out.extend_from_slice(&self.lsn.to_le_bytes());
-        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&[0; 12]);
+        serde_json::to_writer(&mut out, &self.operations)?;
+        let body_len = (out.len() - HEADER_LEN) as u64;
+        if let Some(slot) = out.get_mut(20..28) {
+            slot.copy_from_slice(&body_len.to_le_bytes());
+        }
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&out);
-        crc.update(&body);
-        out.extend_from_slice(&crc.finalize().to_le_bytes());
-        out.extend_from_slice(&body);
+        crc.update(out.get(..28).unwrap_or_default());
+        crc.update(out.get(HEADER_LEN..).unwrap_or_default());
+        let crc = crc.finalize();
+        if let Some(slot) = out.get_mut(28..HEADER_LEN) {
+            slot.copy_from_slice(&crc.to_le_bytes());
+        }
         Ok(out)
     }
 

@@ -276,6 +276,23 @@ impl WalOutboxStore {
         Ok(())
     }
 
+    /// The records that store `ops`, in order. An id twice in `ops` is a
+    /// whole record the second time: a transition is relative to what the
+    /// index holds, and the first is not in it yet.
+    fn records_of(&self, ops: &[Operation]) -> Result<Vec<WalRecord>, OutboxError> {
+        let mut records = Vec::with_capacity(ops.len());
+        let mut seen = std::collections::HashSet::with_capacity(ops.len());
+        for op in ops {
+            let repeated = !seen.insert(op.id.as_str());
+            records.push(if repeated {
+                put_record(op)?
+            } else {
+                record_of(&self.index, op)?
+            });
+        }
+        Ok(records)
+    }
+
     /// Appends `records` (synced as the policy says) and applies `change` to
     /// the index, under the shared gate.
     fn append(
@@ -386,7 +403,17 @@ fn replay(
     Ok(())
 }
 
-/// The record that stores `op`.
+/// The record that stores `op`: a small transition record when it differs
+/// from the stored operation `index` holds only in the fields of its life
+/// (a claim, a result, a retry), else the whole operation.
+fn record_of(index: &MemoryOutboxStore, op: &Operation) -> Result<WalRecord, OutboxError> {
+    match index.inspect(&op.id, |old| crate::transition::record(old, op)) {
+        Some(Some(record)) => Ok(record),
+        _ => put_record(op),
+    }
+}
+
+/// The record that stores the whole of `op`.
 fn put_record(op: &Operation) -> Result<WalRecord, OutboxError> {
     let payload = serde_json::to_vec(op).map_err(OutboxError::store)?;
     Ok(WalRecord {
@@ -415,7 +442,17 @@ fn apply(index: &MemoryOutboxStore, record: &WalRecord) -> Result<(), String> {
             .remove(&record.id)
             .map(drop)
             .map_err(|e| e.to_string()),
-        other => Err(format!("unexpected record kind {other:?}")),
+        kind => {
+            let Some(status) = crate::transition::status_of(kind) else {
+                return Err(format!("unexpected record kind {kind:?}"));
+            };
+            let mut op = index
+                .get(&record.id)
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| format!("a transition of {:?}, which is not stored", record.id))?;
+            crate::transition::apply(&mut op, status, record)?;
+            index.put(&op).map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -430,12 +467,12 @@ fn corrupt_record(wal: &Wal, lsn: u64, error: &OutboxError) -> FileStoreError {
 impl OutboxStore for WalOutboxStore {
     /// One appended record; durable on `Ok` as the configured `SyncPolicy` says.
     fn put(&self, op: &Operation) -> Result<(), OutboxError> {
-        self.append(&[put_record(op)?], || self.index.put(op))
+        self.append(&[record_of(&self.index, op)?], || self.index.put(op))
     }
 
     /// One `write` (and, under `Always`, one sync) for the whole batch.
     fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
-        let records = ops.iter().map(put_record).collect::<Result<Vec<_>, _>>()?;
+        let records = self.records_of(ops)?;
         self.append(&records, || self.index.put_batch(ops))
     }
 
@@ -449,7 +486,7 @@ impl OutboxStore for WalOutboxStore {
     /// Nothing acknowledged to the app is lost. Claims (`put_claimed`) go
     /// through here too.
     fn put_unsynced(&self, ops: &[Operation]) -> Result<(), OutboxError> {
-        let records = ops.iter().map(put_record).collect::<Result<Vec<_>, _>>()?;
+        let records = self.records_of(ops)?;
         self.append_with(&records, Wal::append_batch_unsynced, || {
             self.index.put_batch(ops)
         })
