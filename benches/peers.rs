@@ -179,45 +179,9 @@ fn cycles(c: &mut Criterion, group_name: &str, ours: SyncPolicy, peers: &[&str])
             let dir = tempfile::tempdir().expect("tempdir");
             match *peer {
                 "baseline-file" => {
-                    use std::io::Write as _;
-                    let file = std::fs::File::create(dir.path().join("plain")).expect("file");
-                    let mut out = std::io::BufWriter::new(file);
-                    let bytes = serde_json::to_vec(&op()).expect("json");
-                    let always = ours == SyncPolicy::Always;
-                    group.bench_function(BenchmarkId::new(*peer, batch), |b| {
-                        b.iter(|| {
-                            for _ in 0..batch {
-                                out.write_all(&bytes).expect("write");
-                            }
-                            out.flush().expect("flush");
-                            if always {
-                                out.get_ref().sync_data().expect("sync");
-                            }
-                        });
-                    });
+                    bench_file(&mut group, batch, dir.path(), ours == SyncPolicy::Always);
                 }
-                "baseline-queue-file" => {
-                    let mut queue =
-                        queue_file::QueueFile::with_capacity(dir.path().join("q"), 16 << 20)
-                            .expect("queue-file");
-                    queue.set_sync_writes(false);
-                    queue.set_overwrite_on_remove(false);
-                    let bytes = serde_json::to_vec(&op()).expect("json");
-                    for _ in 0..QUEUED {
-                        queue.add(&bytes).expect("fill");
-                    }
-                    group.bench_function(BenchmarkId::new(*peer, batch), |b| {
-                        b.iter(|| {
-                            for _ in 0..batch {
-                                queue.add(&bytes).expect("add");
-                            }
-                            for _ in 0..batch {
-                                let _ = queue.peek().expect("peek");
-                                queue.remove().expect("remove");
-                            }
-                        });
-                    });
-                }
+                "baseline-queue-file" => bench_queue_file(&mut group, batch, dir.path()),
                 "baseline-sqlite-full-batched" if batch == 1 => {}
                 sqlite => {
                     let batched_dones = sqlite.ends_with("batched");
@@ -256,6 +220,52 @@ fn cycles(c: &mut Criterion, group_name: &str, ours: SyncPolicy, peers: &[&str])
         }
     }
     group.finish();
+}
+
+type Group<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// The physical baseline: the operations' JSON through a `BufWriter`,
+/// flushed per cycle, and `fdatasync`ed too when `always`.
+fn bench_file(group: &mut Group<'_>, batch: usize, dir: &Path, always: bool) {
+    use std::io::Write as _;
+    let file = std::fs::File::create(dir.join("plain")).expect("file");
+    let mut out = std::io::BufWriter::new(file);
+    let bytes = serde_json::to_vec(&op()).expect("json");
+    group.bench_function(BenchmarkId::new("baseline-file", batch), |b| {
+        b.iter(|| {
+            for _ in 0..batch {
+                out.write_all(&bytes).expect("write");
+            }
+            out.flush().expect("flush");
+            if always {
+                out.get_ref().sync_data().expect("sync");
+            }
+        });
+    });
+}
+
+/// queue-file as its docs advise, holding [`QUEUED`] elements: add, then
+/// peek and remove as many.
+fn bench_queue_file(group: &mut Group<'_>, batch: usize, dir: &Path) {
+    let mut queue =
+        queue_file::QueueFile::with_capacity(dir.join("q"), 16 << 20).expect("queue-file");
+    queue.set_sync_writes(false);
+    queue.set_overwrite_on_remove(false);
+    let bytes = serde_json::to_vec(&op()).expect("json");
+    for _ in 0..QUEUED {
+        queue.add(&bytes).expect("fill");
+    }
+    group.bench_function(BenchmarkId::new("baseline-queue-file", batch), |b| {
+        b.iter(|| {
+            for _ in 0..batch {
+                queue.add(&bytes).expect("add");
+            }
+            for _ in 0..batch {
+                let _ = queue.peek().expect("peek");
+                queue.remove().expect("remove");
+            }
+        });
+    });
 }
 
 fn cycle_always(c: &mut Criterion) {
