@@ -1,0 +1,18 @@
+//! The chaos harness's parts (issue 28, `docs/RELIABILITY.md`).
+//!
+//! So far: [`FaultProxy`], a fault-injecting TCP proxy in the manner of
+//! Toxiproxy. This machine's kernel has no `netem`, so the harness puts one
+//! of these on every link between a device and a server (and between a
+//! server and its database) and injects the faults in user space: latency
+//! and jitter, connections reset in the middle of a request or of an
+//! answer, answers held back past the client's timeout, a bandwidth limit,
+//! and partitions (a blackholed link accepts and then says nothing).
+//! Every decision comes from a seeded generator, so a fault schedule
+//! replays from its seed, and every injected fault is counted by kind for
+//! the harness's figures.
+
+#![deny(missing_docs)]
+
+mod proxy;
+
+pub use proxy::{FaultCounts, FaultProxy, Faults};
