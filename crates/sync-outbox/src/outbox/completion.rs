@@ -43,6 +43,10 @@ struct Latest {
     /// The outbox is gone: nothing will change any more.
     closed: bool,
     wakers: Vec<Waker>,
+    /// Threads blocked in `wait_past`: a bump with none skips the notify,
+    /// whose futex wake is a syscall even with nobody waiting (three per
+    /// send cycle otherwise).
+    sleepers: usize,
 }
 
 impl Changes {
@@ -52,12 +56,14 @@ impl Changes {
 
     /// After a write that changed a status.
     pub(super) fn bump(&self) {
-        let wakers = {
+        let (wakers, sleepers) = {
             let mut latest = self.lock();
             latest.count = latest.count.wrapping_add(1);
-            std::mem::take(&mut latest.wakers)
+            (std::mem::take(&mut latest.wakers), latest.sleepers)
         };
-        self.moved.notify_all();
+        if sleepers > 0 {
+            self.moved.notify_all();
+        }
         wakers.into_iter().for_each(Waker::wake);
     }
 
@@ -85,11 +91,13 @@ impl Changes {
             if left.is_zero() {
                 return false;
             }
+            latest.sleepers += 1;
             latest = self
                 .moved
                 .wait_timeout(latest, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            latest.sleepers -= 1;
         }
         true
     }
