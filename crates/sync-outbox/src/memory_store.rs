@@ -36,7 +36,9 @@ pub struct MemoryOutboxStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    ops: HashMap<String, Operation>,
+    /// Boxed: growing the map moves a pointer per operation, not the
+    /// whole (~350-byte) operation.
+    ops: HashMap<String, Box<Operation>, foldhash::fast::RandomState>,
     /// `(next_retry_at_ms, seq, id)` of every pending operation.
     pending: BTreeSet<(i64, u64, String)>,
     /// `(created_at_ms, seq)` of every pending operation -> how many share
@@ -71,7 +73,7 @@ impl MemoryOutboxStore {
     /// # Ok::<_, sync_outbox::OutboxError>(())
     /// ```
     pub fn inspect<R>(&self, id: &str, f: impl FnOnce(&Operation) -> R) -> Option<R> {
-        self.lock().ops.get(id).map(f)
+        self.lock().ops.get(id).map(|op| f(op))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -119,9 +121,10 @@ impl Inner {
 
     fn put(&mut self, op: &Operation) {
         let old = if let Some(slot) = self.ops.get_mut(op.id.as_str()) {
-            Some(std::mem::replace(slot, op.clone()))
+            // The box is reused: a replacement allocates only the copy.
+            Some(std::mem::replace(&mut **slot, op.clone()))
         } else {
-            self.ops.insert(op.id.clone(), op.clone());
+            self.ops.insert(op.id.clone(), Box::new(op.clone()));
             None
         };
         // Old index entries go before new ones are added: they may be equal.
@@ -148,7 +151,7 @@ impl OutboxStore for MemoryOutboxStore {
     }
 
     fn get(&self, id: &str) -> Result<Option<Operation>, OutboxError> {
-        Ok(self.lock().ops.get(id).cloned())
+        Ok(self.lock().ops.get(id).map(|op| Operation::clone(op)))
     }
 
     fn remove(&self, id: &str) -> Result<bool, OutboxError> {
@@ -161,7 +164,12 @@ impl OutboxStore for MemoryOutboxStore {
     }
 
     fn load_all(&self) -> Result<Vec<Operation>, OutboxError> {
-        Ok(self.lock().ops.values().cloned().collect())
+        Ok(self
+            .lock()
+            .ops
+            .values()
+            .map(|op| Operation::clone(op))
+            .collect())
     }
 
     fn ready(&self, now_ms: i64, limit: usize) -> Result<Vec<Operation>, OutboxError> {
@@ -171,7 +179,7 @@ impl OutboxStore for MemoryOutboxStore {
             .iter()
             .take_while(|(due, _, _)| *due <= now_ms)
             .take(limit)
-            .filter_map(|(_, _, id)| inner.ops.get(id).cloned())
+            .filter_map(|(_, _, id)| inner.ops.get(id).map(|op| Operation::clone(op)))
             .collect())
     }
 
