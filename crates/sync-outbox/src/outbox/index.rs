@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, HashSet};
 
 /// The maps keyed by ids and keys: foldhash's seeded hasher, several
-/// times faster than SipHash on short strings.
+/// times faster than `SipHash` on short strings.
 pub(super) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 use crate::operation::{Operation, OperationStatus};
