@@ -333,8 +333,59 @@ fn postgres_pull(
     group.finish();
 }
 
+/// `server/key-cost` (SQLite, `synchronous=FULL`): what exactly-once costs
+/// a handler. `through-the-key`: the key begun, then the note inserted and
+/// the key's response stored in one transaction (the transactional form);
+/// `baseline-handler-alone`: the same insert in a transaction of its own,
+/// no key. In-process, without HTTP: the store's share of a request.
+fn sqlite_key_cost(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = sqlite_store(rt, &dir);
+    rt.block_on(async {
+        store
+            .call(|db| db.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+            .await
+            .expect("schema");
+    });
+    let mut group = c.benchmark_group("server/key-cost");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("through-the-key", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let idem = claim(&*store).await;
+                let body = note(KEYS.load(Ordering::Relaxed)).to_string();
+                let response = store
+                    .transaction(&idem, move |tx| {
+                        tx.execute("INSERT INTO notes (body) VALUES (?1)", [&body])?;
+                        Ok(StoredResponse::new(http::StatusCode::CREATED))
+                    })
+                    .await
+                    .expect("effect");
+                black_box(response);
+            });
+        });
+    });
+    group.bench_function("baseline-handler-alone", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let body = note(KEYS.fetch_add(1, Ordering::Relaxed)).to_string();
+                store
+                    .call(move |db| {
+                        let tx = db.transaction()?;
+                        tx.execute("INSERT INTO notes (body) VALUES (?1)", [&body])?;
+                        tx.commit()
+                    })
+                    .await
+                    .expect("handler");
+            });
+        });
+    });
+    group.finish();
+}
+
 fn feed(c: &mut Criterion) {
     let rt = runtime();
+    sqlite_key_cost(c, &rt);
     sqlite_record(c, &rt);
     sqlite_pull(c, &rt);
     postgres(c, &rt);

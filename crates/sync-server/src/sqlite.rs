@@ -29,9 +29,13 @@ const SCHEMA_VERSION: u32 = 2;
 ///
 /// The database may hold the app's tables too: that is what
 /// [`transaction`](Self::transaction) is for. It is opened in WAL mode with
-/// `synchronous=FULL`, so every `Ok` of a write (a key begun, a response
-/// stored, a transaction committed) has been fsynced and survives power
-/// loss. A database whose key table has a version this build does not know
+/// `synchronous=FULL`, so every `Ok` of a write that exactly-once rests on
+/// (a response stored, a transaction committed, the app's SQL through
+/// [`call`](Self::call)) has been fsynced and survives power loss. A key
+/// begun is committed without an fsync of its own: a power loss may forget
+/// the claim, which only lets the retry claim the key again, and the effect
+/// it guards commits later with an fsync that covers the claim too (the WAL
+/// is written in order): one fsync per request, not two. A database whose key table has a version this build does not know
 /// is refused, and not written to; one of version 1 is upgraded in one
 /// transaction (its completed keys are remembered 30 days from their start).
 ///
@@ -76,6 +80,10 @@ pub struct SqliteIdempotencyStore {
     /// a reader and the writer run at once).
     reader: Arc<Mutex<Connection>>,
     path: Arc<PathBuf>,
+    /// Set while the writer may still be at `synchronous=NORMAL` (a key
+    /// was begun and restoring `FULL` failed): every write first restores
+    /// it, or fails, so no effect ever commits without its fsync.
+    relaxed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 mod feed;
@@ -156,6 +164,7 @@ impl SqliteIdempotencyStore {
             conn: Arc::new(Mutex::new(conn)),
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
+            relaxed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         })
     }
 
@@ -178,7 +187,12 @@ impl SqliteIdempotencyStore {
         F: FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let this = self.clone();
-        blocking(move || f(&mut this.lock()).map_err(|e| this.error("run the app's SQL", e))).await
+        blocking(move || {
+            let mut conn = this.lock();
+            this.ensure_synced(&conn)?;
+            f(&mut conn).map_err(|e| this.error("run the app's SQL", e))
+        })
+        .await
     }
 
     /// The transactional form: runs `f` in one `BEGIN IMMEDIATE` transaction
@@ -214,6 +228,7 @@ impl SqliteIdempotencyStore {
         let expiry = idem.expiry;
         let (response, committed) = blocking(move || {
             let mut conn = this.lock();
+            this.ensure_synced(&conn)?;
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| this.error("begin a transaction", e))?;
@@ -365,6 +380,42 @@ impl SqliteIdempotencyStore {
         lease_ms: i64,
     ) -> Result<Begin, ServerError> {
         let mut conn = self.lock();
+        self.ensure_synced(&conn)?;
+        // A claim is committed without an fsync of its own: nothing depends
+        // on it surviving a power loss (the retry would claim the key
+        // again), and the effect it guards commits later with an fsync that
+        // covers it too, since the WAL is written in order. One fsync per
+        // request instead of two.
+        self.relaxed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.error("relax synchronous for a claim", e))?;
+        let begun = self.claim_in(&mut conn, scope, key, fingerprint, now_ms, lease_ms);
+        self.ensure_synced(&conn)?;
+        begun
+    }
+
+    /// Restores `synchronous=FULL` on the writer if a claim left it relaxed.
+    fn ensure_synced(&self, conn: &Connection) -> Result<(), ServerError> {
+        if self.relaxed.load(std::sync::atomic::Ordering::SeqCst) {
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| self.error("restore synchronous=FULL", e))?;
+            self.relaxed
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// The claim's transaction of [`begin_blocking`](Self::begin_blocking).
+    fn claim_in(
+        &self,
+        conn: &mut Connection,
+        scope: &str,
+        key: &str,
+        fingerprint: Fingerprint,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Begin, ServerError> {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.error("begin a transaction", e))?;
@@ -442,6 +493,7 @@ impl IdempotencyStore for SqliteIdempotencyStore {
         let (claim, response) = (claim.clone(), response.clone());
         blocking(move || {
             let mut conn = this.lock();
+            this.ensure_synced(&conn)?;
             let tx = conn
                 .transaction()
                 .map_err(|e| this.error("begin a transaction", e))?;

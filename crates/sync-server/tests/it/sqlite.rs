@@ -350,3 +350,19 @@ async fn a_version_1_key_table_is_upgraded_and_its_keys_are_remembered()
     store_contract::check(Arc::new(store), "upgraded").await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_commits_unsynced_and_every_effect_after_it_synced()
+-> Result<(), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteIdempotencyStore::open(dir.path().join("keys.db")).await?;
+    let print = sync_server::Fingerprint::of("POST", "/notes", b"hi");
+    let begun = store.begin("", "k1", print, 0, 60_000).await?;
+    assert!(matches!(begun, sync_server::Begin::Started(_)), "{begun:?}");
+    // 2 is FULL: the effect's commit (and the app's SQL) fsyncs again.
+    let synchronous: i64 = store
+        .call(|db| db.pragma_query_value(None, "synchronous", |row| row.get(0)))
+        .await?;
+    assert_eq!(synchronous, 2);
+    Ok(())
+}
