@@ -270,7 +270,52 @@ fn postgres(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
             );
         }
     });
+    postgres_key_cost(c, rt, &store);
     postgres_pull(c, rt, &store);
+}
+
+/// `server-pg/key-cost`: `server/key-cost` on PostgreSQL.
+fn postgres_key_cost(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<PostgresIdempotencyStore>,
+) {
+    let mut group = c.benchmark_group("server-pg/key-cost");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("through-the-key", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let idem = claim(&**store).await;
+                let body = note(KEYS.load(Ordering::Relaxed)).to_string();
+                let effect = store.transaction(&idem).await.expect("begin");
+                effect
+                    .client()
+                    .execute("INSERT INTO bench_notes (body) VALUES ($1)", &[&body])
+                    .await
+                    .expect("insert");
+                black_box(
+                    effect
+                        .commit(StoredResponse::new(http::StatusCode::CREATED))
+                        .await
+                        .expect("commit"),
+                );
+            });
+        });
+    });
+    group.bench_function("baseline-handler-alone", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let body = note(KEYS.fetch_add(1, Ordering::Relaxed)).to_string();
+                let mut client = store.pool().get().await.expect("a connection");
+                let tx = client.transaction().await.expect("begin");
+                tx.execute("INSERT INTO bench_notes (body) VALUES ($1)", &[&body])
+                    .await
+                    .expect("insert");
+                tx.commit().await.expect("commit");
+            });
+        });
+    });
+    group.finish();
 }
 
 fn postgres_pull(

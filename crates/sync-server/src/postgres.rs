@@ -29,7 +29,12 @@ const SCHEMA_VERSION: u32 = 2;
 /// Idempotency keys in PostgreSQL, for any number of server instances on
 /// one database. Each call is one transaction on a pooled connection; `Ok`
 /// means PostgreSQL committed it (durable as the server's `fsync` and
-/// `synchronous_commit` settings make commits, by default on disk).
+/// `synchronous_commit` settings make commits, by default on disk), except
+/// a key begun: its claim commits without waiting for the WAL flush
+/// (`SET LOCAL synchronous_commit TO OFF`). A crash may forget the claim,
+/// which only lets the retry claim the key again; the effect it guards
+/// commits later with a flush that covers the claim too (the WAL is written
+/// in order).
 ///
 /// # Examples
 ///
@@ -432,24 +437,41 @@ impl IdempotencyStore for PostgresIdempotencyStore {
                 .await
                 .map_err(pg("begin a transaction"))?;
             let claim = KeyClaim::new(scope, key, fingerprint);
-            let inserted = tx
-                .execute(
-                    &format!(
-                        "INSERT INTO {TABLE} (scope, key, fingerprint, state, token, lease_until_ms, \
-                         created_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6) \
-                         ON CONFLICT (scope, key) DO NOTHING"
-                    ),
-                    &[
-                        &scope,
-                        &key,
-                        &fingerprint.as_bytes().as_slice(),
-                        &claim.token,
-                        &now_ms.saturating_add(lease_ms),
-                        &now_ms,
-                    ],
-                )
-                .await
-                .map_err(pg("claim a key"))?;
+            let claim_sql = format!(
+                "INSERT INTO {TABLE} (scope, key, fingerprint, state, token, lease_until_ms, \
+                 created_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6) \
+                 ON CONFLICT (scope, key) DO NOTHING"
+            );
+            let lease_until = now_ms.saturating_add(lease_ms);
+            let fingerprint_bytes = fingerprint.as_bytes();
+            // The claim commits without waiting for its WAL flush: nothing
+            // depends on it surviving a crash (the retry would claim the
+            // key again), and the effect it guards commits later with a
+            // flush that covers it, since the WAL is written in order. One
+            // flush per request instead of two. The SET travels in the same
+            // round trip as the insert (the client pipelines them).
+            let ((), inserted) = tokio::try_join!(
+                async {
+                    tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
+                        .await
+                        .map_err(pg("relax the claim's commit"))
+                },
+                async {
+                    tx.execute(
+                        &claim_sql,
+                        &[
+                            &scope,
+                            &key,
+                            &fingerprint_bytes.as_slice(),
+                            &claim.token,
+                            &lease_until,
+                            &now_ms,
+                        ],
+                    )
+                    .await
+                    .map_err(pg("claim a key"))
+                }
+            )?;
             if inserted == 1 {
                 tx.commit().await.map_err(pg("commit a key"))?;
                 return Ok(Begin::Started(claim));
