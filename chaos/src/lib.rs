@@ -1,6 +1,7 @@
 //! The chaos harness's parts (issue 28, `docs/RELIABILITY.md`).
 //!
-//! So far: [`FaultProxy`], a fault-injecting TCP proxy in the manner of
+//! So far: [`Lab`], hosts as network namespaces on a private bridge, and
+//! [`FaultProxy`], a fault-injecting TCP proxy in the manner of
 //! Toxiproxy. This machine's kernel has no `netem`, so the harness puts one
 //! of these on every link between a device and a server (and between a
 //! server and its database) and injects the faults in user space: latency
@@ -13,6 +14,8 @@
 
 #![deny(missing_docs)]
 
+mod lab;
 mod proxy;
 
+pub use lab::{Host, Lab, LabError};
 pub use proxy::{FaultCounts, FaultProxy, Faults};
