@@ -1,7 +1,9 @@
 //! Guards the lab with real namespaces (as root; CI runs as root): a
 //! process on a host is reachable from the harness at the host's address,
 //! a host cut off is unreachable, and healed it is reachable again; the
-//! lab leaves no namespace behind. Without root, `Lab::create` must refuse
+//! lab leaves no namespace behind. A host reaches another through a
+//! `FaultProxy` the harness runs on the gateway, and not while the proxy
+//! blackholes the link. Without root, `Lab::create` must refuse
 //! with `NeedsRoot`: the test says so and checks that, never a silent pass.
 
 #![expect(clippy::print_stdout, reason = "a harness-less test reports on stdout")]
@@ -21,6 +23,13 @@ fn main() -> Result<(), Error> {
     if std::env::var("SYNC_CHAOS_ECHO").is_ok() {
         return echo();
     }
+    if let Ok(target) = std::env::var("SYNC_CHAOS_CLIENT") {
+        // The client: one round trip to `target`, its outcome on stdout.
+        let outcome =
+            round_trip(target.parse()?).map_or_else(|e| format!("failed {e}"), |()| "ok".into());
+        println!("{outcome}");
+        return Ok(());
+    }
     match Lab::create("sctst", 231, &["a", "b"]) {
         Err(LabError::NeedsRoot) => {
             println!("test lab ... not root: Lab::create refused with NeedsRoot, as it must");
@@ -35,7 +44,9 @@ fn main() -> Result<(), Error> {
     if String::from_utf8_lossy(&left.stdout).contains("sctst-") {
         return Err("the lab left namespaces behind".into());
     }
-    println!("test lab ... ok: reachable, cut off, healed, removed");
+    println!(
+        "test lab ... ok: reachable, cut off, healed, through a proxy and not through a blackholed one, removed"
+    );
     Ok(())
 }
 
@@ -61,11 +72,47 @@ fn check(lab: &Lab) -> Result<(), Error> {
         }
         lab.set_connected("a", true)?;
         round_trip(addr).map_err(|e| format!("host a unreachable after healing: {e}"))?;
-        Ok(())
+        through_a_proxy(lab, addr)
     })();
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// Host b reaches host a's echo through a proxy on the gateway; not while
+/// the proxy blackholes the link.
+fn through_a_proxy(lab: &Lab, upstream: SocketAddr) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let listen = SocketAddr::from((lab.gateway(), PORT + 1));
+    let proxy = runtime.block_on(sync_chaos::FaultProxy::start(listen, upstream, 9))?;
+    let from_b = || -> Result<String, Error> {
+        let out = lab
+            .command("b", std::env::current_exe()?)?
+            .env("SYNC_CHAOS_CLIENT", listen.to_string())
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let open = from_b()?;
+    if open != "ok" {
+        return Err(format!("host b through the proxy: {open}").into());
+    }
+    proxy.set(sync_chaos::Faults {
+        blackhole: true,
+        ..sync_chaos::Faults::default()
+    });
+    let cut = from_b()?;
+    if !cut.starts_with("failed") {
+        return Err(format!("host b got through a blackholed proxy: {cut}").into());
+    }
+    if proxy.counts().connections != 2 {
+        return Err(format!("the proxy saw {:?}", proxy.counts()).into());
+    }
+    drop(proxy);
+    drop(runtime);
+    Ok(())
 }
 
 fn round_trip(addr: SocketAddr) -> Result<(), Error> {
