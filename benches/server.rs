@@ -97,15 +97,24 @@ fn sqlite_store(
         .expect("open")
 }
 
-fn sqlite_record(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = sqlite_store(rt, &dir);
+/// A store in `dir` with the handler's `notes` table.
+fn sqlite_notes_store(
+    rt: &tokio::runtime::Runtime,
+    dir: &tempfile::TempDir,
+) -> Arc<SqliteIdempotencyStore> {
+    let store = sqlite_store(rt, dir);
     rt.block_on(async {
         store
             .call(|db| db.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
             .await
             .expect("schema");
     });
+    store
+}
+
+fn sqlite_record(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = sqlite_notes_store(rt, &dir);
     record_group(c, rt, "feed/record", |changes| {
         let store = Arc::clone(&store);
         async move {
@@ -385,13 +394,7 @@ fn postgres_pull(
 /// no key. In-process, without HTTP: the store's share of a request.
 fn sqlite_key_cost(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = sqlite_store(rt, &dir);
-    rt.block_on(async {
-        store
-            .call(|db| db.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
-            .await
-            .expect("schema");
-    });
+    let store = sqlite_notes_store(rt, &dir);
     let mut group = c.benchmark_group("server/key-cost");
     group.throughput(Throughput::Elements(1));
     group.bench_function("through-the-key", |b| {
