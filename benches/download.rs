@@ -8,7 +8,8 @@
 //! - `sqlite-download`: `SqliteDownload::commit_page`: the download state
 //!   read, the rule planned against the outbox (100 pending operations of
 //!   other notes), each change through the app's `ApplySqliteChanges`
-//!   (a cached `INSERT ... ON CONFLICT DO UPDATE`), the cursor written, one
+//!   (`apply_changes`: a cached `INSERT ... ON CONFLICT DO UPDATE` prepared
+//!   once per page, as the peer does), the cursor written, one
 //!   `BEGIN IMMEDIATE` ... `COMMIT`;
 //! - `peer-sqlite-upsert`: the same 500 rows upserted by plain rusqlite in
 //!   one transaction with the same cached statement, on a database with
@@ -28,7 +29,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rusqlite::Connection;
-use sync_outbox::download::{Change, DownloadTarget, PullResponse};
+use sync_outbox::download::{Change, ChangeOp, DownloadTarget, PullResponse};
 use sync_outbox::{Operation, Outbox, OutboxConfig};
 use sync_store_sqlite::{
     ApplySqliteChanges, SqliteDownload, SqliteOutboxStore, SqliteOutboxStoreConfig,
@@ -58,6 +59,21 @@ impl ApplySqliteChanges for Notes {
         db.prepare_cached("DELETE FROM notes WHERE id = ?1")?
             .execute([&c.id])
             .map(drop)
+    }
+    /// As an app tuning it would: each statement prepared once per page,
+    /// as the peer does.
+    fn apply_changes(&mut self, db: &Connection, changes: &[&Change]) -> rusqlite::Result<()> {
+        let mut upsert = db.prepare_cached(UPSERT)?;
+        let mut delete = db.prepare_cached("DELETE FROM notes WHERE id = ?1")?;
+        for c in changes {
+            match &c.op {
+                ChangeOp::Upsert { state } => {
+                    upsert.execute((&c.id, state["text"].as_str(), c.version))?
+                }
+                ChangeOp::Delete => delete.execute([&c.id])?,
+            };
+        }
+        Ok(())
     }
     fn reset(&mut self, _db: &Connection, _keep: &HashSet<String>) -> rusqlite::Result<()> {
         Ok(())
