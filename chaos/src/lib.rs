@@ -1,6 +1,8 @@
 //! The chaos harness's parts (issue 28, `docs/RELIABILITY.md`).
 //!
-//! So far: [`Lab`], hosts as network namespaces on a private bridge, and
+//! So far: [`check`], the checker that judges a run's recorded history
+//! ([`Event`]s) and its end ([`FinalState`]) against the promises; [`Lab`],
+//! hosts as network namespaces on a private bridge; and
 //! [`FaultProxy`], a fault-injecting TCP proxy in the manner of
 //! Toxiproxy. This machine's kernel has no `netem`, so the harness puts one
 //! of these on every link between a device and a server (and between a
@@ -14,8 +16,10 @@
 
 #![deny(missing_docs)]
 
+mod history;
 mod lab;
 mod proxy;
 
+pub use history::{EntityKey, Event, FinalState, Problem, Verdict, check};
 pub use lab::{Host, Lab, LabError};
 pub use proxy::{FaultCounts, FaultProxy, Faults};
