@@ -14,7 +14,8 @@
 //! the server's real id) and later ones add items under the note's
 //! temporary id: an item always goes out with the real id; a create's
 //! completion carries its answer; when a create ends a dead letter the app
-//! discards it, and its unsent items end `Failed` too. 200 seeds in `cargo test` (`SYNC_ASYNC_SIM_SEEDS=n` for
+//! discards it, and its unsent items end `Failed` too. Transfers go as
+//! all-or-nothing groups, each send carrying both members. 200 seeds in `cargo test` (`SYNC_ASYNC_SIM_SEEDS=n` for
 //! more); a failing seed prints itself and `SYNC_ASYNC_SIM_SEED=n` replays it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -43,7 +44,8 @@ struct Seen {
     ok: HashSet<String>,
     /// `(ordering_key, seq)` of each first ok answer, in order.
     first_ok_order: Vec<(String, u64)>,
-    /// Items that went out without their note's real id.
+    /// Items that went out without their note's real id, and groups that
+    /// went out without both members.
     unfilled: Vec<String>,
 }
 
@@ -89,6 +91,11 @@ impl AsyncSyncTransport for SimUpstream {
             }
             if op.kind == "item.add" && (op.target.contains("tmp-") || !op.needs.is_empty()) {
                 seen.unfilled.push(format!("{} as {}", op.id, op.target));
+            }
+            let members = op.group_members().map(|m| m.len()).unwrap_or_default();
+            if op.kind == "transfer" && members != 2 {
+                seen.unfilled
+                    .push(format!("group {} sent with {members} members", op.id));
             }
             OnTheWire {
                 seen: Arc::clone(&self.seen),
@@ -201,8 +208,19 @@ async fn world(seed: u64) -> Result<(), String> {
             ordering_key: key,
             ..Operation::new("sim", "/sim", format!("{n}"))
         };
-        match (rng.below(4), &last_create) {
+        match (rng.below(5), &last_create) {
             (0, _) => op = Operation::new("note.create", "/notes", "{}").keeping_answer(),
+            // A transfer: both members in one operation, one request.
+            (2, _) => {
+                op = Operation::group(
+                    "transfer",
+                    [
+                        Operation::new("debit", "/accounts/a", format!("{n}")),
+                        Operation::new("credit", "/accounts/b", format!("{n}")),
+                    ],
+                )
+                .map_err(|e| e.to_string())?;
+            }
             (1, Some(create)) => {
                 let tmp = format!("tmp-{n}");
                 op = Operation::new("item.add", format!("/notes/{tmp}/items"), "{}")
