@@ -19,6 +19,7 @@
 mod history;
 mod lab;
 mod proxy;
+pub mod server;
 
 pub use history::{EntityKey, Event, FinalState, Problem, Verdict, check};
 pub use lab::{Host, Lab, LabError};
