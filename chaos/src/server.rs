@@ -74,6 +74,10 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS chaos_effects (op_key TEXT NOT 
      CREATE TABLE IF NOT EXISTS chaos_entities (scope TEXT NOT NULL, id TEXT NOT NULL, \
      value TEXT NOT NULL, PRIMARY KEY (scope, id));";
 
+const EFFECT_SQLITE: &str =
+    "INSERT INTO chaos_effects (op_key, scope, id, value) VALUES (?1, ?2, ?3, ?4)";
+const EFFECT_PG: &str =
+    "INSERT INTO chaos_effects (op_key, scope, id, value) VALUES ($1, $2, $3, $4)";
 const UPSERT_SQLITE: &str = "INSERT INTO chaos_entities (scope, id, value) VALUES (?1, ?2, ?3) \
      ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value";
 const UPSERT_PG: &str = "INSERT INTO chaos_entities (scope, id, value) VALUES ($1, $2, $3) \
@@ -163,29 +167,28 @@ async fn apply(
     );
     let answer = StoredResponse::new(StatusCode::OK);
     match db {
-        Db::Sqlite(store) => store
-            .transaction(&idem, move |tx| {
-                tx.execute(
-                    "INSERT INTO chaos_effects (op_key, scope, id, value) VALUES (?1, ?2, ?3, ?4)",
-                    sync_server::rusqlite::params![key, scope, id, value],
-                )?;
-                tx.execute(
-                    UPSERT_SQLITE,
-                    sync_server::rusqlite::params![scope, id, value],
-                )?;
-                SqliteIdempotencyStore::record(tx, &change)?;
-                Ok(answer)
-            })
-            .await,
+        Db::Sqlite(store) => {
+            store
+                .transaction(&idem, move |tx| {
+                    tx.execute(
+                        EFFECT_SQLITE,
+                        sync_server::rusqlite::params![key, scope, id, value],
+                    )?;
+                    tx.execute(
+                        UPSERT_SQLITE,
+                        sync_server::rusqlite::params![scope, id, value],
+                    )?;
+                    SqliteIdempotencyStore::record(tx, &change)?;
+                    Ok(answer)
+                })
+                .await
+        }
         Db::Postgres(store) => {
             let effect = store.transaction(&idem).await?;
             let pg = |op| move |source| ServerError::Postgres { op, source };
             effect
                 .client()
-                .execute(
-                    "INSERT INTO chaos_effects (op_key, scope, id, value) VALUES ($1, $2, $3, $4)",
-                    &[&key, &scope, &id, &value],
-                )
+                .execute(EFFECT_PG, &[&key, &scope, &id, &value])
                 .await
                 .map_err(pg("insert the effect"))?;
             effect
