@@ -272,11 +272,18 @@ impl SqliteTransaction<'_> {
             .execute_batch("COMMIT")
             .map_err(|e| sql("commit a transaction on", self.store.path(), e))?;
         let prepared = std::mem::take(&mut self.prepared);
-        let Some(held) = self.held.take() else {
+        let ids = std::mem::take(&mut self.ids);
+        let held = self.held.take();
+        // SQLite's connection goes back before the outbox is taken again to
+        // register the committed operations: a thread holding the outbox
+        // and waiting for the connection (the downloader, another
+        // transaction) would otherwise wait on us while we wait on it.
+        drop(self);
+        let Some(held) = held else {
             return Ok(Vec::new());
         };
         let _ = held.commit(prepared);
-        Ok(std::mem::take(&mut self.ids))
+        Ok(ids)
     }
 
     /// Rolls everything back (as dropping it does).

@@ -342,3 +342,37 @@ fn an_operations_account_and_payload_version_survive_a_reopen() -> TestResult {
     assert_eq!(outbox.claim(2_000, 10)?.len(), 1);
     Ok(())
 }
+
+/// Two threads committing transactions with enqueues, as an app's writer
+/// and the downloader (which also holds the outbox, then the connection)
+/// do: a commit used to register its operations in the outbox while still
+/// holding the connection, so a thread holding the outbox and waiting for
+/// the connection deadlocked with it. Found by the chaos harness's devices.
+#[test]
+fn concurrent_transactions_with_enqueues_never_deadlock() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..3 {
+        let (store, outbox, done) = (Arc::clone(&store), Arc::clone(&outbox), done.clone());
+        std::thread::spawn(move || {
+            let result = (0..1_000).try_for_each(|i| {
+                store
+                    .with_transaction(&outbox, |tx| {
+                        tx.enqueue_now(Operation::new("note.save", format!("/notes/{t}-{i}"), "{}"))
+                    })
+                    .map(drop)
+            });
+            let _ = done.send(result.map_err(|e| e.to_string()));
+        });
+    }
+    for _ in 0..3 {
+        let ended = finished.recv_timeout(std::time::Duration::from_secs(60));
+        assert!(
+            matches!(ended, Ok(Ok(()))),
+            "a writer deadlocked or failed: {ended:?}"
+        );
+    }
+    assert_eq!(outbox.stats()?.pending, 3_000);
+    Ok(())
+}
