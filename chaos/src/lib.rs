@@ -16,6 +16,7 @@
 
 #![deny(missing_docs)]
 
+pub mod device;
 mod history;
 mod lab;
 mod proxy;
