@@ -272,18 +272,15 @@ impl SqliteTransaction<'_> {
             .execute_batch("COMMIT")
             .map_err(|e| sql("commit a transaction on", self.store.path(), e))?;
         let prepared = std::mem::take(&mut self.prepared);
-        let ids = std::mem::take(&mut self.ids);
-        let held = self.held.take();
-        // SQLite's connection goes back before the outbox is taken again to
-        // register the committed operations: a thread holding the outbox
-        // and waiting for the connection (the downloader, another
-        // transaction) would otherwise wait on us while we wait on it.
-        drop(self);
-        let Some(held) = held else {
+        let Some(held) = self.held.take() else {
             return Ok(Vec::new());
         };
+        // Registered in the held outbox, never by taking it again while the
+        // connection is held: a thread holding the outbox and waiting for
+        // the connection (the downloader, another transaction) would wait
+        // on us while we waited on it.
         let _ = held.commit(prepared);
-        Ok(ids)
+        Ok(std::mem::take(&mut self.ids))
     }
 
     /// Rolls everything back (as dropping it does).

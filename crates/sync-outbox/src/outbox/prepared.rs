@@ -71,22 +71,44 @@ impl PreparedEnqueue {
     /// returns its id.
     #[must_use = "the id of the committed operation"]
     pub fn committed(mut self) -> String {
-        self.settled = true;
+        let shared = Arc::clone(&self.shared);
         {
-            let mut state = self.shared.lock();
-            state.end_enqueue(&self.op);
-            state.replacing.remove(&self.op.id);
-            if !self.replaces
-                && let Some(key) = super::index::coalesce_slot(&self.op)
-                && self.op.attempt == 0
-            {
-                state
-                    .coalescable
-                    .insert(key.into_owned(), self.op.id.clone());
-            }
+            let mut state = shared.lock();
+            self.register(&mut state);
         }
-        self.shared.notify_enqueue();
+        shared.notify_enqueue();
         std::mem::take(&mut self.op.id)
+    }
+
+    /// Registers the committed operation in the indexes `state` (the
+    /// outbox's, locked by the caller).
+    fn register(&mut self, state: &mut State) {
+        self.settled = true;
+        state.end_enqueue(&self.op);
+        state.replacing.remove(&self.op.id);
+        if !self.replaces
+            && let Some(key) = super::index::coalesce_slot(&self.op)
+            && self.op.attempt == 0
+        {
+            state
+                .coalescable
+                .insert(key.into_owned(), self.op.id.clone());
+        }
+    }
+
+    /// Releases the reservation of a rolled-back enqueue in `state` (the
+    /// outbox's, locked by the caller); returns whether that unblocked a
+    /// key.
+    fn release(&mut self, state: &mut State) -> bool {
+        self.settled = true;
+        if self.replaces {
+            // The target is claimable again.
+            state.replacing.remove(&self.op.id)
+        } else {
+            state.end_enqueue(&self.op);
+            // Later operations of its key that waited behind it may go.
+            state.remove_from_indexes(&self.op)
+        }
     }
 }
 
@@ -97,15 +119,9 @@ impl Drop for PreparedEnqueue {
             return;
         }
         let unblocked = {
-            let mut state = self.shared.lock();
-            if self.replaces {
-                // The target is claimable again.
-                state.replacing.remove(&self.op.id)
-            } else {
-                state.end_enqueue(&self.op);
-                // Later operations of its key that waited behind it may go.
-                state.remove_from_indexes(&self.op)
-            }
+            let shared = Arc::clone(&self.shared);
+            let mut state = shared.lock();
+            self.release(&mut state)
         };
         if unblocked {
             self.shared.notify_claimable();
@@ -187,23 +203,40 @@ impl ExclusiveOutbox<'_> {
         self.outbox.prepare_in(&mut self.state, op, now_ms, false)
     }
 
-    /// The store's transaction committed: releases the outbox, then
-    /// [`committed`](PreparedEnqueue::committed) each of `prepared`. Returns
-    /// their ids, in order.
+    /// The store's transaction committed: registers each of `prepared` in
+    /// the held outbox, then releases it and tells the listeners. Returns
+    /// their ids, in order. The outbox is not taken again, so a store may
+    /// call this while it still holds its own lock (its connection) without
+    /// waiting on a thread that holds the outbox and waits for that lock.
     #[must_use = "the ids of the committed operations"]
-    pub fn commit(self, prepared: Vec<PreparedEnqueue>) -> Vec<String> {
-        drop(self.state);
-        prepared
+    pub fn commit(mut self, prepared: Vec<PreparedEnqueue>) -> Vec<String> {
+        let ids: Vec<String> = prepared
             .into_iter()
-            .map(PreparedEnqueue::committed)
-            .collect()
+            .map(|mut p| {
+                p.register(&mut self.state);
+                std::mem::take(&mut p.op.id)
+            })
+            .collect();
+        drop(self.state);
+        for _ in &ids {
+            self.outbox.shared.notify_enqueue();
+        }
+        ids
     }
 
-    /// The store's transaction rolled back: releases the outbox, then drops
-    /// `prepared`, leaving the indexes as they were.
-    pub fn rollback(self, prepared: Vec<PreparedEnqueue>) {
+    /// The store's transaction rolled back: releases each of `prepared`'s
+    /// reservations in the held outbox (the indexes as they were), then the
+    /// outbox. Like [`commit`](Self::commit), it does not take the outbox
+    /// again.
+    pub fn rollback(mut self, prepared: Vec<PreparedEnqueue>) {
+        let mut unblocked = false;
+        for mut p in prepared {
+            unblocked |= p.release(&mut self.state);
+        }
         drop(self.state);
-        drop(prepared);
+        if unblocked {
+            self.outbox.shared.notify_claimable();
+        }
     }
 }
 
