@@ -227,7 +227,7 @@ pub mod prelude {
     pub use crate::outbox::download::{AppDownload, ApplyChanges, Change};
     #[cfg(feature = "outbox")]
     pub use crate::outbox::{
-        Completion, MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig,
+        Completion, MemoryOutboxStore, Need, Operation, OperationStatus, Outbox, OutboxConfig,
         OutboxStore, RetryPolicy,
     };
     #[cfg(feature = "sqlite")]
