@@ -281,9 +281,10 @@ impl WalOutboxStore {
     /// index holds, and the first is not in it yet.
     fn records_of(&self, ops: &[Operation]) -> Result<Vec<WalRecord>, OutboxError> {
         let mut records = Vec::with_capacity(ops.len());
-        let mut seen = std::collections::HashSet::with_capacity(ops.len());
+        // A claim or a result of one operation needs no set.
+        let mut seen = std::collections::HashSet::new();
         for op in ops {
-            let repeated = !seen.insert(op.id.as_str());
+            let repeated = ops.len() > 1 && !seen.insert(op.id.as_str());
             records.push(if repeated {
                 put_record(op)?
             } else {

@@ -93,12 +93,18 @@ impl Outbox {
         })
     }
 
-    /// Whether `op` waits for an operation it needs (not claimable yet).
+    /// Whether `op` waits for an operation it needs (not claimable yet):
+    /// one of them is still there and not `Done`. Only the statuses are
+    /// read; filling it in is the claim's work.
     pub(super) fn waits_for_needs(&self, op: &Operation) -> Result<bool, OutboxError> {
-        if op.needs.is_empty() {
-            return Ok(false);
+        for need in &op.needs {
+            if let Some(dependency) = self.store.get(&need.op)?
+                && dependency.status != OperationStatus::Done
+            {
+                return Ok(true);
+            }
         }
-        Ok(matches!(self.resolve_needs(op)?, Needs::Waiting))
+        Ok(false)
     }
 }
 
