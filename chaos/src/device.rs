@@ -21,7 +21,7 @@ use sync_engine::{
     PullTransport, Reflection, SendResult, SyncEngine, SyncEngineConfig, SyncTransport,
     SystemClock,
 };
-use sync_outbox::download::{Change, ChangeOp};
+use sync_outbox::download::Change;
 use sync_outbox::{Operation, Outbox, OutboxConfig, RetryPolicy};
 use sync_protocol::PullRequest;
 use sync_store_sqlite::{
@@ -79,8 +79,11 @@ struct History {
 
 impl History {
     fn line(&self, line: &str) -> std::io::Result<()> {
+        // One `write` per line: `writeln!` would write the pieces apart,
+        // and devices appending to one file would interleave them.
+        let text = format!("{} {line}\n", self.device);
         let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        writeln!(file, "{} {line}", self.device)
+        file.write_all(text.as_bytes())
     }
 }
 
@@ -182,20 +185,6 @@ impl ApplySqliteChanges for Entities {
         let id = key.strip_prefix("entity/").unwrap_or(key);
         db.execute("DELETE FROM entities WHERE id = ?1", [id])
             .map(drop)
-    }
-
-    fn apply_changes(
-        &mut self,
-        db: &rusqlite::Connection,
-        changes: &[&Change],
-    ) -> rusqlite::Result<()> {
-        for change in changes {
-            match &change.op {
-                ChangeOp::Upsert { state } => self.upsert(db, change, state)?,
-                ChangeOp::Delete => self.delete(db, change)?,
-            }
-        }
-        Ok(())
     }
 }
 
