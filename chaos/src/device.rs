@@ -2,28 +2,37 @@
 //! it was told and what it saw for the checker.
 //!
 //! Its data is a table `entities (scope, id, value)` in the app's SQLite
-//! database, beside the outbox (`SqliteOutboxStore`): an edit writes the
-//! row and enqueues its operation in one transaction; the engine pushes
-//! them through a transport that fails over between the run's servers, and
-//! pulls the feed of its scopes into the same table (`SqliteDownload`).
-//! Each acknowledged enqueue and each pulled change's scope is appended to
-//! the history file (one `write` per line, so a killed device loses none).
+//! database. On the SQLite store ([`StoreKind::Sqlite`]) the outbox lives
+//! in the same database: an edit writes the row and enqueues its operation
+//! in one transaction, and pulled pages go into the table in the page's
+//! transaction (`SqliteDownload`). On the WAL store ([`StoreKind::Wal`])
+//! the outbox is a `WalOutboxStore` beside the database: an edit writes the
+//! operation durably first, then the row, both with the outbox held (so a
+//! pull cannot land between them), and pulled pages go in through
+//! `AppDownload` with the cursor in a `FileDownloadState`. Either way the
+//! engine pushes through a transport that fails over between the run's
+//! servers, on a clock that may be skewed by minutes.
+//!
+//! The history file gets a line before each edit (`try {op}`: the edit may
+//! or may not be acknowledged, if the device dies now), after it is
+//! acknowledged (`ack {op}`), and for each pulled change (`pulled
+//! {scope}`), one `write` per line so a killed device loses none.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sync_engine::{
-    Clock as _, DownloadConfig, Downloader, NetworkProbe, NetworkProbeConfig, PullResult,
-    PullTransport, Reflection, SendResult, SyncEngine, SyncEngineConfig, SyncTransport,
-    SystemClock,
+    Clock, DownloadConfig, Downloader, NetworkProbe, NetworkProbeConfig, PullResult, PullTransport,
+    SendResult, SyncEngine, SyncEngineConfig, SyncTransport, SystemClock, Wakeup,
 };
-use sync_outbox::download::Change;
-use sync_outbox::{Operation, Outbox, OutboxConfig, RetryPolicy};
+use sync_outbox::download::{AppDownload, ApplyChanges, Change, DownloadTarget};
+use sync_outbox::{Operation, Outbox, OutboxConfig, OutboxStore, RetryPolicy, SendOutcome};
 use sync_protocol::PullRequest;
+use sync_store_file::{FileDownloadState, WalOutboxStore, WalOutboxStoreConfig};
 use sync_store_sqlite::{
     ApplySqliteChanges, SqliteDownload, SqliteOutboxStore, SqliteOutboxStoreConfig,
     SqliteStoreError,
@@ -35,13 +44,25 @@ use crate::server::SCOPES_HEADER;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Which store a device keeps its outbox in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// `SqliteOutboxStore`, in the app's own database.
+    Sqlite,
+    /// `WalOutboxStore`, beside the app's database.
+    Wal,
+}
+
 /// What a device is.
 #[derive(Clone, Debug)]
 pub struct DeviceConfig {
     /// Its name in the history.
     pub name: String,
-    /// Its SQLite database (outbox and data).
+    /// Its SQLite database (its data; the outbox too on [`StoreKind::Sqlite`]).
+    /// The WAL store and the download state go beside it.
     pub db: PathBuf,
+    /// The outbox's store.
+    pub store: StoreKind,
     /// The servers' base URLs, the first tried first.
     pub servers: Vec<String>,
     /// The scopes it edits and pulls.
@@ -50,17 +71,33 @@ pub struct DeviceConfig {
     pub entities: usize,
     /// The history file it appends to.
     pub history: PathBuf,
+    /// How far its wall clock is off, in milliseconds (may be negative).
+    pub skew_ms: i64,
+}
+
+enum Local {
+    Sqlite(Arc<SqliteOutboxStore>),
+    Wal {
+        store: Arc<WalOutboxStore>,
+        data: Arc<Mutex<rusqlite::Connection>>,
+    },
 }
 
 /// A running device.
 pub struct Device {
     config: DeviceConfig,
-    store: Arc<SqliteOutboxStore>,
+    local: Local,
     outbox: Arc<Outbox>,
     engine: SyncEngine,
     downloader: Arc<Downloader>,
+    target: Arc<dyn DownloadTarget>,
     history: Arc<History>,
-    edits: Vec<String>,
+    clock: SkewedClock,
+    /// This life's prefix of operation ids, and the next number: the
+    /// device names each operation before enqueuing it, so its `try` line
+    /// names it too.
+    life: String,
+    next_op: u64,
 }
 
 impl std::fmt::Debug for Device {
@@ -68,6 +105,27 @@ impl std::fmt::Debug for Device {
         f.debug_struct("Device")
             .field("name", &self.config.name)
             .finish_non_exhaustive()
+    }
+}
+
+/// The system clock, off by a fixed amount: a device whose clock is wrong.
+#[derive(Clone, Copy, Debug)]
+struct SkewedClock {
+    skew_ms: i64,
+}
+
+impl Clock for SkewedClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms().saturating_add(self.skew_ms)
+    }
+
+    fn sleep_until(&self, wakeup: &Arc<Wakeup>, seen: u64, deadline_ms: Option<i64>) {
+        let timeout = deadline_ms.map(|deadline| {
+            Duration::from_millis(
+                u64::try_from(deadline.saturating_sub(self.now_ms())).unwrap_or(0),
+            )
+        });
+        wakeup.wait(seen, timeout);
     }
 }
 
@@ -112,7 +170,17 @@ impl SyncTransport for Failover {
     fn send(&self, op: &Operation) -> SendResult {
         let (i, transport) = self.pick();
         let result = transport.send(op);
-        if result.is_unanswered() {
+        // No answer, or a server that cannot serve (a 5xx: its database
+        // may be cut off): try the other one next time.
+        let unwell = matches!(
+            result.outcome(),
+            SendOutcome::Unanswered { .. }
+                | SendOutcome::Failed {
+                    retryable: true,
+                    ..
+                }
+        );
+        if unwell {
             self.fail_over(i);
         }
         result
@@ -123,25 +191,30 @@ impl PullTransport for Failover {
     fn pull(&self, request: &PullRequest) -> PullResult {
         let (i, transport) = self.pick();
         let result = transport.pull(request);
-        if matches!(result, PullResult::Unanswered { .. }) {
+        if matches!(
+            result,
+            PullResult::Unanswered { .. } | PullResult::Failed { .. }
+        ) {
             self.fail_over(i);
         }
         result
     }
 }
 
-/// Pulled changes into the `entities` table, each scope noted in the
-/// history.
+const UPSERT: &str = "INSERT INTO entities (scope, id, value) VALUES (?1, ?2, ?3) \
+     ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value";
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS entities (scope TEXT NOT NULL, \
+     id TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (scope, id))";
+
+/// The app's writes of pulled changes, on either store: the same rows.
 struct Entities {
     history: Arc<History>,
 }
 
-const UPSERT: &str = "INSERT INTO entities (scope, id, value) VALUES (?1, ?2, ?3) \
-     ON CONFLICT (scope, id) DO UPDATE SET value = excluded.value";
-
-impl ApplySqliteChanges for Entities {
+impl Entities {
     fn upsert(
-        &mut self,
+        &self,
         db: &rusqlite::Connection,
         change: &Change,
         state: &serde_json::Value,
@@ -152,7 +225,7 @@ impl ApplySqliteChanges for Entities {
             .map(drop)
     }
 
-    fn delete(&mut self, db: &rusqlite::Connection, change: &Change) -> rusqlite::Result<()> {
+    fn delete(&self, db: &rusqlite::Connection, change: &Change) -> rusqlite::Result<()> {
         let _ = self.history.line(&format!("pulled {}", change.scope));
         db.execute(
             "DELETE FROM entities WHERE scope = ?1 AND id = ?2",
@@ -161,11 +234,7 @@ impl ApplySqliteChanges for Entities {
         .map(drop)
     }
 
-    fn reset(
-        &mut self,
-        db: &rusqlite::Connection,
-        keep: &std::collections::HashSet<String>,
-    ) -> rusqlite::Result<()> {
+    fn reset(db: &rusqlite::Connection, keep: &HashSet<String>) -> rusqlite::Result<()> {
         let ids: Vec<(String, String)> = db
             .prepare("SELECT scope, id FROM entities")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -181,15 +250,153 @@ impl ApplySqliteChanges for Entities {
         Ok(())
     }
 
-    fn forget(&mut self, db: &rusqlite::Connection, key: &str) -> rusqlite::Result<()> {
+    fn forget(db: &rusqlite::Connection, key: &str) -> rusqlite::Result<()> {
         let id = key.strip_prefix("entity/").unwrap_or(key);
         db.execute("DELETE FROM entities WHERE id = ?1", [id])
             .map(drop)
     }
 }
 
+/// On the SQLite store: in the page's transaction.
+struct SqliteEntities(Entities);
+
+impl ApplySqliteChanges for SqliteEntities {
+    fn upsert(
+        &mut self,
+        db: &rusqlite::Connection,
+        change: &Change,
+        state: &serde_json::Value,
+    ) -> rusqlite::Result<()> {
+        self.0.upsert(db, change, state)
+    }
+
+    fn delete(&mut self, db: &rusqlite::Connection, change: &Change) -> rusqlite::Result<()> {
+        self.0.delete(db, change)
+    }
+
+    fn reset(&mut self, db: &rusqlite::Connection, keep: &HashSet<String>) -> rusqlite::Result<()> {
+        Entities::reset(db, keep)
+    }
+
+    fn forget(&mut self, db: &rusqlite::Connection, key: &str) -> rusqlite::Result<()> {
+        Entities::forget(db, key)
+    }
+}
+
+/// On the WAL store: the app's own database, one transaction per page
+/// (begun at its first change, committed in `finish_page`), so the cursor
+/// is stored only after the page's rows are durable.
+struct WalEntities {
+    entities: Entities,
+    data: Arc<Mutex<rusqlite::Connection>>,
+}
+
+type AppResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+impl WalEntities {
+    fn with(&self, work: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<()>) -> AppResult {
+        let db = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        if db.is_autocommit() {
+            db.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        work(&db)?;
+        Ok(())
+    }
+}
+
+impl ApplyChanges for WalEntities {
+    fn upsert(&mut self, change: &Change, state: &serde_json::Value) -> AppResult {
+        self.with(|db| self.entities.upsert(db, change, state))
+    }
+
+    fn delete(&mut self, change: &Change) -> AppResult {
+        self.with(|db| self.entities.delete(db, change))
+    }
+
+    fn reset(&mut self, keep: &HashSet<String>) -> AppResult {
+        self.with(|db| Entities::reset(db, keep))
+    }
+
+    fn forget(&mut self, key: &str) -> AppResult {
+        self.with(|db| Entities::forget(db, key))
+    }
+
+    fn finish_page(&mut self) -> AppResult {
+        let db = self.data.lock().unwrap_or_else(PoisonError::into_inner);
+        if !db.is_autocommit() {
+            db.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+}
+
+type Opened = (Local, Arc<Outbox>, Arc<dyn DownloadTarget>);
+
+/// The device's store, its outbox (recovered) and where pulled pages go.
+fn open_local(
+    config: &DeviceConfig,
+    clock: SkewedClock,
+    outbox_config: OutboxConfig,
+    entities: Entities,
+) -> Result<Opened, Error> {
+    Ok(match config.store {
+        StoreKind::Sqlite => {
+            let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(
+                &config.db,
+            ))?);
+            let outbox = Arc::new(Outbox::new(outbox_config, store.clone()));
+            outbox.recover(clock.now_ms())?;
+            store.with_transaction(&outbox, |tx| {
+                tx.execute_batch(SCHEMA).map_err(SqliteStoreError::from)
+            })?;
+            let target = Arc::new(SqliteDownload::new(
+                store.clone(),
+                outbox.clone(),
+                SqliteEntities(entities),
+            ));
+            (Local::Sqlite(store), outbox, target)
+        }
+        StoreKind::Wal => {
+            let store = Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(
+                config.db.with_extension("outbox"),
+            ))?);
+            let outbox = Arc::new(Outbox::new(outbox_config, store.clone()));
+            outbox.recover(clock.now_ms())?;
+            let db = rusqlite::Connection::open(&config.db)?;
+            db.execute_batch(SCHEMA)?;
+            let data = Arc::new(Mutex::new(db));
+            let state = Arc::new(FileDownloadState::open(
+                config.db.with_extension("download.json"),
+            )?);
+            let target = Arc::new(AppDownload::new(
+                outbox.clone(),
+                WalEntities {
+                    entities,
+                    data: Arc::clone(&data),
+                },
+                state,
+            ));
+            (Local::Wal { store, data }, outbox, target)
+        }
+    })
+}
+
+/// A number for this life of the process: the time and the pid, so two
+/// lives (a restart) never name operations alike.
+fn life_id() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "the low bits are the ones that differ"
+    )]
+    let nanos = nanos as u64;
+    nanos ^ (u64::from(std::process::id()) << 40)
+}
+
 impl Device {
-    /// Opens the device's database and starts its engine, pushing and
+    /// Opens the device's store and data and starts its engine, pushing and
     /// pulling.
     ///
     /// # Errors
@@ -205,30 +412,23 @@ impl Device {
             ),
             device: config.name.clone(),
         });
-        let store = Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(
-            &config.db,
-        ))?);
+        let clock = SkewedClock {
+            skew_ms: config.skew_ms,
+        };
         let retry = RetryPolicy {
             max_attempts: 1_000,
             max_delay: Duration::from_secs(2),
             ..RetryPolicy::default()
         };
-        let outbox = Arc::new(Outbox::new(
-            OutboxConfig {
-                owner: config.name.clone(),
-                retry,
-                ..OutboxConfig::default()
-            },
-            store.clone(),
-        ));
-        outbox.recover(SystemClock.now_ms())?;
-        store.with_transaction(&outbox, |tx| {
-            tx.execute_batch(
-                "CREATE TABLE IF NOT EXISTS entities (scope TEXT NOT NULL, id TEXT NOT NULL, \
-                 value TEXT NOT NULL, PRIMARY KEY (scope, id))",
-            )
-            .map_err(SqliteStoreError::from)
-        })?;
+        let outbox_config = OutboxConfig {
+            owner: config.name.clone(),
+            retry,
+            ..OutboxConfig::default()
+        };
+        let entities = Entities {
+            history: Arc::clone(&history),
+        };
+        let (local, outbox, target) = open_local(&config, clock, outbox_config, entities)?;
         let transports = config
             .servers
             .iter()
@@ -255,33 +455,35 @@ impl Device {
             probe,
             transport.clone(),
         );
-        let target = Arc::new(SqliteDownload::new(
-            store.clone(),
-            outbox.clone(),
-            Entities {
-                history: Arc::clone(&history),
-            },
-        ));
         let download = DownloadConfig {
-            interval: Duration::from_millis(200),
+            interval: Duration::from_millis(500),
             ..DownloadConfig::default()
         };
-        let downloader = Arc::new(Downloader::new(download, outbox.clone(), transport, target));
+        let downloader = Arc::new(Downloader::new(
+            download,
+            outbox.clone(),
+            transport,
+            Arc::clone(&target),
+        ));
         engine.set_download(Arc::clone(&downloader));
-        engine.start(SystemClock)?;
+        engine.start(clock)?;
         Ok(Self {
-            config,
-            store,
+            local,
             outbox,
             engine,
             downloader,
+            target,
             history,
-            edits: Vec::new(),
+            clock,
+            life: format!("{}-{:x}", config.name, life_id()),
+            next_op: 0,
+            config,
         })
     }
 
-    /// Edits entity `k` of `scope` to `value`: the row and its operation in
-    /// one transaction; on `Ok` the history says it was acknowledged.
+    /// Edits entity `k` of `scope` to `value`: the row and its operation
+    /// together (see the module's docs); the history says `try` before and
+    /// `ack` once it is acknowledged. Returns the operation's id.
     ///
     /// # Errors
     ///
@@ -289,6 +491,7 @@ impl Device {
     pub fn edit(&mut self, scope: &str, k: usize, value: &str) -> Result<String, Error> {
         let id = format!("{scope}.e{}", k % self.config.entities.max(1));
         let op = Operation {
+            id: format!("{}-{}", self.life, self.next_op),
             ordering_key: Some(format!("entity/{id}")),
             ..Operation::new(
                 "entity.put",
@@ -296,32 +499,118 @@ impl Device {
                 serde_json::json!({ "value": value }).to_string(),
             )
         };
+        self.next_op += 1;
+        self.history.line(&format!("try {}", op.id))?;
+        let now = self.clock.now_ms();
         let (scope, value) = (scope.to_owned(), value.to_owned());
-        let op_id = self.store.with_transaction(&self.outbox, |tx| {
-            tx.execute(UPSERT, (&scope, &id, &value))?;
-            tx.enqueue_now(op)
-        })?;
+        let op_id = match &self.local {
+            Local::Sqlite(store) => store.with_transaction(&self.outbox, |tx| {
+                tx.execute(UPSERT, (&scope, &id, &value))?;
+                tx.enqueue(op, now)
+            })?,
+            Local::Wal { store, data } => {
+                // The operation is durable before the row is written, and
+                // both happen with the outbox held: a pull (which holds it
+                // too) cannot release a change of this entity in between.
+                let mut held = self.outbox.lock_for_transaction()?;
+                let prepared = held.prepare_enqueue(op, now)?;
+                if let Err(e) = store.put(prepared.operation()) {
+                    held.rollback(vec![prepared]);
+                    return Err(e.into());
+                }
+                data.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .execute(UPSERT, (&scope, &id, &value))?;
+                held.commit(vec![prepared]).remove(0)
+            }
+        };
         self.history.line(&format!("ack {op_id}"))?;
-        self.edits.push(op_id.clone());
         Ok(op_id)
     }
 
-    /// Waits until every edit is on the server and its result is visible
-    /// in downloaded data, then pulls to the end of the feed (to catch up
-    /// with the other devices).
+    /// Sends everything queued, old lives' operations included: returns
+    /// once nothing is pending or in flight.
     ///
     /// # Errors
     ///
-    /// An edit not reflected within `within`; the engine's errors.
-    pub fn settle(&self, within: Duration) -> Result<(), Error> {
-        for id in &self.edits {
-            match self.engine.wait_reflected(id, within)? {
-                Reflection::Visible => {}
-                other => return Err(format!("{id} is {other:?} after {within:?}").into()),
+    /// Something still queued after `within`; a dead letter (an operation
+    /// the device gave up on: with this retry policy that is a bug); the
+    /// engine's errors.
+    pub fn drain(&self, within: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let left = within.saturating_sub(started.elapsed());
+            let report = self.engine.drain(left.min(Duration::from_secs(10)))?;
+            let stats = self.outbox.stats()?;
+            if stats.failed > 0 {
+                return Err(format!("{}: {} dead letters", self.config.name, stats.failed).into());
+            }
+            if report.left == 0 && report.in_flight == 0 && stats.pending == 0 {
+                return Ok(());
+            }
+            if left.is_zero() {
+                return Err(format!(
+                    "{}: not drained after {within:?}: {stats:?}",
+                    self.config.name
+                )
+                .into());
             }
         }
-        self.downloader.pull()?;
-        Ok(())
+    }
+
+    /// Pulls until the feed is at its end and no change is held.
+    ///
+    /// # Errors
+    ///
+    /// Not caught up after `within`.
+    pub fn catch_up(&self, within: Duration) -> Result<(), Error> {
+        let started = Instant::now();
+        loop {
+            let outcome = self.downloader.pull();
+            if let Ok(report) = &outcome
+                && report.caught_up
+                && report.held == 0
+            {
+                return Ok(());
+            }
+            if started.elapsed() > within {
+                return Err(format!(
+                    "{}: not caught up after {within:?}: {outcome:?}",
+                    self.config.name
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// [`drain`](Self::drain), then [`catch_up`](Self::catch_up).
+    ///
+    /// # Errors
+    ///
+    /// As those.
+    pub fn settle(&self, within: Duration) -> Result<(), Error> {
+        self.drain(within)?;
+        self.catch_up(within)
+    }
+
+    /// Operations pending or in flight now.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub fn unsent(&self) -> Result<usize, Error> {
+        let stats = self.outbox.stats()?;
+        Ok(stats.pending + stats.in_flight)
+    }
+
+    /// Held changes of the download state now.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    pub fn held(&self) -> Result<usize, Error> {
+        Ok(self.target.state()?.held.len())
     }
 
     /// The device's data now.

@@ -19,9 +19,11 @@
 pub mod device;
 mod history;
 mod lab;
+pub mod postgres;
 mod proxy;
+pub mod run;
 pub mod server;
 
-pub use history::{EntityKey, Event, FinalState, Problem, Verdict, check};
+pub use history::{EntityKey, Event, FinalState, Problem, Verdict, check, parse_history};
 pub use lab::{Host, Lab, LabError};
 pub use proxy::{FaultCounts, FaultProxy, Faults};

@@ -17,10 +17,11 @@ const PARTITION_POLL: Duration = Duration::from_millis(10);
 /// The most bytes forwarded in one piece.
 const CHUNK: usize = 8 * 1024;
 
-/// The faults a [`FaultProxy`] injects. Probabilities are per connection,
-/// drawn from the proxy's seeded generator when the connection opens;
-/// latency, holds, bandwidth and partitions apply to every chunk forwarded,
-/// as the faults are at that moment.
+/// The faults a [`FaultProxy`] injects. Probabilities are per exchange (a
+/// request and its answer: a kept-alive connection carries many), drawn
+/// from the proxy's seeded generator when the request's first chunk
+/// arrives; latency, bandwidth and partitions apply to every chunk
+/// forwarded, as the faults are at that moment.
 ///
 /// # Examples
 ///
@@ -45,13 +46,13 @@ pub struct Faults {
     /// Up to this much more, uniformly, per chunk.
     pub jitter: Duration,
     /// The chance a connection is reset (RST to both ends) after part of
-    /// the client's first chunk reached the upstream: a request cut mid-way.
+    /// a request's first chunk reached the upstream: a request cut mid-way.
     pub reset_request: f64,
-    /// The chance a connection is reset after part of the upstream's first
+    /// The chance a connection is reset after part of an answer's first
     /// chunk reached the client: the request was served, its answer cut.
     pub reset_answer: f64,
-    /// Each connection's first answer bytes wait this long: longer than the
-    /// client's timeout, the request was served and the client never hears.
+    /// Each answer's first bytes wait this long: longer than the client's
+    /// timeout, the request was served and the client never hears.
     pub hold_answer: Option<Duration>,
     /// At most this many bytes per second, per direction of a connection.
     pub bandwidth: Option<u64>,
@@ -266,41 +267,47 @@ enum Ended {
     Reset,
 }
 
+/// One request and its answer on a connection (a kept-alive connection
+/// carries many): the faults are decided per exchange, when its request
+/// starts, so a long-lived connection meets them as often as fresh ones.
+#[derive(Default)]
+struct Exchange {
+    /// An answer chunk came since the last request chunk: the next request
+    /// chunk starts a new exchange.
+    answered: bool,
+    /// Whether an exchange has started at all.
+    started: bool,
+    reset_answer: bool,
+}
+
 async fn serve(client: TcpStream, shared: Arc<Shared>) {
     shared.connections.fetch_add(1, Ordering::Relaxed);
-    // Decided when the connection opens, in accept order: a seed replays.
-    let (reset_request, reset_answer) = {
-        let faults = shared.lock_faults().clone();
-        (
-            shared.chance(faults.reset_request),
-            shared.chance(faults.reset_answer),
-        )
-    };
     let mut stalled = shared.wait_out_partition().await;
     let Ok(upstream) = TcpStream::connect(shared.upstream).await else {
         reset(&client);
         return;
     };
-    if reset_request || reset_answer {
-        // Closing with linger 0 sends RST instead of FIN.
-        reset(&client);
-        reset(&upstream);
-    }
+    // The proxy forwards each chunk as it comes: Nagle's algorithm would
+    // hold a small chunk for the peer's delayed ACK (40 ms on Linux), a
+    // latency that is the proxy's, not a fault it was asked for.
+    let _ = client.set_nodelay(true);
+    let _ = upstream.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (upstream_read, upstream_write) = upstream.into_split();
+    let exchange = Mutex::new(Exchange::default());
     let request = pump(
         &shared,
+        &exchange,
         client_read,
         upstream_write,
         Direction::Request,
-        reset_request,
     );
     let answer = pump(
         &shared,
+        &exchange,
         upstream_read,
         client_write,
         Direction::Answer,
-        reset_answer,
     );
     tokio::pin!(request, answer);
     // The first pump to ask for a reset ends the connection (dropping every
@@ -341,17 +348,58 @@ fn reset(stream: &TcpStream) {
     let _ = stream.set_linger(Some(Duration::ZERO));
 }
 
+/// What a chunk meets, decided under the exchange's lock.
+struct ChunkFate {
+    reset: bool,
+    hold: bool,
+}
+
+impl Exchange {
+    /// Called for each chunk: starts an exchange at a request chunk after
+    /// an answer (drawing both of its reset decisions, in that order, so a
+    /// seed replays), and says what this chunk meets.
+    fn fate(&mut self, shared: &Shared, faults: &Faults, direction: Direction) -> ChunkFate {
+        match direction {
+            Direction::Request => {
+                if self.started && !self.answered {
+                    return ChunkFate {
+                        reset: false,
+                        hold: false,
+                    };
+                }
+                self.started = true;
+                self.answered = false;
+                let reset = shared.chance(faults.reset_request);
+                self.reset_answer = shared.chance(faults.reset_answer);
+                ChunkFate { reset, hold: false }
+            }
+            Direction::Answer => {
+                if self.answered {
+                    return ChunkFate {
+                        reset: false,
+                        hold: false,
+                    };
+                }
+                self.answered = true;
+                ChunkFate {
+                    reset: std::mem::take(&mut self.reset_answer),
+                    hold: faults.hold_answer.is_some(),
+                }
+            }
+        }
+    }
+}
+
 /// Forwards `from` to `to`, injecting the faults. Returns how it ended and
 /// whether it waited on a partition.
 async fn pump(
     shared: &Shared,
+    exchange: &Mutex<Exchange>,
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     direction: Direction,
-    reset_first: bool,
 ) -> (Ended, bool) {
     let mut buf = vec![0u8; CHUNK];
-    let mut first = true;
     let mut stalled = false;
     loop {
         let n = match from.read(&mut buf).await {
@@ -363,13 +411,20 @@ async fn pump(
         };
         stalled |= shared.wait_out_partition().await;
         let faults = shared.lock_faults().clone();
+        let fate = exchange
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .fate(shared, &faults, direction);
         let delay = shared.delay(&faults);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
         let chunk = buf.get(..n).unwrap_or_default();
-        if first && reset_first {
-            // Part of the first chunk gets through, then the connection dies.
+        if fate.reset {
+            // Part of the chunk gets through, then the connection dies:
+            // closing both sockets with linger 0 sends RST both ways.
+            reset(from.as_ref());
+            reset(to.as_ref());
             let part = chunk.get(..n / 2).unwrap_or_default();
             if to.write_all(part).await.is_ok() {
                 let _ = to.flush().await;
@@ -377,8 +432,7 @@ async fn pump(
             }
             return (Ended::Reset, stalled);
         }
-        if first
-            && direction == Direction::Answer
+        if fate.hold
             && let Some(hold) = faults.hold_answer
         {
             shared.held_answers.fetch_add(1, Ordering::Relaxed);
@@ -392,7 +446,6 @@ async fn pump(
             return (Ended::Closed, stalled);
         }
         shared.count_bytes(n);
-        first = false;
     }
 }
 

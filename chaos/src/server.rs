@@ -9,6 +9,12 @@
 //! - `GET /sync/pull`: the feed, for the scopes the request's
 //!   `x-chaos-scopes` header names (comma-separated: the harness's stand-in
 //!   for an authenticated user's entitlements).
+//!
+//! [`Options::deliveries`] appends the key of every `PUT` that reaches the
+//! server to a file (duplicates delivered); [`Options::broken`] makes the
+//! deliberately broken variant the checker must catch: the effect written
+//! in a transaction of its own before the key's, as a handler that ignored
+//! the layer's transaction would.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +48,15 @@ pub const SCOPES_HEADER: &str = "x-chaos-scopes";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// How a chaos server runs beyond its database.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Append each `PUT`'s `Idempotency-Key` here as it arrives.
+    pub deliveries: Option<PathBuf>,
+    /// The broken variant: the effect outside the key's transaction.
+    pub broken: bool,
+}
+
 /// A running chaos server; stopped when dropped.
 #[derive(Debug)]
 pub struct ChaosServer {
@@ -69,6 +84,12 @@ enum Db {
     Postgres(Arc<PostgresIdempotencyStore>),
 }
 
+#[derive(Clone)]
+struct App {
+    db: Db,
+    broken: bool,
+}
+
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS chaos_effects (op_key TEXT NOT NULL, \
      scope TEXT NOT NULL, id TEXT NOT NULL, value TEXT NOT NULL);
      CREATE TABLE IF NOT EXISTS chaos_entities (scope TEXT NOT NULL, id TEXT NOT NULL, \
@@ -91,6 +112,19 @@ const UPSERT_PG: &str = "INSERT INTO chaos_entities (scope, id, value) VALUES ($
 ///
 /// Opening the store, creating the tables, binding the listener.
 pub async fn start(listen: SocketAddr, db: ServerDb) -> Result<ChaosServer, Error> {
+    start_with(listen, db, Options::default()).await
+}
+
+/// [`start`] with [`Options`].
+///
+/// # Errors
+///
+/// As [`start`]; opening the deliveries file.
+pub async fn start_with(
+    listen: SocketAddr,
+    db: ServerDb,
+    options: Options,
+) -> Result<ChaosServer, Error> {
     let scopes = PullConfig::new(|parts| {
         parts
             .headers
@@ -134,8 +168,37 @@ pub async fn start(listen: SocketAddr, db: ServerDb) -> Result<ChaosServer, Erro
     let api: Router = Router::new()
         .route("/entities/{scope}/{id}", put(apply))
         .layer(layer)
-        .with_state(db);
-    let app = api.merge(pull);
+        .with_state(App {
+            db,
+            broken: options.broken,
+        });
+    let mut app = api.merge(pull);
+    if let Some(path) = options.deliveries {
+        let file = Arc::new(std::sync::Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ));
+        app = app.layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let file = Arc::clone(&file);
+                async move {
+                    if request.method() == http::Method::PUT
+                        && let Some(key) = request.headers().get("idempotency-key")
+                    {
+                        let line = format!("{}\n", key.to_str().unwrap_or("?"));
+                        let mut file = file
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        // A few bytes to the page cache, one write.
+                        let _ = std::io::Write::write_all(&mut *file, line.as_bytes());
+                    }
+                    next.run(request).await
+                }
+            },
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -147,7 +210,7 @@ pub async fn start(listen: SocketAddr, db: ServerDb) -> Result<ChaosServer, Erro
 /// `PUT /entities/{scope}/{id}`: the effect, the entity and its change, in
 /// the key's transaction.
 async fn apply(
-    State(db): State<Db>,
+    State(App { db, broken }): State<App>,
     Path((scope, id)): Path<(String, String)>,
     idem: Idempotency,
     body: String,
@@ -184,8 +247,24 @@ async fn apply(
                 .await
         }
         Db::Postgres(store) => {
-            let effect = store.transaction(&idem).await?;
             let pg = |op| move |source| ServerError::Postgres { op, source };
+            if broken {
+                // The defect under test: the effect commits on its own,
+                // before (and apart from) the key's transaction.
+                let client = store.pool().get().await.map_err(ServerError::Pool)?;
+                client
+                    .execute(EFFECT_PG, &[&key, &scope, &id, &value])
+                    .await
+                    .map_err(pg("insert the effect"))?;
+                client
+                    .execute(UPSERT_PG, &[&scope, &id, &value])
+                    .await
+                    .map_err(pg("upsert the entity"))?;
+                let effect = store.transaction(&idem).await?;
+                effect.record(&change).await?;
+                return effect.commit(answer).await;
+            }
+            let effect = store.transaction(&idem).await?;
             effect
                 .client()
                 .execute(EFFECT_PG, &[&key, &scope, &id, &value])
@@ -229,6 +308,32 @@ pub fn read_sqlite(path: &std::path::Path) -> Result<ServerState, Error> {
     for row in rows {
         let (key, value): (EntityKey, String) = row?;
         state.entities.insert(key, value);
+    }
+    Ok(state)
+}
+
+/// Reads a PostgreSQL chaos server's tables.
+///
+/// # Errors
+///
+/// PostgreSQL's.
+pub async fn read_postgres(conn: &str) -> Result<ServerState, Error> {
+    let store = PostgresIdempotencyStore::connect(conn, 1)?;
+    let client = store.pool().get().await?;
+    let mut state = ServerState::default();
+    for row in client
+        .query("SELECT op_key FROM chaos_effects", &[])
+        .await?
+    {
+        state.effects.push(row.try_get(0)?);
+    }
+    for row in client
+        .query("SELECT scope, id, value FROM chaos_entities", &[])
+        .await?
+    {
+        state
+            .entities
+            .insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
     }
     Ok(state)
 }

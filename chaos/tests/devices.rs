@@ -1,4 +1,5 @@
-//! Two devices (the library as an app uses it, on SQLite) edit shared and
+//! Two devices (the library as an app uses it, one on SQLite, one on the
+//! WAL store with a skewed clock) edit shared and
 //! own entities against the chaos server, concurrently; after they settle,
 //! their recorded history and the end state pass the checker: every edit
 //! applied once, each device equal to the server in its scopes, nothing of
@@ -7,32 +8,12 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use sync_chaos::device::StoreKind;
 use sync_chaos::device::{Device, DeviceConfig};
 use sync_chaos::server::{self, ServerDb};
-use sync_chaos::{Event, FinalState, check};
+use sync_chaos::{Event, FinalState, check, parse_history};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
-
-/// The history file's lines as events.
-fn events(text: &str) -> Vec<Event> {
-    text.lines()
-        .filter_map(|line| {
-            let mut words = line.split_whitespace();
-            let (device, what, arg) = (words.next()?, words.next()?, words.next()?);
-            match what {
-                "ack" => Some(Event::Acknowledged {
-                    device: device.into(),
-                    op: arg.into(),
-                }),
-                "pulled" => Some(Event::Pulled {
-                    device: device.into(),
-                    scope: arg.into(),
-                }),
-                _ => None,
-            }
-        })
-        .collect()
-}
 
 #[test]
 fn two_devices_converge_and_every_edit_applies_once() -> Result<(), Error> {
@@ -50,10 +31,16 @@ fn two_devices_converge_and_every_edit_applies_once() -> Result<(), Error> {
     let history = dir.path().join("history");
     let names = ["d1", "d2"];
     let mut devices = Vec::new();
-    for name in names {
+    // One on each store; d2's clock is four minutes fast.
+    for (name, store, skew_ms) in [
+        ("d1", StoreKind::Sqlite, 0),
+        ("d2", StoreKind::Wal, 240_000),
+    ] {
         devices.push(Device::open(DeviceConfig {
             name: name.into(),
             db: dir.path().join(format!("{name}.db")),
+            store,
+            skew_ms,
             servers: vec![url.clone()],
             scopes: vec!["shared".into(), format!("own-{name}")],
             entities: 4,
@@ -105,7 +92,7 @@ fn two_devices_converge_and_every_edit_applies_once() -> Result<(), Error> {
     drop(runtime);
     let state = server::read_sqlite(&server_db)?;
     end.server = state.entities;
-    let mut history = events(&std::fs::read_to_string(&history)?);
+    let mut history = parse_history(&std::fs::read_to_string(&history)?);
     history.extend(state.effects.into_iter().map(|op| Event::Effect { op }));
     let verdict = check(&history, &end);
     assert!(verdict.passed(), "{:?}", verdict.problems);

@@ -4,7 +4,8 @@
 //! mid-way reaches the client only in part; a held answer outlasts the
 //! client's timeout and still arrives later; a partition makes a
 //! connection hear nothing until it lifts, then the bytes flow; and one
-//! seed makes the same decisions twice.
+//! seed makes the same decisions twice; a kept-alive connection meets the
+//! faults at every exchange.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -210,5 +211,31 @@ async fn one_seed_makes_the_same_decisions() -> TestResult {
         outcomes.push(failed);
     }
     assert_eq!(outcomes[0], outcomes[1]);
+    Ok(())
+}
+
+/// A kept-alive connection meets the faults at each exchange, not only at
+/// its first: an HTTP client's pooled connection would otherwise carry
+/// every later request untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_apply_to_each_exchange_of_a_kept_alive_connection() -> TestResult {
+    let (upstream, _) = echo().await?;
+    let proxy = FaultProxy::start("127.0.0.1:0".parse()?, upstream, 3).await?;
+    let mut client = TcpStream::connect(proxy.addr()).await?;
+    let (back, failed) = round_trip(&mut client, &data(500)).await;
+    assert!(!failed && back == data(500));
+    proxy.set(Faults {
+        reset_answer: 1.0,
+        ..Faults::default()
+    });
+    let (back, failed) = round_trip(&mut client, &data(500)).await;
+    assert!(
+        failed,
+        "the second exchange got {} bytes back whole",
+        back.len()
+    );
+    assert!(back.len() < 500);
+    let counts = proxy.counts();
+    assert_eq!((counts.connections, counts.resets_mid_answer), (1, 1));
     Ok(())
 }

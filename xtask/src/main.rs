@@ -7,6 +7,11 @@
 //!   every publishable crate packaged and built alone (`cargo package`).
 //! - `bench [criterion args]`: runs the criterion benches and rewrites the
 //!   results table in `docs/benchmarks.md`.
+//! - `chaos [--seconds N] [--seed S] [--devices N] [--broken] [--keep]`:
+//!   the chaos harness (`chaos/`, `docs/RELIABILITY.md`): devices and two
+//!   servers as processes on network namespaces, PostgreSQL, faults from a
+//!   seed, and the checker. Needs root (namespaces) and PostgreSQL's server
+//!   binaries; `ci` runs 60 seconds of it.
 //! - `crash [--rounds N]`: the long crash test.
 //! - `docsrs`: the docs as docs.rs builds them (nightly, `--cfg docsrs`).
 //! - `fuzz [--seconds N] [--target NAME]`: libFuzzer on every fuzz target.
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench::run(args.get(1..).unwrap_or_default()),
+        Some("chaos") => chaos(args.get(1..).unwrap_or_default()),
         Some("crash") => crash(args.get(1..).unwrap_or_default()),
         Some("docsrs") => docsrs(),
         Some("fuzz") => fuzz::run_fuzz(args.get(1..).unwrap_or_default()),
@@ -42,7 +48,8 @@ fn main() -> ExitCode {
         Some("tidy") => tidy::check(&root()).map(|()| println!("tidy: ok")),
         _ => {
             println!(
-                "usage: cargo xtask <ci | bench [criterion args] | crash [--rounds N] | docsrs | \
+                "usage: cargo xtask <ci | bench [criterion args] | chaos [--seconds N] [--seed S] | \
+                 crash [--rounds N] | docsrs | \
                  fuzz [--seconds N] [--target NAME] | soak [--ops N] [--seconds S] | tidy>"
             );
             return ExitCode::from(2);
@@ -145,6 +152,9 @@ fn ci() -> Result<(), Error> {
     }
     postgres::ensure_server_binaries()?;
     run(cargo(&["test", "--workspace"]))?;
+    // The whole system under faults, briefly: a fresh seed each run (it is
+    // printed, with the command that replays it, on a failure).
+    chaos(&["--seconds".to_owned(), "60".to_owned()])?;
     docs()?;
     // Only the bench package: `--workspace` would also build every crate's
     // unit and integration tests in release mode (they are `bench = true` by
@@ -281,6 +291,14 @@ fn docsrs() -> Result<(), Error> {
         run(doc)?;
     }
     Ok(())
+}
+
+/// `sync-chaos run` with `args`, built as the tests are (debug).
+fn chaos(args: &[String]) -> Result<(), Error> {
+    postgres::ensure_server_binaries()?;
+    let mut command = cargo(&["run", "--quiet", "--package", "sync-chaos", "--", "run"]);
+    command.args(args);
+    run(command)
 }
 
 fn crash(args: &[String]) -> Result<(), Error> {

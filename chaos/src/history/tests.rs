@@ -98,3 +98,36 @@ proptest! {
         prop_assert_eq!(verdict.problems, vec![expected]);
     }
 }
+
+/// An edit whose device died inside the enqueue may have taken effect once
+/// or not at all; twice is still a broken promise.
+#[test]
+fn an_attempted_operation_may_take_effect_at_most_once() {
+    let attempted = Event::Attempted {
+        device: "d1".into(),
+        op: "op1".into(),
+    };
+    let none = check(std::slice::from_ref(&attempted), &FinalState::default());
+    assert!(none.passed(), "{:?}", none.problems);
+    assert_eq!(none.indeterminate, 1);
+    let once = check(
+        &[attempted.clone(), Event::Effect { op: "op1".into() }],
+        &FinalState::default(),
+    );
+    assert!(once.passed(), "{:?}", once.problems);
+    let twice = check(
+        &[
+            attempted,
+            Event::Effect { op: "op1".into() },
+            Event::Effect { op: "op1".into() },
+        ],
+        &FinalState::default(),
+    );
+    assert_eq!(
+        twice.problems,
+        [Problem::AppliedTwice {
+            op: "op1".into(),
+            times: 2
+        }]
+    );
+}
