@@ -187,12 +187,17 @@ fn median(mut rates: Vec<f64>) -> f64 {
 }
 
 /// Alternating rounds on one server; prints and returns (bare, keyed).
-fn compare(name: &str, db: Db) -> Result<(f64, f64), Error> {
+/// The store is opened on the server's runtime (`open`): a PostgreSQL
+/// connection's task lives on the runtime that made it.
+fn compare<F>(name: &str, open: F) -> Result<(f64, f64), Error>
+where
+    F: Future<Output = Result<Db, Error>>,
+{
     let server = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let addr = server.block_on(serve(db))?;
+    let addr = server.block_on(async { serve(open.await?).await })?;
     let clients = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -227,11 +232,9 @@ fn compare(name: &str, db: Db) -> Result<(f64, f64), Error> {
 
 fn main() -> Result<(), Error> {
     let dir = tempfile::tempdir()?;
-    let setup = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let store = setup.block_on(async {
-        let store = SqliteIdempotencyStore::open(dir.path().join("server.db")).await?;
+    let path = dir.path().join("server.db");
+    compare("sqlite-full", async move {
+        let store = SqliteIdempotencyStore::open(path).await?;
         store
             .call(|db| {
                 db.execute_batch(
@@ -240,11 +243,10 @@ fn main() -> Result<(), Error> {
                 )
             })
             .await?;
-        Ok::<_, Error>(Arc::new(store))
+        Ok(Db::Sqlite(Arc::new(store)))
     })?;
-    compare("sqlite-full", Db::Sqlite(store))?;
     if let Ok(conn) = std::env::var("SYNC_BENCH_POSTGRES") {
-        let store = setup.block_on(async {
+        compare("postgres", async move {
             let store = PostgresIdempotencyStore::connect(&conn, 16)?;
             store.migrate().await?;
             store
@@ -256,9 +258,8 @@ fn main() -> Result<(), Error> {
                      (id BIGSERIAL PRIMARY KEY, body TEXT NOT NULL)",
                 )
                 .await?;
-            Ok::<_, Error>(Arc::new(store))
+            Ok(Db::Postgres(Arc::new(store)))
         })?;
-        compare("postgres", Db::Postgres(store))?;
     } else {
         println!("loadgen/postgres: SYNC_BENCH_POSTGRES is not set, skipped");
     }

@@ -325,7 +325,7 @@ impl PgEffect {
             response = response.with_header(SYNC_VERSION, &recorded.to_string());
         }
         let claim = self.idem.claim.clone();
-        let changed = complete_on(self.client(), &claim, &response, self.idem.expiry)
+        let changed = complete_on(self.pooled(), &claim, &response, self.idem.expiry)
             .await
             .map_err(pg("store the response"))?;
         if changed != 1 {
@@ -429,8 +429,11 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         lease_ms: i64,
     ) -> Result<Begin, ServerError> {
         let mut client = self.client().await?;
-        // A key deleted between our insert and our read (a released 5xx)
-        // is simply tried again.
+        if let Some(claim) = claim_new(&client, scope, key, fingerprint, now_ms, lease_ms).await? {
+            return Ok(Begin::Started(claim));
+        }
+        // The key exists. A key deleted between our insert and our read (a
+        // released 5xx) is simply tried again.
         for _ in 0..3 {
             let tx = client
                 .transaction()
@@ -587,15 +590,74 @@ async fn has_table(
 /// Marks the claim's key completed with `response` on `client` (in its
 /// transaction, if one is open); returns the rows changed, 0 if the claim no
 /// longer holds the key.
+/// The common case of [`IdempotencyStore::begin`], a key never seen, in one
+/// round trip: `BEGIN`, `SET LOCAL synchronous_commit TO OFF`, the insert
+/// (a statement prepared once per connection) and `COMMIT`, pipelined.
+/// `None`: the key exists (nothing was written: the insert does nothing on
+/// a conflict), and the caller reads it in a transaction of its own.
+///
+/// The claim commits without waiting for its WAL flush: nothing depends on
+/// it surviving a crash (the retry would claim the key again), and the
+/// effect it guards commits later with a flush that covers it, since the
+/// WAL is written in order. One flush per request instead of two.
+///
+/// Every message is queued on the connection at the first poll, in order,
+/// so a future dropped part-way still has the server run all four: the
+/// connection never goes back to the pool inside the transaction.
+async fn claim_new(
+    client: &Object,
+    scope: &str,
+    key: &str,
+    fingerprint: Fingerprint,
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Option<KeyClaim>, ServerError> {
+    let insert = client
+        .prepare_cached(&format!(
+            "INSERT INTO {TABLE} (scope, key, fingerprint, state, token, lease_until_ms, \
+             created_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6) ON CONFLICT (scope, key) DO NOTHING"
+        ))
+        .await
+        .map_err(pg("prepare the claim"))?;
+    let claim = KeyClaim::new(scope, key, fingerprint);
+    let lease_until = now_ms.saturating_add(lease_ms);
+    let fingerprint_bytes = fingerprint.as_bytes();
+    let fingerprint_slice = fingerprint_bytes.as_slice();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &scope,
+        &key,
+        &fingerprint_slice,
+        &claim.token,
+        &lease_until,
+        &now_ms,
+    ];
+    let (begun, inserted, committed) = tokio::join!(
+        client.batch_execute("BEGIN; SET LOCAL synchronous_commit TO OFF"),
+        client.execute(&insert, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begun.map_err(pg("begin a claim"))?;
+    let inserted = inserted.map_err(pg("claim a key"))?;
+    // A failed insert aborts the transaction and COMMIT then rolls it
+    // back: the error above is what is reported.
+    committed.map_err(pg("commit a key"))?;
+    Ok((inserted == 1).then_some(claim))
+}
+
 async fn complete_on(
-    client: &tokio_postgres::Client,
+    client: &Object,
     claim: &KeyClaim,
     response: &StoredResponse,
     expiry: KeyExpiry,
 ) -> Result<u64, tokio_postgres::Error> {
+    // Prepared once per connection (the pool's statement cache): a
+    // statement by text is parsed again, one more round trip, each time.
+    let statement = client
+        .prepare_cached(&COMPLETE.replace("{TABLE}", TABLE))
+        .await?;
     client
         .execute(
-            &COMPLETE.replace("{TABLE}", TABLE),
+            &statement,
             &[
                 &i64::from(response.status),
                 &response.headers_json(),
