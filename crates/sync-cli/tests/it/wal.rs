@@ -157,11 +157,28 @@ fn stats_reports_segments_records_and_kinds() -> TestResult {
     Ok(())
 }
 
+/// Opens the log `write_log` just closed. Other tests in this binary spawn
+/// `synctl` at the same time: a child forked while `write_log`'s handle was
+/// open holds a copy of its lock until it execs (`O_CLOEXEC` closes the
+/// copy only then), so the lock can be busy for that instant after the
+/// close. Retried briefly, only for `Locked`.
+fn reopen(dir: &Path) -> Result<Wal, Box<dyn std::error::Error>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Wal::open(WalConfig::new(dir)) {
+            Err(sync_wal::WalError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now();
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 #[test]
 fn a_log_held_by_an_application_is_read_live_without_blocking_it() -> TestResult {
     let dir = tempfile::tempdir()?;
     write_log(dir.path(), 3)?;
-    let app = Wal::open(WalConfig::new(dir.path()))?;
+    let app = reopen(dir.path())?;
     app.append(&WalRecord {
         id: "op_3".into(),
         kind: RecordType::PutOperation,
