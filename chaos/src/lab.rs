@@ -224,7 +224,22 @@ impl Lab {
     pub fn set_connected(&self, name: &str, connected: bool) -> Result<(), LabError> {
         let host = self.host(name)?;
         let state = if connected { "up" } else { "down" };
-        run(&["ip", "link", "set", &host.link, state])
+        run(&["ip", "link", "set", &host.link, state])?;
+        if connected {
+            // Packets sent while the link was down left the host's address
+            // unresolved (ARP failed): forget that, so the next packet asks
+            // again at once instead of after the kernel's retransmit time.
+            let _ = quiet(&[
+                "ip",
+                "neigh",
+                "flush",
+                "dev",
+                &self.bridge,
+                "to",
+                &host.addr.to_string(),
+            ]);
+        }
+        Ok(())
     }
 
     /// Removes interfaces and namespaces a killed lab of this prefix left.
