@@ -70,5 +70,57 @@ fn tick(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, tick);
+/// `engine/metrics`: the `memory` tick above (batches of 100), without an
+/// observer and with `MetricsObserver` but no recorder installed (the
+/// facade's no-op): what turning the metrics on costs an app that does not
+/// collect them. Each sample starts from a fresh outbox, so neither side
+/// pays for the other's done operations.
+fn metrics_cost(c: &mut Criterion) {
+    let mut group = c.benchmark_group("engine/metrics");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(30);
+    group.measurement_time(Duration::from_secs(4));
+    for observed in [false, true] {
+        let name = if observed {
+            "metrics-observer-no-recorder"
+        } else {
+            "baseline-no-observer"
+        };
+        group.bench_function(BenchmarkId::new(name, BATCH), |b| {
+            b.iter_custom(|iters| {
+                let outbox = Arc::new(Outbox::new(
+                    OutboxConfig::default(),
+                    Arc::new(sync::outbox::MemoryOutboxStore::new()),
+                ));
+                let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+                let worker = SyncWorker::new(
+                    SyncWorkerConfig { batch_limit: BATCH },
+                    outbox.clone(),
+                    probe,
+                    Arc::new(AlwaysOk),
+                );
+                if observed {
+                    worker
+                        .set_observer(Arc::new(sync::engine::MetricsObserver::new(outbox.clone())));
+                }
+                let op = Operation::new(
+                    "message.send",
+                    "/api/messages",
+                    r#"{"text":"hello offline-first"}"#,
+                );
+                let started = std::time::Instant::now();
+                for now in 1..=i64::try_from(iters).unwrap_or(i64::MAX) {
+                    for _ in 0..BATCH {
+                        outbox.enqueue(op.clone(), now).expect("enqueue");
+                    }
+                    assert_eq!(worker.tick(now).expect("tick"), BATCH);
+                }
+                started.elapsed()
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tick, metrics_cost);
 criterion_main!(benches);

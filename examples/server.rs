@@ -16,6 +16,11 @@
 //! cargo run --example server -- --self-test       # sends itself a duplicate, then exits
 //! ```
 //!
+//! `GET /metrics` is the process's metrics in Prometheus's text format
+//! (`metrics-exporter-prometheus` as the `metrics` recorder): the layer's
+//! requests by outcome, handler time and pulls served, and the client
+//! engine's numbers when one runs in the same process (`docs/metrics.md`).
+//!
 //! `SYNC_SERVER_ADDR` changes the address. Keys and the feed are scoped by
 //! the `Authorization` header (standing in for the user an auth layer would
 //! find), so two users' keys never meet and neither pulls the other's rows.
@@ -31,7 +36,8 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum::routing::{post, put};
+use axum::routing::{get, post, put};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sync::server::{
     BatchService, FeedChange, Idempotency, IdempotencyConfig, IdempotencyLayer, PullConfig,
     PullService, ServerError, SqliteIdempotencyStore, StoredResponse,
@@ -164,8 +170,19 @@ fn caller(parts: &axum::http::request::Parts) -> String {
         .to_owned()
 }
 
+/// The process's Prometheus recorder: installed by the first caller, shared
+/// by every later one (a process has one global recorder).
+pub(crate) fn prometheus() -> Result<PrometheusHandle, BoxError> {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new().install_recorder()?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
 /// The whole app: the layer on the API routes, the batch and pull
-/// endpoints beside.
+/// endpoints beside, and `/metrics`.
 pub(crate) async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
     let store = Arc::new(SqliteIdempotencyStore::open(db).await?);
     store
@@ -189,9 +206,11 @@ pub(crate) async fn app(db: &std::path::Path) -> Result<Router, BoxError> {
         .route("/api/messages", post(messages))
         .layer(IdempotencyLayer::new(Arc::clone(&store), config))
         .with_state(store);
+    let metrics = prometheus()?;
     Ok(Router::new()
         .route_service("/sync/batch", BatchService::new(api.clone()))
         .route_service("/sync/pull", pull)
+        .route("/metrics", get(move || async move { metrics.render() }))
         .merge(api))
 }
 

@@ -137,6 +137,7 @@ fn ci() -> Result<(), Error> {
         "http",
         "tokio",
         "http-async",
+        "metrics",
         "server",
         "server-postgres",
     ] {

@@ -65,6 +65,8 @@ mod download;
 mod drain;
 mod engine;
 mod error;
+#[cfg(feature = "metrics")]
+mod metrics_observer;
 mod observer;
 mod probe;
 mod schedule;
@@ -95,9 +97,12 @@ pub use download::{DownloadConfig, Downloader, PullReport, PullResult, PullTrans
 pub use drain::DrainReport;
 pub use engine::{SyncEngine, SyncEngineConfig};
 pub use error::{EngineError, SyncStep};
-pub use observer::SyncObserver;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use metrics_observer::MetricsObserver;
 #[cfg(feature = "tracing")]
 pub use observer::TracingObserver;
+pub use observer::{BatchReport, SyncObserver};
 pub use probe::{NetworkProbe, NetworkProbeConfig};
 /// Whether a send that got no answer may have reached the server; defined
 /// in `sync-outbox`.

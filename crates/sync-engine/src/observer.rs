@@ -49,6 +49,12 @@ pub trait SyncObserver: Send + Sync {
         let _ = error;
     }
 
+    /// A batch's send is over and its results are recorded (and synced):
+    /// how many operations it had and how long it took.
+    fn on_batch(&self, report: &BatchReport) {
+        let _ = report;
+    }
+
     /// A run of pulls applied what the server's change feed had (the
     /// download half, when the engine has a `Downloader`).
     fn on_pull(&self, report: &PullReport) {
@@ -59,6 +65,27 @@ pub trait SyncObserver: Send + Sync {
     /// applied); it is tried again after a backoff.
     fn on_pull_error(&self, error: &EngineError) {
         let _ = error;
+    }
+}
+
+/// One batch sent, for [`SyncObserver::on_batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchReport {
+    /// Operations in the batch.
+    pub operations: usize,
+    /// From the claim to the last result recorded and synced.
+    pub elapsed: std::time::Duration,
+}
+
+impl BatchReport {
+    /// A report of `operations` sent in `elapsed`.
+    #[must_use]
+    pub fn new(operations: usize, elapsed: std::time::Duration) -> Self {
+        Self {
+            operations,
+            elapsed,
+        }
     }
 }
 

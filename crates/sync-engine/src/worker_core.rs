@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use sync_outbox::{Claim, Operation, OperationStatus, Outbox, OutboxError};
 
 use crate::error::{EngineError, SyncStep};
-use crate::observer::SyncObserver;
+use crate::observer::{BatchReport, SyncObserver};
 use crate::probe::{NetworkProbe, Permit};
 use crate::transport::SendResult;
 use crate::worker::WorkerStats;
@@ -56,6 +56,8 @@ pub(crate) struct Progress {
     /// number and none was reported.
     pub(crate) miscounted: Option<usize>,
     first_error: Option<EngineError>,
+    /// When the batch was claimed (for [`SyncObserver::on_batch`]).
+    started: std::time::Instant,
 }
 
 /// Ends a `Permit::Try` when a batch sent under it is dropped before
@@ -160,6 +162,7 @@ impl WorkerCore {
                 trying: trying.then(|| TryGuard(Some(Arc::clone(&self.probe)))),
                 miscounted: None,
                 first_error: None,
+                started: std::time::Instant::now(),
             },
             claim,
         }))
@@ -314,6 +317,9 @@ impl WorkerCore {
         // Anything still unrecorded (a store failure) becomes an orphan here,
         // back in the queue at the next claim.
         drop(claim);
+        if let Some(observer) = self.observer.get() {
+            observer.on_batch(&BatchReport::new(n_ops, batch.started.elapsed()));
+        }
         if let Some(e) = batch.first_error.take() {
             error.get_or_insert(e);
         }

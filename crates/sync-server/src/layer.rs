@@ -172,13 +172,21 @@ impl Shared {
             .await;
         let claim = match begun {
             Ok(Begin::Started(claim)) => claim,
-            Ok(Begin::Replay(stored)) => return stored.replay(),
-            Ok(Begin::Remembered { status }) => return StoredResponse::remembered(status),
+            Ok(Begin::Replay(stored)) => {
+                count("replayed");
+                return stored.replay();
+            }
+            Ok(Begin::Remembered { status }) => {
+                count("remembered");
+                return StoredResponse::remembered(status);
+            }
             Ok(Begin::InProgress { retry_after_ms }) => {
+                count("in_progress");
                 let seconds = (retry_after_ms.max(1) + 999) / 1000;
                 return problem(StatusCode::CONFLICT, "request_in_progress", Some(seconds));
             }
             Ok(Begin::Mismatch) => {
+                count("mismatch");
                 return problem(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     "idempotency_key_reused",
@@ -186,6 +194,7 @@ impl Shared {
                 );
             }
             Err(e) => {
+                count("unavailable");
                 tracing::warn!(error = %e, "idempotency store unavailable");
                 return problem(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -196,17 +205,22 @@ impl Shared {
         };
         let handle = Idempotency::from_claim(claim, self.config.expiry_at(now));
         parts.extensions.insert(handle.clone());
+        let started = std::time::Instant::now();
         let response = call(&mut inner, Request::from_parts(parts, Body::from(body))).await;
+        handler_time(started);
         if handle.is_committed() {
             // The handler's transaction stored the response with its effect.
+            count("applied");
             return response;
         }
         if !is_storable(response.status().as_u16()) {
+            count("released");
             if let Err(e) = self.store.release(&handle.claim).await {
                 tracing::warn!(error = %e, "could not release an idempotency key after a retryable answer");
             }
             return response;
         }
+        count("applied");
         self.store_response(&handle, response).await
     }
 
@@ -240,6 +254,29 @@ impl Shared {
         Response::from_parts(parts, Body::from(body))
     }
 }
+
+/// Counts a keyed request by what the layer did with it (feature
+/// `metrics`; `docs/metrics.md`): `applied` (the handler ran and its answer
+/// is stored), `replayed`, `remembered`, `in_progress`, `mismatch`,
+/// `released` (a retryable answer: the key is free again), `unavailable`.
+#[cfg(feature = "metrics")]
+fn count(outcome: &'static str) {
+    metrics::counter!("sync.server.requests", "outcome" => outcome).increment(1);
+}
+
+#[cfg(not(feature = "metrics"))]
+fn count(_outcome: &'static str) {}
+
+/// The handler's time for a keyed request it ran (OpenTelemetry's
+/// `messaging.process.duration`, in seconds).
+#[cfg(feature = "metrics")]
+fn handler_time(started: std::time::Instant) {
+    metrics::histogram!("messaging.process.duration", "messaging.operation.name" => "process")
+        .record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(not(feature = "metrics"))]
+fn handler_time(_started: std::time::Instant) {}
 
 async fn call<S>(inner: &mut S, request: Request<Body>) -> Response
 where

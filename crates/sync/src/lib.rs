@@ -61,8 +61,8 @@
 //! # Crate features
 //!
 //! On by default: `wal`, `outbox`, `store` and `engine`, the whole embedded
-//! stack. Off by default: `sqlite`, `http`, `tokio`, `http-async` and
-//! `tracing`. Turn off the defaults
+//! stack. Off by default: `sqlite`, `http`, `tokio`, `http-async`,
+//! `tracing` and `metrics`. Turn off the defaults
 //! (`default-features = false`) to take only the layers you need.
 //!
 //! - `wal` (default): `sync::wal`, the write-ahead log (`sync-wal`).
@@ -89,6 +89,11 @@
 //!   rustls; turns on `tokio`. Without `http`, no `ureq` is compiled.
 //! - `tracing`: `sync::engine::TracingObserver`, the worker's events as
 //!   `tracing` events.
+//! - `metrics`: numbers an operator can graph, through the `metrics`
+//!   facade (`docs/metrics.md`): `sync::engine::MetricsObserver` with
+//!   `engine`, the server layer's requests and pulls with `server`. The app
+//!   installs a recorder (Prometheus, OpenTelemetry, ...); without one,
+//!   recording costs nothing measurable.
 //! - `server`: `sync::server`, the receiving half (`sync-server`): the
 //!   `IdempotencyLayer` for axum 0.8 / tower 0.3 servers on tokio 1, and
 //!   exactly-once effects on SQLite. Independent of the client layers;
@@ -99,7 +104,8 @@
 //!
 //! The layers' own features, as the facade names them: `sync-transport-http`'s
 //! `blocking` is `http` and its `async` is `http-async`; `sync-engine`'s
-//! `tokio` and `tracing` are `tokio` and `tracing`; `sync-store-sqlite`'s
+//! `tokio`, `tracing` and `metrics` are `tokio`, `tracing` and `metrics`
+//! (`metrics` also turns on `sync-server`'s); `sync-store-sqlite`'s
 //! `tokio` is on with `tokio` and `sqlite`; `sync-server`'s `sqlite` is
 //! `server` and its `postgres` is `server-postgres`.
 

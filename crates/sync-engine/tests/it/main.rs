@@ -9,6 +9,7 @@ mod download_simulation;
 mod drain;
 mod engine;
 mod guide;
+mod metrics;
 mod outage;
 mod rng;
 mod send_path;

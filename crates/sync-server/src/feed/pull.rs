@@ -325,9 +325,33 @@ impl<F: ChangeFeed> Service<Request<Body>> for PullService<F> {
             }
             let (parts, _body) = request.into_parts();
             Ok(match this.pull(&parts).await {
-                Ok(page) => StoredResponse::json(StatusCode::OK, &page).into_response(),
-                Err(refusal) => refusal.into_response(),
+                Ok(page) => {
+                    served(Some(page.changes.len()));
+                    StoredResponse::json(StatusCode::OK, &page).into_response()
+                }
+                Err(refusal) => {
+                    served(None);
+                    refusal.into_response()
+                }
             })
         })
     }
 }
+
+/// Counts a pull served (`sync.server.pulls`, by outcome: `ok`, `refused`)
+/// and the changes it served (`sync.server.pull.changes`); feature
+/// `metrics`.
+#[cfg(feature = "metrics")]
+fn served(changes: Option<usize>) {
+    match changes {
+        Some(n) => {
+            metrics::counter!("sync.server.pulls", "outcome" => "ok").increment(1);
+            metrics::counter!("sync.server.pull.changes")
+                .increment(u64::try_from(n).unwrap_or(u64::MAX));
+        }
+        None => metrics::counter!("sync.server.pulls", "outcome" => "refused").increment(1),
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+fn served(_changes: Option<usize>) {}
