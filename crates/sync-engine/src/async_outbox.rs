@@ -102,7 +102,13 @@ impl AsyncOutbox {
     /// # Errors
     ///
     /// As [`Outbox::enqueue`].
-    pub async fn enqueue(&self, op: Operation) -> Result<String, OutboxError> {
+    pub async fn enqueue(&self, mut op: Operation) -> Result<String, OutboxError> {
+        // The trace in effect is this task's, not the blocking thread's.
+        if op.traceparent.is_none()
+            && let Some(context) = &self.outbox.config().trace_context
+        {
+            op.traceparent = context.current();
+        }
         self.run(move |outbox, now| outbox.enqueue(op, now)).await
     }
 

@@ -57,6 +57,7 @@ mod store;
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+mod trace;
 mod transition;
 
 pub use dependency::Need;
@@ -75,6 +76,7 @@ pub use sync_protocol::{BatchOperation, BatchRequest, BatchResponse, BatchResult
 /// The group wire types ([`Operation::group`]), defined in `sync-protocol`
 /// and re-exported here.
 pub use sync_protocol::{GROUP_TARGET, GroupOperation, GroupRequest, GroupResponse};
+pub use trace::TraceContext;
 pub use transition::{is_allowed, transition};
 
 /// The result type of this crate.

@@ -243,6 +243,13 @@ pub struct Operation {
     /// dependency becomes a dead letter.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub needs: Vec<crate::Need>,
+    /// The W3C `traceparent` in effect when it was enqueued (set by the
+    /// app, or by [`OutboxConfig::trace_context`](crate::OutboxConfig::trace_context)
+    /// at enqueue), sent with every attempt in the `traceparent` header so
+    /// the server's trace continues the app's. A value that is not a valid
+    /// `traceparent` is dropped at enqueue.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Whether a request that got no answer may have reached the server, in
@@ -457,5 +464,9 @@ impl sync_protocol::WireOperation for Operation {
 
     fn payload(&self) -> &str {
         &self.payload
+    }
+
+    fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
     }
 }

@@ -126,6 +126,12 @@ pub struct OutboxConfig {
     /// letter. The HTTP transports read at most 64 KiB of a single answer.
     /// Default 16 KiB.
     pub max_answer_bytes: usize,
+    /// Where the `traceparent` in effect at enqueue comes from: an
+    /// operation enqueued without one gets [`TraceContext::current`]'s, so
+    /// its requests continue the app's trace. `AsyncOutbox` reads it on the
+    /// enqueuing task, before the store write moves to the blocking pool.
+    /// Default `None`: operations carry only what the app set.
+    pub trace_context: Option<crate::TraceContext>,
 }
 
 /// An operation's payload size, as the queue limits count it.
@@ -148,6 +154,7 @@ impl Default for OutboxConfig {
             max_queued: None,
             max_queued_bytes: None,
             keep_answers_of: Vec::new(),
+            trace_context: None,
             max_answer_bytes: 16 * 1024,
         }
     }
@@ -947,9 +954,23 @@ impl Outbox {
         }
         op.keep_answer |= self.config.keep_answers_of.contains(&op.kind);
         op.answer = None;
+        op.traceparent = self.traceparent_of(op.traceparent.take());
         op.seq = state.next_seq;
         state.next_seq += 1;
         state.max_scheduled_at = state.max_scheduled_at.max(now_ms);
+    }
+
+    /// The `traceparent` an operation is stored with: its own if valid,
+    /// else the current one from [`OutboxConfig::trace_context`].
+    pub(crate) fn traceparent_of(&self, own: Option<String>) -> Option<String> {
+        match own {
+            Some(value) if sync_protocol::is_traceparent(&value) => Some(value),
+            _ => self
+                .config
+                .trace_context
+                .as_ref()
+                .and_then(crate::TraceContext::current),
+        }
     }
 
     /// Whether `op`'s key may have been forgotten by the server: first sent

@@ -82,6 +82,7 @@ pub fn check_store(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
         crate::Need::new("op_create", "/id", "tmp-1"),
         crate::Need::new("op_other", "", "tmp-2"),
     ];
+    op.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
     store.put(&op)?;
     assert_eq!(store.get("a")?, Some(op.clone()));
 
@@ -228,6 +229,8 @@ pub fn check_reopen(open: &mut OpenStore<'_>) -> Result<(), OutboxError> {
     expected[7].keep_answer = true;
     expected[7].answer = Some(r#"{"id":42}"#.into());
     expected[6].needs = vec![crate::Need::new("op7", "/id", "tmp")];
+    expected[7].traceparent =
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00".into());
     store.put_batch(&expected[6..8])?;
     // Unsynced writes followed by a sync survive a reopen too.
     expected[8].status = OperationStatus::Done;

@@ -34,6 +34,11 @@ pub trait WireOperation {
     fn target(&self) -> &str;
     /// The body a single request for it carries.
     fn payload(&self) -> &str;
+    /// The W3C `traceparent` it was enqueued in, sent with it. Default:
+    /// none.
+    fn traceparent(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The body of a batch request: `{"operations": [...]}`.
@@ -49,6 +54,7 @@ pub trait WireOperation {
 ///     method: "POST".into(),
 ///     target: "/notes".into(),
 ///     payload: r#"{"text":"hi"}"#.into(),
+///     traceparent: None,
 /// };
 /// let request = BatchRequest { operations: vec![element] };
 /// let json = serde_json::to_string(&request)?;
@@ -80,6 +86,11 @@ pub struct BatchOperation {
     /// The body a single request would carry, as a string: exactly the
     /// operation's payload, whatever its content type.
     pub payload: String,
+    /// The `traceparent` header a single request would carry (W3C Trace
+    /// Context): the trace the operation was enqueued in. Absent when
+    /// none; a server sets it as the element request's header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The body of a batch response: `{"results": [...]}`, one element per
@@ -126,6 +137,7 @@ impl BatchOperation {
             method: method.to_owned(),
             target: op.target().to_owned(),
             payload: op.payload().to_owned(),
+            traceparent: op.traceparent().map(str::to_owned),
         }
     }
 }

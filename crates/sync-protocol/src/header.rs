@@ -23,3 +23,49 @@ pub const RETRY_AFTER: &str = "retry-after";
 /// ASCII characters (no `"`); the draft's structured-field form (`"abc"`)
 /// and a plain token (`abc`) are both accepted.
 pub const MAX_KEY_LEN: usize = 255;
+
+/// W3C Trace Context's header: the trace an operation was enqueued in,
+/// sent with it (and with each of its retries), so the server's trace of
+/// the request continues the app's. Its value is
+/// `{version}-{trace-id}-{parent-id}-{flags}` ([`is_traceparent`]).
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Whether `value` is a W3C `traceparent` this library carries: version
+/// `00` (or a later one, whose first four fields read the same), a 32-hex
+/// trace id and a 16-hex parent id, neither all zeros, and 2-hex flags, in
+/// lowercase. Anything else is dropped rather than sent (the spec's rule
+/// for a receiver: restart the trace).
+///
+/// # Examples
+///
+/// ```
+/// use sync_protocol::is_traceparent;
+///
+/// assert!(is_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+/// assert!(!is_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01"));
+/// assert!(!is_traceparent("not a trace"));
+/// ```
+#[must_use]
+pub fn is_traceparent(value: &str) -> bool {
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let mut fields = value.split('-');
+    let (Some(version), Some(trace), Some(parent), Some(flags)) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return false;
+    };
+    let rest_ok = match version {
+        "00" => fields.next().is_none(),
+        "ff" => false,
+        _ => true,
+    };
+    rest_ok
+        && hex(version, 2)
+        && hex(trace, 32)
+        && hex(parent, 16)
+        && hex(flags, 2)
+        && trace.bytes().any(|b| b != b'0')
+        && parent.bytes().any(|b| b != b'0')
+}

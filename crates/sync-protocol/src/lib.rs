@@ -57,6 +57,7 @@ pub use feed::{
 pub use group::{GROUP_TARGET, GroupOperation, GroupRequest, GroupResponse};
 pub use header::{
     IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, IDEMPOTENT_RESPONSE_EXPIRED, MAX_KEY_LEN, RETRY_AFTER,
+    TRACEPARENT, is_traceparent,
 };
 pub use lifetime::{DEFAULT_KEY_MEMORY, DEFAULT_RESEND_WINDOW, DEFAULT_RESPONSE_TTL};
 pub use status::{StatusClass, is_storable, map_status};

@@ -187,5 +187,16 @@ fn element_request(
     extensions.remove::<axum::extract::OriginalUri>();
     extensions.remove::<crate::Idempotency>();
     request.headers_mut().insert(IDEMPOTENCY_KEY, key);
+    // The element's own trace, as a single request would carry it.
+    if let Some(traceparent) = element
+        .traceparent
+        .as_deref()
+        .filter(|value| sync_protocol::is_traceparent(value))
+        .and_then(|value| http::HeaderValue::from_str(value).ok())
+    {
+        request
+            .headers_mut()
+            .insert(sync_protocol::TRACEPARENT, traceparent);
+    }
     Some(request)
 }

@@ -38,6 +38,7 @@ pub struct Idempotency {
     pub(crate) claim: KeyClaim,
     pub(crate) expiry: KeyExpiry,
     pub(crate) committed: Arc<AtomicBool>,
+    pub(crate) traceparent: Option<String>,
 }
 
 impl Idempotency {
@@ -52,7 +53,17 @@ impl Idempotency {
             claim,
             expiry,
             committed: Arc::new(AtomicBool::new(false)),
+            traceparent: None,
         }
+    }
+
+    /// The W3C `traceparent` the request came with (a valid one: the
+    /// trace the client enqueued the operation in), for the handler's own
+    /// spans to continue. The layer also records it on its `sync.request`
+    /// span around the handler.
+    #[must_use]
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
     }
 
     /// The idempotency key.

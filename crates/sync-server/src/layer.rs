@@ -203,10 +203,27 @@ impl Shared {
                 );
             }
         };
-        let handle = Idempotency::from_claim(claim, self.config.expiry_at(now));
+        let mut handle = Idempotency::from_claim(claim, self.config.expiry_at(now));
+        handle.traceparent = parts
+            .headers
+            .get(sync_protocol::TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .filter(|value| sync_protocol::is_traceparent(value))
+            .map(str::to_owned);
         parts.extensions.insert(handle.clone());
+        // The client's trace, for a subscriber (tracing-opentelemetry, ...)
+        // to continue: the handler runs inside this span.
+        let span = tracing::info_span!(
+            "sync.request",
+            idempotency_key = %key,
+            traceparent = handle.traceparent().unwrap_or(""),
+        );
         let started = std::time::Instant::now();
-        let response = call(&mut inner, Request::from_parts(parts, Body::from(body))).await;
+        let response = tracing::Instrument::instrument(
+            call(&mut inner, Request::from_parts(parts, Body::from(body))),
+            span,
+        )
+        .await;
         handler_time(started);
         if handle.is_committed() {
             // The handler's transaction stored the response with its effect.

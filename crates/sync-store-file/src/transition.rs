@@ -155,6 +155,7 @@ fn same_apart_from_life(old: &Operation, new: &Operation) -> bool {
         keep_answer,
         answer,
         needs,
+        traceparent,
     } = new;
     *id == old.id
         && *seq == old.seq
@@ -173,6 +174,7 @@ fn same_apart_from_life(old: &Operation, new: &Operation) -> bool {
         && *account == old.account
         && *answer == old.answer
         && *needs == old.needs
+        && *traceparent == old.traceparent
 }
 
 /// Reads little-endian fields, naming the offset of what is missing.

@@ -9,7 +9,8 @@
 //!             first_sent_at_ms, unanswered_sends,           -- since version 4
 //!             server_version,                               -- since version 5
 //!             payload_version, account,                     -- since version 6
-//!             keep_answer, answer, needs)                   -- since version 7
+//!             keep_answer, answer, needs,                   -- since version 7
+//!             traceparent)                                  -- since version 8
 //! index sync_outbox_due ON sync_outbox(status, next_retry_at_ms, seq)
 //! sync_counts(status TEXT PRIMARY KEY, n INTEGER,   -- since version 3
 //!             bytes INTEGER)                         -- since version 6: payload bytes
@@ -39,7 +40,8 @@
 //! get the counts table, filled by one scan, its triggers and the age
 //! index, 1 to 3 get the two columns of version 4, and all get version 5's
 //! column and download tables, version 6's payload byte counts and
-//! version 7's answer columns) and read as they are by `load_read_only`.
+//! version 7's answer columns and version 8's `traceparent`) and read as
+//! they are by `load_read_only`.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -50,47 +52,53 @@ use sync_outbox::{Operation, OperationStatus, OrderingMode};
 use crate::error::{SqliteStoreError, sql};
 
 /// The schema this release reads and writes.
-pub(crate) const SCHEMA_VERSION: u32 = 7;
+pub(crate) const SCHEMA_VERSION: u32 = 8;
 
 /// Every column, in the order of `row_to_operation` and `put`.
 pub(crate) const COLUMNS: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     payload_version, account, keep_answer, answer, needs";
+     payload_version, account, keep_answer, answer, needs, traceparent";
+
+/// What [`COLUMNS`] selects from a version 7 table.
+const COLUMNS_V7: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
+     last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
+     ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
+     payload_version, account, keep_answer, answer, needs, NULL";
 
 /// What [`COLUMNS`] selects from a version 6 table.
 const COLUMNS_V6: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     payload_version, account, 0, NULL, ''";
+     payload_version, account, 0, NULL, '', NULL";
 
 /// What [`COLUMNS`] selects from a version 5 table.
 const COLUMNS_V5: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, server_version, \
-     0, NULL, 0, NULL, ''";
+     0, NULL, 0, NULL, '', NULL";
 
 /// What [`COLUMNS`] selects from a version 4 table.
 const COLUMNS_V4: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, first_sent_at_ms, unanswered_sends, NULL, 0, NULL, \
-     0, NULL, ''";
+     0, NULL, '', NULL";
 
 /// What [`COLUMNS`] selects from a version 1 table; `first_sent_at_ms` as
 /// the upgrade sets it ([`SENT`]).
 const COLUMNS_V1: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
-     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0, NULL, 0, NULL, ''";
+     NULL, '', '', CASE WHEN attempt > 0 THEN updated_at_ms END, 0, NULL, 0, NULL, 0, NULL, '', NULL";
 
 /// What [`COLUMNS`] selects from a version 2 or 3 table.
 const COLUMNS_V2: &str = "id, kind, target, payload, status, attempt, next_retry_at_ms, \
      last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq, \
      ordering, idempotency_key, replaced_keys, CASE WHEN attempt > 0 THEN updated_at_ms END, 0, \
-     NULL, 0, NULL, 0, NULL, ''";
+     NULL, 0, NULL, 0, NULL, '', NULL";
 
 /// The versions this release reads (and upgrades, when it writes).
 pub(crate) fn is_known_version(found: &str) -> bool {
-    matches!(found, "1" | "2" | "3" | "4" | "5" | "6") || found == SCHEMA_VERSION.to_string()
+    matches!(found, "1" | "2" | "3" | "4" | "5" | "6" | "7") || found == SCHEMA_VERSION.to_string()
 }
 
 /// The select list that reads a table of schema `version` as [`COLUMNS`].
@@ -101,6 +109,7 @@ pub(crate) fn columns_of(version: &str) -> &'static str {
         "4" => COLUMNS_V4,
         "5" => COLUMNS_V5,
         "6" => COLUMNS_V6,
+        "7" => COLUMNS_V7,
         _ => COLUMNS,
     }
 }
@@ -229,6 +238,9 @@ ALTER TABLE sync_outbox ADD COLUMN answer TEXT;
 ALTER TABLE sync_outbox ADD COLUMN needs TEXT NOT NULL DEFAULT '';
 ";
 
+/// What version 8 adds: the W3C `traceparent` an operation was enqueued in.
+const TRACE: &str = "ALTER TABLE sync_outbox ADD COLUMN traceparent TEXT;";
+
 /// The counts and the oldest pending operation's age, from a version 3
 /// database: `(pending, in_flight, done, failed, oldest pending created_at_ms)`.
 ///
@@ -256,17 +268,20 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
             "ALTER TABLE sync_outbox ADD COLUMN ordering TEXT;
              ALTER TABLE sync_outbox ADD COLUMN idempotency_key TEXT NOT NULL DEFAULT '';
              ALTER TABLE sync_outbox ADD COLUMN replaced_keys TEXT NOT NULL DEFAULT '';
-             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}"
+             {COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS} {TRACE}"
         ),
         Some(version) if version == "2" => {
-            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}")
+            format!("{COUNTS} {V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS} {TRACE}")
         }
         Some(version) if version == "3" => {
-            format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}")
+            format!("{V4_COLUMNS} {SENT} {V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS} {TRACE}")
         }
-        Some(version) if version == "4" => format!("{V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS}"),
-        Some(version) if version == "5" => format!("{BYTES} {ANSWERS}"),
-        Some(version) if version == "6" => ANSWERS.to_owned(),
+        Some(version) if version == "4" => {
+            format!("{V5_COLUMN} {DOWNLOAD} {BYTES} {ANSWERS} {TRACE}")
+        }
+        Some(version) if version == "5" => format!("{BYTES} {ANSWERS} {TRACE}"),
+        Some(version) if version == "6" => format!("{ANSWERS} {TRACE}"),
+        Some(version) if version == "7" => TRACE.to_owned(),
         Some(found) => {
             return Err(SqliteStoreError::ForeignSchema {
                 path: path.to_path_buf(),
@@ -277,7 +292,7 @@ pub(crate) fn check_or_create(conn: &Connection, path: &Path) -> Result<(), Sqli
         None => {
             return conn
                 .execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD} {BYTES} {ANSWERS}
+                    "BEGIN IMMEDIATE; {CREATE} {COUNTS} {DOWNLOAD} {BYTES} {ANSWERS} {TRACE}
                      INSERT INTO sync_meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
                      COMMIT;"
                 ))
@@ -410,6 +425,7 @@ pub(crate) fn row_to_operation(row: &Row<'_>, path: &Path) -> Result<Operation, 
     if !needs.is_empty() {
         op.needs = serde_json::from_str(&needs).map_err(|_| invalid("needs"))?;
     }
+    op.traceparent = row.get(25).map_err(read)?;
     op.id = id;
     Ok(op)
 }
@@ -426,7 +442,7 @@ static UPSERT: LazyLock<String> = LazyLock::new(|| {
     format!(
         "INSERT INTO sync_outbox ({COLUMNS}) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
-         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25) \
+         ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) \
          ON CONFLICT (id) DO UPDATE SET {updates}"
     )
 });
@@ -476,6 +492,7 @@ pub(crate) fn put(conn: &Connection, op: &Operation, path: &Path) -> Result<(), 
                 op.keep_answer,
                 op.answer,
                 needs,
+                op.traceparent,
             ])
         })
         .map_err(|e| sql("write an operation to", path, e))?;

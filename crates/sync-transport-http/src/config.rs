@@ -62,8 +62,9 @@ pub struct HttpTransportConfig {
     /// response. A send that runs out of it is retryable. Default 30 s.
     pub timeout: Duration,
     /// Headers sent with every request (authentication, tracing, ...), in
-    /// order. `Idempotency-Key`, `Content-Length` and `Host` are set by the
-    /// transport and refused here.
+    /// order. `Idempotency-Key`, `Content-Length`, `Host` and
+    /// `traceparent` (each operation's own, [`Operation::traceparent`](sync_outbox::Operation::traceparent))
+    /// are set by the transport and refused here.
     pub headers: Vec<(String, String)>,
     /// The method per operation kind; kinds not listed use `POST`.
     pub methods: HashMap<String, HttpMethod>,

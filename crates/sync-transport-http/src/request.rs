@@ -29,7 +29,7 @@ pub(crate) const PULL_RESPONSE_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 pub(crate) const BATCH_RESPONSE_LIMIT_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Headers the transport sets itself, refused in the configuration.
-const RESERVED_HEADERS: [&str; 3] = ["idempotency-key", "content-length", "host"];
+const RESERVED_HEADERS: [&str; 4] = ["idempotency-key", "content-length", "host", "traceparent"];
 
 /// A configuration checked once, at construction.
 #[derive(Clone)]
@@ -92,10 +92,20 @@ impl Prepared {
         let key = HeaderValue::from_str(op.idempotency_key())
             .map_err(|_| "operation id is not a valid Idempotency-Key")?;
         let method = config.method_for(&op.kind).as_str();
-        self.builder(method, uri, self.content_type.clone(), credentials)
-            .header("Idempotency-Key", key)
-            .body(body)
-            .map_err(|_| "invalid request")
+        let mut request = self
+            .builder(method, uri, self.content_type.clone(), credentials)
+            .header("Idempotency-Key", key);
+        // The trace the operation was enqueued in, for the server's trace
+        // to continue (W3C Trace Context); an invalid one is not sent.
+        if let Some(traceparent) = op
+            .traceparent
+            .as_deref()
+            .filter(|value| sync_protocol::is_traceparent(value))
+            .and_then(|value| HeaderValue::from_str(value).ok())
+        {
+            request = request.header(sync_protocol::TRACEPARENT, traceparent);
+        }
+        request.body(body).map_err(|_| "invalid request")
     }
 
     /// `GET {base_url}{path_and_query}`: a pull.

@@ -9,11 +9,11 @@ mod download_simulation;
 mod drain;
 mod engine;
 mod guide;
-mod metrics;
 mod outage;
 mod rng;
 mod send_path;
 mod simulation;
+mod telemetry;
 mod wakeups;
 mod worker;
 

@@ -14,6 +14,7 @@ fn request_json_is_the_documented_shape() -> Result<(), serde_json::Error> {
             method: "POST".into(),
             target: "/notes".into(),
             payload: r#"{"text":"hi"}"#.into(),
+            traceparent: None,
         }],
     };
     assert_eq!(
@@ -45,15 +46,24 @@ fn response_optional_fields_are_left_out_and_may_be_absent() -> Result<(), serde
 }
 
 fn element() -> impl Strategy<Value = BatchOperation> {
-    (".{0,20}", ".{0,10}", "[A-Z]{1,7}", ".{0,20}", ".{0,40}").prop_map(
-        |(idempotency_key, kind, method, target, payload)| BatchOperation {
-            idempotency_key,
-            kind,
-            method,
-            target,
-            payload,
-        },
+    (
+        ".{0,20}",
+        ".{0,10}",
+        "[A-Z]{1,7}",
+        ".{0,20}",
+        ".{0,40}",
+        proptest::option::of("[0-9a-f-]{55}"),
     )
+        .prop_map(
+            |(idempotency_key, kind, method, target, payload, traceparent)| BatchOperation {
+                idempotency_key,
+                kind,
+                method,
+                target,
+                payload,
+                traceparent,
+            },
+        )
 }
 
 fn result() -> impl Strategy<Value = BatchResult> {

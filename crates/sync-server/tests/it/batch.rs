@@ -20,6 +20,7 @@ fn element(key: &str, target: &str, payload: &str) -> BatchOperation {
         method: "POST".into(),
         target: target.into(),
         payload: payload.into(),
+        traceparent: None,
     }
 }
 

@@ -9,3 +9,4 @@ mod key_model;
 mod layer;
 mod sqlite;
 mod store_contract;
+mod trace;

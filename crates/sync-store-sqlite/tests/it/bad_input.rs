@@ -33,7 +33,7 @@ fn a_foreign_schema_version_is_refused_and_unchanged() -> TestResult {
         let conn = rusqlite::Connection::open(&path)?;
         conn.execute_batch(
             "CREATE TABLE sync_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             INSERT INTO sync_meta VALUES ('schema_version', '8');
+             INSERT INTO sync_meta VALUES ('schema_version', '9');
              CREATE TABLE notes (id TEXT);",
         )?;
     }
@@ -43,7 +43,7 @@ fn a_foreign_schema_version_is_refused_and_unchanged() -> TestResult {
         SqliteStoreError::ForeignSchema {
             found, expected, ..
         } => {
-            assert_eq!((found.as_str(), *expected), ("8", 7));
+            assert_eq!((found.as_str(), *expected), ("9", 8));
         }
         other => return Err(format!("unexpected {other}").into()),
     }

@@ -100,7 +100,7 @@ fn a_version_1_database_is_read_then_upgraded_in_place() -> TestResult {
         [],
         |row| row.get(0),
     )?;
-    assert_eq!(version, "7");
+    assert_eq!(version, "8");
     assert_eq!(open(&path)?.load_all()?, [corrected]);
     Ok(())
 }
@@ -172,7 +172,7 @@ fn a_version_2_database_gets_counts_that_follow_every_writer() -> TestResult {
     let app = rusqlite::Connection::open(&path)?;
     app.execute_batch(
         "INSERT INTO sync_outbox VALUES ('op_3', 'note.edit', '/notes/1', '{}', 'pending', 0, 9,
-             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL, 0, NULL, 0, NULL, '');
+             '', 3, 3, NULL, NULL, 'app', 9, NULL, '', '', NULL, 0, NULL, 0, NULL, 0, NULL, '', NULL);
          UPDATE sync_outbox SET status = 'done' WHERE id = 'op_1';
          UPDATE sync_outbox SET payload = '{\"a\":1}' WHERE id = 'op_2';",
     )?;
@@ -232,10 +232,12 @@ fn a_version_6_database_gets_the_answer_columns_and_keeps_needs_and_answers_afte
     op.payload_version = 3;
     drop(open(&path)?);
     {
-        // Schema 6 is schema 7 without the three answer columns.
+        // Schema 6 is schema 8 without the three answer columns and the
+        // traceparent.
         let conn = rusqlite::Connection::open(&path)?;
         conn.execute_batch(
-            "ALTER TABLE sync_outbox DROP COLUMN keep_answer;
+            "ALTER TABLE sync_outbox DROP COLUMN traceparent;
+             ALTER TABLE sync_outbox DROP COLUMN keep_answer;
              ALTER TABLE sync_outbox DROP COLUMN answer;
              ALTER TABLE sync_outbox DROP COLUMN needs;
              UPDATE sync_meta SET value = '6' WHERE key = 'schema_version';
@@ -258,5 +260,45 @@ fn a_version_6_database_gets_the_answer_columns_and_keeps_needs_and_answers_afte
     store.put(&op)?;
     drop(store);
     assert_eq!(open(&path)?.load_all()?, [op]);
+    Ok(())
+}
+
+#[test]
+fn a_version_7_database_gets_the_traceparent_column() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("app.db");
+    let mut op = Operation::new("note.create", "/notes", "{}");
+    op.id = "op_7".into();
+    op.seq = 7;
+    drop(open(&path)?);
+    {
+        // Schema 7 is schema 8 without `traceparent`.
+        let conn = rusqlite::Connection::open(&path)?;
+        conn.execute_batch(
+            "ALTER TABLE sync_outbox DROP COLUMN traceparent;
+             UPDATE sync_meta SET value = '7' WHERE key = 'schema_version';
+             INSERT INTO sync_outbox (id, kind, target, payload, status, attempt, next_retry_at_ms,
+                 last_error, created_at_ms, updated_at_ms, ordering_key, coalesce_key, owner, seq)
+             VALUES ('op_7', 'note.create', '/notes', '{}', 'pending', 0, 0, '', 0, 0,
+                 NULL, NULL, '', 7);",
+        )?;
+    }
+    // Read as it is (a `synctl` beside an older app), then upgraded.
+    assert_eq!(
+        SqliteOutboxStore::load_read_only(&path)?.load_all()?,
+        [op.clone()]
+    );
+    let store = open(&path)?;
+    assert_eq!(store.load_all()?, [op.clone()]);
+    op.traceparent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    store.put(&op)?;
+    drop(store);
+    assert_eq!(open(&path)?.load_all()?, [op]);
+    let version: String = rusqlite::Connection::open(&path)?.query_row(
+        "SELECT value FROM sync_meta WHERE key = 'schema_version'",
+        [],
+        |row| row.get(0),
+    )?;
+    assert_eq!(version, "8");
     Ok(())
 }

@@ -169,3 +169,34 @@ fn a_configuration_that_cannot_work_is_refused_without_showing_values() {
         "{error}"
     );
 }
+
+/// The trace an operation was enqueued in goes with it: a valid
+/// `traceparent` as the header, an invalid one not at all, none without.
+#[test]
+fn an_operations_traceparent_is_sent_with_it() -> TestResult {
+    let server = TestServer::start(|_, _| Reply::status(200))?;
+    let transport = transport(&server.base_url)?;
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut with = op("op_t", "k", "/x", "{}");
+    with.traceparent = Some(traced.into());
+    let mut broken = op("op_b", "k", "/x", "{}");
+    broken.traceparent = Some("00-not-a-trace-01".into());
+    let without = op("op_n", "k", "/x", "{}");
+    for op in [&with, &broken, &without] {
+        assert!(transport.send(op).ok);
+    }
+    let sent: Vec<Option<String>> = server
+        .seen()
+        .iter()
+        .map(|s| s.header("traceparent").map(str::to_owned))
+        .collect();
+    assert_eq!(sent, [Some(traced.to_owned()), None, None]);
+    // An app cannot set one for every request: it is each operation's.
+    let config = HttpTransportConfig {
+        base_url: server.base_url.clone(),
+        headers: vec![("traceparent".into(), traced.into())],
+        ..HttpTransportConfig::default()
+    };
+    assert!(HttpTransport::new(config).is_err());
+    Ok(())
+}

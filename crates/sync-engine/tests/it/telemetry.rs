@@ -1,4 +1,5 @@
-//! `MetricsObserver` against a recorder that keeps what it is given: a
+//! `MetricsObserver` against a recorder that keeps what it is given (and
+//! the trace context an async enqueue keeps): a
 //! worker sends four operations, one fails once and is retried; the
 //! counters, histograms and gauges say exactly that.
 
@@ -204,4 +205,35 @@ fn pulls_count_changes_held_and_lag() {
     // Not caught up at the last pull: the time since the first one did.
     let lag = gauge(&snapshot, "sync.download.lag", &[]);
     assert!((0.0..60.0).contains(&lag), "{lag}");
+}
+
+/// `AsyncOutbox::enqueue` reads the trace in effect on the enqueuing task,
+/// not on the blocking thread its store write moves to: a tracer keeps the
+/// current span per thread (here, a thread-local set only where the app
+/// runs).
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_enqueue_keeps_the_trace_of_the_enqueuing_task() -> TestResult {
+    use std::cell::RefCell;
+    thread_local! {
+        static CURRENT: RefCell<Option<String>> = const { RefCell::new(None) };
+    }
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    CURRENT.with(|current| *current.borrow_mut() = Some(trace.to_owned()));
+    let store = Arc::new(MemoryOutboxStore::new());
+    let outbox = Arc::new(Outbox::new(
+        OutboxConfig {
+            trace_context: Some(sync_outbox::TraceContext::new(|| {
+                CURRENT.with(|current| current.borrow().clone())
+            })),
+            ..OutboxConfig::default()
+        },
+        store.clone(),
+    ));
+    let queue = sync_engine::AsyncOutbox::new(outbox);
+    let id = queue
+        .enqueue(Operation::new("note", "/notes", "{}"))
+        .await?;
+    let stored = sync_outbox::OutboxStore::get(&*store, &id)?.ok_or("not stored")?;
+    assert_eq!(stored.traceparent.as_deref(), Some(trace));
+    Ok(())
 }
