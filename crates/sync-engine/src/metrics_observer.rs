@@ -8,19 +8,6 @@
 //! names follow OpenTelemetry's messaging conventions where one fits (an
 //! operation is a message the device sends; a pulled change is one it
 //! consumes); the rest are `sync.*`. `docs/metrics.md` lists them all.
-//!
-//! | name | kind | labels | what |
-//! | --- | --- | --- | --- |
-//! | `messaging.client.sent.messages` | counter | `outcome`: `done`, `retry`, `unanswered`, `failed` | send results recorded |
-//! | `messaging.client.operation.duration` | histogram (s) | `messaging.operation.name`: `send` | one batch's send, claim to last result |
-//! | `sync.client.batch.size` | histogram | | operations per batch |
-//! | `sync.client.send.attempts` | histogram | | an operation's attempts when its result was recorded |
-//! | `sync.outbox.operations` | gauge | `state`: `pending`, `in_flight`, `failed`, `done` | queue depth by state, after each batch and pull |
-//! | `sync.outbox.oldest_pending.age` | gauge (s) | | age of the oldest pending operation (0: none) |
-//! | `messaging.client.consumed.messages` | counter | `messaging.operation.name`: `pull` | pulled changes applied |
-//! | `sync.client.pulls` | counter | `outcome`: `ok`, `error` | runs of pulls |
-//! | `sync.download.held` | gauge | | pulled changes held behind the device's own edits |
-//! | `sync.download.lag` | gauge (s) | | time since a pull last reached the end of the feed, at the last pull |
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -33,8 +20,24 @@ use crate::error::EngineError;
 use crate::observer::{BatchReport, SyncObserver};
 use crate::transport::SendResult;
 
-/// Records the engine's metrics (see the [module docs](self) for the
-/// names). Install it with `set_observer` on a [`SyncWorker`](crate::SyncWorker),
+/// Records the engine's metrics through the [`metrics`] facade:
+///
+/// | name | kind | labels | what |
+/// | --- | --- | --- | --- |
+/// | `messaging.client.sent.messages` | counter | `outcome`: `done`, `retry`, `unanswered`, `failed` | send results recorded |
+/// | `messaging.client.operation.duration` | histogram (s) | `messaging.operation.name`: `send` | one batch's send, claim to last result |
+/// | `sync.client.batch.size` | histogram | | operations per batch |
+/// | `sync.client.send.attempts` | histogram | | an operation's attempts when its result was recorded |
+/// | `sync.outbox.operations` | gauge | `state`: `pending`, `in_flight`, `failed`, `done` | queue depth by state, after each batch and pull |
+/// | `sync.outbox.oldest_pending.age` | gauge (s) | | age of the oldest pending operation (0: none) |
+/// | `messaging.client.consumed.messages` | counter | `messaging.operation.name`: `pull` | pulled changes applied |
+/// | `sync.client.pulls` | counter | `outcome`: `ok`, `error` | runs of pulls |
+/// | `sync.download.held` | gauge | | pulled changes held behind the device's own edits |
+/// | `sync.download.lag` | gauge (s) | | time since a pull last reached the end of the feed, at the last pull |
+///
+/// Why `metrics`: it is a facade, like `log`: the library records, the app
+/// picks the exporter (Prometheus, OpenTelemetry, statsd, ...). The names
+/// follow OpenTelemetry's messaging conventions where one fits. Install it with `set_observer` on a [`SyncWorker`](crate::SyncWorker),
 /// [`SyncEngine`](crate::SyncEngine) or `AsyncSyncEngine`; the app installs
 /// a recorder (for example `metrics-exporter-prometheus`). Without a
 /// recorder it costs nothing measurable (`cargo bench -p sync-benches

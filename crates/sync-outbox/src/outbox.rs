@@ -127,7 +127,7 @@ pub struct OutboxConfig {
     /// Default 16 KiB.
     pub max_answer_bytes: usize,
     /// Where the `traceparent` in effect at enqueue comes from: an
-    /// operation enqueued without one gets [`TraceContext::current`]'s, so
+    /// operation enqueued without one gets [`TraceContext::current`](crate::TraceContext::current)'s, so
     /// its requests continue the app's trace. `AsyncOutbox` reads it on the
     /// enqueuing task, before the store write moves to the blocking pool.
     /// Default `None`: operations carry only what the app set.
