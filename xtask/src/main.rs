@@ -153,6 +153,15 @@ fn ci() -> Result<(), Error> {
     }
     postgres::ensure_server_binaries()?;
     run(cargo(&["test", "--workspace"]))?;
+    // The encrypted SQLite store (SQLCipher, OpenSSL compiled in): the
+    // store's tests again on that build, the encryption tests with them.
+    run(cargo(&[
+        "test",
+        "--package",
+        "sync-store-sqlite",
+        "--features",
+        "sqlcipher",
+    ]))?;
     // The whole system under faults, briefly: a fresh seed each run (it is
     // printed, with the command that replays it, on a failure).
     chaos(&["--seconds".to_owned(), "60".to_owned()])?;

@@ -10,10 +10,21 @@ use sync_outbox::OutboxError;
 #[non_exhaustive]
 pub enum SqliteStoreError {
     /// The file exists but is not an SQLite database. Nothing was written.
-    #[error("{} is not an SQLite database", .path.display())]
+    #[error("{} is not an SQLite database (or it is encrypted, and no key was given)", .path.display())]
     NotADatabase {
         /// The file.
         path: PathBuf,
+    },
+    /// The database's encryption and the key given do not match (feature
+    /// `sqlcipher`): the key does not open it (a wrong key, or a file that
+    /// is not an SQLCipher database), or a key was given for a database
+    /// that is not encrypted. Nothing was written.
+    #[error("{}: {reason}", .path.display())]
+    KeyMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Which of the two.
+        reason: &'static str,
     },
     /// The database has this crate's tables in a schema version it does not
     /// know (a newer release wrote it). Nothing was written.

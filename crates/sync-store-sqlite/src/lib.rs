@@ -48,6 +48,8 @@
 
 mod download;
 mod error;
+#[cfg(feature = "sqlcipher")]
+mod key;
 mod schema;
 mod store;
 mod transaction;
@@ -58,6 +60,9 @@ pub use rusqlite;
 
 pub use download::{ApplySqliteChanges, SqliteDownload};
 pub use error::SqliteStoreError;
+#[cfg(feature = "sqlcipher")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlcipher")))]
+pub use key::DatabaseKey;
 pub use store::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 pub use transaction::SqliteTransaction;
 

@@ -17,6 +17,13 @@ use sync_wal::{LockedFile, SyncPolicy, WalError};
 use crate::error::{SqliteStoreError, sql};
 use crate::schema::{self, COLUMNS};
 
+/// A database key: [`DatabaseKey`](crate::DatabaseKey) with feature
+/// `sqlcipher`, nothing without.
+#[cfg(feature = "sqlcipher")]
+type Key = crate::DatabaseKey;
+#[cfg(not(feature = "sqlcipher"))]
+type Key = std::convert::Infallible;
+
 /// The first 16 bytes of every SQLite database file.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
@@ -33,6 +40,14 @@ pub struct SqliteOutboxStoreConfig {
     /// How long a write waits for another connection's write transaction
     /// (the app's) before failing with "database is locked". Default 5 s.
     pub busy_timeout: Duration,
+    /// Open the database encrypted with this key (feature `sqlcipher`):
+    /// created encrypted, or refused with [`SqliteStoreError::KeyMismatch`]
+    /// if the key does not open it. Every connection the store makes gets
+    /// it, so the transactional enqueue and the download work as they do
+    /// unencrypted. Default `None`: a plain database.
+    #[cfg(feature = "sqlcipher")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlcipher")))]
+    pub key: Option<crate::DatabaseKey>,
 }
 
 impl SqliteOutboxStoreConfig {
@@ -42,7 +57,27 @@ impl SqliteOutboxStoreConfig {
             path: path.into(),
             sync: SyncPolicy::Always,
             busy_timeout: Duration::from_secs(5),
+            #[cfg(feature = "sqlcipher")]
+            key: None,
         }
+    }
+
+    /// These settings, with the database encrypted under `key` (feature
+    /// `sqlcipher`; see [`key`](Self::key)).
+    #[cfg(feature = "sqlcipher")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlcipher")))]
+    #[must_use]
+    pub fn with_key(mut self, key: crate::DatabaseKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// Whether a key is set.
+    fn encrypted(&self) -> bool {
+        #[cfg(feature = "sqlcipher")]
+        return self.key.is_some();
+        #[cfg(not(feature = "sqlcipher"))]
+        false
     }
 }
 
@@ -137,7 +172,11 @@ impl SqliteOutboxStore {
             path: path.clone(),
             source: std::io::ErrorKind::NotFound.into(),
         })?;
-        check_header(&path)?;
+        // An encrypted file's first bytes are random: the key's check in
+        // `connect` is what refuses a file that is not ours.
+        if !config.encrypted() {
+            check_header(&path)?;
+        }
         create_private(&path)?;
         let conn = connect(&path, &config, OpenFlags::default())?;
         // Read before any write: refuse a file that is not ours to change.
@@ -189,6 +228,29 @@ impl SqliteOutboxStore {
     /// As [`open`](Self::open); [`SqliteStoreError::Io`] if the file is
     /// missing.
     pub fn load_read_only(path: &Path) -> Result<MemoryOutboxStore, SqliteStoreError> {
+        Self::load_read_only_keyed(path, None)
+    }
+
+    /// [`load_read_only`](Self::load_read_only) of an encrypted database
+    /// (feature `sqlcipher`).
+    ///
+    /// # Errors
+    ///
+    /// As [`load_read_only`](Self::load_read_only);
+    /// [`SqliteStoreError::KeyMismatch`] if `key` does not open it.
+    #[cfg(feature = "sqlcipher")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlcipher")))]
+    pub fn load_read_only_with_key(
+        path: &Path,
+        key: &crate::DatabaseKey,
+    ) -> Result<MemoryOutboxStore, SqliteStoreError> {
+        Self::load_read_only_keyed(path, Some(key))
+    }
+
+    fn load_read_only_keyed(
+        path: &Path,
+        key: Option<&Key>,
+    ) -> Result<MemoryOutboxStore, SqliteStoreError> {
         // With no application, hold the lock so none opens meanwhile; with
         // one, read beside it: SQLite's WAL mode gives this connection a
         // snapshot of the last commit and never blocks the writer.
@@ -196,7 +258,9 @@ impl SqliteOutboxStore {
             Err(SqliteStoreError::Locked { .. }) => None,
             other => other?,
         };
-        check_header(path)?;
+        if key.is_none() {
+            check_header(path)?;
+        }
         if !path.exists() {
             return Err(SqliteStoreError::Io {
                 op: "open",
@@ -205,6 +269,10 @@ impl SqliteOutboxStore {
             });
         }
         let mut conn = read_only_connection(path)?;
+        #[cfg(feature = "sqlcipher")]
+        if let Some(key) = key {
+            unlock(&conn, path, key)?;
+        }
         // One read transaction: the version and the rows come from one
         // snapshot, even while the app commits or upgrades the schema.
         let snapshot = conn
@@ -469,6 +537,10 @@ fn connect(
     flags: OpenFlags,
 ) -> Result<Connection, SqliteStoreError> {
     let conn = Connection::open_with_flags(path, flags).map_err(|e| sql("open", path, e))?;
+    #[cfg(feature = "sqlcipher")]
+    if let Some(key) = &config.key {
+        unlock(&conn, path, key)?;
+    }
     conn.busy_timeout(config.busy_timeout)
         .map_err(|e| sql("set busy_timeout on", path, e))?;
     let synchronous = match config.sync {
@@ -478,6 +550,44 @@ fn connect(
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(|e| sql("set synchronous on", path, e))?;
     Ok(conn)
+}
+
+/// Gives `conn` the key, and checks it opens the database: SQLCipher only
+/// finds out at the first read, so read the schema now. Nothing is written
+/// before this succeeds.
+#[cfg(feature = "sqlcipher")]
+fn unlock(
+    conn: &Connection,
+    path: &Path,
+    key: &crate::DatabaseKey,
+) -> Result<(), SqliteStoreError> {
+    let plain = {
+        let mut header = [0u8; 16];
+        File::open(path)
+            .and_then(|mut file| file.read_exact(&mut header))
+            .is_ok_and(|()| &header == SQLITE_HEADER)
+    };
+    if plain {
+        return Err(SqliteStoreError::KeyMismatch {
+            path: path.to_path_buf(),
+            reason: "a key was given, but the database is not encrypted",
+        });
+    }
+    conn.pragma_update(None, "key", key.pragma())
+        .map_err(|e| sql("set the key of", path, e))?;
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |row| {
+        row.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            Err(SqliteStoreError::KeyMismatch {
+                path: path.to_path_buf(),
+                reason: "the key does not open this database (a wrong key, or not an SQLCipher \
+                         database)",
+            })
+        }
+        Err(e) => Err(sql("read the schema of", path, e)),
+    }
 }
 
 /// Refuses, before SQLite sees it, a non-empty file whose first bytes are not

@@ -61,7 +61,7 @@
 //! # Crate features
 //!
 //! On by default: `wal`, `outbox`, `store` and `engine`, the whole embedded
-//! stack. Off by default: `sqlite`, `http`, `tokio`, `http-async`,
+//! stack. Off by default: `sqlite`, `sqlcipher`, `http`, `tokio`, `http-async`,
 //! `tracing` and `metrics`. Turn off the defaults
 //! (`default-features = false`) to take only the layers you need.
 //!
@@ -76,6 +76,9 @@
 //! - `sqlite`: `sync::sqlite`, the SQLite store, whose transactions hold the
 //!   app's rows and its operations together (`sync-store-sqlite`, SQLite
 //!   compiled in); turns on `wal` and `outbox`.
+//! - `sqlcipher`: `sync::sqlite::DatabaseKey`, the SQLite store's database
+//!   (the app's rows and the outbox) encrypted at rest with SQLCipher,
+//!   OpenSSL compiled in; turns on `sqlite`.
 //! - `engine` (default): `sync::engine`, the worker, transport trait and
 //!   network probe (`sync-engine`); turns on `outbox`.
 //! - `http`: `sync::http`, a transport that sends each operation (or each
@@ -106,8 +109,9 @@
 //! `blocking` is `http` and its `async` is `http-async`; `sync-engine`'s
 //! `tokio`, `tracing` and `metrics` are `tokio`, `tracing` and `metrics`
 //! (`metrics` also turns on `sync-server`'s); `sync-store-sqlite`'s
-//! `tokio` is on with `tokio` and `sqlite`; `sync-server`'s `sqlite` is
-//! `server` and its `postgres` is `server-postgres`.
+//! `tokio` is on with `tokio` and `sqlite`, and its `sqlcipher` is
+//! `sqlcipher`; `sync-server`'s `sqlite` is `server` and its `postgres` is
+//! `server-postgres`.
 
 #![deny(missing_docs)]
 #![doc(test(attr(deny(warnings))))]

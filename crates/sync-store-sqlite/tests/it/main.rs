@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod conformance;
+#[cfg(feature = "sqlcipher")]
+mod encryption;
 mod transaction;
 mod upgrade;
 
