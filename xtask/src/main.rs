@@ -154,13 +154,16 @@ fn ci() -> Result<(), Error> {
     postgres::ensure_server_binaries()?;
     run(cargo(&["test", "--workspace"]))?;
     // The encrypted SQLite store (SQLCipher, OpenSSL compiled in): the
-    // store's tests again on that build, the encryption tests with them.
+    // store's tests again on that build, the encryption tests with them,
+    // and synctl's `--key-file`.
     run(cargo(&[
         "test",
         "--package",
         "sync-store-sqlite",
+        "--package",
+        "sync-cli",
         "--features",
-        "sqlcipher",
+        "sync-store-sqlite/sqlcipher,sync-cli/sqlcipher",
     ]))?;
     // The whole system under faults, briefly: a fresh seed each run (it is
     // printed, with the command that replays it, on a failure).

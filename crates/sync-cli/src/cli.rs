@@ -170,6 +170,11 @@ pub(crate) struct StoreArg {
     /// file (`outbox.json`).
     #[arg(value_name = "PATH")]
     pub(crate) path: PathBuf,
+    /// The key of an encrypted SQLite store: a file holding 64 hex digits
+    /// (a raw 256-bit key) or a passphrase (feature `sqlcipher`).
+    #[cfg(feature = "sqlcipher")]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) key_file: Option<PathBuf>,
 }
 
 /// An operation status on the command line.

@@ -14,7 +14,7 @@ use sync_store_file::{
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
-use crate::cli::{OutboxCommand, StatusArg};
+use crate::cli::{OutboxCommand, StatusArg, StoreArg};
 use crate::output::{Failure, Table, preview};
 use crate::units::{format_duration_ms, format_time_ms, now_ms};
 
@@ -25,16 +25,16 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
             status,
             limit,
             json,
-        } => list(&store.path, status.map(status_of), limit, json, out),
-        OutboxCommand::Show { store, id, json } => show(&store.path, &id, json, out),
-        OutboxCommand::Stats { store, json } => stats(&store.path, json, out),
+        } => list(&store, status.map(status_of), limit, json, out),
+        OutboxCommand::Show { store, id, json } => show(&store, &id, json, out),
+        OutboxCommand::Stats { store, json } => stats(&store, json, out),
         OutboxCommand::Retry {
             store,
             id,
             all: _,
             kind,
         } => {
-            let outbox = open_writable(&store.path)?;
+            let outbox = open_writable(&store)?;
             let ids = match id {
                 Some(id) => vec![id],
                 // --all, or --kind: every failed one (of that kind).
@@ -56,7 +56,7 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
             Ok(())
         }
         OutboxCommand::Discard { store, id } => {
-            let outbox = open_writable(&store.path)?;
+            let outbox = open_writable(&store)?;
             let status = outbox
                 .store()
                 .get(&id)?
@@ -67,7 +67,7 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
             Ok(())
         }
         OutboxCommand::PurgeDone { store, older_than } => {
-            let outbox = open_writable(&store.path)?;
+            let outbox = open_writable(&store)?;
             let removed = outbox.purge_done(now_ms().saturating_sub(older_than.ms))?;
             writeln!(
                 out,
@@ -81,15 +81,39 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
 /// Reads the store at `path` without changing it: a directory is a WAL
 /// store, a file that starts like an SQLite database an SQLite store,
 /// anything else a JSON store file.
-fn open_read_only(path: &Path) -> Result<MemoryOutboxStore, Failure> {
+fn open_read_only(store: &StoreArg) -> Result<MemoryOutboxStore, Failure> {
+    let path = store.path.as_path();
     check_exists(path)?;
+    #[cfg(feature = "sqlcipher")]
+    if let Some(key) = key_of(store)? {
+        return Ok(SqliteOutboxStore::load_read_only_with_key(path, &key)?);
+    }
     Ok(if path.is_dir() {
         WalOutboxStore::load_read_only(path)?
     } else if is_sqlite(path) {
         SqliteOutboxStore::load_read_only(path)?
     } else {
-        JsonOutboxStore::load_read_only(path)?
+        JsonOutboxStore::load_read_only(path).map_err(|e| maybe_encrypted(path, e.into()))?
     })
+}
+
+/// A file that is neither an SQLite database nor JSON may be an SQLite
+/// store encrypted with SQLCipher: say so beside the JSON error.
+fn maybe_encrypted(path: &Path, failure: Failure) -> Failure {
+    let looks_like_json = std::fs::read(path).is_ok_and(|bytes| {
+        bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_none_or(|b| *b == b'{')
+    });
+    match failure {
+        Failure::Corrupt(message) if !looks_like_json => Failure::Corrupt(format!(
+            "{message}; it is not an SQLite database and does not start like JSON: if it is an \
+             SQLite store encrypted with SQLCipher, give its key with --key-file (synctl built \
+             with feature `sqlcipher`)"
+        )),
+        other => other,
+    }
 }
 
 /// Whether the file starts with SQLite's header.
@@ -101,23 +125,74 @@ pub(crate) fn is_sqlite(path: &Path) -> bool {
 }
 
 /// Opens the store at `path` for changes, holding its exclusive lock.
-fn open_writable(path: &Path) -> Result<Outbox, Failure> {
+fn open_writable(arg: &StoreArg) -> Result<Outbox, Failure> {
+    let path = arg.path.as_path();
     check_exists(path)?;
-    let store: Arc<dyn OutboxStore> = if path.is_dir() {
+    let store: Arc<dyn OutboxStore> = if let Some(keyed) = open_keyed(arg)? {
+        Arc::new(keyed)
+    } else if path.is_dir() {
         Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(path))?)
     } else if is_sqlite(path) {
         Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(path))?)
     } else {
-        Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-            file_path: path.to_path_buf(),
-            pretty_json: true,
-        })?)
+        Arc::new(
+            JsonOutboxStore::open(JsonOutboxStoreConfig {
+                file_path: path.to_path_buf(),
+                pretty_json: true,
+            })
+            .map_err(|e| maybe_encrypted(path, e.into()))?,
+        )
     };
     let config = OutboxConfig {
         owner: "synctl".into(),
         ..OutboxConfig::default()
     };
     Ok(Outbox::new(config, store))
+}
+
+/// With `--key-file`: the encrypted SQLite store, opened with its key.
+#[cfg(feature = "sqlcipher")]
+fn open_keyed(arg: &StoreArg) -> Result<Option<SqliteOutboxStore>, Failure> {
+    let Some(key) = key_of(arg)? else {
+        return Ok(None);
+    };
+    let config = SqliteOutboxStoreConfig::new(&arg.path).with_key(key);
+    Ok(Some(SqliteOutboxStore::open(config)?))
+}
+
+/// Without feature `sqlcipher` there is no `--key-file`.
+#[cfg(not(feature = "sqlcipher"))]
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the same signature as with feature `sqlcipher`"
+)]
+fn open_keyed(_arg: &StoreArg) -> Result<Option<SqliteOutboxStore>, Failure> {
+    Ok(None)
+}
+
+/// The key in `--key-file`: 64 hex digits are a raw key, anything else a
+/// passphrase (one trailing newline ignored).
+#[cfg(feature = "sqlcipher")]
+fn key_of(store: &StoreArg) -> Result<Option<sync_store_sqlite::DatabaseKey>, Failure> {
+    let Some(file) = &store.key_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Failure::Failed(format!("cannot read the key file {}: {e}", file.display()))
+    })?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let text = text.strip_suffix('\r').unwrap_or(text);
+    let hex = |i: usize| {
+        text.get(i..i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+    };
+    if text.len() == 64 {
+        let bytes: Option<Vec<u8>> = (0..32).map(|i| hex(i * 2)).collect();
+        if let Some(bytes) = bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            return Ok(Some(sync_store_sqlite::DatabaseKey::raw(bytes)));
+        }
+    }
+    Ok(Some(sync_store_sqlite::DatabaseKey::passphrase(text)))
 }
 
 fn check_exists(path: &Path) -> Result<(), Failure> {
@@ -141,7 +216,7 @@ fn unknown(id: &str) -> Failure {
 }
 
 fn list(
-    path: &Path,
+    path: &StoreArg,
     status: Option<OperationStatus>,
     limit: usize,
     json: bool,
@@ -184,7 +259,7 @@ fn list(
     Ok(())
 }
 
-fn show(path: &Path, id: &str, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+fn show(path: &StoreArg, id: &str, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let op = open_read_only(path)?.get(id)?.ok_or_else(|| unknown(id))?;
     if json {
         serde_json::to_writer_pretty(&mut *out, &op).map_err(std::io::Error::from)?;
@@ -228,7 +303,7 @@ struct StatsJson {
     queued_bytes: u64,
 }
 
-fn stats(path: &Path, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
+fn stats(path: &StoreArg, json: bool, out: &mut dyn Write) -> Result<(), Failure> {
     let store = open_read_only(path)?;
     let counts = store.stats()?;
     let (pending, in_flight, done, failed) =

@@ -2,6 +2,8 @@
 //! stores made by the libraries in each test.
 
 mod download;
+#[cfg(feature = "sqlcipher")]
+mod encrypted;
 mod outbox;
 mod wal;
 
