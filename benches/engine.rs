@@ -33,6 +33,24 @@ fn store(kind: &str, dir: &std::path::Path) -> Arc<dyn OutboxStore> {
     Arc::new(WalOutboxStore::open(config).expect("open wal store"))
 }
 
+/// A worker sending batches of `BATCH` over `outbox` to a server that
+/// acknowledges everything, and the operation each cycle enqueues.
+fn worker_on(outbox: &Arc<Outbox>) -> (SyncWorker, Operation) {
+    let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
+    let worker = SyncWorker::new(
+        SyncWorkerConfig { batch_limit: BATCH },
+        outbox.clone(),
+        probe,
+        Arc::new(AlwaysOk),
+    );
+    let op = Operation::new(
+        "message.send",
+        "/api/messages",
+        r#"{"text":"hello offline-first"}"#,
+    );
+    (worker, op)
+}
+
 fn tick(c: &mut Criterion) {
     let mut group = c.benchmark_group("engine/tick");
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -44,18 +62,7 @@ fn tick(c: &mut Criterion) {
             OutboxConfig::default(),
             store(kind, dir.path()),
         ));
-        let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
-        let worker = SyncWorker::new(
-            SyncWorkerConfig { batch_limit: BATCH },
-            outbox.clone(),
-            probe,
-            Arc::new(AlwaysOk),
-        );
-        let op = Operation::new(
-            "message.send",
-            "/api/messages",
-            r#"{"text":"hello offline-first"}"#,
-        );
+        let (worker, op) = worker_on(&outbox);
         let mut now = 1i64;
         group.bench_function(BenchmarkId::new(kind, BATCH), |b| {
             b.iter(|| {
@@ -92,22 +99,11 @@ fn metrics_cost(c: &mut Criterion) {
                     OutboxConfig::default(),
                     Arc::new(sync::outbox::MemoryOutboxStore::new()),
                 ));
-                let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));
-                let worker = SyncWorker::new(
-                    SyncWorkerConfig { batch_limit: BATCH },
-                    outbox.clone(),
-                    probe,
-                    Arc::new(AlwaysOk),
-                );
+                let (worker, op) = worker_on(&outbox);
                 if observed {
                     worker
                         .set_observer(Arc::new(sync::engine::MetricsObserver::new(outbox.clone())));
                 }
-                let op = Operation::new(
-                    "message.send",
-                    "/api/messages",
-                    r#"{"text":"hello offline-first"}"#,
-                );
                 let started = std::time::Instant::now();
                 for now in 1..=i64::try_from(iters).unwrap_or(i64::MAX) {
                     for _ in 0..BATCH {

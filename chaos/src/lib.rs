@@ -19,7 +19,6 @@
 pub mod device;
 mod history;
 mod lab;
-pub mod postgres;
 mod proxy;
 pub mod run;
 pub mod server;

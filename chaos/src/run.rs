@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 
 use crate::history::{EntityKey, Event, FinalState, Verdict, check, parse_history};
 use crate::lab::Lab;
-use crate::postgres::Cluster;
 use crate::proxy::{FaultCounts, FaultProxy, Faults};
+use sync_testkit::postgres::Cluster;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -260,7 +260,7 @@ pub fn run(config: &RunConfig) -> Result<Report, Error> {
     names.extend((0..config.devices).map(|d| name(Role::Device(d))));
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let lab = Lab::create("chaos", 78, &refs)?;
-    let cluster = Cluster::start(&config.dir)?;
+    let cluster = Cluster::start_in(&config.dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -356,7 +356,7 @@ impl Run<'_> {
         let converged_in = healed.elapsed();
         self.stop_all();
 
-        let conn = Cluster::connection_string("127.0.0.1", cluster.port());
+        let conn = cluster.connection_string();
         let state = self.runtime.block_on(crate::server::read_postgres(&conn))?;
         let mut history = parse_history(&std::fs::read_to_string(self.config.dir.join("history"))?);
         history.extend(state.effects.into_iter().map(|op| Event::Effect { op }));
@@ -433,7 +433,7 @@ impl Run<'_> {
                     .args(["--listen", &format!("{addr}:{SERVER_PORT}")])
                     .args([
                         "--postgres",
-                        &Cluster::connection_string(&db.ip().to_string(), db.port()),
+                        &Cluster::connection_string_at(&db.ip().to_string(), db.port()),
                     ])
                     .arg("--deliveries")
                     .arg(self.config.dir.join(format!("deliveries-{}", s + 1)));

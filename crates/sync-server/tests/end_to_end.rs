@@ -28,7 +28,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -897,162 +897,11 @@ mod child {
     }
 }
 
-/// A PostgreSQL server of the test's own, in a temp dir.
+/// PostgreSQL: a server of the test's own (`sync_testkit`), and what is checked on it.
 mod postgres {
-    use std::os::unix::fs::MetadataExt;
+    pub(super) use sync_testkit::postgres::Cluster;
 
-    use super::{Command, Error, Path, PathBuf};
-
-    pub(super) struct Cluster {
-        bin: PathBuf,
-        data: PathBuf,
-        port: u16,
-        /// Run as this user when we are root (PostgreSQL refuses root).
-        run_as: Option<String>,
-        _dir: tempfile::TempDir,
-    }
-
-    /// Where the server binaries are: `PATH`, or Debian's versioned dir.
-    fn find_bin() -> Result<PathBuf, Error> {
-        let on_path = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let mut debian: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .map(|e| e.path().join("bin"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        debian.sort();
-        debian.reverse();
-        debian
-            .into_iter()
-            .chain(on_path)
-            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
-            .ok_or_else(|| {
-                "PostgreSQL's server binaries (initdb, pg_ctl) were not found; install them with \
-                 `apt-get install -y postgresql` (cargo xtask ci does this when it runs as root)"
-                    .into()
-            })
-    }
-
-    impl Cluster {
-        pub(super) fn start() -> Result<Self, Error> {
-            let bin = find_bin()?;
-            let dir = tempfile::tempdir()?;
-            let root = std::fs::metadata("/proc/self")?.uid() == 0;
-            let run_as = if root {
-                let uid = user_id("postgres").ok_or(
-                    "running as root, and there is no `postgres` user to run the server as",
-                )?;
-                std::os::unix::fs::chown(dir.path(), Some(uid), None)?;
-                Some("postgres".to_owned())
-            } else {
-                None
-            };
-            let data = dir.path().join("data");
-            let port = free_port()?;
-            let cluster = Self {
-                bin,
-                data,
-                port,
-                run_as,
-                _dir: dir,
-            };
-            cluster.run(
-                "initdb",
-                &[
-                    "-D",
-                    &cluster.data.display().to_string(),
-                    "-U",
-                    "postgres",
-                    "-A",
-                    "trust",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
-            )?;
-            let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=60",
-                cluster.port,
-                cluster.socket_dir().display()
-            );
-            let log = cluster.socket_dir().join("postgres.log");
-            cluster.run(
-                "pg_ctl",
-                &[
-                    "-D",
-                    &cluster.data.display().to_string(),
-                    "-o",
-                    &options,
-                    "-l",
-                    &log.display().to_string(),
-                    "-w",
-                    "start",
-                ],
-            )?;
-            Ok(cluster)
-        }
-
-        fn socket_dir(&self) -> &Path {
-            self.data.parent().unwrap_or(&self.data)
-        }
-
-        pub(super) fn connection_string(&self) -> String {
-            format!(
-                "host=127.0.0.1 port={} user=postgres dbname=postgres",
-                self.port
-            )
-        }
-
-        fn run(&self, program: &str, args: &[&str]) -> Result<(), Error> {
-            let exe = self.bin.join(program);
-            let mut command = match &self.run_as {
-                Some(user) => {
-                    let mut c = Command::new("runuser");
-                    c.args(["-u", user, "--"]).arg(&exe);
-                    c
-                }
-                None => Command::new(&exe),
-            };
-            let output = command.args(args).output()?;
-            if output.status.success() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{program} failed: {}\n{}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr)
-                )
-                .into())
-            }
-        }
-    }
-
-    impl Drop for Cluster {
-        fn drop(&mut self) {
-            let data = self.data.display().to_string();
-            let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "stop"]);
-        }
-    }
-
-    fn user_id(name: &str) -> Option<u32> {
-        let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-        passwd.lines().find_map(|line| {
-            let mut fields = line.split(':');
-            (fields.next() == Some(name))
-                .then(|| fields.nth(1).and_then(|uid| uid.parse().ok()))
-                .flatten()
-        })
-    }
-
-    fn free_port() -> Result<u16, Error> {
-        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port())
-    }
+    use super::Error;
 
     /// The store contract (one claim among concurrent duplicates, fencing,
     /// replay, release, takeover, expiry) on the live server.

@@ -29,6 +29,16 @@ impl SyncTransport for FlakyOnce {
     }
 }
 
+/// What the recorder holds: each metric's key and value.
+fn taken(snapshotter: &metrics_util::debugging::Snapshotter) -> Vec<(CompositeKey, DebugValue)> {
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| (key, value))
+        .collect()
+}
+
 /// Every value recorded under `name` with the given labels, by kind.
 fn values<'a>(
     snapshot: &'a [(CompositeKey, DebugValue)],
@@ -118,12 +128,7 @@ fn sends_batches_attempts_and_queue_depth_are_recorded_as_they_happened() -> Tes
         assert_eq!(worker.tick(3_600_000)?, 1);
         Ok(())
     })?;
-    let snapshot: Vec<(CompositeKey, DebugValue)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
+    let snapshot = taken(&snapshotter);
     let sent = "messaging.client.sent.messages";
     assert_eq!(counter(&snapshot, sent, &[("outcome", "done")]), 4);
     assert_eq!(counter(&snapshot, sent, &[("outcome", "retry")]), 1);
@@ -183,12 +188,7 @@ fn pulls_count_changes_held_and_lag() {
             ..PullReport::default()
         });
     });
-    let snapshot: Vec<(CompositeKey, DebugValue)> = snapshotter
-        .snapshot()
-        .into_vec()
-        .into_iter()
-        .map(|(key, _, _, value)| (key, value))
-        .collect();
+    let snapshot = taken(&snapshotter);
     assert_eq!(
         counter(&snapshot, "sync.client.pulls", &[("outcome", "ok")]),
         2

@@ -1,9 +1,8 @@
-//! A PostgreSQL server of the run's own: `initdb` and `pg_ctl` in the run's
-//! directory, listening on loopback (the servers reach it through a
-//! [`FaultProxy`](crate::FaultProxy) each). As root it runs as the
-//! `postgres` user (PostgreSQL refuses root). `cargo xtask ci` installs the
-//! server binaries when they are missing; without them this says what to
-//! install.
+//! A PostgreSQL server of the test's own: `initdb` and `pg_ctl` in a
+//! directory of the test's, listening on loopback only. As root it runs as
+//! the `postgres` user (PostgreSQL refuses root). `cargo xtask ci` installs
+//! the server binaries when they are missing; without them this says what
+//! to install (never a silent skip).
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -18,16 +17,36 @@ pub struct Cluster {
     data: PathBuf,
     port: u16,
     run_as: Option<String>,
+    /// The directory [`start`](Self::start) made, removed on drop.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
+    /// Makes a cluster in a temporary directory of its own and starts it.
+    ///
+    /// # Errors
+    ///
+    /// As [`start_in`](Self::start_in).
+    pub fn start() -> Result<Self, Error> {
+        let dir = tempfile::tempdir()?;
+        // PostgreSQL runs as its own user when we are root: it must reach
+        // its directory below this one.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let mut cluster = Self::start_in(dir.path())?;
+        cluster.dir = Some(dir);
+        Ok(cluster)
+    }
+
     /// Makes a cluster in `dir/pg` and starts it on a free loopback port.
     ///
     /// # Errors
     ///
     /// No server binaries; `initdb` or `pg_ctl` failing (with what they
     /// said); root without a `postgres` user.
-    pub fn start(dir: &Path) -> Result<Self, Error> {
+    pub fn start_in(dir: &Path) -> Result<Self, Error> {
         let bin = find_bin()?;
         let home = dir.join("pg");
         std::fs::create_dir_all(&home)?;
@@ -47,6 +66,7 @@ impl Cluster {
             data: home.join("data"),
             port,
             run_as,
+            dir: None,
         };
         let data = cluster.data.display().to_string();
         cluster.run(
@@ -81,10 +101,15 @@ impl Cluster {
         self.port
     }
 
-    /// A connection string to it at `host:port` (the cluster's own, or a
-    /// proxy's in front of it).
+    /// A connection string to it, on loopback.
     #[must_use]
-    pub fn connection_string(host: &str, port: u16) -> String {
+    pub fn connection_string(&self) -> String {
+        Self::connection_string_at("127.0.0.1", self.port)
+    }
+
+    /// A connection string to it at `host:port` (a proxy's in front of it).
+    #[must_use]
+    pub fn connection_string_at(host: &str, port: u16) -> String {
         format!("host={host} port={port} user=postgres dbname=postgres connect_timeout=3")
     }
 
