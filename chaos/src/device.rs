@@ -299,7 +299,12 @@ impl WalEntities {
         if db.is_autocommit() {
             db.execute_batch("BEGIN IMMEDIATE")?;
         }
-        work(&db)?;
+        if let Err(e) = work(&db) {
+            // The page is pulled again: leave no half page open for the
+            // next edit's row to land in.
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
         Ok(())
     }
 }
@@ -323,8 +328,11 @@ impl ApplyChanges for WalEntities {
 
     fn finish_page(&mut self) -> AppResult {
         let db = self.data.lock().unwrap_or_else(PoisonError::into_inner);
-        if !db.is_autocommit() {
-            db.execute_batch("COMMIT")?;
+        if !db.is_autocommit()
+            && let Err(e) = db.execute_batch("COMMIT")
+        {
+            let _ = db.execute_batch("ROLLBACK");
+            return Err(e.into());
         }
         Ok(())
     }
@@ -518,10 +526,16 @@ impl Device {
                     held.rollback(vec![prepared]);
                     return Err(e.into());
                 }
-                data.lock()
+                let row = data
+                    .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .execute(UPSERT, (&scope, &id, &value))?;
-                held.commit(vec![prepared]).remove(0)
+                    .execute(UPSERT, (&scope, &id, &value));
+                // Stored durably: the outbox must know it whatever became
+                // of the row (a pull brings the row back); returning first
+                // would drop `prepared` while `held` holds the outbox.
+                let id = held.commit(vec![prepared]).remove(0);
+                row?;
+                id
             }
         };
         self.history.line(&format!("ack {op_id}"))?;

@@ -185,7 +185,14 @@ fn ci() -> Result<(), Error> {
 fn package() -> Result<(), Error> {
     forget_packaged_sources()?;
     let mut command = cargo(&["package", "--workspace", "--allow-dirty", "--quiet"]);
-    for unpublished in ["sync-benches", "sync-examples", "sync-fuzz", "xtask"] {
+    for unpublished in [
+        "sync-benches",
+        "sync-chaos",
+        "sync-examples",
+        "sync-fuzz",
+        "sync-testkit",
+        "xtask",
+    ] {
         command.args(["--exclude", unpublished]);
     }
     run(command)

@@ -184,6 +184,7 @@ fn key_of(store: &StoreArg) -> Result<Option<sync_store_sqlite::DatabaseKey>, Fa
     let text = text.strip_suffix('\r').unwrap_or(text);
     let hex = |i: usize| {
         text.get(i..i + 2)
+            .filter(|pair| pair.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|pair| u8::from_str_radix(pair, 16).ok())
     };
     if text.len() == 64 {

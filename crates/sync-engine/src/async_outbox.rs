@@ -104,9 +104,11 @@ impl AsyncOutbox {
     /// As [`Outbox::enqueue`].
     pub async fn enqueue(&self, mut op: Operation) -> Result<String, OutboxError> {
         // The trace in effect is this task's, not the blocking thread's.
-        if op.traceparent.is_none()
-            && let Some(context) = &self.outbox.config().trace_context
-        {
+        let own = op
+            .traceparent
+            .as_deref()
+            .is_some_and(sync_protocol::is_traceparent);
+        if !own && let Some(context) = &self.outbox.config().trace_context {
             op.traceparent = context.current();
         }
         self.run(move |outbox, now| outbox.enqueue(op, now)).await

@@ -606,6 +606,8 @@ impl Outbox {
             target.payload = op.payload;
             target.needs = op.needs;
             target.keep_answer |= op.keep_answer;
+            // The latest edit's trace: it is the one the request now carries.
+            target.traceparent = self.traceparent_of(op.traceparent).or(target.traceparent);
             target.updated_at_ms = now_ms;
             self.store.put(&target)?;
             drop(state);

@@ -31,10 +31,11 @@ pub const MAX_KEY_LEN: usize = 255;
 pub const TRACEPARENT: &str = "traceparent";
 
 /// Whether `value` is a W3C `traceparent` this library carries: version
-/// `00` (or a later one, whose first four fields read the same), a 32-hex
-/// trace id and a 16-hex parent id, neither all zeros, and 2-hex flags, in
-/// lowercase. Anything else is dropped rather than sent (the spec's rule
-/// for a receiver: restart the trace).
+/// `00` (or a later one, whose first four fields read the same, at most
+/// 128 visible ASCII characters in all), a 32-hex trace id and a 16-hex
+/// parent id, neither all zeros, and 2-hex flags, in lowercase. Anything
+/// else is dropped rather than sent (the spec's rule for a receiver:
+/// restart the trace).
 ///
 /// # Examples
 ///
@@ -56,10 +57,11 @@ pub fn is_traceparent(value: &str) -> bool {
     else {
         return false;
     };
+    // A later version may append fields: bounded, and safe in a header.
     let rest_ok = match version {
         "00" => fields.next().is_none(),
         "ff" => false,
-        _ => true,
+        _ => value.len() <= 128 && value.bytes().all(|b| b.is_ascii_graphic()),
     };
     rest_ok
         && hex(version, 2)

@@ -587,9 +587,6 @@ async fn has_table(
         .get(0))
 }
 
-/// Marks the claim's key completed with `response` on `client` (in its
-/// transaction, if one is open); returns the rows changed, 0 if the claim no
-/// longer holds the key.
 /// The common case of [`IdempotencyStore::begin`], a key never seen, in one
 /// round trip: `BEGIN`, `SET LOCAL synchronous_commit TO OFF`, the insert
 /// (a statement prepared once per connection) and `COMMIT`, pipelined.
@@ -602,7 +599,7 @@ async fn has_table(
 /// WAL is written in order. One flush per request instead of two.
 ///
 /// Every message is queued on the connection at the first poll, in order,
-/// so a future dropped part-way still has the server run all four: the
+/// so a future dropped part-way still has the server run all three: the
 /// connection never goes back to the pool inside the transaction.
 async fn claim_new(
     client: &Object,
@@ -644,6 +641,9 @@ async fn claim_new(
     Ok((inserted == 1).then_some(claim))
 }
 
+/// Marks the claim's key completed with `response` on `client` (in its
+/// transaction, if one is open); returns the rows changed, 0 if the claim no
+/// longer holds the key.
 async fn complete_on(
     client: &Object,
     claim: &KeyClaim,

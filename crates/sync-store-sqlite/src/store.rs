@@ -180,9 +180,18 @@ impl SqliteOutboxStore {
             path: path.clone(),
             source: std::io::ErrorKind::NotFound.into(),
         })?;
-        // An encrypted file's first bytes are random: the key's check in
-        // `connect` is what refuses a file that is not ours.
-        if !config.encrypted() {
+        // An encrypted file's first bytes are random: the key's check is
+        // what refuses a file that is not ours. It runs first on a
+        // read-only connection: a read-write one closed after a wrong key
+        // could still checkpoint a leftover `-wal` into the file.
+        if config.encrypted() {
+            #[cfg(feature = "sqlcipher")]
+            if let Some(key) = &config.key
+                && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0)
+            {
+                unlock(&read_only_connection(&path)?, &path, key)?;
+            }
+        } else {
             check_header(&path)?;
         }
         create_private(&path)?;

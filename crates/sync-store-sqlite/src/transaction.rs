@@ -57,6 +57,10 @@ pub struct SqliteTransaction<'a> {
     prepared: Vec<PreparedEnqueue>,
     /// The id each `enqueue` returned, in order.
     ids: Vec<String>,
+    /// The trace in effect where the app started the transaction (an async
+    /// transaction runs on a blocking thread, where the app's span is not):
+    /// given to operations enqueued without one.
+    trace: Option<String>,
     /// Declared last: the connection is released after the outbox and the
     /// prepared enqueues are settled, so the next transaction cannot see
     /// this one's reservations.
@@ -101,6 +105,7 @@ impl SqliteOutboxStore {
             held: Some(held),
             prepared: Vec::new(),
             ids: Vec::new(),
+            trace: None,
             conn,
         })
     }
@@ -180,7 +185,19 @@ impl SqliteOutboxStore {
         E: From<SqliteStoreError> + Send + 'static,
     {
         let store = Arc::clone(self);
-        match tokio::task::spawn_blocking(move || store.with_transaction(&outbox, work)).await {
+        // The app's trace is on this task, not on the blocking thread.
+        let trace = outbox
+            .config()
+            .trace_context
+            .as_ref()
+            .and_then(sync_outbox::TraceContext::current);
+        let run = move || {
+            store.with_transaction(&outbox, |tx| {
+                tx.trace = trace;
+                work(tx)
+            })
+        };
+        match tokio::task::spawn_blocking(run).await {
             Ok(result) => result,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only a runtime shutting down cancels a blocking task.
@@ -214,7 +231,10 @@ impl SqliteTransaction<'_> {
     /// [`SqliteStoreError::Outbox`] (a duplicate id);
     /// [`SqliteStoreError::Sql`]; [`SqliteStoreError::InvalidOperation`].
     /// The transaction stays open: the app may roll it back.
-    pub fn enqueue(&mut self, op: Operation, now_ms: i64) -> Result<String, SqliteStoreError> {
+    pub fn enqueue(&mut self, mut op: Operation, now_ms: i64) -> Result<String, SqliteStoreError> {
+        if op.traceparent.is_none() {
+            op.traceparent.clone_from(&self.trace);
+        }
         let path = self.store.path();
         let Some(held) = self.held.as_mut() else {
             return Err(SqliteStoreError::InvalidOperation {
@@ -228,7 +248,7 @@ impl SqliteTransaction<'_> {
                 self.conn
                     .prepare_cached(
                         "UPDATE sync_outbox SET kind = ?1, target = ?2, payload = ?3, \
-                         updated_at_ms = ?4 WHERE id = ?5",
+                         updated_at_ms = ?4, keep_answer = ?6, traceparent = ?7 WHERE id = ?5",
                     )
                     .and_then(|mut statement| {
                         statement.execute(params![
@@ -236,7 +256,9 @@ impl SqliteTransaction<'_> {
                             target.target,
                             target.payload,
                             target.updated_at_ms,
-                            target.id
+                            target.id,
+                            target.keep_answer,
+                            target.traceparent,
                         ])
                     })
                     .map_err(|e| sql("coalesce an operation in", path, e))?;

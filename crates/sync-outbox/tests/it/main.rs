@@ -6,3 +6,4 @@ mod dead_letters;
 mod dependencies;
 mod live_view;
 mod state_machine;
+mod trace_context;
