@@ -4,7 +4,7 @@
 use std::ops::Deref;
 use std::sync::{Arc, MutexGuard};
 
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use sync_outbox::{ExclusiveOutbox, Operation, Outbox, PreparedEnqueue};
 
 use crate::error::{SqliteStoreError, sql};
@@ -245,23 +245,10 @@ impl SqliteTransaction<'_> {
         let prepared = if prepared.replaces_existing() {
             let target = prepared.operation();
             if exists(&self.conn, path, &target.id)? {
-                self.conn
-                    .prepare_cached(
-                        "UPDATE sync_outbox SET kind = ?1, target = ?2, payload = ?3, \
-                         updated_at_ms = ?4, keep_answer = ?6, traceparent = ?7 WHERE id = ?5",
-                    )
-                    .and_then(|mut statement| {
-                        statement.execute(params![
-                            target.kind,
-                            target.target,
-                            target.payload,
-                            target.updated_at_ms,
-                            target.id,
-                            target.keep_answer,
-                            target.traceparent,
-                        ])
-                    })
-                    .map_err(|e| sql("coalesce an operation in", path, e))?;
+                // The whole coalesced operation, as the outbox's own
+                // coalescing writes it: kind, target, payload, needs,
+                // answer keeping and trace, not only the first three.
+                schema::put(&self.conn, target, path)?;
                 prepared
             } else {
                 // Discarded meanwhile: enqueue it as a new operation. (The

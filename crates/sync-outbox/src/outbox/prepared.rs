@@ -14,8 +14,9 @@ use crate::operation::{Operation, OperationStatus};
 /// store's transaction that writes it.
 ///
 /// Write [`operation`](Self::operation) in the transaction: insert it, or,
-/// if [`replaces_existing`](Self::replaces_existing), update the kind,
-/// target and payload of the pending, never-claimed row with its id. After
+/// if [`replaces_existing`](Self::replaces_existing), write it over the
+/// pending, never-claimed row with its id (it is that row with the new
+/// edit's kind, target, payload, needs, answer keeping and trace). After
 /// the transaction commits, call [`committed`](Self::committed): the outbox
 /// then knows the operation (per-key order, coalescing) and wakes its
 /// senders. Dropping it instead (the transaction rolled back) leaves the
@@ -56,8 +57,10 @@ impl PreparedEnqueue {
     }
 
     /// Whether this coalesces into a pending, never-claimed operation with
-    /// the same `coalesce_key`: update that row's `kind`, `target`, `payload`
-    /// and `updated_at_ms`. Until this is committed or dropped, that
+    /// the same `coalesce_key`: write [`operation`](Self::operation) over
+    /// that row (its `kind`, `target`, `payload`, `needs`, `keep_answer`,
+    /// `traceparent` and `updated_at_ms` are the new ones; the rest is the
+    /// row's). Until this is committed or dropped, that
     /// operation is not claimed, so the update cannot race a send; if the row
     /// is gone (discarded meanwhile), drop this and use
     /// [`Outbox::prepare_enqueue_new`].

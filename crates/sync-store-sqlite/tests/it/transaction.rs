@@ -391,3 +391,43 @@ fn concurrent_transactions_with_enqueues_never_deadlock() -> TestResult {
     assert_eq!(outbox.stats()?.pending, 3 * 666);
     Ok(())
 }
+
+/// An edit coalesced into an unsent operation inside a transaction writes
+/// everything the outbox's own coalescing changes: the new needs (a draft
+/// that now names a note created offline), whether it keeps its answer,
+/// and its trace; a reopen reads them back.
+#[test]
+fn coalescing_inside_a_transaction_writes_needs_answer_keeping_and_trace() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, outbox) = store_and_outbox(dir.path())?;
+    let create = outbox.enqueue(
+        Operation::new("note.create", "/notes", "{}").keeping_answer(),
+        0,
+    )?;
+    let draft = |payload: &str| Operation {
+        coalesce_key: Some("draft-1".into()),
+        ..Operation::new("draft.save", "/drafts/1", payload)
+    };
+    let first = store.with_transaction(&outbox, |tx| tx.enqueue(draft("{}"), 1))?;
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let edited = Operation {
+        traceparent: Some(trace.into()),
+        ..draft(r#"{"note":"tmp-1"}"#)
+            .needing(sync_outbox::Need::new(&create, "/id", "tmp-1"))
+            .keeping_answer()
+    };
+    let second = store.with_transaction(&outbox, |tx| tx.enqueue(edited, 2))?;
+    assert_eq!(first, second, "coalesced");
+    drop(outbox);
+    drop(store);
+    let reopened = crate::open(&dir.path().join("app.db"))?;
+    let stored = reopened.get(&first)?.ok_or("the draft is gone")?;
+    assert_eq!(stored.payload, r#"{"note":"tmp-1"}"#);
+    assert_eq!(
+        stored.needs,
+        [sync_outbox::Need::new(&create, "/id", "tmp-1")]
+    );
+    assert!(stored.keep_answer);
+    assert_eq!(stored.traceparent.as_deref(), Some(trace));
+    Ok(())
+}
