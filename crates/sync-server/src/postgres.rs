@@ -429,68 +429,40 @@ impl IdempotencyStore for PostgresIdempotencyStore {
         lease_ms: i64,
     ) -> Result<Begin, ServerError> {
         let mut client = self.client().await?;
-        if let Some(claim) = claim_new(&client, scope, key, fingerprint, now_ms, lease_ms).await? {
-            return Ok(Begin::Started(claim));
-        }
-        // The key exists. A key deleted between our insert and our read (a
-        // released 5xx) is simply tried again.
+        // A key deleted between our insert and our read (a released 5xx) is
+        // simply tried again.
         for _ in 0..3 {
+            if let Some(claim) =
+                claim_new(&client, scope, key, fingerprint, now_ms, lease_ms).await?
+            {
+                return Ok(Begin::Started(claim));
+            }
+            // The key exists: read it, and take it over if it may be. A
+            // takeover commits as a claim does, without waiting for its WAL
+            // flush (`claim_new`); the SET travels with the read.
             let tx = client
                 .transaction()
                 .await
                 .map_err(pg("begin a transaction"))?;
-            let claim = KeyClaim::new(scope, key, fingerprint);
-            let claim_sql = format!(
-                "INSERT INTO {TABLE} (scope, key, fingerprint, state, token, lease_until_ms, \
-                 created_at_ms) VALUES ($1, $2, $3, 0, $4, $5, $6) \
-                 ON CONFLICT (scope, key) DO NOTHING"
+            let read = format!(
+                "SELECT {KEY_COLUMNS} FROM {TABLE} WHERE scope = $1 AND key = $2 FOR UPDATE"
             );
-            let lease_until = now_ms.saturating_add(lease_ms);
-            let fingerprint_bytes = fingerprint.as_bytes();
-            // The claim commits without waiting for its WAL flush: nothing
-            // depends on it surviving a crash (the retry would claim the
-            // key again), and the effect it guards commits later with a
-            // flush that covers it, since the WAL is written in order. One
-            // flush per request instead of two. The SET travels in the same
-            // round trip as the insert (the client pipelines them).
-            let ((), inserted) = tokio::try_join!(
+            let ((), row) = tokio::try_join!(
                 async {
                     tx.batch_execute("SET LOCAL synchronous_commit TO OFF")
                         .await
                         .map_err(pg("relax the claim's commit"))
                 },
                 async {
-                    tx.execute(
-                        &claim_sql,
-                        &[
-                            &scope,
-                            &key,
-                            &fingerprint_bytes.as_slice(),
-                            &claim.token,
-                            &lease_until,
-                            &now_ms,
-                        ],
-                    )
-                    .await
-                    .map_err(pg("claim a key"))
+                    tx.query_opt(&read, &[&scope, &key])
+                        .await
+                        .map_err(pg("read a key"))
                 }
             )?;
-            if inserted == 1 {
-                tx.commit().await.map_err(pg("commit a key"))?;
-                return Ok(Begin::Started(claim));
-            }
-            let Some(row) = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {KEY_COLUMNS} FROM {TABLE} WHERE scope = $1 AND key = $2 FOR UPDATE"
-                    ),
-                    &[&scope, &key],
-                )
-                .await
-                .map_err(pg("read a key"))?
-            else {
+            let Some(row) = row else {
                 continue;
             };
+            let claim = KeyClaim::new(scope, key, fingerprint);
             let record = key_row(scope, key, &row)?.into_record(TABLE)?;
             let begin = if let Some(answer) = decide(Some(&record), &fingerprint, now_ms).answer() {
                 answer
