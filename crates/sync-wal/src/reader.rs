@@ -22,6 +22,8 @@ pub(crate) struct LogReader {
     /// The last record read; reused so a scan allocates only when a record
     /// outgrows it.
     pub(crate) record: WalRecord,
+    /// The segment and byte offset of `record`'s frame.
+    pub(crate) position: Option<(std::path::PathBuf, u64)>,
     /// Returned once on reaching `end`: damage after the last readable record
     /// that a read-only view must report instead of ending quietly.
     trailing_error: Option<WalError>,
@@ -52,6 +54,7 @@ impl LogReader {
             end,
             max_record_bytes,
             record: WalRecord::default(),
+            position: None,
             trailing_error: None,
         }
     }
@@ -76,10 +79,15 @@ impl LogReader {
                 self.open_next()?;
                 continue;
             };
+            let at = reader.offset();
             if reader.next_into(&mut self.record)?.is_some() {
                 let lsn = self.lsn;
                 self.lsn += 1;
                 if lsn >= self.from {
+                    match &mut self.position {
+                        Some((path, offset)) if path == reader.path() => *offset = at,
+                        position => *position = Some((reader.path().to_path_buf(), at)),
+                    }
                     return Ok(Some(lsn));
                 }
             } else {
@@ -166,6 +174,18 @@ impl WalIter {
             reader,
             done: false,
         }
+    }
+
+    /// The segment file and the byte offset of the frame of the record the
+    /// iterator returned last; `None` before the first. For errors an upper
+    /// layer finds in a record's payload (a store that cannot decode it),
+    /// which should name where the bytes are, as the log's own errors do.
+    #[must_use]
+    pub fn position(&self) -> Option<(&std::path::Path, u64)> {
+        self.reader
+            .position
+            .as_ref()
+            .map(|(path, offset)| (path.as_path(), *offset))
     }
 }
 

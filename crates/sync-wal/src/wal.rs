@@ -351,6 +351,30 @@ impl Wal {
         Ok(n_removed)
     }
 
+    /// Seals the active segment (synced first, under every policy) and
+    /// starts a new one at the next LSN, unless the active segment holds no
+    /// record yet. Returns whether it started one.
+    ///
+    /// After it, every record appended so far is in a sealed segment, so
+    /// [`Wal::truncate_before`]`(next_lsn)` can remove all of them: for an
+    /// upper layer that must not leave old records behind in the active
+    /// segment (a store moving its records to a new encryption key).
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] if the sync or the new segment fails, which poisons
+    /// the log (as a roll in an append does); [`WalError::Poisoned`] after
+    /// an earlier failure.
+    pub fn start_new_segment(&self) -> Result<bool, WalError> {
+        self.check_poisoned()?;
+        let mut writer = lock(&self.shared.writer);
+        if writer.active.n_frames() == 0 {
+            return Ok(false);
+        }
+        self.roll(&mut writer)?;
+        Ok(true)
+    }
+
     /// The LSN the next append will get.
     #[must_use]
     pub fn next_lsn(&self) -> u64 {
