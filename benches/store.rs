@@ -29,8 +29,8 @@ fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
         "baseline-memory" => Arc::new(MemoryOutboxStore::new()),
         "json" => Arc::new(
             JsonOutboxStore::open(JsonOutboxStoreConfig {
-                file_path: dir.join("outbox.json"),
                 pretty_json: false,
+                ..JsonOutboxStoreConfig::new(dir.join("outbox.json"))
             })
             .expect("open json store"),
         ),

@@ -64,10 +64,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = Path::new("./build/sync-example");
     reset_dir(dir)?;
 
-    let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-        file_path: dir.join("outbox.json"),
-        pretty_json: true,
-    })?);
+    let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig::new(
+        dir.join("outbox.json"),
+    ))?);
 
     let retry = RetryPolicy {
         max_attempts: 3,

@@ -136,8 +136,8 @@ pub fn json_store(data: &[u8]) {
     let path = dir.path().join("outbox.json");
     fs::write(&path, data).expect("write the store file");
     let config = JsonOutboxStoreConfig {
-        file_path: path.clone(),
         pretty_json: false,
+        ..JsonOutboxStoreConfig::new(path.clone())
     };
     let loaded = JsonOutboxStore::load_read_only(&path);
     assert_eq!(read(&path), data, "a read-only load changed the file");

@@ -136,11 +136,8 @@ fn open_writable(arg: &StoreArg) -> Result<Outbox, Failure> {
         Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig::new(path))?)
     } else {
         Arc::new(
-            JsonOutboxStore::open(JsonOutboxStoreConfig {
-                file_path: path.to_path_buf(),
-                pretty_json: true,
-            })
-            .map_err(|e| maybe_encrypted(path, e.into()))?,
+            JsonOutboxStore::open(JsonOutboxStoreConfig::new(path.to_path_buf()))
+                .map_err(|e| maybe_encrypted(path, e.into()))?,
         )
     };
     let config = OutboxConfig {

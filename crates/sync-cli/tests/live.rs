@@ -62,8 +62,8 @@ fn writer(kind: &str, path: &Path) -> Result<(), Error> {
             ..WalOutboxStoreConfig::new(path)
         })?),
         "json" => Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-            file_path: path.to_path_buf(),
             pretty_json: false,
+            ..JsonOutboxStoreConfig::new(path.to_path_buf())
         })?),
         _ => Arc::new(SqliteOutboxStore::open(SqliteOutboxStoreConfig {
             sync: SyncPolicy::Never,

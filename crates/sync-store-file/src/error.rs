@@ -74,6 +74,60 @@ pub enum FileStoreError {
     /// The write-ahead log failed.
     #[error("wal store log failed")]
     Wal(#[from] sync_wal::WalError),
+    /// Encrypted content cannot be read: no key, a key the ring does not
+    /// hold, bytes that do not authenticate (a wrong key, or bytes changed,
+    /// moved or swapped), plain content where sealed is expected, or a
+    /// malformed envelope. `path` is the store file, the snapshot or the
+    /// log segment; `offset` the byte in it. Nothing is changed, and no
+    /// store is opened over it.
+    #[error("cannot read {} at offset {offset}: {problem}", .path.display())]
+    Encryption {
+        /// The file.
+        path: PathBuf,
+        /// Byte offset of the problem in the file.
+        offset: u64,
+        /// What is wrong.
+        problem: EncryptionProblem,
+    },
+    /// The operating system gave no random bytes (for a key or a nonce).
+    /// Nothing was written.
+    #[error("no random bytes from the operating system: {reason}")]
+    Random {
+        /// The error from the random source.
+        reason: String,
+    },
+}
+
+/// Why encrypted content cannot be read ([`FileStoreError::Encryption`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncryptionProblem {
+    /// It is sealed, and the store was opened without `Encryption`.
+    #[error("it is encrypted, and the store was opened without keys (`with_encryption`)")]
+    NoKeys,
+    /// It is sealed with a key id the key ring does not hold.
+    #[error("it is sealed with key id {key_id}, which the key ring does not hold")]
+    UnknownKey {
+        /// The id stored with it.
+        key_id: u32,
+    },
+    /// It does not authenticate under the ring's key with its id.
+    #[error(
+        "it does not authenticate under key id {key_id}: the wrong key under that id, or bytes changed, moved or swapped"
+    )]
+    NotAuthentic {
+        /// The id stored with it.
+        key_id: u32,
+    },
+    /// It is plain, and the store's `Encryption` does not accept plain
+    /// content.
+    #[error(
+        "it is not encrypted, and the store's encryption refuses plain content (`Encryption::accept_plaintext` reads a store written before encryption was turned on)"
+    )]
+    Unencrypted,
+    /// The envelope is malformed: too short, an unknown version or role.
+    #[error("{0}")]
+    Malformed(String),
 }
 
 impl From<FileStoreError> for OutboxError {

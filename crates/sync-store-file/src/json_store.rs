@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
 use sync_wal::{FileStorage, Storage};
 
+use crate::encryption::{Encryption, FileRole, open_file, seal_file};
 use crate::error::{FileStoreError, io_error, json_reason};
 use crate::file::{lock_file, lock_file_shared, replace_atomically, sibling_path};
 
@@ -24,6 +25,27 @@ pub struct JsonOutboxStoreConfig {
     pub file_path: PathBuf,
     /// Indent the JSON for people. Default `true`.
     pub pretty_json: bool,
+    /// Encryption at rest: the whole file sealed with the ring's current
+    /// key (`docs/FORMAT.md`, "Encrypted file stores"). Default `None`: plain
+    /// JSON.
+    pub encryption: Option<Encryption>,
+}
+
+impl JsonOutboxStoreConfig {
+    /// Defaults for a store in the file `file_path`.
+    pub fn new(file_path: impl Into<PathBuf>) -> Self {
+        Self {
+            file_path: file_path.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The same settings, with the file encrypted at rest.
+    #[must_use]
+    pub fn with_encryption(mut self, encryption: Encryption) -> Self {
+        self.encryption = Some(encryption);
+        self
+    }
 }
 
 impl Default for JsonOutboxStoreConfig {
@@ -31,6 +53,7 @@ impl Default for JsonOutboxStoreConfig {
         Self {
             file_path: PathBuf::from("outbox.json"),
             pretty_json: true,
+            encryption: None,
         }
     }
 }
@@ -56,6 +79,11 @@ struct Document {
 /// One process at a time: the store holds an exclusive lock on
 /// `<file>.lock` until it is dropped. Files are created mode 0600 on unix.
 ///
+/// With [`JsonOutboxStoreConfig::encryption`], the file is the JSON
+/// document sealed whole (XChaCha20-Poly1305) and nothing of it can be read
+/// with `cat`; every rewrite seals it with a fresh nonce under the ring's
+/// current key.
+///
 /// # Examples
 ///
 /// ```
@@ -64,10 +92,7 @@ struct Document {
 /// use sync_store_file::{JsonOutboxStore, JsonOutboxStoreConfig};
 ///
 /// let dir = tempfile::tempdir().expect("a temp dir");
-/// let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-///     file_path: dir.path().join("outbox.json"),
-///     pretty_json: true,
-/// })?);
+/// let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig::new(dir.path().join("outbox.json")))?);
 /// let outbox = Outbox::new(OutboxConfig::default(), store);
 /// outbox.enqueue(Operation::new("message.send", "/api/messages", r#"{"text":"hi"}"#), 0)?;
 /// let text = std::fs::read_to_string(dir.path().join("outbox.json")).expect("readable");
@@ -97,6 +122,10 @@ impl JsonOutboxStore {
     /// - [`FileStoreError::Corrupt`] (with line and column) if the file does not
     ///   parse, has another format or version, or repeats an id; the file is
     ///   left byte-for-byte untouched, and no store is opened over it.
+    /// - [`FileStoreError::Encryption`] (with the offset) if the file is
+    ///   encrypted and cannot be read with the configured keys (or none are
+    ///   configured), or is plain where encryption refuses plain content;
+    ///   the file is left untouched, and no store is opened over it.
     /// - [`FileStoreError::Io`] if it cannot be read.
     pub fn open(config: JsonOutboxStoreConfig) -> Result<Self, FileStoreError> {
         Self::open_with_storage(config, Arc::new(FileStorage))
@@ -116,14 +145,7 @@ impl JsonOutboxStore {
     ) -> Result<Self, FileStoreError> {
         let path = config.file_path.clone();
         let lock = lock_file(&lock_path(&path), &path)?;
-        let index = MemoryOutboxStore::new();
-        match std::fs::read(&path) {
-            Ok(bytes) => index
-                .put_batch(&parse(&path, &bytes)?)
-                .map_err(|e| corrupt(&path, 0, 0, e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("read store file", &path, e)),
-        }
+        let index = load(&path, config.encryption.as_ref())?;
         Ok(Self {
             config,
             index,
@@ -157,27 +179,53 @@ impl JsonOutboxStore {
     /// let path = dir.path().join("outbox.json");
     /// let mut op = Operation::new("message.send", "/api/messages", "{}");
     /// op.id = "op_1".into();
-    /// JsonOutboxStore::open(JsonOutboxStoreConfig { file_path: path.clone(), pretty_json: true })?
+    /// JsonOutboxStore::open(JsonOutboxStoreConfig::new(path.clone()))?
     ///     .put(&op)?;
     /// assert_eq!(JsonOutboxStore::load_read_only(&path)?.load_all()?.len(), 1);
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
     pub fn load_read_only(path: impl AsRef<Path>) -> Result<MemoryOutboxStore, FileStoreError> {
-        let path = path.as_ref();
+        Self::load_read_only_inner(path.as_ref(), None)
+    }
+
+    /// [`JsonOutboxStore::load_read_only`] for a store encrypted with the
+    /// keys of `encryption`.
+    ///
+    /// # Errors
+    ///
+    /// As [`JsonOutboxStore::open`], [`FileStoreError::Encryption`] included.
+    pub fn load_read_only_with_encryption(
+        path: impl AsRef<Path>,
+        encryption: &Encryption,
+    ) -> Result<MemoryOutboxStore, FileStoreError> {
+        Self::load_read_only_inner(path.as_ref(), Some(encryption))
+    }
+
+    fn load_read_only_inner(
+        path: &Path,
+        encryption: Option<&Encryption>,
+    ) -> Result<MemoryOutboxStore, FileStoreError> {
         // Held if it can be: with no writer, nobody may open one meanwhile.
         let _lock = match lock_file_shared(&lock_path(path), path) {
             Err(FileStoreError::Locked { .. }) => None,
             other => other?,
         };
-        let index = MemoryOutboxStore::new();
-        match std::fs::read(path) {
-            Ok(bytes) => index
-                .put_batch(&parse(path, &bytes)?)
-                .map_err(|e| corrupt(path, 0, 0, e.to_string()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("read store file", path, e)),
-        }
-        Ok(index)
+        load(path, encryption)
+    }
+
+    /// Rewrites the file sealed with the ring's current key: after `Ok`, no
+    /// older key (and no plain text, for a store opened with
+    /// [`Encryption::accept_plaintext`]) is needed to open it. Durable on
+    /// `Ok`; a crash at any moment leaves the old file (which the old key
+    /// opens) or the new one (which the new key opens), as every rewrite
+    /// does. Without encryption, a plain rewrite.
+    ///
+    /// # Errors
+    ///
+    /// [`FileStoreError::Io`] or [`FileStoreError::Random`]; the old file
+    /// is still in place.
+    pub fn rotate_key(&self) -> Result<(), FileStoreError> {
+        self.rewrite(Change::Put(&[]))
     }
 
     /// The store file.
@@ -225,6 +273,10 @@ impl JsonOutboxStore {
             serde_json::to_vec(&document)
         }
         .map_err(|e| io_error("encode store file", self.path(), std::io::Error::other(e)))?;
+        let bytes = match &self.config.encryption {
+            Some(encryption) => seal_file(encryption.keys(), FileRole::JsonStore, &bytes)?,
+            None => bytes,
+        };
         replace_atomically(self.storage.as_ref(), self.path(), &bytes)?;
         match change {
             Change::Put(batch) => self.index.put_batch(batch).map_err(in_memory),
@@ -243,6 +295,28 @@ enum Change<'a> {
 /// `<file>.lock`, beside the store file.
 fn lock_path(path: &Path) -> PathBuf {
     sibling_path(path, ".lock")
+}
+
+/// The operations of the store file at `path` (none if it is missing).
+fn load(path: &Path, encryption: Option<&Encryption>) -> Result<MemoryOutboxStore, FileStoreError> {
+    let index = MemoryOutboxStore::new();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let plain = open_file(encryption, FileRole::JsonStore, &bytes).map_err(
+                |(offset, problem)| FileStoreError::Encryption {
+                    path: path.to_path_buf(),
+                    offset,
+                    problem,
+                },
+            )?;
+            index
+                .put_batch(&parse(path, &plain)?)
+                .map_err(|e| corrupt(path, 0, 0, e.to_string()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("read store file", path, e)),
+    }
+    Ok(index)
 }
 
 fn parse(path: &Path, bytes: &[u8]) -> Result<Vec<Operation>, FileStoreError> {

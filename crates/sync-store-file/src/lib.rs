@@ -41,6 +41,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod download;
+mod encryption;
 mod error;
 mod file;
 mod json_store;
@@ -49,7 +50,8 @@ mod transition;
 mod wal_store;
 
 pub use download::FileDownloadState;
-pub use error::FileStoreError;
+pub use encryption::{Encryption, EncryptionKey, KEY_LEN, KeyRing, KeySet, SEALED_FILE_MAGIC};
+pub use error::{EncryptionProblem, FileStoreError};
 
 /// The old name of [`FileStoreError`] (beside `sync_store_sqlite::SqliteStoreError`).
 #[deprecated(since = "0.1.0", note = "renamed `FileStoreError`")]

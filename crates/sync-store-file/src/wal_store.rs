@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use sync_outbox::{MemoryOutboxStore, Operation, OutboxError, OutboxStats, OutboxStore};
 use sync_wal::{
-    FileStorage, RecordType, Storage, SyncPolicy, Wal, WalConfig, WalError, WalInspector, WalIter,
-    WalRecord,
+    FileStorage, RecordType, Storage, SyncPolicy, Wal, WalConfig, WalInspector, WalIter, WalRecord,
 };
 
+use crate::encryption::{Encryption, FileRole, open_file, open_record, seal_file, seal_record};
 use crate::error::{FileStoreError, io_error, json_reason};
 use crate::file::{locked, replace_atomically, temp_path};
 use crate::snapshot::Snapshot;
@@ -34,6 +34,10 @@ pub struct WalOutboxStoreConfig {
     /// Compact when the records since the last snapshot exceed this many
     /// times the live operations. Default 4.0.
     pub compact_ratio: f64,
+    /// Encryption at rest: every record's payload and every snapshot sealed
+    /// with the ring's current key (`docs/FORMAT.md`, "Encrypted file
+    /// stores"). Default `None`: plain.
+    pub encryption: Option<Encryption>,
 }
 
 impl WalOutboxStoreConfig {
@@ -45,7 +49,15 @@ impl WalOutboxStoreConfig {
             segment_bytes: 4 << 20,
             compact_min_records: 10_000,
             compact_ratio: 4.0,
+            encryption: None,
         }
+    }
+
+    /// The same settings, with the store encrypted at rest.
+    #[must_use]
+    pub fn with_encryption(mut self, encryption: Encryption) -> Self {
+        self.encryption = Some(encryption);
+        self
     }
 }
 
@@ -66,6 +78,14 @@ impl Default for WalOutboxStoreConfig {
 /// step recovers, and no change acknowledged before or during it is lost.
 ///
 /// Durability on `Ok` follows [`WalOutboxStoreConfig::sync`].
+///
+/// With [`WalOutboxStoreConfig::encryption`], each record's payload is
+/// sealed (XChaCha20-Poly1305) bound to its LSN, kind, time and id, and each
+/// snapshot is sealed whole; the frame's id, kind and time stay readable
+/// (the log needs them; they hold no payload). Appends are sealed under a
+/// lock that fixes their LSNs, then synced outside it, so group commit still
+/// shares one sync among concurrent writers. Do not append to
+/// [`wal`](Self::wal) directly: the store owns its LSNs.
 ///
 /// # Examples
 ///
@@ -97,6 +117,11 @@ pub struct WalOutboxStore {
     last_compaction_error: Mutex<Option<String>>,
     /// The log's storage; snapshots are written through it too.
     storage: Arc<dyn Storage>,
+    /// With encryption: held from reading the next LSN to appending the
+    /// records sealed for it.
+    seal: Mutex<()>,
+    /// One snapshot at a time (they share the temp file).
+    compaction: Mutex<()>,
 }
 
 impl WalOutboxStore {
@@ -111,6 +136,10 @@ impl WalOutboxStore {
     ///   is left untouched.
     /// - [`FileStoreError::CorruptRecord`] if a record holds no operation or the
     ///   log does not continue the snapshot.
+    /// - [`FileStoreError::Encryption`] (naming the snapshot or the segment,
+    ///   and the offset) if encrypted content cannot be read with the
+    ///   configured keys (or none are configured), or plain content is found
+    ///   where encryption refuses it; nothing is changed.
     /// - [`FileStoreError::Io`].
     pub fn open(config: WalOutboxStoreConfig) -> Result<Self, FileStoreError> {
         Self::open_with_storage(config, Arc::new(FileStorage))
@@ -140,13 +169,15 @@ impl WalOutboxStore {
         // A snapshot a crash interrupted before its rename: never in effect.
         let _ = storage.remove_file(&temp_path(&snapshot_path));
         let index = MemoryOutboxStore::new();
-        let start = load_snapshot(&index, &snapshot_path, wal.dir())?;
+        let encryption = config.encryption.as_ref();
+        let start = load_snapshot(&index, &snapshot_path, wal.dir(), encryption)?;
         replay(
             &index,
             start,
             wal.first_lsn(),
             wal.dir(),
             wal.iter_from(start)?,
+            encryption,
         )?;
         let records_since_snapshot = AtomicU64::new(wal.next_lsn().saturating_sub(start));
         Ok(Self {
@@ -159,6 +190,8 @@ impl WalOutboxStore {
             compactions: AtomicU64::new(0),
             last_compaction_error: Mutex::new(None),
             storage,
+            seal: Mutex::new(()),
+            compaction: Mutex::new(()),
         })
     }
 
@@ -197,16 +230,36 @@ impl WalOutboxStore {
     /// # Ok::<_, Box<dyn std::error::Error>>(())
     /// ```
     pub fn load_read_only(dir: impl AsRef<Path>) -> Result<MemoryOutboxStore, FileStoreError> {
-        let dir = dir.as_ref();
+        Self::load_read_only_inner(dir.as_ref(), None)
+    }
+
+    /// [`WalOutboxStore::load_read_only`] for a store encrypted with the
+    /// keys of `encryption`.
+    ///
+    /// # Errors
+    ///
+    /// As [`WalOutboxStore::open`], [`FileStoreError::Encryption`] included.
+    pub fn load_read_only_with_encryption(
+        dir: impl AsRef<Path>,
+        encryption: &Encryption,
+    ) -> Result<MemoryOutboxStore, FileStoreError> {
+        Self::load_read_only_inner(dir.as_ref(), Some(encryption))
+    }
+
+    fn load_read_only_inner(
+        dir: &Path,
+        encryption: Option<&Encryption>,
+    ) -> Result<MemoryOutboxStore, FileStoreError> {
         let inspector = WalInspector::open(dir.join("log")).map_err(|e| locked(e, dir))?;
         let index = MemoryOutboxStore::new();
-        let start = load_snapshot(&index, &dir.join("snapshot"), inspector.dir())?;
+        let start = load_snapshot(&index, &dir.join("snapshot"), inspector.dir(), encryption)?;
         replay(
             &index,
             start,
             inspector.first_lsn(),
             inspector.dir(),
             inspector.iter_from(start),
+            encryption,
         )?;
         Ok(index)
     }
@@ -248,12 +301,50 @@ impl WalOutboxStore {
     /// [`FileStoreError::Io`] or [`FileStoreError::Wal`]; the store stays consistent
     /// (the old snapshot and the full log remain, or the new snapshot does).
     pub fn compact(&self) -> Result<(), FileStoreError> {
+        self.compact_from(false)
+    }
+
+    /// Moves the whole store to the ring's current key: writes a snapshot
+    /// sealed with it, starts a new log segment at the snapshot's LSN, and
+    /// removes every older segment, so no record or snapshot of an older key
+    /// (or plain one, for a store opened with
+    /// [`Encryption::accept_plaintext`]) is left in the store's files. After
+    /// `Ok` the ring may drop the older keys. Durable on `Ok`. Changes may go
+    /// on meanwhile; they are sealed with the current key.
+    ///
+    /// A crash at any step leaves a store the ring of old and new keys
+    /// opens with nothing lost: before the new snapshot's rename, the old
+    /// snapshot and the whole log; after it, the new snapshot and the
+    /// records after it (the old segments left behind are below the
+    /// snapshot and never read; the next compaction removes them).
+    /// Without encryption, a compaction that leaves no older record.
+    ///
+    /// # Errors
+    ///
+    /// [`FileStoreError::Io`], [`FileStoreError::Wal`] or
+    /// [`FileStoreError::Random`]; what is on disk is one of the states
+    /// above.
+    pub fn rotate_key(&self) -> Result<(), FileStoreError> {
+        self.compact_from(true)
+    }
+
+    /// Writes a snapshot and truncates the log below it; with
+    /// `new_segment`, the snapshot's LSN starts a new segment, so every
+    /// older record goes.
+    fn compact_from(&self, new_segment: bool) -> Result<(), FileStoreError> {
+        let _one = self
+            .compaction
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let snapshot = {
             let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
             let operations = self
                 .index
                 .load_all()
                 .map_err(|e| corrupt_record(&self.wal, 0, &e))?;
+            if new_segment {
+                self.wal.start_new_segment()?;
+            }
             Snapshot {
                 lsn: self.wal.next_lsn(),
                 operations,
@@ -262,6 +353,10 @@ impl WalOutboxStore {
         let bytes = snapshot
             .encode()
             .map_err(|e| io_error("encode snapshot", self.dir(), std::io::Error::other(e)))?;
+        let bytes = match &self.config.encryption {
+            Some(encryption) => seal_file(encryption.keys(), FileRole::Snapshot, &bytes)?,
+            None => bytes,
+        };
         replace_atomically(
             self.storage.as_ref(),
             &self.config.dir.join("snapshot"),
@@ -298,29 +393,72 @@ impl WalOutboxStore {
     /// the index, under the shared gate.
     fn append(
         &self,
-        records: &[WalRecord],
+        records: Vec<WalRecord>,
         change: impl FnOnce() -> Result<(), OutboxError>,
     ) -> Result<(), OutboxError> {
-        self.append_with(records, Wal::append_batch, change)
+        self.append_with(records, true, change)
     }
 
-    /// [`Self::append`], appending with `write`.
+    /// [`Self::append`]; with `synced` false, never synced (see
+    /// `put_unsynced`).
     fn append_with(
         &self,
-        records: &[WalRecord],
-        write: impl FnOnce(&Wal, &[WalRecord]) -> Result<std::ops::Range<u64>, WalError>,
+        records: Vec<WalRecord>,
+        synced: bool,
         change: impl FnOnce() -> Result<(), OutboxError>,
     ) -> Result<(), OutboxError> {
+        let n_records = records.len() as u64;
         {
             let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
-            write(&self.wal, records).map_err(FileStoreError::from)?;
+            match &self.config.encryption {
+                None if synced => self.wal.append_batch(&records).map(drop),
+                None => self.wal.append_batch_unsynced(&records).map(drop),
+                Some(encryption) => {
+                    self.append_sealed(encryption, records)?;
+                    if synced && self.config.sync == SyncPolicy::Always {
+                        self.wal.sync()
+                    } else {
+                        Ok(())
+                    }
+                }
+            }
+            .map_err(FileStoreError::from)?;
             change()?;
         }
         let n = self
             .records_since_snapshot
-            .fetch_add(records.len() as u64, Ordering::Relaxed)
-            + records.len() as u64;
+            .fetch_add(n_records, Ordering::Relaxed)
+            + n_records;
         self.maybe_compact(n)
+    }
+
+    /// Seals `records` for the LSNs they will get and appends them, not
+    /// synced. The seal binds each record to its LSN, so reading the next
+    /// LSN and appending happen under one lock; the sync, which group
+    /// commit shares among writers, comes after it.
+    fn append_sealed(
+        &self,
+        encryption: &Encryption,
+        mut records: Vec<WalRecord>,
+    ) -> Result<(), FileStoreError> {
+        let _seal = self.seal.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = self.wal.next_lsn();
+        for (lsn, record) in (first..).zip(records.iter_mut()) {
+            seal_record(encryption.keys(), lsn, record)?;
+        }
+        let lsns = self.wal.append_batch_unsynced(&records)?;
+        if lsns.start == first {
+            Ok(())
+        } else {
+            Err(FileStoreError::CorruptRecord {
+                dir: self.wal.dir().to_path_buf(),
+                lsn: lsns.start,
+                reason: format!(
+                    "records sealed for lsn {first} were appended at lsn {}: something else appends to the store's log",
+                    lsns.start
+                ),
+            })
+        }
     }
 
     fn maybe_compact(&self, records_since_snapshot: u64) -> Result<(), OutboxError> {
@@ -336,7 +474,7 @@ impl WalOutboxStore {
         if due && !self.compacting.swap(true, Ordering::AcqRel) {
             // The change itself is durable already: a failed compaction is
             // recorded, not returned as the change's error.
-            let result = self.compact();
+            let result = self.compact_from(false);
             *self
                 .last_compaction_error
                 .lock()
@@ -353,10 +491,18 @@ fn load_snapshot(
     index: &MemoryOutboxStore,
     path: &Path,
     log_dir: &Path,
+    encryption: Option<&Encryption>,
 ) -> Result<u64, FileStoreError> {
     match std::fs::read(path) {
         Ok(bytes) => {
-            let snapshot = Snapshot::decode(&bytes).map_err(|(offset, reason)| {
+            let plain = open_file(encryption, FileRole::Snapshot, &bytes).map_err(
+                |(offset, problem)| FileStoreError::Encryption {
+                    path: path.to_path_buf(),
+                    offset,
+                    problem,
+                },
+            )?;
+            let snapshot = Snapshot::decode(&plain).map_err(|(offset, reason)| {
                 FileStoreError::CorruptSnapshot {
                     path: path.to_path_buf(),
                     offset,
@@ -384,7 +530,8 @@ fn replay(
     start: u64,
     log_first_lsn: u64,
     log_dir: &Path,
-    records: WalIter,
+    mut records: WalIter,
+    encryption: Option<&Encryption>,
 ) -> Result<(), FileStoreError> {
     let corrupt = |lsn, reason| FileStoreError::CorruptRecord {
         dir: log_dir.to_path_buf(),
@@ -397,8 +544,20 @@ fn replay(
             format!("the log starts at lsn {log_first_lsn}, after the snapshot's lsn {start}"),
         ));
     }
-    for item in records {
-        let (lsn, record) = item?;
+    while let Some(item) = records.next() {
+        let (lsn, mut record) = item?;
+        if let Err((offset, problem)) = open_record(encryption, lsn, &mut record) {
+            // Where the payload is: the frame, its 8-byte header, the
+            // body's kind, time and id length (14 bytes), then the id.
+            let (path, frame) = records
+                .position()
+                .map_or((log_dir.to_path_buf(), 0), |(p, at)| (p.to_path_buf(), at));
+            return Err(FileStoreError::Encryption {
+                path,
+                offset: frame + 8 + 14 + record.id.len() as u64 + offset,
+                problem,
+            });
+        }
         apply(index, &record).map_err(|reason| corrupt(lsn, reason))?;
     }
     Ok(())
@@ -468,13 +627,13 @@ fn corrupt_record(wal: &Wal, lsn: u64, error: &OutboxError) -> FileStoreError {
 impl OutboxStore for WalOutboxStore {
     /// One appended record; durable on `Ok` as the configured `SyncPolicy` says.
     fn put(&self, op: &Operation) -> Result<(), OutboxError> {
-        self.append(&[record_of(&self.index, op)?], || self.index.put(op))
+        self.append(vec![record_of(&self.index, op)?], || self.index.put(op))
     }
 
     /// One `write` (and, under `Always`, one sync) for the whole batch.
     fn put_batch(&self, ops: &[Operation]) -> Result<(), OutboxError> {
         let records = self.records_of(ops)?;
-        self.append(&records, || self.index.put_batch(ops))
+        self.append(records, || self.index.put_batch(ops))
     }
 
     /// One `write` for all of `ops`, **not synced** under any policy: in
@@ -488,9 +647,7 @@ impl OutboxStore for WalOutboxStore {
     /// through here too.
     fn put_unsynced(&self, ops: &[Operation]) -> Result<(), OutboxError> {
         let records = self.records_of(ops)?;
-        self.append_with(&records, Wal::append_batch_unsynced, || {
-            self.index.put_batch(ops)
-        })
+        self.append_with(records, false, || self.index.put_batch(ops))
     }
 
     /// Under `SyncPolicy::Always`, one `fdatasync` covering every record
@@ -519,7 +676,7 @@ impl OutboxStore for WalOutboxStore {
             ts_ms: 0,
             payload: Vec::new(),
         };
-        self.append(&[record], || self.index.remove(id).map(drop))?;
+        self.append(vec![record], || self.index.remove(id).map(drop))?;
         Ok(true)
     }
 

@@ -77,8 +77,8 @@ fn now_ms() -> i64 {
 fn open(kind: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
     Ok(if kind == "json" {
         Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-            file_path: dir.join("outbox.json"),
             pretty_json: false,
+            ..JsonOutboxStoreConfig::new(dir.join("outbox.json"))
         })?)
     } else {
         let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));

@@ -65,10 +65,9 @@ fn main() -> Result<(), Error> {
 
 fn open(scenario: &str, dir: &Path) -> Result<Arc<dyn OutboxStore>, Error> {
     Ok(match scenario {
-        "json" => Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-            file_path: dir.join("outbox.json"),
-            pretty_json: true,
-        })?),
+        "json" => Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig::new(
+            dir.join("outbox.json"),
+        ))?),
         "wal-append" => {
             let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
             config.compact_min_records = u64::MAX;

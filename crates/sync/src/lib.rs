@@ -36,10 +36,7 @@
 //! }
 //!
 //! let dir = tempfile::tempdir()?;
-//! let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-//!     file_path: dir.path().join("outbox.json"),
-//!     pretty_json: true,
-//! })?);
+//! let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig::new(dir.path().join("outbox.json")))?);
 //! let retry = RetryPolicy { max_attempts: 3, base_delay: std::time::Duration::from_millis(500), factor: 2.0, ..RetryPolicy::default() };
 //! let outbox = Arc::new(Outbox::new(OutboxConfig { owner: "app".into(), retry, ..OutboxConfig::default() }, store.clone()));
 //! let probe = Arc::new(NetworkProbe::new(NetworkProbeConfig::default(), || true));

@@ -81,10 +81,9 @@ fn fill(store: Arc<dyn OutboxStore>) -> Result<Fixture, Box<dyn std::error::Erro
 
 fn json_store(dir: &Path) -> Result<(PathBuf, Fixture), Box<dyn std::error::Error>> {
     let path = dir.join("outbox.json");
-    let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig {
-        file_path: path.clone(),
-        pretty_json: true,
-    })?);
+    let store = Arc::new(JsonOutboxStore::open(JsonOutboxStoreConfig::new(
+        path.clone(),
+    ))?);
     Ok((path, fill(store)?))
 }
 
@@ -297,12 +296,8 @@ fn a_store_held_by_an_application_is_read_but_not_changed() -> TestResult {
     let (wal_path, wal_ids) = wal_store(dir.path())?;
     // Retried: a sibling test's child may hold a copy of the lock we just
     // released until its exec (see `synctl`).
-    let _json_app = retry_locked(|| {
-        JsonOutboxStore::open(JsonOutboxStoreConfig {
-            file_path: json_path.clone(),
-            pretty_json: true,
-        })
-    })?;
+    let _json_app =
+        retry_locked(|| JsonOutboxStore::open(JsonOutboxStoreConfig::new(json_path.clone())))?;
     let _wal_app = retry_locked(|| WalOutboxStore::open(WalOutboxStoreConfig::new(&wal_path)))?;
     let before = files(dir.path())?;
     for (path, ids) in [(&json_path, &json_ids), (&wal_path, &wal_ids)] {

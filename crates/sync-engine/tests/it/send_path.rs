@@ -179,8 +179,8 @@ fn a_crash_leaves_nothing_waiting_for_the_timeout_in_the_json_store() -> TestRes
     let path = dir.path().join("outbox.json");
     resent_at_once_after_reopen(&|| {
         let config = sync_store_file::JsonOutboxStoreConfig {
-            file_path: path.clone(),
             pretty_json: false,
+            ..sync_store_file::JsonOutboxStoreConfig::new(path.clone())
         };
         Ok(Arc::new(sync_store_file::JsonOutboxStore::open(config)?))
     })

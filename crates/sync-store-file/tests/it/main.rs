@@ -3,6 +3,7 @@
 mod compaction;
 mod conformance;
 mod corrupt;
+mod encryption;
 mod locking;
 mod power_loss;
 mod read_only;
@@ -17,10 +18,7 @@ use sync_store_file::{
 pub(crate) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 pub(crate) fn json_config(dir: &Path) -> JsonOutboxStoreConfig {
-    JsonOutboxStoreConfig {
-        file_path: dir.join("outbox.json"),
-        pretty_json: true,
-    }
+    JsonOutboxStoreConfig::new(dir.join("outbox.json"))
 }
 
 pub(crate) fn open_json(dir: &Path) -> Result<JsonOutboxStore, sync_store_file::FileStoreError> {

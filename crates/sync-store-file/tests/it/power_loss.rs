@@ -11,7 +11,8 @@ use proptest::prelude::*;
 use sync_outbox::testing::sample;
 use sync_outbox::{Operation, OutboxStore};
 use sync_store_file::{
-    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    Encryption, EncryptionKey, JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore,
+    WalOutboxStoreConfig,
 };
 use sync_wal::testing::CrashStorage;
 use sync_wal::{Storage, SyncPolicy};
@@ -59,14 +60,25 @@ fn run_change(store: &dyn OutboxStore, change: &Change) -> bool {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Kind {
     Wal,
     Json,
+    /// The same, encrypted at rest: every record and snapshot sealed.
+    EncryptedWal,
+    EncryptedJson,
 }
 
-fn wal_config(dir: &std::path::Path) -> WalOutboxStoreConfig {
+/// The key of the encrypted kinds (the same bytes at every open).
+fn encryption() -> Encryption {
+    Encryption::new(EncryptionKey::new(1, [0x5a; 32]))
+}
+
+fn wal_config(kind: Kind, dir: &std::path::Path) -> WalOutboxStoreConfig {
     let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
+    if kind == Kind::EncryptedWal {
+        config = config.with_encryption(encryption());
+    }
     config.sync = SyncPolicy::Always;
     config.segment_bytes = 600;
     // Compact every few changes, so the power often fails inside one.
@@ -81,21 +93,34 @@ fn open(
     storage: Arc<dyn Storage>,
 ) -> Option<Arc<dyn OutboxStore>> {
     match kind {
-        Kind::Wal => WalOutboxStore::open_with_storage(wal_config(dir), storage)
-            .ok()
-            .map(|s| Arc::new(s) as Arc<dyn OutboxStore>),
-        Kind::Json => JsonOutboxStore::open_with_storage(json_config(dir), storage)
-            .ok()
-            .map(|s| Arc::new(s) as Arc<dyn OutboxStore>),
+        Kind::Wal | Kind::EncryptedWal => {
+            WalOutboxStore::open_with_storage(wal_config(kind, dir), storage)
+                .ok()
+                .map(|s| Arc::new(s) as Arc<dyn OutboxStore>)
+        }
+        Kind::Json | Kind::EncryptedJson => {
+            JsonOutboxStore::open_with_storage(json_kind_config(kind, dir), storage)
+                .ok()
+                .map(|s| Arc::new(s) as Arc<dyn OutboxStore>)
+        }
+    }
+}
+
+fn json_kind_config(kind: Kind, dir: &std::path::Path) -> JsonOutboxStoreConfig {
+    let config = json_config(dir);
+    if kind == Kind::EncryptedJson {
+        config.with_encryption(encryption())
+    } else {
+        config
     }
 }
 
 fn reopened_state(kind: Kind, dir: &std::path::Path) -> Result<State, String> {
     let ops = match kind {
-        Kind::Wal => WalOutboxStore::open(wal_config(dir))
+        Kind::Wal | Kind::EncryptedWal => WalOutboxStore::open(wal_config(kind, dir))
             .map_err(|e| e.to_string())?
             .load_all(),
-        Kind::Json => JsonOutboxStore::open(JsonOutboxStoreConfig { ..json_config(dir) })
+        Kind::Json | Kind::EncryptedJson => JsonOutboxStore::open(json_kind_config(kind, dir))
             .map_err(|e| e.to_string())?
             .load_all(),
     }
@@ -154,6 +179,20 @@ proptest! {
         changes in prop::collection::vec(change(), 1..20), crash_at in 1u64..100, seed in any::<u64>(),
     ) {
         check(Kind::Json, &changes, crash_at, seed)?;
+    }
+
+    #[test]
+    fn an_encrypted_wal_store_keeps_every_acknowledged_change_through_a_power_loss(
+        changes in prop::collection::vec(change(), 1..40), crash_at in 1u64..250, seed in any::<u64>(),
+    ) {
+        check(Kind::EncryptedWal, &changes, crash_at, seed)?;
+    }
+
+    #[test]
+    fn an_encrypted_json_store_keeps_every_acknowledged_change_through_a_power_loss(
+        changes in prop::collection::vec(change(), 1..20), crash_at in 1u64..100, seed in any::<u64>(),
+    ) {
+        check(Kind::EncryptedJson, &changes, crash_at, seed)?;
     }
 }
 

@@ -151,7 +151,7 @@ fn the_iterator_names_each_record_s_segment_and_offset() -> TestResult {
         let (path, offset) = iter.position().ok_or("a position after a record")?;
         // The frame at that offset is this record: its body starts 8 bytes in.
         let bytes = std::fs::read(path)?;
-        let body = &bytes[offset as usize + 8..];
+        let body = &bytes[usize::try_from(offset)? + 8..];
         assert_eq!(
             &body[14..14 + record.id.len()],
             record.id.as_bytes(),
