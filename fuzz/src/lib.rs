@@ -13,6 +13,8 @@
 //! | [`wal_log`] | a segment file read by `WalInspector` and recovered by `Wal::open` |
 //! | [`snapshot`] | `sync_store_file::snapshot::Snapshot::decode` |
 //! | [`json_store`] | a JSON store file loaded by `JsonOutboxStore` |
+//! | [`sealed_json_store`] | an encrypted JSON store file (the sealed-file envelope) |
+//! | [`sealed_wal_store`] | a segment of an encrypted `WalOutboxStore` (sealed records) |
 //!
 //! A target panics (which libFuzzer reports as a crash) exactly when an
 //! invariant is broken.
@@ -24,7 +26,10 @@ use std::path::Path;
 
 use sync_outbox::{Operation, OutboxStore};
 use sync_store_file::snapshot::Snapshot;
-use sync_store_file::{JsonOutboxStore, JsonOutboxStoreConfig};
+use sync_store_file::{
+    Encryption, EncryptionKey, JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore,
+    WalOutboxStoreConfig,
+};
 use sync_wal::format::{FRAME_HEADER_LEN, decode_frame, encode_frame};
 use sync_wal::{RecordType, Wal, WalConfig, WalInspector, WalRecord};
 
@@ -132,14 +137,38 @@ pub fn snapshot(data: &[u8]) {
 ///
 /// When an invariant is broken.
 pub fn json_store(data: &[u8]) {
+    json_store_with(data, None);
+}
+
+/// The key of the sealed targets and their seeds.
+#[must_use]
+pub fn fuzz_encryption() -> Encryption {
+    Encryption::new(EncryptionKey::new(1, [0x42; 32]))
+}
+
+/// [`json_store`] for a store encrypted with [`fuzz_encryption`]: the file
+/// is opened through the sealed-file envelope, with the same invariants.
+///
+/// # Panics
+///
+/// When an invariant is broken.
+pub fn sealed_json_store(data: &[u8]) {
+    json_store_with(data, Some(fuzz_encryption()));
+}
+
+fn json_store_with(data: &[u8], encryption: Option<Encryption>) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("outbox.json");
     fs::write(&path, data).expect("write the store file");
     let config = JsonOutboxStoreConfig {
         pretty_json: false,
+        encryption: encryption.clone(),
         ..JsonOutboxStoreConfig::new(path.clone())
     };
-    let loaded = JsonOutboxStore::load_read_only(&path);
+    let loaded = match &encryption {
+        Some(encryption) => JsonOutboxStore::load_read_only_with_encryption(&path, encryption),
+        None => JsonOutboxStore::load_read_only(&path),
+    };
     assert_eq!(read(&path), data, "a read-only load changed the file");
     let Ok(loaded) = loaded else {
         assert!(
@@ -165,6 +194,55 @@ pub fn json_store(data: &[u8]) {
     before.sort_by(|a, b| a.id.cmp(&b.id));
     after.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(after, before, "operations lost or changed by a rewrite");
+}
+
+/// Writes `data` as the only segment of an encrypted WAL store's log (key
+/// [`fuzz_encryption`]), then reads it read-only and opens it. A refusal is
+/// a typed error; the read-only view changes no byte; when both succeed
+/// they hold the same operations; an opened store must keep them, with one
+/// more, across a reopen.
+///
+/// # Panics
+///
+/// When an invariant is broken.
+pub fn sealed_wal_store(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store_dir = dir.path().join("outbox-wal");
+    let log = store_dir.join("log");
+    fs::create_dir_all(&log).expect("the log directory");
+    let segment = log.join("00000000000000000000.wal");
+    fs::write(&segment, data).expect("write the segment");
+    let encryption = fuzz_encryption();
+    let viewed = WalOutboxStore::load_read_only_with_encryption(&store_dir, &encryption);
+    assert_eq!(
+        read(&segment),
+        data,
+        "the read-only view changed the segment"
+    );
+    let config = WalOutboxStoreConfig::new(&store_dir).with_encryption(encryption);
+    let Ok(store) = WalOutboxStore::open(config.clone()) else {
+        return;
+    };
+    let mut before = store.load_all().expect("memory index");
+    before.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Ok(viewed) = viewed {
+        let mut viewed = viewed.load_all().expect("memory store");
+        viewed.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(viewed, before, "view and open disagree");
+    }
+    let mut op = Operation::new("fuzz", "/fuzz", "{}");
+    op.id = "fuzz-added-op".into();
+    before.retain(|o| o.id != op.id);
+    store.put(&op).expect("a change to an opened store");
+    drop(store);
+    let mut after = WalOutboxStore::open(config)
+        .expect("the store reopens after a change")
+        .load_all()
+        .expect("memory index");
+    before.push(op);
+    before.sort_by(|a, b| a.id.cmp(&b.id));
+    after.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(after, before, "operations lost or changed across a reopen");
 }
 
 fn read(path: &Path) -> Vec<u8> {

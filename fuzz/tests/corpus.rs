@@ -10,11 +10,13 @@ use proptest::prelude::*;
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 6] = [
     ("wal_frames", sync_fuzz::wal_frames),
     ("wal_log", sync_fuzz::wal_log),
     ("snapshot", sync_fuzz::snapshot),
     ("json_store", sync_fuzz::json_store),
+    ("sealed_json_store", sync_fuzz::sealed_json_store),
+    ("sealed_wal_store", sync_fuzz::sealed_wal_store),
 ];
 
 fn inputs(target: &str, kind: &str) -> Vec<(PathBuf, Vec<u8>)> {
@@ -73,6 +75,23 @@ fn the_seeds_decode_so_mutations_start_from_valid_input() {
     .expect("write the segment");
     let records = sync_wal::WalInspector::open(dir.path()).map(|v| v.iter_from(0).count());
     assert_eq!(records.ok(), Some(4));
+    // The sealed seeds open with the fuzz key, so mutations reach the seal.
+    let encryption = sync_fuzz::fuzz_encryption();
+    let json = dir.path().join("outbox.json");
+    fs::write(&json, seed("sealed_json_store", "two-ops")).expect("write the store file");
+    let ops = sync_store_file::JsonOutboxStore::load_read_only_with_encryption(&json, &encryption)
+        .map(|s| sync_outbox::OutboxStore::load_all(&s).map(|ops| ops.len()));
+    assert!(matches!(ops, Ok(Ok(2))), "{ops:?}");
+    let store = dir.path().join("outbox-wal");
+    fs::create_dir_all(store.join("log")).expect("the log directory");
+    fs::write(
+        store.join("log").join("00000000000000000000.wal"),
+        seed("sealed_wal_store", "four-records"),
+    )
+    .expect("write the segment");
+    let ops = sync_store_file::WalOutboxStore::load_read_only_with_encryption(&store, &encryption)
+        .map(|s| sync_outbox::OutboxStore::load_all(&s).map(|ops| ops.len()));
+    assert!(matches!(ops, Ok(Ok(1))), "{ops:?}");
 }
 
 /// A seed with a few bytes overwritten, inserted or cut: mostly-valid input
@@ -120,6 +139,16 @@ proptest! {
     #[test]
     fn json_store_survives_mutations(bytes in mutated("json_store")) {
         sync_fuzz::json_store(&bytes);
+    }
+
+    #[test]
+    fn sealed_json_store_survives_mutations(bytes in mutated("sealed_json_store")) {
+        sync_fuzz::sealed_json_store(&bytes);
+    }
+
+    #[test]
+    fn sealed_wal_store_survives_mutations(bytes in mutated("sealed_wal_store")) {
+        sync_fuzz::sealed_wal_store(&bytes);
     }
 
     #[test]

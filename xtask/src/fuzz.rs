@@ -14,7 +14,14 @@ use std::process::Command;
 use crate::{Error, root, run};
 
 /// Every target in `fuzz/src/lib.rs`, each a binary of `fuzz/libfuzzer`.
-const TARGETS: [&str; 4] = ["wal_frames", "wal_log", "snapshot", "json_store"];
+const TARGETS: [&str; 6] = [
+    "wal_frames",
+    "wal_log",
+    "snapshot",
+    "json_store",
+    "sealed_json_store",
+    "sealed_wal_store",
+];
 
 /// Flags that make rustc emit the coverage instrumentation libFuzzer reads.
 const COVERAGE_FLAGS: &str = "-Cpasses=sancov-module \
