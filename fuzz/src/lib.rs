@@ -153,19 +153,19 @@ pub fn fuzz_encryption() -> Encryption {
 ///
 /// When an invariant is broken.
 pub fn sealed_json_store(data: &[u8]) {
-    json_store_with(data, Some(fuzz_encryption()));
+    json_store_with(data, Some(&fuzz_encryption()));
 }
 
-fn json_store_with(data: &[u8], encryption: Option<Encryption>) {
+fn json_store_with(data: &[u8], encryption: Option<&Encryption>) {
     let dir = tempfile::tempdir().expect("a temp dir");
     let path = dir.path().join("outbox.json");
     fs::write(&path, data).expect("write the store file");
     let config = JsonOutboxStoreConfig {
         pretty_json: false,
-        encryption: encryption.clone(),
+        encryption: encryption.cloned(),
         ..JsonOutboxStoreConfig::new(path.clone())
     };
-    let loaded = match &encryption {
+    let loaded = match encryption {
         Some(encryption) => JsonOutboxStore::load_read_only_with_encryption(&path, encryption),
         None => JsonOutboxStore::load_read_only(&path),
     };

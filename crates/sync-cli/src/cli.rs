@@ -170,11 +170,15 @@ pub(crate) struct StoreArg {
     /// file (`outbox.json`).
     #[arg(value_name = "PATH")]
     pub(crate) path: PathBuf,
-    /// The key of an encrypted SQLite store: a file holding 64 hex digits
-    /// (a raw 256-bit key) or a passphrase (feature `sqlcipher`).
-    #[cfg(feature = "sqlcipher")]
+    /// The key of an encrypted store: a file holding 64 hex digits (a raw
+    /// 256-bit key). For an SQLite store encrypted with SQLCipher (synctl
+    /// built with feature `sqlcipher`) it may hold a passphrase instead.
     #[arg(long, value_name = "FILE")]
     pub(crate) key_file: Option<PathBuf>,
+    /// The id the app gives the key of an encrypted WAL or JSON store
+    /// (`EncryptionKey::new(id, ..)`).
+    #[arg(long, value_name = "ID", default_value_t = 1)]
+    pub(crate) key_id: u32,
 }
 
 /// An operation status on the command line.

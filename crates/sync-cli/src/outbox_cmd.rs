@@ -10,7 +10,8 @@ use sync_outbox::{
     MemoryOutboxStore, Operation, OperationStatus, Outbox, OutboxConfig, OutboxStore,
 };
 use sync_store_file::{
-    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    Encryption, EncryptionKey, JsonOutboxStore, JsonOutboxStoreConfig, SEALED_FILE_MAGIC,
+    WalOutboxStore, WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 
@@ -84,10 +85,19 @@ pub(crate) fn run(command: OutboxCommand, out: &mut dyn Write) -> Result<(), Fai
 fn open_read_only(store: &StoreArg) -> Result<MemoryOutboxStore, Failure> {
     let path = store.path.as_path();
     check_exists(path)?;
+    if let Some(encryption) = file_store_key(store)? {
+        return Ok(if path.is_dir() {
+            WalOutboxStore::load_read_only_with_encryption(path, &encryption)?
+        } else {
+            JsonOutboxStore::load_read_only_with_encryption(path, &encryption)?
+        });
+    }
     #[cfg(feature = "sqlcipher")]
     if let Some(key) = key_of(store)? {
         return Ok(SqliteOutboxStore::load_read_only_with_key(path, &key)?);
     }
+    #[cfg(not(feature = "sqlcipher"))]
+    open_keyed(store)?;
     Ok(if path.is_dir() {
         WalOutboxStore::load_read_only(path)?
     } else if is_sqlite(path) {
@@ -128,7 +138,17 @@ pub(crate) fn is_sqlite(path: &Path) -> bool {
 fn open_writable(arg: &StoreArg) -> Result<Outbox, Failure> {
     let path = arg.path.as_path();
     check_exists(path)?;
-    let store: Arc<dyn OutboxStore> = if let Some(keyed) = open_keyed(arg)? {
+    let store: Arc<dyn OutboxStore> = if let Some(encryption) = file_store_key(arg)? {
+        if path.is_dir() {
+            Arc::new(WalOutboxStore::open(
+                WalOutboxStoreConfig::new(path).with_encryption(encryption),
+            )?)
+        } else {
+            Arc::new(JsonOutboxStore::open(
+                JsonOutboxStoreConfig::new(path).with_encryption(encryption),
+            )?)
+        }
+    } else if let Some(keyed) = open_keyed(arg)? {
         Arc::new(keyed)
     } else if path.is_dir() {
         Arc::new(WalOutboxStore::open(WalOutboxStoreConfig::new(path))?)
@@ -157,40 +177,89 @@ fn open_keyed(arg: &StoreArg) -> Result<Option<SqliteOutboxStore>, Failure> {
     Ok(Some(SqliteOutboxStore::open(config)?))
 }
 
-/// Without feature `sqlcipher` there is no `--key-file`.
+/// Without feature `sqlcipher`, a key for anything but a WAL or JSON store
+/// is refused: it can only be meant for an SQLite store.
 #[cfg(not(feature = "sqlcipher"))]
-#[expect(
-    clippy::unnecessary_wraps,
-    reason = "the same signature as with feature `sqlcipher`"
-)]
-fn open_keyed(_arg: &StoreArg) -> Result<Option<SqliteOutboxStore>, Failure> {
-    Ok(None)
+fn open_keyed(arg: &StoreArg) -> Result<Option<SqliteOutboxStore>, Failure> {
+    match arg.key_file {
+        Some(_) => Err(Failure::Failed(format!(
+            "{} is not an encrypted WAL or JSON store; an SQLite store encrypted with SQLCipher needs synctl built with feature `sqlcipher`",
+            arg.path.display()
+        ))),
+        None => Ok(None),
+    }
 }
 
 /// The key in `--key-file`: 64 hex digits are a raw key, anything else a
 /// passphrase (one trailing newline ignored).
 #[cfg(feature = "sqlcipher")]
 fn key_of(store: &StoreArg) -> Result<Option<sync_store_sqlite::DatabaseKey>, Failure> {
+    let Some(text) = key_text(store)? else {
+        return Ok(None);
+    };
+    Ok(Some(match raw_key(&text) {
+        Some(bytes) => sync_store_sqlite::DatabaseKey::raw(bytes),
+        None => sync_store_sqlite::DatabaseKey::passphrase(text),
+    }))
+}
+
+/// With `--key-file`, for a WAL store directory or an encrypted JSON store
+/// file: the key as the store's `Encryption`, under `--key-id`. `None`
+/// for anything else (an SQLite database is opened with SQLCipher).
+fn file_store_key(store: &StoreArg) -> Result<Option<Encryption>, Failure> {
+    let path = store.path.as_path();
+    let sealed_json = || {
+        let mut magic = [0u8; 8];
+        std::fs::File::open(path)
+            .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut magic))
+            .is_ok_and(|()| magic == SEALED_FILE_MAGIC)
+    };
+    if !path.is_dir() && !sealed_json() {
+        return Ok(None);
+    }
+    let Some(text) = key_text(store)? else {
+        return Ok(None);
+    };
+    let bytes = raw_key(&text).ok_or_else(|| {
+        Failure::Failed(
+            "the key of an encrypted WAL or JSON store is 64 hex digits (a raw 256-bit key)".into(),
+        )
+    })?;
+    Ok(Some(Encryption::new(EncryptionKey::new(
+        store.key_id,
+        bytes,
+    ))))
+}
+
+/// The text of `--key-file`, one trailing newline dropped.
+fn key_text(store: &StoreArg) -> Result<Option<String>, Failure> {
     let Some(file) = &store.key_file else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let mut text = std::fs::read_to_string(file).map_err(|e| {
         Failure::Failed(format!("cannot read the key file {}: {e}", file.display()))
     })?;
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    let text = text.strip_suffix('\r').unwrap_or(text);
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(Some(text))
+}
+
+/// 64 hex digits as a raw key.
+fn raw_key(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
     let hex = |i: usize| {
         text.get(i..i + 2)
             .filter(|pair| pair.bytes().all(|b| b.is_ascii_hexdigit()))
             .and_then(|pair| u8::from_str_radix(pair, 16).ok())
     };
-    if text.len() == 64 {
-        let bytes: Option<Vec<u8>> = (0..32).map(|i| hex(i * 2)).collect();
-        if let Some(bytes) = bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
-            return Ok(Some(sync_store_sqlite::DatabaseKey::raw(bytes)));
-        }
-    }
-    Ok(Some(sync_store_sqlite::DatabaseKey::passphrase(text)))
+    let bytes: Option<Vec<u8>> = (0..32).map(|i| hex(i * 2)).collect();
+    bytes.and_then(|b| <[u8; 32]>::try_from(b).ok())
 }
 
 fn check_exists(path: &Path) -> Result<(), Failure> {

@@ -5,7 +5,7 @@ use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 
 use sync_outbox::OutboxError;
-use sync_store_file::FileStoreError;
+use sync_store_file::{EncryptionProblem, FileStoreError};
 use sync_store_sqlite::SqliteStoreError;
 use sync_wal::WalError;
 
@@ -79,7 +79,15 @@ impl From<FileStoreError> for Failure {
             FileStoreError::Wal(wal) => wal.into(),
             e @ (FileStoreError::Corrupt { .. }
             | FileStoreError::CorruptSnapshot { .. }
-            | FileStoreError::CorruptRecord { .. }) => Self::Corrupt(e.to_string()),
+            | FileStoreError::CorruptRecord { .. }
+            | FileStoreError::Encryption {
+                problem: EncryptionProblem::Malformed(_),
+                ..
+            }) => Self::Corrupt(e.to_string()),
+            e @ FileStoreError::Encryption {
+                problem: EncryptionProblem::NoKeys,
+                ..
+            } => Self::Failed(format!("{e}: give its key with --key-file")),
             other => Self::Failed(chain(&other)),
         }
     }

@@ -4,6 +4,7 @@
 mod download;
 #[cfg(feature = "sqlcipher")]
 mod encrypted;
+mod encrypted_files;
 mod outbox;
 mod wal;
 
