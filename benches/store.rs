@@ -4,8 +4,9 @@
 //! the WAL and SQLite stores run under `SyncPolicy::Never` and `Always`; the
 //! JSON store's whole-file rewrite shows its O(n) growth. Concurrent enqueues
 //! under `Always` on both; and `store/transactional-enqueue`, an app row plus
-//! its operation in one SQLite transaction beside a plain enqueue. Run with
-//! `cargo xtask bench`.
+//! its operation in one SQLite transaction beside a plain enqueue; and
+//! `store/encryption`, the same cycle on the WAL and JSON stores with and
+//! without encryption at rest. Run with `cargo xtask bench`.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -15,7 +16,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sync_outbox::{MemoryOutboxStore, Operation, Outbox, OutboxConfig, OutboxStore, RetryPolicy};
 use sync_store_file::{
-    JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore, WalOutboxStoreConfig,
+    Encryption, EncryptionKey, JsonOutboxStore, JsonOutboxStoreConfig, WalOutboxStore,
+    WalOutboxStoreConfig,
 };
 use sync_store_sqlite::{SqliteOutboxStore, SqliteOutboxStoreConfig};
 use sync_wal::SyncPolicy;
@@ -24,12 +26,22 @@ use sync_wal::SyncPolicy;
 /// pick them but they sit in every index and file.
 const FILLER_DUE: i64 = 1 << 50;
 
+/// A store of `kind`; a kind ending in `-encrypted` is that store with
+/// encryption at rest (one key, as an app has).
 fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
+    let (kind, encryption) = match kind.strip_suffix("-encrypted") {
+        Some(plain) => (
+            plain,
+            Some(Encryption::new(EncryptionKey::new(1, [0x42; 32]))),
+        ),
+        None => (kind, None),
+    };
     match kind {
         "baseline-memory" => Arc::new(MemoryOutboxStore::new()),
         "json" => Arc::new(
             JsonOutboxStore::open(JsonOutboxStoreConfig {
                 pretty_json: false,
+                encryption,
                 ..JsonOutboxStoreConfig::new(dir.join("outbox.json"))
             })
             .expect("open json store"),
@@ -37,6 +49,7 @@ fn open(kind: &str, dir: &Path) -> Arc<dyn OutboxStore> {
         "sqlite-never" | "sqlite-always" => Arc::new(sqlite(kind, dir)),
         _ => {
             let mut config = WalOutboxStoreConfig::new(dir.join("outbox-wal"));
+            config.encryption = encryption;
             config.sync = if kind == "wal-always" {
                 SyncPolicy::Always
             } else {
@@ -80,15 +93,48 @@ fn cycle(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    for pending in [100usize, 10_000, 100_000] {
-        for kind in [
-            "baseline-memory",
-            "wal-never",
-            "wal-always",
-            "sqlite-never",
-            "sqlite-always",
-            "json",
-        ] {
+    let kinds = [
+        "baseline-memory",
+        "wal-never",
+        "wal-always",
+        "sqlite-never",
+        "sqlite-always",
+        "json",
+    ];
+    cycles(&mut group, &kinds, &[100, 10_000, 100_000]);
+    group.finish();
+}
+
+/// The cycle with and without encryption at rest, each encrypted store
+/// beside its plain self, 1,000 operations pending.
+fn encryption(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store/encryption");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let kinds = [
+        "baseline-memory",
+        "wal-never",
+        "wal-never-encrypted",
+        "wal-always",
+        "wal-always-encrypted",
+        "json",
+        "json-encrypted",
+    ];
+    cycles(&mut group, &kinds, &[1_000]);
+    group.finish();
+}
+
+/// Enqueue -> claim -> done on each store of `kinds` with each number of
+/// other operations pending.
+fn cycles(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    kinds: &[&str],
+    pendings: &[usize],
+) {
+    for &pending in pendings {
+        for &kind in kinds {
             let dir = tempfile::tempdir().expect("tempdir");
             let store = open(kind, dir.path());
             fill(&*store, pending);
@@ -124,7 +170,6 @@ fn cycle(c: &mut Criterion) {
             });
         }
     }
-    group.finish();
 }
 
 /// Concurrent enqueuers on the WAL store under `Always`: `Outbox::enqueue`
@@ -212,5 +257,11 @@ fn transactional_enqueue(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cycle, concurrent_enqueue, transactional_enqueue);
+criterion_group!(
+    benches,
+    cycle,
+    encryption,
+    concurrent_enqueue,
+    transactional_enqueue
+);
 criterion_main!(benches);

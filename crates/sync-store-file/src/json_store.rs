@@ -274,7 +274,7 @@ impl JsonOutboxStore {
         }
         .map_err(|e| io_error("encode store file", self.path(), std::io::Error::other(e)))?;
         let bytes = match &self.config.encryption {
-            Some(encryption) => seal_file(encryption.keys(), FileRole::JsonStore, &bytes)?,
+            Some(encryption) => seal_file(encryption, FileRole::JsonStore, &bytes)?,
             None => bytes,
         };
         replace_atomically(self.storage.as_ref(), self.path(), &bytes)?;

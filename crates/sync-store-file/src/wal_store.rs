@@ -354,7 +354,7 @@ impl WalOutboxStore {
             .encode()
             .map_err(|e| io_error("encode snapshot", self.dir(), std::io::Error::other(e)))?;
         let bytes = match &self.config.encryption {
-            Some(encryption) => seal_file(encryption.keys(), FileRole::Snapshot, &bytes)?,
+            Some(encryption) => seal_file(encryption, FileRole::Snapshot, &bytes)?,
             None => bytes,
         };
         replace_atomically(
@@ -444,7 +444,7 @@ impl WalOutboxStore {
         let _seal = self.seal.lock().unwrap_or_else(PoisonError::into_inner);
         let first = self.wal.next_lsn();
         for (lsn, record) in (first..).zip(records.iter_mut()) {
-            seal_record(encryption.keys(), lsn, record)?;
+            seal_record(encryption, lsn, record)?;
         }
         let lsns = self.wal.append_batch_unsynced(&records)?;
         if lsns.start == first {

@@ -44,7 +44,7 @@ proptest! {
         let encryption = ring();
         let plain = record(&id, kind, ts_ms, &payload);
         let mut sealed = plain.clone();
-        seal_record(encryption.keys(), lsn, &mut sealed).unwrap();
+        seal_record(&encryption, lsn, &mut sealed).unwrap();
         prop_assert_eq!(sealed.payload.len(), payload.len() + RECORD_HEADER_LEN + TAG_LEN);
         prop_assert_eq!(sealed.payload[0], RECORD_MARKER);
         let mut opened = sealed.clone();
@@ -75,7 +75,7 @@ proptest! {
     ) {
         let encryption = ring();
         let mut sealed = record("op_1", RecordType::PutOperation, 5, &payload);
-        seal_record(encryption.keys(), 9, &mut sealed).unwrap();
+        seal_record(&encryption, 9, &mut sealed).unwrap();
         let at = at.index(sealed.payload.len());
         sealed.payload[at] ^= 1 << bit;
         let result = open_record(Some(&encryption), 9, &mut sealed);
@@ -92,11 +92,11 @@ proptest! {
     ) {
         let encryption = ring();
         let mut sealed = record("op_1", RecordType::PutOperation, 5, &payload);
-        seal_record(encryption.keys(), 0, &mut sealed).unwrap();
+        seal_record(&encryption, 0, &mut sealed).unwrap();
         let cut = cut.index(sealed.payload.len());
         sealed.payload.truncate(cut);
         prop_assert!(open_record(Some(&encryption), 0, &mut sealed).is_err());
-        let file = seal_file(encryption.keys(), FileRole::JsonStore, &payload).unwrap();
+        let file = seal_file(&encryption, FileRole::JsonStore, &payload).unwrap();
         let cut = cut.min(file.len() - 1);
         prop_assert!(open_file(Some(&encryption), FileRole::JsonStore, &file[..cut]).is_err());
     }
@@ -108,7 +108,7 @@ proptest! {
         bit in 0u8..8,
     ) {
         let encryption = ring();
-        let sealed = seal_file(encryption.keys(), FileRole::Snapshot, &plain).unwrap();
+        let sealed = seal_file(&encryption, FileRole::Snapshot, &plain).unwrap();
         prop_assert!(is_sealed_file(&sealed));
         let opened = open_file(Some(&encryption), FileRole::Snapshot, &sealed).unwrap();
         prop_assert_eq!(opened.as_ref(), plain.as_slice());
@@ -124,13 +124,13 @@ proptest! {
 fn seals_use_the_current_key_and_older_keys_still_open() {
     let old = Encryption::new(EncryptionKey::new(1, [1; 32]));
     let mut sealed = record("op_1", RecordType::PutOperation, 0, b"{}");
-    seal_record(old.keys(), 3, &mut sealed).unwrap();
+    seal_record(&old, 3, &mut sealed).unwrap();
     assert_eq!(&sealed.payload[1..5], &1u32.to_le_bytes());
     // The rotated ring reads the old key's records and seals with the new.
     let rotated = ring();
     open_record(Some(&rotated), 3, &mut sealed.clone()).unwrap();
     let mut fresh = record("op_1", RecordType::PutOperation, 0, b"{}");
-    seal_record(rotated.keys(), 4, &mut fresh).unwrap();
+    seal_record(&rotated, 4, &mut fresh).unwrap();
     assert_eq!(&fresh.payload[1..5], &2u32.to_le_bytes());
     // The old ring alone does not hold key 2.
     assert_eq!(
@@ -142,13 +142,23 @@ fn seals_use_the_current_key_and_older_keys_still_open() {
 #[test]
 fn a_wrong_key_under_the_right_id_does_not_authenticate() {
     let mut sealed = record("op_1", RecordType::PutOperation, 0, b"{\"secret\":1}");
-    seal_record(&EncryptionKey::new(1, [1; 32]), 0, &mut sealed).unwrap();
+    seal_record(
+        &Encryption::new(EncryptionKey::new(1, [1; 32])),
+        0,
+        &mut sealed,
+    )
+    .unwrap();
     let wrong = Encryption::new(EncryptionKey::new(1, [9; 32]));
     assert_eq!(
         open_record(Some(&wrong), 0, &mut sealed),
         Err((29, EncryptionProblem::NotAuthentic { key_id: 1 }))
     );
-    let file = seal_file(&EncryptionKey::new(1, [1; 32]), FileRole::JsonStore, b"{}").unwrap();
+    let file = seal_file(
+        &Encryption::new(EncryptionKey::new(1, [1; 32])),
+        FileRole::JsonStore,
+        b"{}",
+    )
+    .unwrap();
     assert_eq!(
         open_file(Some(&wrong), FileRole::JsonStore, &file),
         Err((44, EncryptionProblem::NotAuthentic { key_id: 1 }))
@@ -167,12 +177,12 @@ fn plain_content_is_read_without_keys_and_refused_with_them_unless_accepted() {
     assert_eq!(plain.payload, b"{}");
     // Sealed, and no keys: said so, not misread as plain.
     let mut sealed = plain.clone();
-    seal_record(ring().keys(), 0, &mut sealed).unwrap();
+    seal_record(&ring(), 0, &mut sealed).unwrap();
     assert_eq!(
         open_record(None, 0, &mut sealed),
         Err((0, EncryptionProblem::NoKeys))
     );
-    let file = seal_file(ring().keys(), FileRole::JsonStore, b"{}").unwrap();
+    let file = seal_file(&ring(), FileRole::JsonStore, b"{}").unwrap();
     assert_eq!(
         open_file(None, FileRole::JsonStore, &file),
         Err((0, EncryptionProblem::NoKeys))
@@ -185,7 +195,7 @@ fn plain_content_is_read_without_keys_and_refused_with_them_unless_accepted() {
 
 #[test]
 fn two_seals_of_the_same_bytes_differ() {
-    let keys = EncryptionKey::new(1, [1; 32]);
+    let keys = Encryption::new(EncryptionKey::new(1, [1; 32]));
     let a = seal_file(&keys, FileRole::JsonStore, b"same").unwrap();
     let b = seal_file(&keys, FileRole::JsonStore, b"same").unwrap();
     assert_ne!(a, b, "a fresh random nonce each time");
