@@ -87,12 +87,21 @@ fn fill(store: &dyn OutboxStore, pending: usize) {
     store.put_batch(&ops).expect("fill");
 }
 
-fn cycle(c: &mut Criterion) {
-    let mut group = c.benchmark_group("store/cycle");
+/// A group of cycles: one operation each, 10 samples of 2 s.
+fn cycle_group<'a>(
+    c: &'a mut Criterion,
+    name: &str,
+) -> criterion::BenchmarkGroup<'a, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
+    group
+}
+
+fn cycle(c: &mut Criterion) {
+    let mut group = cycle_group(c, "store/cycle");
     let kinds = [
         "baseline-memory",
         "wal-never",
@@ -108,11 +117,7 @@ fn cycle(c: &mut Criterion) {
 /// The cycle with and without encryption at rest, each encrypted store
 /// beside its plain self, 1,000 operations pending.
 fn encryption(c: &mut Criterion) {
-    let mut group = c.benchmark_group("store/encryption");
-    group.throughput(Throughput::Elements(1));
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(500));
-    group.measurement_time(Duration::from_secs(2));
+    let mut group = cycle_group(c, "store/encryption");
     let kinds = [
         "baseline-memory",
         "wal-never",

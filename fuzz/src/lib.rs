@@ -178,22 +178,17 @@ fn json_store_with(data: &[u8], encryption: Option<&Encryption>) {
         assert_eq!(read(&path), data, "a refused file was changed");
         return;
     };
-    let mut before = loaded.load_all().expect("memory store");
+    let before = loaded.load_all().expect("memory store");
     let store = JsonOutboxStore::open(config.clone()).expect("open accepts what load accepted");
-    let mut op = Operation::new("fuzz", "/fuzz", "{}");
-    op.id = "fuzz-added-op".into();
     // An id already in the file is replaced; otherwise the op is added.
-    before.retain(|o| o.id != op.id);
+    let op = added_op();
     store.put(&op).expect("a change to a loaded store");
     drop(store);
-    let mut after = JsonOutboxStore::open(config)
+    let after = JsonOutboxStore::open(config)
         .expect("the rewritten file reopens")
         .load_all()
         .expect("memory store");
-    before.push(op);
-    before.sort_by(|a, b| a.id.cmp(&b.id));
-    after.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(after, before, "operations lost or changed by a rewrite");
+    assert_kept(before, op, after);
 }
 
 /// Writes `data` as the only segment of an encrypted WAL store's log (key
@@ -230,19 +225,34 @@ pub fn sealed_wal_store(data: &[u8]) {
         viewed.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(viewed, before, "view and open disagree");
     }
-    let mut op = Operation::new("fuzz", "/fuzz", "{}");
-    op.id = "fuzz-added-op".into();
-    before.retain(|o| o.id != op.id);
+    let op = added_op();
     store.put(&op).expect("a change to an opened store");
     drop(store);
-    let mut after = WalOutboxStore::open(config)
+    let after = WalOutboxStore::open(config)
         .expect("the store reopens after a change")
         .load_all()
         .expect("memory index");
-    before.push(op);
+    assert_kept(before, op, after);
+}
+
+/// The operation the store targets add to what they opened.
+fn added_op() -> Operation {
+    let mut op = Operation::new("fuzz", "/fuzz", "{}");
+    op.id = "fuzz-added-op".into();
+    op
+}
+
+/// `after` (reopened) holds `before` with `added` put (replacing an
+/// operation of its id).
+fn assert_kept(mut before: Vec<Operation>, added: Operation, mut after: Vec<Operation>) {
+    before.retain(|o| o.id != added.id);
+    before.push(added);
     before.sort_by(|a, b| a.id.cmp(&b.id));
     after.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(after, before, "operations lost or changed across a reopen");
+    assert_eq!(
+        after, before,
+        "operations lost or changed by a change and a reopen"
+    );
 }
 
 fn read(path: &Path) -> Vec<u8> {

@@ -369,12 +369,8 @@ pub(crate) fn open_record(
     record: &mut WalRecord,
 ) -> Result<(), (u64, EncryptionProblem)> {
     let sealed = record.payload.first() == Some(&RECORD_MARKER);
-    let encryption = match (encryption, sealed) {
-        (None, false) => return Ok(()),
-        (None, true) => return Err((0, EncryptionProblem::NoKeys)),
-        (Some(e), false) if e.accept_plaintext => return Ok(()),
-        (Some(_), false) => return Err((0, EncryptionProblem::Unencrypted)),
-        (Some(e), true) => e,
+    let Some(encryption) = keys_for(encryption, sealed)? else {
+        return Ok(());
     };
     let payload = &record.payload;
     let (Some(header), Some(body)) = (
@@ -455,12 +451,8 @@ pub(crate) fn open_file<'a>(
     role: FileRole,
     bytes: &'a [u8],
 ) -> Result<std::borrow::Cow<'a, [u8]>, (u64, EncryptionProblem)> {
-    let encryption = match (encryption, is_sealed_file(bytes)) {
-        (None, false) => return Ok(bytes.into()),
-        (None, true) => return Err((0, EncryptionProblem::NoKeys)),
-        (Some(e), false) if e.accept_plaintext => return Ok(bytes.into()),
-        (Some(_), false) => return Err((0, EncryptionProblem::Unencrypted)),
-        (Some(e), true) => e,
+    let Some(encryption) = keys_for(encryption, is_sealed_file(bytes))? else {
+        return Ok(bytes.into());
     };
     let (Some(header), Some(body)) = (
         bytes.get(..FILE_HEADER_LEN),
@@ -508,6 +500,22 @@ pub(crate) fn open_file<'a>(
         )
     })?;
     Ok(plain.into())
+}
+
+/// The encryption to open content with when it is `sealed`; `None` for
+/// plain content read as it is (no encryption configured, or it accepts
+/// plain content).
+fn keys_for(
+    encryption: Option<&Encryption>,
+    sealed: bool,
+) -> Result<Option<&Encryption>, (u64, EncryptionProblem)> {
+    match (encryption, sealed) {
+        (None, false) => Ok(None),
+        (None, true) => Err((0, EncryptionProblem::NoKeys)),
+        (Some(e), false) if e.accept_plaintext => Ok(None),
+        (Some(_), false) => Err((0, EncryptionProblem::Unencrypted)),
+        (Some(e), true) => Ok(Some(e)),
+    }
 }
 
 /// Encrypts `buffer` in place; returns the tag.
